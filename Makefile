@@ -1,0 +1,40 @@
+# Two commands for a fresh machine (Python 3.11 + make + the package registries):
+#   make demo   set everything up and run the main job (data -> weekly runs -> bundles -> registry)
+#   make test   set everything up and run the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+export MODEL_FACTORY_HOME ?= $(CURDIR)/.model_factory
+export DAGSTER_HOME ?= $(MODEL_FACTORY_HOME)/dagster
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: demo test ui lint format contracts clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/model-factory demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
+
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+contracts: $(STAMP)
+	$(VENV)/bin/model-factory contracts export
+
+clean:
+	rm -rf $(MODEL_FACTORY_HOME)

@@ -1,0 +1,298 @@
+"""The `model-factory` command: demo data, manifests, runs, frames, contracts, registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import click
+
+from model_factory.contracts import TimeWindow, TrainingConfig
+from model_factory.core.documents import parse_document
+from model_factory.core.manifests import (
+    Catalog,
+    create_manifest,
+    read_manifest,
+    verify_manifest_files,
+)
+from model_factory.core.settings import Settings
+from model_factory.errors import ConfigError, ModelFactoryError
+
+CONTRACTS_FILE = Path("contracts") / "mf_public_contracts_v0.schema.json"
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+class _Group(click.Group):
+    """Turns a ModelFactoryError into one clear line and exit code 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModelFactoryError as exc:
+            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Model Factory: leakage-safe frames, XGBoost models, gated immutable bundles."""
+    # Dagster's preview/beta notices are for library authors, not for people running weeks.
+    warnings.filterwarnings("ignore", module="dagster")
+    warnings.filterwarnings("ignore", message=".*(preview|beta).*")
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@main.command("demo-data")
+@click.option("--catalog", default=None, help="Catalog URL (default: MODEL_FACTORY_CATALOG).")
+@click.option("--start", default="2026-01-05", show_default=True, help="First Monday of the data.")
+@click.option("--weeks", default=26, show_default=True, type=int)
+@click.option("--customers", default=5000, show_default=True, type=int)
+@click.option("--terminals", default=10000, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo_data(catalog, start, weeks, customers, terminals, seed) -> None:
+    """Generate the deterministic card-payment simulation into the catalog."""
+    from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+
+    url = catalog or Settings.from_env().catalog_url
+    spec = DemoDataSpec(start=date.fromisoformat(start), weeks=weeks, customers=customers,
+                        terminals=terminals, seed=seed)
+    started = time.perf_counter()
+    summary = generate_demo_data(url, spec, progress=_say)
+    _say(f"demo data written to {url} in {time.perf_counter() - started:.1f}s")
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+# -------------------------------------------------------------------------------- manifests
+
+
+@main.group()
+def manifest() -> None:
+    """Create and validate dataset manifests."""
+
+
+def _utc(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    d = datetime.fromisoformat(value)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)  # naive times on the command line are UTC
+
+
+@manifest.command("create")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--kind", type=click.Choice(["events", "feature_group", "labels"]), required=True)
+@click.option("--name", required=True)
+@click.option("--version", "version", required=True)
+@click.option("--keys", required=True, help="Comma-separated join keys.")
+@click.option("--time-column", default=None, help="Default: event_time / available_at / observed_time.")
+@click.option("--start", default=None, help="Window start (UTC ISO); default: from the data.")
+@click.option("--end", default=None, help="Window end, exclusive (UTC ISO).")
+@click.option("--valid-from-column", default=None)
+@click.option("--ttl-seconds", default=None, type=int)
+@click.option("--label-family", default=None)
+@click.option("--description", default="")
+@click.option("--catalog", default=None, help="Add the manifest to this catalog URL.")
+@click.option("--out", default=None, help="Write the manifest JSON here instead.")
+def manifest_create(files, kind, name, version, keys, time_column, start, end, valid_from_column,
+                    ttl_seconds, label_family, description, catalog, out) -> None:
+    """Build a manifest from parquet FILES (schema, sha256 and rows read from the files)."""
+    window = None
+    if start or end:
+        if not (start and end):
+            raise ConfigError("give both --start and --end, or neither", field="--start/--end")
+        window = TimeWindow(start=_utc(start), end=_utc(end))
+    uris = [str(Path(f).resolve()) if "://" not in f else f for f in files]
+    m = create_manifest(uris, kind=kind, name=name, version=version, keys=keys.split(","),
+                        time_column=time_column, window=window, valid_from_column=valid_from_column,
+                        ttl_seconds=ttl_seconds, label_family=label_family, description=description)
+    if out:
+        Path(out).write_text(m.model_dump_json(indent=2))
+        _say(f"manifest written to {out}")
+    else:
+        entry = Catalog(catalog or Settings.from_env().catalog_url).write(m)
+        _say(f"manifest added to the catalog: {entry.uri} (sha256 {entry.digest})")
+
+
+@manifest.command("validate")
+@click.argument("uris", nargs=-1, required=True)
+def manifest_validate(uris) -> None:
+    """Check manifests: contract, every file's sha256, rows, schema and time window."""
+    for uri in uris:
+        m = read_manifest(uri)
+        verify_manifest_files(m, uri)
+        click.echo(f"ok  {uri}  {m.kind}:{m.name}/{m.version}  {m.row_count} rows in {len(m.files)} file(s)")
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def _load_config(path: str | None) -> TrainingConfig:
+    if not path:
+        return TrainingConfig()
+    return parse_document(Path(path).read_bytes(), TrainingConfig, source=path, error=ConfigError)
+
+
+def _instance(settings: Settings):
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
+    return dg.DagsterInstance.get()
+
+
+def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
+    from model_factory.core.registry import FileRegistry
+    from model_factory.definitions import defs
+    from model_factory.runner import run_weeks
+
+    settings = Settings.from_env()
+    config = _load_config(config_path)
+    run_config = None
+    if config_path:
+        run_config = {"ops": {"dataset_manifests": {"config": config.model_dump(
+            mode="json", exclude={"schema_version"})}}}
+    with _instance(settings) as instance:
+        _say(f"Dagster instance: {settings.dagster_home}")
+        started = time.perf_counter()
+        results = run_weeks(instance, defs(), weeks, FileRegistry(settings.registry_url),
+                            run_config, progress=_say)
+        _say(f"{len(weeks)} week(s) in {time.perf_counter() - started:.0f}s")
+    if as_json:
+        for r in results:
+            out = r.as_json()
+            click.echo(json.dumps({k: out[k] for k in (
+                "week", "train_run_id", "train_rows", "test_rows", "roc_auc", "pr_auc", "gate",
+                "bundle_id", "published")}))
+    else:
+        _print_table(results)
+    return results
+
+
+def _print_table(results: list) -> None:
+    header = f"{'week':<10}  {'train run id':<24}  {'train':>7}  {'test':>6}  {'ROC-AUC':>7}  " \
+             f"{'PR-AUC':>6}  {'gate':<4}  {'bundle id':<24}  published"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in results:
+        if r.status == "failed":
+            click.echo(f"{r.week:<10}  FAILED: {r.error}")
+            continue
+        click.echo(f"{r.week:<10}  {r.train_run_id:<24}  {r.train_rows:>7}  {r.test_rows:>6}  "
+                   f"{r.roc_auc:>7.4f}  {r.pr_auc:>6.4f}  {r.gate:<4}  {r.bundle_id:<24}  "
+                   f"{'yes' if r.published else 'no'}")
+
+
+@main.command("run")
+@click.option("--from", "first", required=True, help="First week (a Monday, YYYY-MM-DD).")
+@click.option("--to", "last", required=True, help="Last week (a Monday, inclusive).")
+@click.option("--config", "config_path", default=None, help="TrainingConfig as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per week on stdout.")
+def run(first, last, config_path, as_json) -> None:
+    """Run the asset graph for weeks FROM..TO, publish PASS bundles, print a summary."""
+    from model_factory.runner import weeks_between
+
+    results = _run(weeks_between(first, last), config_path, as_json)
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
+@main.command("demo")
+def demo() -> None:
+    """Generate the demo data if absent, train every trainable week, publish, print the table."""
+    from model_factory.core.demo_data import DemoDataSpec, demo_data_present, generate_demo_data
+    from model_factory.runner import trainable_weeks
+
+    settings = Settings.from_env()
+    started = time.perf_counter()
+    if not demo_data_present(settings.catalog_url):
+        _say(f"generating demo data into {settings.catalog_url} ...")
+        generate_demo_data(settings.catalog_url, DemoDataSpec(), progress=_say)
+    weeks = trainable_weeks(Catalog(settings.catalog_url), TrainingConfig())
+    _say(f"{len(weeks)} trainable weeks: {weeks[0]} .. {weeks[-1]}")
+    results = _run(weeks, None, False)
+    passed = sum(1 for r in results if r.published)
+    _say(f"demo finished in {time.perf_counter() - started:.0f}s: {passed} bundle(s) in the registry "
+         f"at {settings.registry_url}")
+    _say(f"open the UI on this instance: DAGSTER_HOME={settings.dagster_home} make ui")
+    if any(r.status == "failed" for r in results):
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------------- frames
+
+
+@main.group()
+def frame() -> None:
+    """Training frames for notebooks and audits."""
+
+
+@frame.command("build")
+@click.option("--partition", required=True, help="Week (a Monday, YYYY-MM-DD).")
+@click.option("--config", "config_path", default=None, help="TrainingConfig as JSON.")
+@click.option("--out", required=True, help="Parquet file to write.")
+def frame_build(partition, config_path, out) -> None:
+    """Write the exact training frame of a week (same code path as the training_frame asset)."""
+    from model_factory.core.frames import frame_to_parquet
+    from model_factory.core.intake import intake
+    from model_factory.core.runs import FactoryEnv, compute_frame
+    from model_factory.core.storage import open_uri, write_exclusive
+
+    env = FactoryEnv.from_settings(Settings.from_env())
+    receipt, _ = intake(env.catalog, _load_config(config_path), partition, env.policy)
+    built = compute_frame(env, receipt)
+    fs, path = open_uri(out)
+    if fs.exists(path):
+        fs.rm(path)
+    write_exclusive(fs, path, frame_to_parquet(built.frame))
+    _say(f"train run {receipt.train_run_id}: {built.frame.height} rows "
+         f"({', '.join(f'{s} {built.rows(s)}' for s in ('train', 'val', 'test'))}), "
+         f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out}")
+
+
+# -------------------------------------------------------------------------- contracts etc.
+
+
+@main.group()
+def contracts() -> None:
+    """The public contracts' JSON Schema."""
+
+
+@contracts.command("export")
+@click.option("--out", default=str(CONTRACTS_FILE), show_default=True)
+def contracts_export(out) -> None:
+    """Write the JSON Schema generated from the pydantic contracts."""
+    from model_factory.core.schema import export_schema
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(export_schema())
+    _say(f"wrote {out}")
+
+
+@main.group()
+def registry() -> None:
+    """The model registry."""
+
+
+@registry.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def registry_list(as_json) -> None:
+    """Published bundles, by week."""
+    from model_factory.core.registry import FileRegistry
+
+    for r in FileRegistry(Settings.from_env().registry_url).records():
+        if as_json:
+            click.echo(r.model_dump_json())
+        else:
+            click.echo(f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  {r.bundle_uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pure-Python core of the Model Factory: no Dagster imports here (ARCHITECTURE §3)."""

@@ -1,0 +1,53 @@
+"""Governance checks: allowed data window, excluded ranges, PII, gate floors, who may trigger."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from fnmatch import fnmatch
+
+from model_factory.contracts import GovernancePolicy, LeakagePolicy, TimeWindow
+from model_factory.core.windows import data_span
+from model_factory.errors import PolicyViolationError
+
+
+def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: str | None) -> None:
+    """Every window lies in the allowed data window and touches no excluded range."""
+    # Labels are looked up until the cut, so the span that must be allowed runs to the cut.
+    span = TimeWindow(start=data_span(windows).start, end=windows.cut)
+    allowed = policy.allowed_data_window
+    if allowed is not None and not (allowed.start <= span.start and span.end <= allowed.end):
+        raise PolicyViolationError(
+            f"training data [{span.start:%Y-%m-%d}, {span.end:%Y-%m-%d}) is outside the allowed "
+            f"window [{allowed.start:%Y-%m-%d}, {allowed.end:%Y-%m-%d})",
+            source=source, field="allowed_data_window")
+    for i, excluded in enumerate(policy.excluded_ranges):
+        if excluded.overlaps(span):
+            raise PolicyViolationError(
+                f"training data [{span.start:%Y-%m-%d}, {span.end:%Y-%m-%d}) touches the excluded "
+                f"range [{excluded.start:%Y-%m-%d}, {excluded.end:%Y-%m-%d})",
+                source=source, field=f"excluded_ranges[{i}]")
+
+
+def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
+    """Column names the policy calls PII (by exact name or by pattern)."""
+    named = {c.lower() for c in policy.pii_columns}
+    patterns = [re.compile(p) for p in policy.pii_patterns]
+    return [c for c in columns if c.lower() in named or any(p.search(c) for p in patterns)]
+
+
+def check_no_pii(policy: GovernancePolicy, columns: Iterable[str], source: str | None,
+                 field: str) -> None:
+    found = pii_columns(policy, columns)
+    if found:
+        raise PolicyViolationError(f"PII columns {found} may never enter a frame or bundle",
+                                   source=source, field=field)
+
+
+def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | None) -> None:
+    if policy.allowed_triggerers is None:
+        return
+    if not any(fnmatch(triggered_by, pattern) for pattern in policy.allowed_triggerers):
+        raise PolicyViolationError(
+            f"'{triggered_by}' may not trigger training (allowed: {policy.allowed_triggerers})",
+            source=source, field="allowed_triggerers")

@@ -1,0 +1,39 @@
+"""Identities: config hash, code version, train run id (ARCHITECTURE §5)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from model_factory import __version__
+from model_factory.contracts import TrainingConfig
+from model_factory.core.canonical import canonical_json, sha256_hex, short_id
+
+
+def config_hash(config: TrainingConfig) -> str:
+    return sha256_hex(canonical_json(config))
+
+
+NOT_RUN_CODE = frozenset({"demo_data.py", "settings.py"})
+
+
+@cache
+def code_version() -> str:
+    """Package version plus a digest of the code that decides what a run produces.
+
+    Hashing the sources (not a git sha) means an edited checkout never reuses an old run id.
+    """
+    root = Path(__file__).resolve().parent.parent
+    # The demo simulator produces inputs, not runs: editing it must not rename train runs.
+    core = [p for p in (root / "core").glob("*.py") if p.name not in NOT_RUN_CODE]
+    files = sorted([root / "contracts.py", *core])
+    digest = sha256_hex(b"".join(p.name.encode() + b"\0" + p.read_bytes() for p in files))
+    return f"{__version__}+{digest[:12]}"
+
+
+def train_run_id(partition_key: str, cfg_hash: str, manifest_digests: list[str],
+                 code: str) -> str:
+    """Same week + config + inputs + code ⇒ same train run; anything else ⇒ a new one."""
+    payload = {"partition_key": partition_key, "config_hash": cfg_hash,
+               "input_manifests": sorted(manifest_digests), "code_version": code}
+    return short_id("mfr", sha256_hex(canonical_json(payload)))

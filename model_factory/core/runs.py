@@ -1,0 +1,211 @@
+"""One function per stage of a train run, over the catalog, store and registry.
+
+The Dagster assets are thin wrappers around these; the CLI (frame export) and tests call them
+directly, so there is one code path whatever runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import polars as pl
+from pydantic import BaseModel
+
+from model_factory.contracts import (
+    ArtifactRef,
+    EvaluationReport,
+    EvaluationReportRef,
+    FeatureGroupVersion,
+    GateReceipt,
+    GovernancePolicy,
+    IntakeReceipt,
+    ModelBundle,
+    Provenance,
+    PublishBundleRequest,
+    PublishBundleResponse,
+    TrainingConfig,
+    TrainingFrameRecord,
+)
+from model_factory.core.bundles import MODEL_ARTIFACT, assemble_bundle, write_bundle
+from model_factory.core.canonical import canonical_json, content_digest
+from model_factory.core.evaluation import build_report
+from model_factory.core.frames import (
+    TrainingFrame,
+    build_training_frame,
+    check_frame_schema,
+    frame_from_parquet,
+    frame_to_parquet,
+)
+from model_factory.core.gates import decide_gate
+from model_factory.core.intake import feature_columns, intake, reload_inputs
+from model_factory.core.manifests import Catalog
+from model_factory.core.registry import FileRegistry
+from model_factory.core.settings import Settings
+from model_factory.core.storage import ArtifactStore
+from model_factory.core.training import TrainedModel, load_booster, train_xgboost
+from model_factory.errors import LeakageError, ModelFactoryError
+
+D = TypeVar("D", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class FactoryEnv:
+    """Where a run reads and writes, and the policy it obeys."""
+
+    catalog: Catalog
+    store: ArtifactStore
+    registry: FileRegistry
+    policy: GovernancePolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FactoryEnv:
+        return cls(Catalog(settings.catalog_url), ArtifactStore(settings.store_url),
+                   FileRegistry(settings.registry_url), settings.policy())
+
+
+@dataclass
+class StageResult:
+    """A stage's document, its stored reference, and ledger facts (row counts, timings)."""
+
+    ref: ArtifactRef
+    doc: BaseModel | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def load_document(ref: ArtifactRef, model: type[D]) -> D:
+    return ArtifactStore.get_document(ref.uri, model, ref.sha256)
+
+
+def _same_run(intake_doc: IntakeReceipt, *docs: BaseModel) -> None:
+    for d in docs:
+        other = getattr(d, "train_run_id", intake_doc.train_run_id)
+        if other != intake_doc.train_run_id:
+            raise ModelFactoryError(
+                f"upstream {type(d).__name__} belongs to train run {other}, not "
+                f"{intake_doc.train_run_id}: re-materialize the stages after dataset_manifests",
+                field="train_run_id")
+
+
+def stage_intake(env: FactoryEnv, config: TrainingConfig, partition_key: str,
+                 provenance: Provenance | None = None) -> StageResult:
+    started = time.perf_counter()
+    receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance)
+    ref = env.store.put_document("intake_receipt.json", receipt)
+    counts = {"manifests": len(receipt.input_dataset_manifests),
+              "event_rows": sum(e.manifest.row_count for e in inputs.events),
+              "label_rows": sum(e.manifest.row_count for e in inputs.labels)}
+    return StageResult(ref, receipt, counts, time.perf_counter() - started)
+
+
+def compute_frame(env: FactoryEnv, receipt: IntakeReceipt) -> TrainingFrame:
+    """The training frame of a pinned train run (re-verifying every pinned file)."""
+    return build_training_frame(receipt, reload_inputs(receipt), env.policy)
+
+
+def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
+    started = time.perf_counter()
+    receipt = load_document(intake_ref, IntakeReceipt)
+    inputs = reload_inputs(receipt)
+    built = build_training_frame(receipt, inputs, env.policy)
+    frame_ref = env.store.put_bytes("training_frame.parquet", frame_to_parquet(built.frame),
+                                    media_type="application/vnd.apache.parquet", suffix=".parquet")
+    groups = [
+        FeatureGroupVersion(
+            name=name, version=entries[0].manifest.version, keys=entries[0].manifest.keys,
+            ttl_seconds=entries[0].manifest.ttl_seconds,
+            columns=[c for c in entries[0].manifest.columns if c.name in feature_columns(entries[0])])
+        for name, entries in inputs.feature_groups.items()
+    ]
+    by_split = built.frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
+    rows = {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)}
+    positives = {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)}
+    record = TrainingFrameRecord(
+        train_run_id=receipt.train_run_id, intake_digest=intake_ref.sha256, frame=frame_ref,
+        feature_schema=built.feature_schema, feature_group_versions=groups,
+        leakage_audit=built.audit, rows=rows, positives=positives)
+    ref = env.store.put_document("training_frame_record.json", record)
+    counts = {f"{s}_rows": rows.get(s, 0) for s in ("train", "val", "test")}
+    counts |= {f"{s}_positives": positives.get(s, 0) for s in ("train", "val", "test")}
+    return StageResult(ref, record, counts, time.perf_counter() - started)
+
+
+def load_frame(record: TrainingFrameRecord) -> pl.DataFrame:
+    frame = frame_from_parquet(ArtifactStore.get_bytes(record.frame))
+    check_frame_schema(frame, record.feature_schema, record.frame.uri)
+    return frame
+
+
+def stage_model(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef) -> StageResult:
+    started = time.perf_counter()
+    receipt = load_document(intake_ref, IntakeReceipt)
+    record = load_document(frame_ref, TrainingFrameRecord)
+    _same_run(receipt, record)
+    if not record.leakage_audit.passed:
+        raise LeakageError(f"the frame's leakage audit failed: {record.leakage_audit.violations}",
+                           source=frame_ref.uri, field="leakage_audit")
+    frame = load_frame(record)
+    trained = train_xgboost(frame, [f.name for f in record.feature_schema], receipt.config.hyperparams,
+                            source=record.frame.uri)
+    ref = env.store.put_bytes(MODEL_ARTIFACT, trained.model_bytes, suffix=".ubj")
+    counts = {"best_iteration": trained.best_iteration, "model_bytes": len(trained.model_bytes)}
+    return StageResult(ref, None, counts, time.perf_counter() - started)
+
+
+def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
+                     model_ref: ArtifactRef) -> StageResult:
+    started = time.perf_counter()
+    receipt = load_document(intake_ref, IntakeReceipt)
+    record = load_document(frame_ref, TrainingFrameRecord)
+    _same_run(receipt, record)
+    frame = load_frame(record)
+    booster = load_booster(ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread)
+    trained = TrainedModel(booster=booster, model_bytes=b"", best_iteration=int(booster.best_iteration))
+    report = build_report(
+        train_run_id=receipt.train_run_id, partition_key=receipt.partition_key,
+        model_family=receipt.config.model_family, model_sha256=model_ref.sha256,
+        frame_sha256=record.frame.sha256, frame=frame, features=[f.name for f in record.feature_schema],
+        trained=trained, thresholds=receipt.config.thresholds)
+    ref = env.store.put_document("evaluation_report.json", report)
+    test = report.metrics["test"]
+    counts = {"test_rows": test.rows, "test_positives": test.positives}
+    return StageResult(ref, report, counts, time.perf_counter() - started)
+
+
+def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, report_ref: ArtifactRef) -> StageResult:
+    started = time.perf_counter()
+    receipt = load_document(intake_ref, IntakeReceipt)
+    report = load_document(report_ref, EvaluationReport)
+    _same_run(receipt, report)
+    gate = decide_gate(report, EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
+                       receipt.config.gates, env.policy.gate_floors)
+    ref = env.store.put_document("gate_receipt.json", gate)
+    return StageResult(ref, gate, {}, time.perf_counter() - started)
+
+
+def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
+                 model_ref: ArtifactRef, report_ref: ArtifactRef, gate_ref: ArtifactRef,
+                 provenance: Provenance | None = None) -> tuple[StageResult, ModelBundle, bool]:
+    """Package and write the bundle; returns (result, bundle, created)."""
+    started = time.perf_counter()
+    receipt = load_document(intake_ref, IntakeReceipt)
+    record = load_document(frame_ref, TrainingFrameRecord)
+    gate = load_document(gate_ref, GateReceipt)
+    _same_run(receipt, record, gate)
+    bundle = assemble_bundle(
+        intake=receipt, audit=record.leakage_audit, feature_schema=record.feature_schema,
+        feature_groups=record.feature_group_versions, model_ref=model_ref, frame_ref=record.frame,
+        report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256), receipt=gate,
+        provenance=provenance)
+    uri, created = write_bundle(env.store, bundle)
+    ref = ArtifactRef(name="bundle.json", uri=uri, sha256=content_digest(bundle),
+                      size_bytes=len(canonical_json(bundle)), media_type="application/json")
+    return StageResult(ref, bundle, {}, time.perf_counter() - started), bundle, created
+
+
+def stage_publish(env: FactoryEnv, bundle_uri: str, bundle_id: str,
+                  requested_by: str) -> PublishBundleResponse:
+    return env.registry.publish(PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id,
+                                                     requested_by=requested_by))

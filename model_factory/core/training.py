@@ -1,0 +1,80 @@
+"""Deterministic XGBoost training: hist, fixed seed and threads, early stopping on validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import xgboost as xgb
+
+from model_factory.contracts import XGBoostParams
+from model_factory.errors import ModelFactoryError
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    booster: xgb.Booster
+    model_bytes: bytes
+    best_iteration: int
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return predict(self.booster, x, self.best_iteration)
+
+
+def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """Float32 matrix straight from Polars (nulls become NaN, XGBoost's missing value)."""
+    return frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
+
+
+def booster_params(p: XGBoostParams) -> dict:
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": "aucpr",
+        "tree_method": "hist",
+        "max_depth": p.max_depth,
+        "eta": p.learning_rate,
+        "min_child_weight": p.min_child_weight,
+        "subsample": p.subsample,
+        "colsample_bytree": p.colsample_bytree,
+        "lambda": p.reg_lambda,
+        "max_bin": p.max_bin,
+        "seed": p.seed,
+        "nthread": p.nthread,
+        "verbosity": 0,
+    }
+
+
+def train_xgboost(frame: pl.DataFrame, features: list[str], params: XGBoostParams,
+                  source: str = "training_frame") -> TrainedModel:
+    """Train on split 'train', stop early on split 'val'; returns the booster and its bytes."""
+    train = frame.filter(pl.col("split") == "train")
+    val = frame.filter(pl.col("split") == "val")
+    for name, part in (("train", train), ("val", val)):
+        positives = int(part["label"].sum())
+        if part.height == 0 or positives == 0 or positives == part.height:
+            raise ModelFactoryError(
+                f"the {name} split has {part.height} rows and {positives} positives: "
+                "both classes are needed to train", source=source, field=f"split={name}")
+    dtrain = xgb.QuantileDMatrix(feature_matrix(train, features), label=train["label"].to_numpy(),
+                                 feature_names=features, max_bin=params.max_bin,
+                                 nthread=params.nthread)
+    dval = xgb.QuantileDMatrix(feature_matrix(val, features), label=val["label"].to_numpy(),
+                               feature_names=features, ref=dtrain, nthread=params.nthread)
+    booster = xgb.train(booster_params(params), dtrain, num_boost_round=params.num_boost_round,
+                        evals=[(dval, "val")], early_stopping_rounds=params.early_stopping_rounds,
+                        verbose_eval=False)
+    best = int(booster.best_iteration)
+    return TrainedModel(booster=booster, model_bytes=bytes(booster.save_raw("ubj")), best_iteration=best)
+
+
+def load_booster(model_bytes: bytes, nthread: int = 2) -> xgb.Booster:
+    booster = xgb.Booster(params={"nthread": nthread})
+    booster.load_model(bytearray(model_bytes))
+    return booster
+
+
+def predict(booster: xgb.Booster, x: np.ndarray, best_iteration: int) -> np.ndarray:
+    """Scores from the trees up to the early-stopping best iteration."""
+    data = xgb.DMatrix(x, feature_names=booster.feature_names)
+    return booster.predict(data, iteration_range=(0, best_iteration + 1)).astype(np.float64)

@@ -1,0 +1,1 @@
+"""Dagster shell over the core: assets, checks, resources, sensors and schedules."""

@@ -1,0 +1,136 @@
+"""The six weekly stages of a train run (ARCHITECTURE §2), each a thin call into the core."""
+
+
+import dagster as dg
+
+from model_factory.contracts import IntakeReceipt, TrainingFrameRecord
+from model_factory.core.frames import check_frame_schema
+from model_factory.core.runs import (
+    load_document,
+    load_frame,
+    stage_bundle,
+    stage_evaluation,
+    stage_frame,
+    stage_gate,
+    stage_intake,
+    stage_model,
+)
+from model_factory.defs.config import TrainingConfig, to_contract
+from model_factory.defs.ledger import (
+    CODE_VERSION,
+    json_value,
+    materialize_result,
+    provenance,
+    upstream_ref,
+)
+from model_factory.defs.partitions import WEEKLY_PARTITIONS
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.errors import ModelFactoryError
+
+GROUP = "training"
+LEAKAGE_CHECK = "leakage_audit_clean"
+SCHEMA_CHECK = "frame_matches_feature_schema"
+
+_common = dict(partitions_def=WEEKLY_PARTITIONS, code_version=CODE_VERSION, group_name=GROUP)
+
+
+def _intake(context) -> tuple[IntakeReceipt, dg.AssetKey]:
+    ref = upstream_ref(context, "dataset_manifests")
+    return load_document(ref, IntakeReceipt), ref
+
+
+@dg.asset(kinds={"json"}, **_common)
+def dataset_manifests(context: dg.AssetExecutionContext, config: TrainingConfig,
+                      model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """Intake: resolve the week's windows, find and verify every manifest, pin the train run."""
+    result = stage_intake(model_factory.factory_env(), to_contract(config), context.partition_key,
+                          provenance(context))
+    intake: IntakeReceipt = result.doc  # type: ignore[assignment]
+    context.log.info(f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} manifests pinned")
+    return materialize_result(context, result, intake,
+                              windows=json_value(intake.windows.model_dump(mode="json")),
+                              config=json_value(intake.config.model_dump(mode="json")))
+
+
+@dg.asset(
+    deps=[dataset_manifests], kinds={"polars", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(LEAKAGE_CHECK, asset="training_frame", blocking=True,
+                          description="No feature available after its event, no label after its cut, no PII."),
+        dg.AssetCheckSpec(SCHEMA_CHECK, asset="training_frame", blocking=True,
+                          description="The stored frame has exactly the declared feature schema."),
+    ],
+    **_common,
+)
+def training_frame(context: dg.AssetExecutionContext,
+                   model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """The leakage-safe frame: as-of joins on available_at with TTL, labels as of their cut."""
+    intake, intake_ref = _intake(context)
+    result = stage_frame(model_factory.factory_env(), intake_ref)
+    record: TrainingFrameRecord = result.doc  # type: ignore[assignment]
+    audit = record.leakage_audit
+    try:
+        check_frame_schema(load_frame(record), record.feature_schema, record.frame.uri)
+        schema_ok, schema_msg = True, f"{len(record.feature_schema)} features as declared"
+    except ModelFactoryError as exc:
+        schema_ok, schema_msg = False, str(exc)
+    checks = [
+        dg.AssetCheckResult(check_name=LEAKAGE_CHECK, passed=audit.passed,
+                            metadata={"violations": json_value(audit.violations)}),
+        dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=schema_ok,
+                            metadata={"detail": schema_msg}),
+    ]
+    return materialize_result(
+        context, result, intake, check_results=checks,
+        frame_uri=dg.MetadataValue.path(record.frame.uri), frame_sha256=record.frame.sha256,
+        leakage_audit=json_value(audit.model_dump(mode="json")),
+        feature_schema=json_value([f.model_dump() for f in record.feature_schema]))
+
+
+@dg.asset(deps=[training_frame], kinds={"xgboost"}, pool="training", **_common)
+def model(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """A deterministic XGBoost model (hist, fixed seed and threads, early stopping on val)."""
+    intake, intake_ref = _intake(context)
+    result = stage_model(model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"))
+    return materialize_result(context, result, intake)
+
+
+@dg.asset(deps=[model], kinds={"json"}, **_common)
+def evaluation_report(context: dg.AssetExecutionContext,
+                      model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """Test and validation metrics: ROC-AUC, PR-AUC, precision/recall at thresholds, Brier."""
+    intake, intake_ref = _intake(context)
+    result = stage_evaluation(model_factory.factory_env(), intake_ref,
+                              upstream_ref(context, "training_frame"), upstream_ref(context, "model"))
+    test = result.doc.metrics["test"]  # type: ignore[union-attr]
+    return materialize_result(context, result, intake, roc_auc=test.roc_auc or 0.0,
+                              pr_auc=test.pr_auc or 0.0, brier=test.brier,
+                              timings=json_value(result.doc.timings))  # type: ignore[union-attr]
+
+
+@dg.asset(deps=[evaluation_report], kinds={"json"}, **_common)
+def gate_receipt(context: dg.AssetExecutionContext,
+                 model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """PASS/FAIL with every criterion; a FAIL is a verdict recorded here, not a failed run."""
+    intake, intake_ref = _intake(context)
+    result = stage_gate(model_factory.factory_env(), intake_ref, upstream_ref(context, "evaluation_report"))
+    gate = result.doc
+    context.log.info(f"gate {gate.gate_status}: {'; '.join(gate.reasons)}")  # type: ignore[union-attr]
+    return materialize_result(context, result, intake, gate_status=gate.gate_status,  # type: ignore[union-attr]
+                              reasons=json_value(gate.reasons))  # type: ignore[union-attr]
+
+
+@dg.asset(deps=[gate_receipt], kinds={"json"}, **_common)
+def model_bundle(context: dg.AssetExecutionContext,
+                 model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """The immutable, content-addressed bundle; the publish sensor picks up PASS ones."""
+    intake, intake_ref = _intake(context)
+    result, bundle, created = stage_bundle(
+        model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"),
+        upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"),
+        upstream_ref(context, "gate_receipt"), provenance(context))
+    return materialize_result(context, result, intake, bundle_id=bundle.bundle_id,
+                              gate_status=bundle.gate_receipt.gate_status, newly_written=created)
+
+
+TRAINING_ASSETS = [dataset_manifests, training_frame, model, evaluation_report, gate_receipt, model_bundle]

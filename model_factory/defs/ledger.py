@@ -1,0 +1,100 @@
+"""Ledger metadata on every materialization, and reading upstream outputs back from it.
+
+Materialization metadata is the run ledger (ARCHITECTURE §6): downstream stages find their
+inputs through it, so what a stage used is exactly what the ledger says.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+
+from model_factory.contracts import ArtifactRef, IntakeReceipt, Provenance
+from model_factory.core.identity import code_version
+from model_factory.core.runs import StageResult
+from model_factory.errors import MissingInputError
+
+CODE_VERSION = code_version()
+
+
+def triggered_by(tags: dict[str, str]) -> str:
+    """Who started the run, from Dagster's run tags."""
+    if "dagster/backfill" in tags:
+        return f"backfill:{tags['dagster/backfill']}"
+    if "dagster/schedule_name" in tags:
+        return f"schedule:{tags['dagster/schedule_name']}"
+    if "dagster/sensor_name" in tags:
+        return f"sensor:{tags['dagster/sensor_name']}"
+    if "dagster/user" in tags:
+        return f"user:{tags['dagster/user']}"
+    return tags.get("model_factory/triggered_by", "ui")
+
+
+def provenance(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Provenance:
+    tags = {k: str(v) for k, v in context.run.tags.items()}
+    return Provenance(triggered_by=triggered_by(tags), dagster_run_id=context.run_id, tags=tags)
+
+
+def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra) -> dict:
+    """The stable ledger fields (§6) plus a stage's own facts."""
+    meta = {
+        "train_run_id": intake.train_run_id,
+        "config_hash": intake.config_hash,
+        "code_version": intake.code_version,
+        "partition_key": intake.partition_key,
+        "input_manifests": dg.MetadataValue.json(
+            [{"uri": r.uri, "digest": r.digest, "kind": r.kind, "name": r.name, "version": r.version}
+             for r in intake.input_dataset_manifests]),
+        "output_uri": dg.MetadataValue.path(result.ref.uri),
+        "output_sha256": result.ref.sha256,
+        "output_name": result.ref.name,
+        "output_size_bytes": result.ref.size_bytes,
+        "output_media_type": result.ref.media_type,
+        "seconds": round(result.seconds, 3),
+        "triggered_by": provenance(context).triggered_by,
+        "dagster_run_id": context.run_id,
+    }
+    meta.update({k: v for k, v in result.counts.items()})
+    meta.update(extra)
+    return meta
+
+
+def materialize_result(context, result: StageResult, intake: IntakeReceipt, check_results=(),
+                       **extra) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        metadata=ledger_metadata(context, result, intake, **extra),
+        data_version=dg.DataVersion(result.ref.sha256),
+        check_results=list(check_results),
+    )
+
+
+def upstream_ref(context: dg.AssetExecutionContext, asset: str) -> ArtifactRef:
+    """The output an upstream asset recorded for this partition (its latest materialization)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]),
+        limit=1,
+    ).records
+    if not records:
+        raise MissingInputError(
+            f"'{asset}' has not been materialized for week {context.partition_key}: materialize it first",
+            field=asset)
+    return ref_from_metadata(records[0].asset_materialization.metadata, asset)
+
+
+def ref_from_metadata(metadata: dict, asset: str) -> ArtifactRef:
+    def value(key: str):
+        v = metadata[key]
+        return getattr(v, "value", v)
+
+    try:
+        return ArtifactRef(name=value("output_name"), uri=value("output_uri"),
+                           sha256=value("output_sha256"), size_bytes=value("output_size_bytes"),
+                           media_type=value("output_media_type"))
+    except KeyError as exc:
+        raise MissingInputError(f"'{asset}' materialization carries no ledger output ({exc})",
+                                field="output_uri") from exc
+
+
+def json_value(obj) -> dg.MetadataValue:
+    return dg.MetadataValue.json(json.loads(json.dumps(obj)))

@@ -1,0 +1,170 @@
+"""Running weeks through the Dagster asset graph from the command line (and tests).
+
+Each week is one run of the ``weekly_training`` job in the given instance, exactly what a
+backfill or the schedule would launch, so the UI shows these runs, partitions and ledger.
+Then the publish sensor is evaluated once and its requests are executed as publish runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import dagster as dg
+
+from model_factory.contracts import TrainingConfig
+from model_factory.core.manifests import Catalog
+from model_factory.core.registry import FileRegistry
+from model_factory.core.windows import resolve_windows, week_start
+from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
+from model_factory.errors import ModelFactoryError
+
+TRAIN_JOB = "weekly_training"
+# Runs started here print our own progress lines; Dagster's step-by-step log stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass
+class WeekSummary:
+    week: str
+    train_run_id: str | None
+    train_rows: int | None
+    test_rows: int | None
+    roc_auc: float | None
+    pr_auc: float | None
+    gate: str | None
+    bundle_id: str | None
+    published: bool
+    status: str = "succeeded"
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def weeks_between(first: str, last: str) -> list[str]:
+    start, end = week_start(first), week_start(last)
+    if end < start:
+        raise ModelFactoryError(f"--to {last} is before --from {first}", field="--to")
+    out, d = [], start
+    while d <= end:
+        out.append(d.date().isoformat())
+        d += timedelta(days=7)
+    return out
+
+
+def trainable_weeks(catalog: Catalog, config: TrainingConfig) -> list[str]:
+    """Weeks whose windows the catalog's events and labels fully cover."""
+    events = catalog.entries("events", config.events.name, config.events.version)
+    labels = catalog.entries("labels", config.labels.name, config.labels.version)
+    if not events or not labels:
+        raise ModelFactoryError("the catalog holds no events or labels for the config",
+                                source=catalog.url, field="events")
+    first_event = min(e.manifest.time_window.start for e in events)
+    last_end = min(max(e.manifest.time_window.end for e in events),
+                   max(e.manifest.time_window.end for e in labels))
+    d = first_event.date()
+    d += timedelta(days=(7 - d.weekday()) % 7)
+    weeks = []
+    while True:
+        key = d.isoformat()
+        w = resolve_windows(key, config.split_policy)
+        if w.cut > last_end:
+            break
+        if w.train_window.start >= first_event:
+            weeks.append(key)
+        d += timedelta(days=7)
+    return weeks
+
+
+def _latest(instance: dg.DagsterInstance, asset: str, week: str) -> dict | None:
+    recs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1).records
+    if not recs:
+        return None
+    return {k: getattr(v, "value", v) for k, v in recs[0].asset_materialization.metadata.items()}
+
+
+def run_week(instance: dg.DagsterInstance, defs: dg.Definitions, week: str,
+             run_config: dict | None = None, tags: dict[str, str] | None = None) -> WeekSummary:
+    """One run of the six stages for ``week``; failures are reported, not raised."""
+    job = defs.resolve_job_def(TRAIN_JOB)
+    result = job.execute_in_process(
+        partition_key=week, instance=instance, run_config={**QUIET, **(run_config or {})},
+        raise_on_error=False,
+        tags={"model_factory/triggered_by": "cli", **(tags or {})})
+    if not result.success:
+        error = _first_failure(result)
+        return WeekSummary(week, None, None, None, None, None, None, None, False, "failed", error)
+    return summarize_week(instance, week)
+
+
+def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed:
+            return f"check {event.event_specific_data.evaluation.check_name} failed"
+    return "run failed"
+
+
+def summarize_week(instance: dg.DagsterInstance, week: str, registry: FileRegistry | None = None
+                   ) -> WeekSummary:
+    frame = _latest(instance, "training_frame", week) or {}
+    report = _latest(instance, "evaluation_report", week) or {}
+    bundle = _latest(instance, "model_bundle", week) or {}
+    published = False
+    if registry is not None and bundle.get("bundle_id"):
+        published = any(r.bundle_id == bundle["bundle_id"] for r in registry.records())
+    return WeekSummary(
+        week=week, train_run_id=bundle.get("train_run_id"), train_rows=frame.get("train_rows"),
+        test_rows=frame.get("test_rows"), roc_auc=report.get("roc_auc"), pr_auc=report.get("pr_auc"),
+        gate=bundle.get("gate_status"), bundle_id=bundle.get("bundle_id"), published=published)
+
+
+def tick_publish_sensor(instance: dg.DagsterInstance, defs: dg.Definitions,
+                        cursor: str | None = None) -> tuple[list[str], str | None]:
+    """Evaluate the publish sensor once and execute each new request as a publish run.
+
+    Requests whose run_key already has a successful run are skipped, as the daemon would.
+    Returns the bundle ids published by this tick and the sensor's new cursor.
+    """
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                 sensor_name=SENSOR_NAME) as ctx:
+        result = sensor.evaluate_tick(ctx)
+    job = defs.resolve_job_def(PUBLISH_JOB)
+    done = []
+    for request in result.run_requests or []:
+        prior = instance.get_runs(filters=dg.RunsFilter(
+            tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME},
+            statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+        if prior:
+            continue
+        outcome = job.execute_in_process(
+            run_config={**QUIET, **request.run_config}, instance=instance, raise_on_error=False,
+            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME})
+        if not outcome.success:
+            raise ModelFactoryError(f"publishing {request.run_key} failed: {_first_failure(outcome)}",
+                                    field="publish")
+        done.append(request.run_key)
+    return done, result.cursor
+
+
+def run_weeks(instance: dg.DagsterInstance, defs: dg.Definitions, weeks: list[str],
+              registry: FileRegistry, run_config: dict | None = None,
+              progress: Callable[[str], None] | None = None) -> list[WeekSummary]:
+    """Run every week, then tick the publish sensor, then summarize each week."""
+    say = progress or (lambda _msg: None)
+    results: dict[str, WeekSummary] = {}
+    for i, week in enumerate(weeks, 1):
+        say(f"[{i}/{len(weeks)}] week {week}: training ...")
+        summary = run_week(instance, defs, week, run_config)
+        results[week] = summary
+        say(f"[{i}/{len(weeks)}] week {week}: {summary.status}"
+            + (f" ({summary.error})" if summary.error else f", gate {summary.gate}"))
+    published, _ = tick_publish_sensor(instance, defs)
+    say(f"publish sensor: {len(published)} new bundle(s) published")
+    return [results[w] if results[w].status == "failed" else summarize_week(instance, w, registry)
+            for w in weeks]
