@@ -8,12 +8,17 @@ from model_factory.defs.resources import ModelFactoryResource
 from model_factory.defs.schedules import weekly_training_job, weekly_training_schedule
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def build_definitions(resource: ModelFactoryResource | None = None) -> dg.Definitions:
+    """All assets, jobs, the schedule and the sensor, over one set of locations."""
     return dg.Definitions(
         assets=TRAINING_ASSETS,
         jobs=[weekly_training_job, publish_bundle_job],
         schedules=[weekly_training_schedule],
         sensors=[publish_pass_bundles],
-        resources={"model_factory": ModelFactoryResource()},
+        resources={"model_factory": resource or ModelFactoryResource()},
     )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

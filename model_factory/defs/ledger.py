@@ -33,7 +33,7 @@ def triggered_by(tags: dict[str, str]) -> str:
 
 def provenance(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Provenance:
     tags = {k: str(v) for k, v in context.run.tags.items()}
-    return Provenance(triggered_by=triggered_by(tags), dagster_run_id=context.run_id, tags=tags)
+    return Provenance(triggered_by=triggered_by(tags), dagster_run_id=context.run.run_id, tags=tags)
 
 
 def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra) -> dict:
@@ -53,7 +53,7 @@ def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra
         "output_media_type": result.ref.media_type,
         "seconds": round(result.seconds, 3),
         "triggered_by": provenance(context).triggered_by,
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
     }
     meta.update({k: v for k, v in result.counts.items()})
     meta.update(extra)

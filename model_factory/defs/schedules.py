@@ -3,10 +3,9 @@
 import dagster as dg
 
 from model_factory.defs.assets import TRAINING_ASSETS
-from model_factory.defs.partitions import WEEKLY_PARTITIONS
 
 weekly_training_job = dg.define_asset_job(
-    "weekly_training", selection=TRAINING_ASSETS, partitions_def=WEEKLY_PARTITIONS,
+    "weekly_training", selection=TRAINING_ASSETS,
     description="All six stages of one week's train run.")
 
 # A weekly partition exists once its week has ended, so Monday 03:00 UTC trains the week just closed.

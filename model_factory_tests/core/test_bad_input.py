@@ -1,0 +1,373 @@
+"""Bad input fails at intake with an error naming the file and the field, before anything is
+written (ARCHITECTURE §9)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model_factory.contracts import (
+    DatasetSelector,
+    GovernancePolicy,
+    IntakeReceipt,
+    TimeWindow,
+    TrainingConfig,
+)
+from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.core.intake import intake
+from model_factory.core.manifests import Catalog, read_manifest, verify_manifest_files
+from model_factory.core.registry import FileRegistry
+from model_factory.core.runs import FactoryEnv, stage_intake
+from model_factory.core.storage import ArtifactStore
+from model_factory.errors import (
+    DigestMismatchError,
+    ManifestError,
+    MissingInputError,
+    ModelFactoryError,
+    PolicyViolationError,
+    SchemaMismatchError,
+)
+
+SPEC = DemoDataSpec(customers=300, terminals=600, weeks=10)
+WEEK = "2026-03-09"  # the last trainable week of SPEC: its data span covers weeks 3..10
+TAMPERED_WINDOW = "20260202T000000Z_20260209T000000Z"  # inside that span for every dataset
+DATASETS = [
+    pytest.param("events/transactions/v1", id="events"),
+    pytest.param("labels/chargebacks/v1", id="labels"),
+    pytest.param("feature_group/terminal_risk/v1", id="feature-group"),
+]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pristine") / "catalog"
+    generate_demo_data(str(root), SPEC)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, pristine: Path) -> Path:
+    """A private copy of the demo catalog, next to a store and registry that do not exist yet."""
+    shutil.copytree(pristine, tmp_path / "catalog")
+    return tmp_path
+
+
+def _env(home: Path, policy: GovernancePolicy | None = None) -> FactoryEnv:
+    return FactoryEnv(
+        Catalog(str(home / "catalog")),
+        ArtifactStore(str(home / "store")),
+        FileRegistry(str(home / "registry")),
+        policy or GovernancePolicy(),
+    )
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _manifest_path(home: Path, dataset: str) -> Path:
+    return home / "catalog" / "datasets" / dataset / f"{TAMPERED_WINDOW}.json"
+
+
+def _data_path(home: Path, dataset: str) -> Path:
+    return home / "catalog" / "datasets" / dataset / TAMPERED_WINDOW / "part-0.parquet"
+
+
+def _edit_manifest(path: Path, edit) -> None:
+    doc: dict[str, Any] = json.loads(path.read_bytes())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _fails_before_writing(
+    home: Path,
+    error: type[ModelFactoryError],
+    config: TrainingConfig | None = None,
+    policy: GovernancePolicy | None = None,
+) -> ModelFactoryError:
+    """Run intake and the intake stage; both raise ``error``, and nothing is written anywhere."""
+    env = _env(home, policy)
+    config = config or TrainingConfig()
+    catalog_before = _tree(home / "catalog")
+    with pytest.raises(error) as direct:
+        intake(env.catalog, config, WEEK, env.policy)
+    with pytest.raises(error) as staged:
+        stage_intake(env, config, WEEK)
+    assert str(staged.value) == str(direct.value)
+    assert not (home / "store").exists()
+    assert not (home / "registry").exists()
+    assert _tree(home / "catalog") == catalog_before
+    return direct.value
+
+
+def test_clean_catalog_passes_intake_and_the_stage_writes_its_receipt(home):
+    # The control for every test below: the same call on untouched input does write.
+    result = stage_intake(_env(home), TrainingConfig(), WEEK)
+
+    stored = [p for p in (home / "store").rglob("*") if p.is_file()]
+    assert [str(p) for p in stored] == [result.ref.uri]
+    receipt = IntakeReceipt.model_validate_json(stored[0].read_bytes())
+    assert receipt.partition_key == WEEK
+    assert len(receipt.input_dataset_manifests) == result.counts["manifests"] > 0
+
+
+# -------------------------------------------------------------------- data files vs manifest
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_wrong_file_digest_is_a_digest_mismatch_naming_manifest_and_field(home, dataset):
+    manifest = _manifest_path(home, dataset)
+    _edit_manifest(manifest, lambda d: d["files"][0].update(sha256="0" * 64))
+
+    err = _fails_before_writing(home, DigestMismatchError)
+
+    assert err.source == str(manifest)
+    assert err.field == "files[0].sha256"
+    assert str(manifest) in str(err)
+    assert "files[0].sha256" in str(err)
+    assert str(_data_path(home, dataset)) in str(err)
+    assert err.code == "digest_mismatch"
+
+
+def test_data_file_changed_after_the_manifest_is_a_digest_mismatch(home):
+    dataset = "events/transactions/v1"
+    data = _data_path(home, dataset)
+    table = pq.read_table(data)
+    pq.write_table(table.slice(1), data)  # one row fewer, same schema
+
+    err = _fails_before_writing(home, DigestMismatchError)
+
+    assert err.source == str(_manifest_path(home, dataset))
+    assert err.field == "files[0].sha256"
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_missing_data_file_is_a_missing_input_naming_file_and_field(home, dataset):
+    data = _data_path(home, dataset)
+    data.unlink()
+
+    err = _fails_before_writing(home, MissingInputError)
+
+    assert err.source == str(_manifest_path(home, dataset))
+    assert err.field == "files[0].path"
+    assert str(data) in str(err)
+    assert "files[0].path" in str(err)
+
+
+def _rewrite_with_float32_amount(home: Path) -> Path:
+    """Rewrite one events file with 'amount' as float32 and re-pin its digest and size, so the
+    schema is the only thing that differs from the manifest."""
+    dataset = "events/transactions/v1"
+    data = _data_path(home, dataset)
+    table = pq.read_table(data)
+    table = table.set_column(
+        table.schema.get_field_index("amount"), "amount", table["amount"].cast(pa.float32())
+    )
+    pq.write_table(table, data)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    manifest = _manifest_path(home, dataset)
+    _edit_manifest(
+        manifest, lambda d: d["files"][0].update(sha256=digest, size_bytes=data.stat().st_size)
+    )
+    return manifest
+
+
+def test_data_file_with_another_schema_is_a_schema_mismatch_naming_the_column(home):
+    manifest = _rewrite_with_float32_amount(home)
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source == str(manifest)
+    assert err.field is not None and err.field.startswith("files[0]")
+    assert "amount" in str(err)
+    assert "float" in str(err)
+
+
+def test_verify_manifest_files_checks_digest_presence_and_schema(home):
+    dataset = "events/transactions/v1"
+    manifest = _manifest_path(home, dataset)
+    verify_manifest_files(read_manifest(str(manifest)), str(manifest))  # clean: no error
+
+    _rewrite_with_float32_amount(home)
+    with pytest.raises(SchemaMismatchError):
+        verify_manifest_files(read_manifest(str(manifest)), str(manifest))
+
+    _edit_manifest(manifest, lambda d: d["files"][0].update(sha256="f" * 64))
+    with pytest.raises(DigestMismatchError) as digest:
+        verify_manifest_files(read_manifest(str(manifest)), str(manifest))
+    assert (digest.value.source, digest.value.field) == (str(manifest), "files[0].sha256")
+
+    _data_path(home, dataset).unlink()
+    with pytest.raises(MissingInputError) as missing:
+        verify_manifest_files(read_manifest(str(manifest)), str(manifest))
+    assert (missing.value.source, missing.value.field) == (str(manifest), "files[0].path")
+
+
+def test_wrong_row_count_is_a_manifest_error_naming_the_field(home):
+    dataset = "labels/chargebacks/v1"
+    manifest = _manifest_path(home, dataset)
+    _edit_manifest(
+        manifest,
+        lambda d: (
+            d["files"][0].update(rows=d["files"][0]["rows"] + 1),
+            d.update(row_count=d["row_count"] + 1),
+        ),
+    )
+
+    err = _fails_before_writing(home, ManifestError)
+
+    assert (err.source, err.field) == (str(manifest), "files[0].rows")
+
+
+# ---------------------------------------------------------------------- malformed manifests
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        pytest.param(lambda d: d.update(row_count="many"), r"row_count", id="bad-type"),
+        pytest.param(lambda d: d.pop("keys"), r"keys", id="missing-field"),
+        pytest.param(
+            lambda d: d["files"][0].update(rows="x"),
+            r"files(\.0|\[0\])\.rows",
+            id="bad-nested-type",
+        ),
+        pytest.param(
+            lambda d: d["files"][0].update(sha256="not-hex"),
+            r"files(\.0|\[0\])\.sha256",
+            id="bad-digest-pattern",
+        ),
+        pytest.param(
+            lambda d: d.update(schema_version="mf.DatasetManifest.v9"),
+            r"schema_version",
+            id="other-contract-version",
+        ),
+        pytest.param(lambda d: d.update(surprise=1), r"surprise", id="unknown-field"),
+    ],
+)
+def test_malformed_manifest_is_a_manifest_error_naming_file_and_field(home, edit, field):
+    manifest = _manifest_path(home, "feature_group/terminal_risk/v1")
+    _edit_manifest(manifest, edit)
+
+    err = _fails_before_writing(home, ManifestError)
+
+    assert err.source == str(manifest)
+    assert err.field is not None
+    assert re.fullmatch(field, err.field), err.field
+    assert str(manifest) in str(err)
+    assert err.field in str(err)
+
+
+def test_manifest_that_is_not_json_is_a_manifest_error_naming_the_file(home):
+    manifest = _manifest_path(home, "events/transactions/v1")
+    manifest.write_bytes(b'{"kind": "events", "files": [')
+
+    err = _fails_before_writing(home, ManifestError)
+
+    assert err.source == str(manifest)
+    assert err.field == "(document)"
+    assert "JSON" in str(err)
+
+
+# ---------------------------------------------------------------- config and governance
+
+
+def test_unknown_feature_group_is_a_missing_input(home):
+    config = TrainingConfig(
+        feature_group_versions=[
+            DatasetSelector(name="terminal_risk", version="v1"),
+            DatasetSelector(name="merchant_risk", version="v1"),
+        ]
+    )
+
+    err = _fails_before_writing(home, MissingInputError, config=config)
+
+    assert err.field == "feature_group:merchant_risk/v1"
+    assert "merchant_risk" in str(err)
+    assert err.source == str(home / "catalog")
+
+
+def test_unknown_feature_group_version_is_a_missing_input(home):
+    config = TrainingConfig(
+        feature_group_versions=[
+            DatasetSelector(name="terminal_risk", version="v2"),
+        ]
+    )
+
+    err = _fails_before_writing(home, MissingInputError, config=config)
+
+    assert err.field == "feature_group:terminal_risk/v2"
+
+
+def test_selecting_a_pii_event_column_is_a_policy_violation(home):
+    config = TrainingConfig(event_features=["amount", "card_number"])
+
+    err = _fails_before_writing(home, PolicyViolationError, config=config)
+
+    assert err.field == "event_features"
+    assert "card_number" in str(err)
+    assert err.source is not None and "datasets/events/transactions/v1/" in err.source
+
+
+def test_pii_is_recognised_by_pattern_too(home):
+    # The column exists in the data, so only the policy's pattern can refuse it.
+    policy = GovernancePolicy(pii_columns=[])
+    config = TrainingConfig(event_features=["amount", "card_number"])
+
+    err = _fails_before_writing(home, PolicyViolationError, config=config, policy=policy)
+
+    assert err.field == "event_features"
+
+
+def test_policy_window_that_excludes_the_week_is_a_policy_violation(home):
+    # Week 2026-03-09 needs data up to its cut, 2026-03-16; the policy stops at 2026-03-09.
+    policy = GovernancePolicy(
+        allowed_data_window=TimeWindow(
+            start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 3, 9, tzinfo=UTC)
+        )
+    )
+
+    err = _fails_before_writing(home, PolicyViolationError, policy=policy)
+
+    assert err.field == "allowed_data_window"
+    assert "2026-03-16" in str(err)
+    assert "2026-03-09" in str(err)
+
+
+def test_policy_window_that_includes_the_week_lets_intake_through(home):
+    policy = GovernancePolicy(
+        allowed_data_window=TimeWindow(
+            start=datetime(2026, 1, 1, tzinfo=UTC), end=datetime(2026, 3, 16, tzinfo=UTC)
+        )
+    )
+
+    receipt, _ = intake(_env(home, policy).catalog, TrainingConfig(), WEEK, policy)
+
+    assert receipt.partition_key == WEEK
+
+
+def test_excluded_range_touching_the_week_is_a_policy_violation(home):
+    policy = GovernancePolicy(
+        excluded_ranges=[
+            TimeWindow(
+                start=datetime(2026, 2, 10, tzinfo=UTC), end=datetime(2026, 2, 11, tzinfo=UTC)
+            )
+        ]
+    )
+
+    err = _fails_before_writing(home, PolicyViolationError, policy=policy)
+
+    assert err.field == "excluded_ranges[0]"

@@ -1,0 +1,173 @@
+"""Split metrics against scikit-learn, on random data with heavy ties and rare positives."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from model_factory.core.evaluation import average_precision, metric_set, roc_auc
+
+THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
+# A few values only, so most scores are tied; includes exact calibration bin edges and 0 and 1.
+TIED_SCORES = [0.0, 0.05, 0.1, 0.3, 0.5, 0.5000001, 0.7, 0.9, 1.0]
+
+
+@st.composite
+def labelled_scores(draw: st.DrawFn, *, min_size: int = 1, lo: float = 0.0, hi: float = 1.0):
+    """(y, score): scores either from a handful of tied values or continuous; positives common
+    or rare (about one in fifty, often none)."""
+    n = draw(st.integers(min_size, 300))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    rate = draw(st.sampled_from([0.5, 0.1, 0.02, 0.005]))
+    y = (rng.random(n) < rate).astype(np.int64)
+    if draw(st.booleans()):
+        pool = np.clip(np.array(TIED_SCORES), lo, hi)
+        score = rng.choice(pool[: draw(st.integers(1, len(pool)))], size=n)
+    else:
+        score = rng.uniform(lo, hi, n)
+        if draw(st.booleans()):  # informative scores: positives shifted up
+            score = np.clip(score + 0.3 * y, lo, hi)
+    return y, score.astype(np.float64)
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return 0 < int(y.sum()) < y.size
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=labelled_scores())
+def test_roc_auc_matches_sklearn_with_ties_and_rare_positives(data) -> None:
+    y, score = data
+    got = roc_auc(y, score)
+    if _two_classes(y):
+        assert got == pytest.approx(roc_auc_score(y, score), rel=1e-12, abs=1e-12)
+    else:
+        assert got is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=labelled_scores())
+def test_average_precision_matches_sklearn_with_ties_and_rare_positives(data) -> None:
+    y, score = data
+    got = average_precision(y, score)
+    if y.sum() > 0:
+        assert got == pytest.approx(average_precision_score(y, score), rel=1e-12, abs=1e-12)
+    else:
+        assert got is None
+
+
+def test_single_class_inputs_have_no_auc() -> None:
+    score = np.array([0.1, 0.4, 0.4, 0.9])
+    assert roc_auc(np.zeros(4, dtype=np.int64), score) is None
+    assert roc_auc(np.ones(4, dtype=np.int64), score) is None
+    assert average_precision(np.zeros(4, dtype=np.int64), score) is None
+    # all positives: every threshold has precision 1
+    assert average_precision(np.ones(4, dtype=np.int64), score) == pytest.approx(1.0)
+    m = metric_set("test", np.zeros(4, dtype=np.int64), score, THRESHOLDS)
+    assert m.roc_auc is None and m.pr_auc is None
+    assert m.positives == 0 and m.positive_rate == 0.0
+    assert all(t.recall == 0.0 and t.precision == 0.0 for t in m.at_thresholds)
+    m1 = metric_set("val", np.ones(4, dtype=np.int64), score, THRESHOLDS)
+    assert m1.roc_auc is None
+    assert m1.pr_auc == pytest.approx(1.0)
+
+
+def test_all_scores_tied_gives_auc_one_half_and_ap_the_base_rate() -> None:
+    y = np.array([0, 1, 0, 0, 1, 0, 0, 0], dtype=np.int64)
+    score = np.full(8, 0.42)
+    assert roc_auc(y, score) == pytest.approx(0.5)
+    assert average_precision(y, score) == pytest.approx(2 / 8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=labelled_scores(lo=1e-6, hi=1 - 1e-6), split=st.sampled_from(["train", "val", "test"]))
+def test_metric_set_matches_sklearn(data, split: str) -> None:
+    y, score = data
+    m = metric_set(split, y, score, THRESHOLDS)
+    assert m.split == split
+    assert m.rows == y.size
+    assert m.positives == int(y.sum())
+    assert m.positive_rate == pytest.approx(y.mean())
+    assert m.brier == pytest.approx(brier_score_loss(y, score), rel=1e-12, abs=1e-15)
+    assert m.log_loss == pytest.approx(log_loss(y, score, labels=[0, 1]), rel=1e-9, abs=1e-12)
+    if _two_classes(y):
+        assert m.roc_auc == pytest.approx(roc_auc_score(y, score), rel=1e-12, abs=1e-12)
+    else:
+        assert m.roc_auc is None
+    if y.sum() > 0:
+        assert m.pr_auc == pytest.approx(average_precision_score(y, score), rel=1e-12, abs=1e-12)
+    else:
+        assert m.pr_auc is None
+
+    assert [t.threshold for t in m.at_thresholds] == THRESHOLDS
+    # one column per threshold, so sklearn scores every threshold in one multilabel call
+    alerts = (score[:, None] >= np.array(THRESHOLDS)[None, :]).astype(np.int64)
+    truth = np.repeat(y[:, None], len(THRESHOLDS), axis=1)
+    precision = precision_score(truth, alerts, average=None, zero_division=0.0)
+    recall = recall_score(truth, alerts, average=None, zero_division=0.0)
+    assert [t.alerts for t in m.at_thresholds] == alerts.sum(axis=0).tolist()
+    assert [t.precision for t in m.at_thresholds] == pytest.approx(list(precision), abs=1e-12)
+    assert [t.recall for t in m.at_thresholds] == pytest.approx(list(recall), abs=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=labelled_scores())
+def test_calibration_bins_hold_each_score_in_the_tenth_it_falls_in(data) -> None:
+    """Ten bins [k/10, (k+1)/10), the last closed at 1; exact edges go to the upper bin."""
+    y, score = data
+    bins = metric_set("test", y, score, THRESHOLDS).calibration
+    assert len(bins) == 10
+    for k, b in enumerate(bins):
+        assert b.lower == pytest.approx(k / 10, abs=1e-12)
+        assert b.upper == pytest.approx((k + 1) / 10, abs=1e-12)
+    # exact rational arithmetic: which tenth each float score really lies in
+    expected = np.array([min(int(Fraction(s) * 10), 9) for s in score])
+    assert sum(b.rows for b in bins) == y.size
+    for k, b in enumerate(bins):
+        mask = expected == k
+        assert b.rows == int(mask.sum())
+        if b.rows:
+            assert b.mean_score == pytest.approx(float(score[mask].mean()), rel=1e-12)
+            assert b.observed_rate == pytest.approx(float(y[mask].mean()), rel=1e-12)
+        else:
+            assert b.mean_score is None and b.observed_rate is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400))
+def test_calibration_matches_sklearn_calibration_curve_away_from_bin_edges(seed: int, n: int):
+    rng = np.random.default_rng(seed)
+    score = rng.uniform(0, 1, n)
+    # sklearn closes bins on the right; away from the edges both conventions agree
+    edges = np.linspace(0, 1, 11)
+    score = score[np.min(np.abs(score[:, None] - edges[None, :]), axis=1) > 1e-9]
+    y = (rng.random(score.size) < score).astype(np.int64)
+    if score.size == 0:
+        return
+    bins = [b for b in metric_set("val", y, score, THRESHOLDS).calibration if b.rows]
+    prob_true, prob_pred = calibration_curve(y, score, n_bins=10, strategy="uniform")
+    assert [b.observed_rate for b in bins] == pytest.approx(list(prob_true), rel=1e-12)
+    assert [b.mean_score for b in bins] == pytest.approx(list(prob_pred), rel=1e-12)
+
+
+def test_threshold_metrics_count_scores_equal_to_the_threshold_as_alerts() -> None:
+    y = np.array([1, 0, 1, 0, 0], dtype=np.int64)
+    score = np.array([0.5, 0.5, 0.49, 0.1, 0.9])
+    (t,) = metric_set("test", y, score, [0.5]).at_thresholds
+    assert t.alerts == 3  # 0.5, 0.5 and 0.9
+    assert t.precision == pytest.approx(1 / 3)
+    assert t.recall == pytest.approx(1 / 2)

@@ -1,0 +1,200 @@
+"""The `model-factory` command: manifests, contracts export and demo data, through click."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from model_factory.cli import main
+from model_factory.contracts import DatasetManifest, TimeWindow
+from model_factory.core.demo_data import DemoDataSpec, demo_data_present
+from model_factory.core.manifests import Catalog, manifest_digest
+from model_factory.core.schema import export_schema
+
+MONDAY = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODEL_FACTORY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODEL_FACTORY_CATALOG", str(tmp_path / "catalog"))
+    for var in ("MODEL_FACTORY_STORE", "MODEL_FACTORY_REGISTRY", "MODEL_FACTORY_POLICY"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def parquet_files(tmp_path: Path) -> list[str]:
+    """Two events files of the week of MONDAY."""
+    out = []
+    for k in range(2):
+        table = pa.table(
+            {
+                "event_id": pa.array([f"tx-{k}-{i}" for i in range(3)]),
+                "event_time": pa.array(
+                    [MONDAY + timedelta(days=k, hours=i) for i in range(3)],
+                    pa.timestamp("us", tz="UTC"),
+                ),
+                "amount": pa.array([1.0, 2.0, 3.0]),
+            }
+        )
+        path = tmp_path / "in" / f"part-{k}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        pq.write_table(table, path)
+        out.append(str(path))
+    return out
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+CREATE = [
+    "manifest",
+    "create",
+    "--kind",
+    "events",
+    "--name",
+    "transactions",
+    "--version",
+    "v1",
+    "--keys",
+    "event_id",
+]
+
+
+def test_manifest_create_writes_the_manifest_to_out(home, parquet_files):
+    out = home / "m.json"
+
+    result = _invoke(
+        *CREATE, "--start", "2026-01-05", "--end", "2026-01-12", "--out", str(out), *parquet_files
+    )
+
+    assert result.exit_code == 0, result.output
+    m = DatasetManifest.model_validate_json(out.read_text())
+    assert [f.path for f in m.files] == parquet_files
+    assert [f.sha256 for f in m.files] == [
+        hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in parquet_files
+    ]
+    assert m.row_count == 6
+    assert m.time_window == TimeWindow(start=MONDAY, end=MONDAY + timedelta(days=7))
+    assert not (home / "catalog").exists()  # --out writes there instead of the catalog
+
+
+def test_manifest_create_adds_the_manifest_to_the_catalog_from_the_environment(home, parquet_files):
+    result = _invoke(*CREATE, *parquet_files)
+
+    assert result.exit_code == 0, result.output
+    entries = Catalog(str(home / "catalog")).entries("events", "transactions", "v1")
+    assert len(entries) == 1
+    # No window given: the whole days the data spans (5 and 6 January).
+    assert entries[0].manifest.time_window == TimeWindow(
+        start=MONDAY, end=MONDAY + timedelta(days=2)
+    )
+    assert entries[0].uri in result.stderr
+    assert entries[0].digest in result.stderr
+
+
+def test_manifest_create_to_an_explicit_catalog(home, parquet_files):
+    other = home / "other_catalog"
+
+    result = _invoke(*CREATE, "--catalog", str(other), *parquet_files)
+
+    assert result.exit_code == 0, result.output
+    assert len(Catalog(str(other)).entries("events", "transactions", "v1")) == 1
+    assert not (home / "catalog").exists()
+
+
+def test_manifest_create_with_a_row_outside_the_window_exits_2(home, parquet_files):
+    result = _invoke(*CREATE, "--start", "2026-01-05", "--end", "2026-01-06", *parquet_files)
+
+    assert result.exit_code == 2
+    assert "error [manifest_invalid]" in result.stderr
+    assert "time_window" in result.stderr
+    assert not (home / "catalog").exists()
+
+
+def test_manifest_create_with_only_a_start_exits_2(home, parquet_files):
+    result = _invoke(*CREATE, "--start", "2026-01-05", *parquet_files)
+
+    assert result.exit_code == 2
+    assert "error [config_invalid]" in result.stderr
+
+
+def test_manifest_validate_prints_ok_for_a_good_manifest(home, parquet_files):
+    out = home / "m.json"
+    assert _invoke(*CREATE, "--out", str(out), *parquet_files).exit_code == 0
+
+    result = _invoke("manifest", "validate", str(out))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok")
+    assert str(out) in result.stdout
+    assert "events:transactions/v1" in result.stdout
+    assert "6 rows in 2 file(s)" in result.stdout
+
+
+def test_manifest_validate_of_a_tampered_manifest_exits_2_naming_the_file(home, parquet_files):
+    out = home / "m.json"
+    assert _invoke(*CREATE, "--out", str(out), *parquet_files).exit_code == 0
+    doc = json.loads(out.read_text())
+    doc["files"][1]["sha256"] = "0" * 64
+    out.write_text(json.dumps(doc))
+
+    result = _invoke("manifest", "validate", str(out))
+
+    assert result.exit_code == 2
+    assert "error [digest_mismatch]" in result.stderr
+    assert str(out) in result.stderr
+    assert "files[1].sha256" in result.stderr
+    assert "Traceback" not in result.output
+    assert "ok" not in result.stdout
+
+
+def test_manifest_validate_stops_at_the_first_bad_manifest(home, parquet_files):
+    good, bad = home / "good.json", home / "bad.json"
+    assert _invoke(*CREATE, "--out", str(good), *parquet_files).exit_code == 0
+    bad.write_text("{not json")
+
+    result = _invoke("manifest", "validate", str(good), str(bad))
+
+    assert result.exit_code == 2
+    assert str(good) in result.stdout
+    assert "error [manifest_invalid]" in result.stderr
+    assert str(bad) in result.stderr
+
+
+def test_contracts_export_writes_the_generated_schema(home):
+    out = home / "nested" / "schema.json"
+
+    result = _invoke("contracts", "export", "--out", str(out))
+
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == export_schema()
+
+
+def test_demo_data_creates_the_catalog_and_prints_a_json_summary(home):
+    result = _invoke("demo-data", "--weeks", "9", "--customers", "300", "--terminals", "600")
+
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    catalog_url = str(home / "catalog")
+    assert summary["catalog_url"] == catalog_url
+    assert summary["manifests"] == 5 * 9
+    assert summary["customers"] == 300
+    assert summary["terminals"] == 600
+    assert summary["window"] == ["2026-01-05T00:00:00+00:00", "2026-03-09T00:00:00+00:00"]
+    assert summary["rows"]["transactions"] > 0
+    assert 0 < summary["fraud_rate"] < 1
+    spec = DemoDataSpec(start=date(2026, 1, 5), weeks=9, customers=300, terminals=600)
+    assert demo_data_present(catalog_url, spec)
+    events = Catalog(catalog_url).entries("events", "transactions", "v1")
+    assert sum(e.manifest.row_count for e in events) == summary["rows"]["transactions"]
+    assert all(e.digest == manifest_digest(e.manifest) for e in events)

@@ -1,0 +1,220 @@
+"""End to end through a real Dagster instance (SQLite on disk), real parquet and real XGBoost."""
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import jsonschema
+import pytest
+
+from model_factory.contracts import (
+    EvaluationReport,
+    GateReceipt,
+    IntakeReceipt,
+    ModelBundle,
+    RegistryRecord,
+    TrainingFrameRecord,
+)
+from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.core.registry import FileRegistry
+from model_factory.definitions import build_definitions
+from model_factory.defs.assets import TRAINING_ASSETS
+from model_factory.defs.publishing import SENSOR_NAME
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.defs.schedules import weekly_training_schedule
+from model_factory.runner import run_week, run_weeks, tick_publish_sensor
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "contracts" / "mf_public_contracts_v0.schema.json").read_text())
+WEEKS = ["2026-02-23", "2026-03-02"]
+LEDGER_KEYS = {"train_run_id", "config_hash", "code_version", "input_manifests", "output_uri",
+               "output_sha256", "triggered_by", "seconds", "partition_key"}
+
+
+def validate(doc: dict, contract: str) -> None:
+    jsonschema.Draft202012Validator(
+        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}).validate(doc)
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory):
+    root = tmp_path_factory.mktemp("factory")
+    generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
+    resource = ModelFactoryResource(catalog_url=str(root / "catalog"), store_url=str(root / "store"),
+                                    registry_url=str(root / "registry"))
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        yield {"root": root, "defs": build_definitions(resource), "instance": instance,
+               "registry": FileRegistry(str(root / "registry"))}
+
+
+@pytest.fixture(scope="module")
+def first_pass(factory):
+    """Two consecutive weeks, then one sensor tick."""
+    return run_weeks(factory["instance"], factory["defs"], WEEKS, factory["registry"])
+
+
+def latest_metadata(instance, asset: str, week: str) -> tuple[dict, dg.EventLogRecord]:
+    rec = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1
+    ).records[0]
+    meta = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
+    return meta, rec
+
+
+def test_two_weeks_publish_exactly_the_pass_bundles(factory, first_pass):
+    assert [r.status for r in first_pass] == ["succeeded", "succeeded"]
+    gates = {r.bundle_id: r.gate for r in first_pass}
+    assert set(gates.values()) <= {"PASS", "FAIL"}
+    assert "PASS" in gates.values(), "the demo data should give at least one PASS bundle"
+    registered = {r.bundle_id for r in factory["registry"].records()}
+    assert registered == {b for b, g in gates.items() if g == "PASS"}
+    assert all(r.published == (r.gate == "PASS") for r in first_pass)
+
+
+def test_rerun_gives_same_ids_and_no_second_record(factory, first_pass):
+    before = {p.name: p.read_bytes() for p in (factory["root"] / "registry" / "records").iterdir()}
+    again = run_week(factory["instance"], factory["defs"], WEEKS[0])
+    original = first_pass[0]
+    assert again.train_run_id == original.train_run_id
+    assert again.bundle_id == original.bundle_id
+    published, _ = tick_publish_sensor(factory["instance"], factory["defs"])
+    assert published == []
+    after = {p.name: p.read_bytes() for p in (factory["root"] / "registry" / "records").iterdir()}
+    assert after == before
+
+
+def test_every_stage_records_the_ledger(factory, first_pass):
+    instance = factory["instance"]
+    for week, summary in zip(WEEKS, first_pass, strict=True):
+        for asset in TRAINING_ASSETS:
+            key = asset.key.to_user_string()
+            meta, rec = latest_metadata(instance, key, week)
+            assert meta.keys() >= LEDGER_KEYS, f"{key} misses {LEDGER_KEYS - meta.keys()}"
+            assert meta["train_run_id"] == summary.train_run_id
+            assert meta["triggered_by"] == "cli"
+            manifests = meta["input_manifests"]
+            assert manifests and all(len(m["digest"]) == 64 for m in manifests)
+            # data version = output digest, and the asset's code version is pinned
+            assert rec.asset_materialization.tags["dagster/data_version"] == meta["output_sha256"]
+            assert rec.asset_materialization.tags["dagster/code_version"] == meta["code_version"]
+
+
+def test_leakage_checks_pass_and_audit_is_recorded(factory, first_pass):
+    instance = factory["instance"]
+    for check in ("leakage_audit_clean", "frame_matches_feature_schema"):
+        key = dg.AssetCheckKey(dg.AssetKey("training_frame"), check)
+        evaluation = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        assert evaluation.status.value == "SUCCEEDED"
+    meta, _ = latest_metadata(instance, "training_frame", WEEKS[0])
+    audit = meta["leakage_audit"]
+    assert audit["passed"] and not audit["violations"]
+    assert all(g["max_available_minus_event_seconds"] <= 0 for g in audit["feature_groups"])
+    assert sum(audit["labels_hidden_by_cut"].values()) > 0  # late labels exist and are hidden
+
+
+def test_emitted_documents_match_the_committed_contracts(factory, first_pass):
+    instance = factory["instance"]
+    week = WEEKS[0]
+    for asset, contract in (("dataset_manifests", "IntakeReceipt"),
+                            ("training_frame", "TrainingFrameRecord"),
+                            ("evaluation_report", "EvaluationReport"),
+                            ("gate_receipt", "GateReceipt"),
+                            ("model_bundle", "ModelBundle")):
+        meta, _ = latest_metadata(instance, asset, week)
+        doc = json.loads(Path(meta["output_uri"]).read_text())
+        validate(doc, contract)
+        assert doc["schema_version"] == f"mf.{contract}.v0"
+    bundle_meta, _ = latest_metadata(instance, "model_bundle", week)
+    bundle = json.loads(Path(bundle_meta["output_uri"]).read_text())
+    for ref in bundle["input_dataset_manifests"]:
+        validate(json.loads(Path(ref["uri"]).read_text()), "DatasetManifest")
+    for record in (factory["root"] / "registry" / "records").iterdir():
+        validate(json.loads(record.read_text()), "RegistryRecord")
+
+
+def test_bundle_embeds_its_evidence(factory, first_pass):
+    meta, _ = latest_metadata(factory["instance"], "model_bundle", WEEKS[0])
+    bundle = ModelBundle.model_validate_json(Path(meta["output_uri"]).read_text())
+    intake_meta, _ = latest_metadata(factory["instance"], "dataset_manifests", WEEKS[0])
+    intake = IntakeReceipt.model_validate_json(Path(intake_meta["output_uri"]).read_text())
+    assert bundle.input_dataset_manifests == intake.input_dataset_manifests
+    assert bundle.config_hash == intake.config_hash
+    assert bundle.training_run_record.train_run_id == bundle.train_run_id
+    assert {g.name for g in bundle.feature_group_versions} == {
+        "customer_spending", "terminal_risk", "card_status"}
+    assert not any("card_number" in f.name for f in bundle.feature_schema)
+    report = EvaluationReport.model_validate_json(Path(bundle.evaluation_report_ref.uri).read_text())
+    assert bundle.gate_receipt.model_sha256 == report.model_sha256 == bundle.artifact_refs[0].sha256
+    frame_meta, _ = latest_metadata(factory["instance"], "training_frame", WEEKS[0])
+    record = TrainingFrameRecord.model_validate_json(Path(frame_meta["output_uri"]).read_text())
+    assert report.frame_sha256 == record.frame.sha256
+    gate = GateReceipt.model_validate_json(
+        Path(latest_metadata(factory["instance"], "gate_receipt", WEEKS[0])[0]["output_uri"]).read_text())
+    assert gate.gate_status == bundle.gate_receipt.gate_status
+
+
+def test_sensor_cursor_never_requests_a_bundle_twice(factory, first_pass):
+    instance, defs = factory["instance"], factory["defs"]
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    with dg.build_sensor_context(instance=instance, definitions=defs) as ctx:
+        first = sensor.evaluate_tick(ctx)
+    pass_ids = {r.bundle_id for r in first_pass if r.gate == "PASS"}
+    assert {r.run_key for r in first.run_requests} == pass_ids
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor) as ctx:
+        second = sensor.evaluate_tick(ctx)
+    assert second.run_requests == []
+
+
+def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(factory, first_pass,
+                                                                            tmp_path):
+    """Files are re-verified against the pinned digests when the frame is built."""
+    catalog = factory["root"] / "catalog"
+    copy = tmp_path / "catalog"
+    shutil.copytree(catalog, copy)
+    resource = ModelFactoryResource(catalog_url=str(copy), store_url=str(tmp_path / "store"),
+                                    registry_url=str(tmp_path / "registry"))
+    defs = build_definitions(resource)
+    instance = factory["instance"]
+    job = defs.resolve_job_def("weekly_training")
+    week = "2026-03-09"
+    ok = job.execute_in_process(partition_key=week, instance=instance,
+                                asset_selection=[dg.AssetKey("dataset_manifests")])
+    assert ok.success
+    victim = next(copy.glob("datasets/events/transactions/v1/*/part-0.parquet"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    bad = job.execute_in_process(partition_key=week, instance=instance, raise_on_error=False,
+                                 asset_selection=[dg.AssetKey(k) for k in ("training_frame", "model")])
+    assert not bad.success
+    failure = next(e for e in bad.all_events if e.is_step_failure)
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:  # Dagster wraps the user error; ours is the cause
+        messages.append(error.message)
+        error = error.cause
+    assert any("DigestMismatchError" in m and "sha256" in m and "files[" in m for m in messages)
+    assert not (tmp_path / "store" / "bundles").exists()
+    assert [e for e in bad.all_events if e.event_type_value == "ASSET_MATERIALIZATION"] == []
+
+
+def test_weekly_schedule_targets_the_week_that_just_closed(factory):
+    with dg.build_schedule_context(
+        instance=factory["instance"], scheduled_execution_time=datetime(2026, 3, 16, 3, tzinfo=UTC)
+    ) as ctx:
+        schedule = factory["defs"].resolve_schedule_def(weekly_training_schedule.name)
+        requests = list(schedule.evaluate_tick(ctx).run_requests)
+    assert [r.partition_key for r in requests] == ["2026-03-09"]
+
+
+def test_publish_runs_are_tagged_with_their_bundle(factory, first_pass):
+    runs = factory["instance"].get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
+    keys = {r.tags["dagster/run_key"] for r in runs}
+    assert keys == {r.bundle_id for r in first_pass if r.gate == "PASS"}
+    record = RegistryRecord.model_validate_json(
+        (factory["root"] / "registry" / "records" / f"{next(iter(keys))}.json").read_text())
+    assert record.published_by.startswith("sensor:")
