@@ -14,7 +14,10 @@ M = TypeVar("M", bound=BaseModel)
 
 def first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "(document)"
+    field = ""
+    for part in err.get("loc", ()):
+        field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
+    field = field or "(document)"
     return field, err.get("msg", "invalid")
 
 

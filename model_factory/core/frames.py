@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -117,7 +117,7 @@ def visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str
 
 
 def _snapshots(entries: list[CatalogEntry], keys: list[str], features: list[str],
-               end, ttl: timedelta | None, start) -> pl.DataFrame:
+               end: datetime) -> pl.DataFrame:
     """A group's snapshot rows that the join may use, one per (key, available_at).
 
     Duplicate (key, available_at) rows keep the one with the latest valid_from, then the last
@@ -127,8 +127,6 @@ def _snapshots(entries: list[CatalogEntry], keys: list[str], features: list[str]
     order = ["available_at", *keys]
     frame = _scan(entries).with_row_index("__row").with_columns(pl.col("available_at").cast(TS))
     frame = frame.filter(pl.col("available_at") < end)
-    if ttl is not None:
-        frame = frame.filter(pl.col("available_at") >= start - ttl)
     tiebreak = [m.valid_from_column] if m.valid_from_column else []
     return (
         frame.sort([*order, *tiebreak, "__row"])
@@ -158,7 +156,8 @@ def asof_join_group(frame: pl.DataFrame, snapshots: pl.DataFrame, keys: list[str
     stale = age > ttl if ttl is not None else pl.lit(False)
     stats = joined.select(
         joined=pl.col(avail).is_not_null().sum(),
-        max_ahead=(pl.col(avail) - pl.col("event_time")).max(),
+        # measured over the values actually used: a snapshot dropped by the TTL feeds nothing
+        max_ahead=pl.when(~stale).then(pl.col(avail) - pl.col("event_time")).max(),
         ttl_dropped=(pl.col(avail).is_not_null() & stale).sum(),
     ).row(0, named=True)
     out_cols = [f"{prefix}__{f}" for f in features]
@@ -195,7 +194,7 @@ def build_training_frame(receipt: IntakeReceipt, inputs: FrameInputs,
         m = entries[0].manifest
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
         features = feature_columns(entries[0])
-        snaps = _snapshots(entries, m.keys, features, span.end, ttl, span.start)
+        snaps = _snapshots(entries, m.keys, features, span.end)
         frame, stats = asof_join_group(frame, snaps, m.keys, features, sel.name, ttl)
         group_audits.append(FeatureGroupAudit(
             name=sel.name, version=sel.version, keys=m.keys, ttl_seconds=m.ttl_seconds,

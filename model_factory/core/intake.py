@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from model_factory.contracts import (
     GovernancePolicy,
@@ -44,15 +43,13 @@ def find_inputs(catalog: Catalog, config: TrainingConfig, windows: LeakagePolicy
     span = data_span(windows)
     events = catalog.find("events", config.events.name, config.events.version, span.start, span.end)
     labels = catalog.find("labels", config.labels.name, config.labels.version, span.start, windows.cut)
-    groups: dict[str, list[CatalogEntry]] = {}
-    for sel in config.feature_group_versions:
-        entries = catalog.find("feature_group", sel.name, sel.version, None, span.end,
+    # Every snapshot written before the last event: the join needs only the TTL lookback, but
+    # the audit must tell a stale snapshot (dropped by the TTL) from none at all.
+    groups = {
+        sel.name: catalog.find("feature_group", sel.name, sel.version, None, span.end,
                                require_coverage=False)
-        ttl = entries[0].manifest.ttl_seconds
-        lookback = span.start - timedelta(seconds=ttl) if ttl else None
-        # Snapshots the join could pick: available before the last event, not staler than the TTL.
-        groups[sel.name] = catalog.find("feature_group", sel.name, sel.version, lookback, span.end,
-                                        require_coverage=False)
+        for sel in config.feature_group_versions
+    }
     return FrameInputs(events=events, labels=labels, feature_groups=groups)
 
 
@@ -100,12 +97,13 @@ def feature_columns(entry: CatalogEntry) -> list[str]:
 
 
 def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy: GovernancePolicy,
-           provenance: Provenance | None = None) -> tuple[IntakeReceipt, FrameInputs]:
+           provenance: Provenance | None = None, policy_source: str = "built-in default policy"
+           ) -> tuple[IntakeReceipt, FrameInputs]:
     """Resolve windows, check policy, find + verify every manifest file, pin the train run."""
     windows = resolve_windows(partition_key, config.split_policy)
-    check_data_window(policy, windows, source="governance policy")
+    check_data_window(policy, windows, source=policy_source)
     if provenance is not None:
-        check_triggerer(policy, provenance.triggered_by, source="governance policy")
+        check_triggerer(policy, provenance.triggered_by, source=policy_source)
     inputs = find_inputs(catalog, config, windows)
     check_compatibility(config, inputs, policy)
     for e in inputs.all_entries():

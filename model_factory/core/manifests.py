@@ -69,11 +69,15 @@ def _columns(schema: pa.Schema) -> list[ColumnSpec]:
 
 
 def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, datetime | None]:
+    """Min and max of the time column; a null time belongs to no window and is refused."""
     frame = pl.scan_parquet(list(uris)).select(
-        pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi")
+        pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi"),
+        pl.col(column).null_count().alias("nulls"),
     ).collect()
-    lo, hi = frame["lo"][0], frame["hi"][0]
-    return lo, hi
+    if frame["nulls"][0]:
+        raise ManifestError(f"{frame['nulls'][0]} row(s) have a null {column}: every row needs a time",
+                            source=uris[0], field=column)
+    return frame["lo"][0], frame["hi"][0]
 
 
 def _check_time_column(schema: pa.Schema, column: str, source: str) -> None:
@@ -245,6 +249,11 @@ class Catalog:
         """Add a manifest once; the same manifest again is a no-op, a different one an error."""
         fs, path = self.location.fs, self.manifest_path(manifest)
         data = canonical_json(manifest)
+        for other in self.entries(manifest.kind, manifest.name, manifest.version):
+            w = other.manifest.time_window
+            if w != manifest.time_window and w.overlaps(manifest.time_window):
+                raise ManifestError(f"overlaps {other.uri}: one dataset's manifests may not share time",
+                                    source=self.location.uri(path), field="time_window")
         if not write_exclusive(fs, path, data) and fs.cat_file(path) != data:
             raise ImmutabilityError("a different manifest for this window already exists",
                                     source=self.location.uri(path), field="time_window")

@@ -58,11 +58,13 @@ class FactoryEnv:
     store: ArtifactStore
     registry: FileRegistry
     policy: GovernancePolicy
+    policy_source: str = "built-in default policy"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FactoryEnv:
         return cls(Catalog(settings.catalog_url), ArtifactStore(settings.store_url),
-                   FileRegistry(settings.registry_url), settings.policy())
+                   FileRegistry(settings.registry_url), settings.policy(),
+                   settings.policy_path or "built-in default policy")
 
 
 @dataclass
@@ -92,7 +94,8 @@ def _same_run(intake_doc: IntakeReceipt, *docs: BaseModel) -> None:
 def stage_intake(env: FactoryEnv, config: TrainingConfig, partition_key: str,
                  provenance: Provenance | None = None) -> StageResult:
     started = time.perf_counter()
-    receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance)
+    receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance,
+                             env.policy_source)
     ref = env.store.put_document("intake_receipt.json", receipt)
     counts = {"manifests": len(receipt.input_dataset_manifests),
               "event_rows": sum(e.manifest.row_count for e in inputs.events),

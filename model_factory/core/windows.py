@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 from model_factory.contracts import LeakagePolicy, SplitPolicy, TimeWindow
 from model_factory.errors import WindowError
 
 WEEK = timedelta(days=7)
+_KEY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def week_start(partition_key: str) -> datetime:
     """The UTC Monday a partition key names; anything else is an error."""
+    # fromisoformat also takes '20260302' and '2026-W10-1': one week, one spelling.
+    if not _KEY.fullmatch(partition_key):
+        raise WindowError(f"'{partition_key}' is not a YYYY-MM-DD date", field="partition_key")
     try:
         d = date.fromisoformat(partition_key)
     except ValueError as exc:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model_factory.contracts import DatasetManifest, TimeWindow
+from model_factory.core.canonical import canonical_json
 from model_factory.core.manifests import (
     Catalog,
     create_manifest,
@@ -533,17 +534,18 @@ def test_overlapping_manifests_of_one_dataset_are_a_manifest_error(tmp_path):
         start=_week(0).start + timedelta(days=3), end=_week(0).end + timedelta(days=3)
     )
     uri = _events(tmp_path / "data" / "shifted.parquet", [shifted.start], first_id=900)
-    catalog.write(
-        create_manifest(
-            [uri],
-            kind="events",
-            name="transactions",
-            version="v1",
-            keys=["event_id"],
-            window=shifted,
-        )
+    overlapping = create_manifest(
+        [uri], kind="events", name="transactions", version="v1", keys=["event_id"], window=shifted
     )
 
+    # refused when written through the catalog ...
+    with pytest.raises(ManifestError) as refused:
+        catalog.write(overlapping)
+    assert refused.value.field == "time_window"
+    assert not Path(catalog.manifest_path(overlapping)).exists()
+
+    # ... and when copied in behind its back, every reader refuses the dataset
+    Path(catalog.manifest_path(overlapping)).write_bytes(canonical_json(overlapping))
     with pytest.raises(ManifestError) as info:
         catalog.entries("events", "transactions", "v1")
     with pytest.raises(ManifestError):

@@ -21,9 +21,7 @@ def utc(y: int, m: int, d: int) -> datetime:
     return datetime(y, m, d, tzinfo=UTC)
 
 
-mondays = st.integers(min_value=0, max_value=3000).map(
-    lambda k: FIRST_MONDAY + timedelta(weeks=k)
-)
+mondays = st.integers(min_value=0, max_value=3000).map(lambda k: FIRST_MONDAY + timedelta(weeks=k))
 split_policies = st.builds(
     SplitPolicy,
     train_days=st.integers(1, 366),
