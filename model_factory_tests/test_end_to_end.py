@@ -7,8 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 import jsonschema
+import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from model_factory.cli import main
 from model_factory.contracts import (
     EvaluationReport,
     GateReceipt,
@@ -218,3 +221,18 @@ def test_publish_runs_are_tagged_with_their_bundle(factory, first_pass):
     record = RegistryRecord.model_validate_json(
         (factory["root"] / "registry" / "records" / f"{next(iter(keys))}.json").read_text())
     assert record.published_by.startswith("sensor:")
+
+
+def test_frame_export_is_the_assets_frame(factory, first_pass, tmp_path, monkeypatch):
+    """`model-factory frame build` runs the asset's code path: identical rows and bytes."""
+    root = factory["root"]
+    monkeypatch.setenv("MODEL_FACTORY_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODEL_FACTORY_CATALOG", str(root / "catalog"))
+    out = tmp_path / "frame.parquet"
+    result = CliRunner().invoke(main, ["frame", "build", "--partition", WEEKS[0], "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert first_pass[0].train_run_id in result.output
+    meta, _ = latest_metadata(factory["instance"], "training_frame", WEEKS[0])
+    stored = Path(meta["frame_uri"])
+    assert pl.read_parquet(out).equals(pl.read_parquet(stored))
+    assert out.read_bytes() == stored.read_bytes()
