@@ -44,7 +44,7 @@ from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
 from model_factory.core.settings import Settings
 from model_factory.core.storage import ArtifactStore
-from model_factory.core.training import TrainedModel, load_booster, train_xgboost
+from model_factory.core.training import TrainedModel, train_xgboost
 from model_factory.errors import LeakageError, ModelFactoryError
 
 D = TypeVar("D", bound=BaseModel)
@@ -164,8 +164,8 @@ def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: Artifa
     record = load_document(frame_ref, TrainingFrameRecord)
     _same_run(receipt, record)
     frame = load_frame(record)
-    booster = load_booster(ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread)
-    trained = TrainedModel(booster=booster, model_bytes=b"", best_iteration=int(booster.best_iteration))
+    trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref),
+                                      receipt.config.hyperparams.nthread)
     report = build_report(
         train_run_id=receipt.train_run_id, partition_key=receipt.partition_key,
         model_family=receipt.config.model_family, model_sha256=model_ref.sha256,

@@ -10,6 +10,7 @@ import hashlib
 import os
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import fsspec
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 from model_factory.contracts import ArtifactRef
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
+from model_factory.core.documents import parse_document
 from model_factory.errors import DigestMismatchError, ImmutabilityError, MissingInputError
 
 _CHUNK = 8 << 20
@@ -44,11 +46,11 @@ class Location:
 
     url: str
 
-    @property
+    @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
         return fsspec.core.url_to_fs(self.url)[0]
 
-    @property
+    @cached_property
     def root(self) -> str:
         return fsspec.core.url_to_fs(self.url)[1]
 
@@ -144,8 +146,6 @@ class ArtifactStore:
 
     @staticmethod
     def get_document(uri: str, model: type[BaseModel], expected_digest: str | None = None) -> Any:
-        from model_factory.core.documents import parse_document
-
         doc = parse_document(read_bytes(uri), model, source=uri)
         if expected_digest is not None and content_digest(doc) != expected_digest:
             raise DigestMismatchError(
@@ -159,8 +159,6 @@ class ArtifactStore:
         data = canonical_json(doc)
         created = write_exclusive(fs, path, data)
         if not created:
-            from model_factory.core.documents import parse_document
-
             existing = parse_document(fs.cat_file(path), type(doc), source=self.location.uri(path))
             if content_digest(existing) != content_digest(doc):
                 raise ImmutabilityError(

@@ -18,8 +18,17 @@ class TrainedModel:
     model_bytes: bytes
     best_iteration: int
 
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes, nthread: int) -> TrainedModel:
+        """A saved model (UBJ keeps the early-stopping best iteration with the trees)."""
+        booster = xgb.Booster(params={"nthread": nthread})
+        booster.load_model(bytearray(model_bytes))
+        return cls(booster=booster, model_bytes=model_bytes, best_iteration=int(booster.best_iteration))
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return predict(self.booster, x, self.best_iteration)
+        """Scores from the trees up to the best iteration."""
+        data = xgb.DMatrix(x, feature_names=self.booster.feature_names)
+        return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(np.float64)
 
 
 def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
@@ -67,14 +76,3 @@ def train_xgboost(frame: pl.DataFrame, features: list[str], params: XGBoostParam
     best = int(booster.best_iteration)
     return TrainedModel(booster=booster, model_bytes=bytes(booster.save_raw("ubj")), best_iteration=best)
 
-
-def load_booster(model_bytes: bytes, nthread: int = 2) -> xgb.Booster:
-    booster = xgb.Booster(params={"nthread": nthread})
-    booster.load_model(bytearray(model_bytes))
-    return booster
-
-
-def predict(booster: xgb.Booster, x: np.ndarray, best_iteration: int) -> np.ndarray:
-    """Scores from the trees up to the early-stopping best iteration."""
-    data = xgb.DMatrix(x, feature_names=booster.feature_names)
-    return booster.predict(data, iteration_range=(0, best_iteration + 1)).astype(np.float64)

@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from model_factory.contracts import IntakeReceipt, TrainingFrameRecord
+from model_factory.contracts import ArtifactRef, IntakeReceipt, TrainingFrameRecord
 from model_factory.core.frames import check_frame_schema
 from model_factory.core.runs import (
     load_document,
@@ -34,7 +34,7 @@ SCHEMA_CHECK = "frame_matches_feature_schema"
 _common = dict(partitions_def=WEEKLY_PARTITIONS, code_version=CODE_VERSION, group_name=GROUP)
 
 
-def _intake(context) -> tuple[IntakeReceipt, dg.AssetKey]:
+def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactRef]:
     ref = upstream_ref(context, "dataset_manifests")
     return load_document(ref, IntakeReceipt), ref
 
