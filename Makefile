@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/model-factory demo
 
 test: $(STAMP)
+	bash scripts/ensure-browser.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
 

@@ -226,6 +226,40 @@ def demo() -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------------- ledger
+
+
+@main.command("ledger")
+@click.option("--week", default=None, help="Only this week (a Monday, YYYY-MM-DD).")
+@click.option("--train-run-id", default=None, help="Only this train run.")
+@click.option("--json", "as_json", is_flag=True, help="One TrainingRunRecord (JSON) per line.")
+def ledger(week, train_run_id, as_json) -> None:
+    """Train runs rebuilt from the Dagster instance: status, attempts, trigger, inputs, outputs."""
+    from model_factory.core.windows import week_start
+    from model_factory.ledger import read_ledger
+
+    if week is not None:
+        week_start(week)  # a clear error for anything but a Monday
+    settings = Settings.from_env()
+    with _instance(settings) as instance:
+        records = read_ledger(instance, week=week, train_run_id=train_run_id)
+    if as_json:
+        for r in records:
+            click.echo(r.model_dump_json())
+        return
+    _say(f"Dagster instance: {settings.dagster_home}: {len(records)} train run(s)")
+    header = (f"{'week':<10}  {'train run id':<24}  {'status':<11}  {'tries':>5}  "
+              f"{'triggered by (latest)':<34}  {'config':<12}  {'bundle id':<24}  error")
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in records:
+        latest = r.attempts[-1] if r.attempts else None
+        error = (r.error or "")[:160]
+        click.echo(f"{r.partition_key:<10}  {r.train_run_id or '-':<24}  {r.status:<11}  "
+                   f"{len(r.attempts):>5}  {(latest.triggered_by if latest else '-'):<34}  "
+                   f"{(r.config_hash or '-')[:12]:<12}  {r.bundle_id or '-':<24}  {error}")
+
+
 # ---------------------------------------------------------------------------------- frames
 
 
@@ -240,6 +274,7 @@ def frame() -> None:
 @click.option("--out", required=True, help="Parquet file to write.")
 def frame_build(partition, config_path, out) -> None:
     """Write the exact training frame of a week (same code path as the training_frame asset)."""
+    from model_factory.core.canonical import sha256_hex
     from model_factory.core.frames import frame_to_parquet
     from model_factory.core.intake import intake
     from model_factory.core.runs import FactoryEnv, compute_frame
@@ -252,9 +287,10 @@ def frame_build(partition, config_path, out) -> None:
     if fs.exists(path):
         fs.rm(path)
     write_exclusive(fs, path, frame_to_parquet(built.frame))
-    _say(f"train run {receipt.train_run_id}: {built.frame.height} rows "
+    _say(f"frame of week {partition}: {built.frame.height} rows "
          f"({', '.join(f'{s} {built.rows(s)}' for s in ('train', 'val', 'test'))}), "
-         f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out}")
+         f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out} "
+         f"(sha256 {sha256_hex(frame_to_parquet(built.frame))})")
 
 
 # -------------------------------------------------------------------------- contracts etc.
@@ -278,20 +314,137 @@ def contracts_export(out) -> None:
 
 @main.group()
 def registry() -> None:
-    """The model registry."""
+    """The model registry: records, champions and their history, publishing."""
+
+
+def _registry():
+    from model_factory.core.registry import FileRegistry
+
+    return FileRegistry(Settings.from_env().registry_url)
 
 
 @registry.command("list")
+@click.option("--family", default=None, help="Only this model family.")
 @click.option("--json", "as_json", is_flag=True)
-def registry_list(as_json) -> None:
+def registry_list(family, as_json) -> None:
     """Published bundles, by week."""
-    from model_factory.core.registry import FileRegistry
-
-    for r in FileRegistry(Settings.from_env().registry_url).records():
+    for r in _registry().records(family):
         if as_json:
             click.echo(r.model_dump_json())
         else:
             click.echo(f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  {r.bundle_uri}")
+
+
+@registry.command("show")
+@click.argument("bundle_id")
+def registry_show(bundle_id) -> None:
+    """One registry record as JSON."""
+    click.echo(_registry().get(bundle_id).model_dump_json(indent=2))
+
+
+@registry.command("history")
+@click.option("--family", default="fraud_xgb", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def registry_history(family, as_json) -> None:
+    """Every champion change of a family: which bundle was live from when, and why."""
+    for c in _registry().history(family):
+        if as_json:
+            click.echo(c.model_dump_json())
+        else:
+            click.echo(f"#{c.sequence}  {c.changed_at_utc:%Y-%m-%d %H:%M:%S}Z  {c.bundle_id}  "
+                       f"week {c.partition_key}  {c.reason}")
+
+
+@registry.command("publish")
+@click.argument("bundle")
+@click.option("--by", "requested_by", default="cli", show_default=True)
+def registry_publish(bundle, requested_by) -> None:
+    """Publish a bundle (id or URI); prints the PublishBundleResponse as JSON."""
+    from model_factory.contracts import PublishBundleRequest
+    from model_factory.core.bundles import load_bundle
+
+    uri = _bundle_uri(bundle)
+    response = _registry().publish(PublishBundleRequest(
+        bundle_uri=uri, bundle_id=load_bundle(uri).bundle_id, requested_by=requested_by))
+    click.echo(response.model_dump_json(indent=2))
+    if response.status == "refused":
+        sys.exit(1)
+
+
+def _bundle_uri(bundle: str) -> str:
+    """A bundle id (looked up in the registry, then the store) or a URI."""
+    if not bundle.startswith("mfb-"):
+        return bundle
+    from model_factory.core.bundles import find_bundle
+    from model_factory.errors import RegistryError
+
+    try:
+        return _registry().get(bundle).bundle_uri
+    except RegistryError:
+        return find_bundle(Settings.from_env().store_url, bundle)
+
+
+@main.group()
+def bundle() -> None:
+    """Verify and reproduce model bundles."""
+
+
+@bundle.command("verify")
+@click.argument("bundle_ref", metavar="ID|URI")
+@click.option("--json", "as_json", is_flag=True)
+def bundle_verify(bundle_ref, as_json) -> None:
+    """Recompute every digest a bundle pins and report each artifact's status."""
+    from model_factory.core.bundles import verification
+
+    result = verification(_bundle_uri(bundle_ref))
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        for c in result.checks:
+            click.echo(f"{c.status:<8}  {c.name:<34}  {c.expected}"
+                       + ("" if c.status == "ok" else f"  found {c.actual or 'nothing'}"))
+        click.echo(f"{result.bundle_id}: {'VALID' if result.valid else 'INVALID'}")
+    if not result.valid:
+        sys.exit(1)
+
+
+@bundle.command("reproduce")
+@click.argument("bundle_ref", metavar="ID|URI")
+@click.option("--json", "as_json", is_flag=True)
+def bundle_reproduce(bundle_ref, as_json) -> None:
+    """Rebuild a bundle from its pinned inputs without Dagster; compare digest by digest."""
+    from model_factory.core.reproduce import reproduce_bundle
+    from model_factory.core.runs import FactoryEnv
+
+    settings = Settings.from_env()
+    uri = _bundle_uri(bundle_ref)
+    report = reproduce_bundle(uri, FactoryEnv.from_settings(settings))
+    _record_reproduction(settings, report)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        for c in report.comparisons:
+            click.echo(f"{c.status:<8}  {c.name:<24}  {c.expected}"
+                       + ("" if c.status == "ok" else f"  rebuilt {c.actual}"))
+        click.echo(f"{report.bundle_id}: {report.verdict}")
+    if report.verdict != "IDENTICAL":
+        sys.exit(1)
+
+
+def _record_reproduction(settings: Settings, report) -> None:
+    """The result joins the ledger as an observation of the bundle's week."""
+    import dagster as dg
+
+    from model_factory.core.bundles import load_bundle
+
+    week = load_bundle(_bundle_uri(report.bundle_id)).partition_key
+    with _instance(settings) as instance:
+        instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key="model_bundle", partition=week,
+            metadata={"bundle_id": report.bundle_id, "reproduce_verdict": report.verdict,
+                      "code_version_now": report.code_version_now,
+                      "comparisons": dg.MetadataValue.json(
+                          [c.model_dump() for c in report.comparisons])}))
 
 
 if __name__ == "__main__":

@@ -210,15 +210,172 @@ class XGBoostParams(_Contract):
     nthread: int = Field(2, ge=1, le=64, description="Threads; fixed for reproducibility.")
 
 
-class GateThresholds(_Contract):
-    """Gate criteria; the governance policy's floors bound them (a run cannot go below)."""
+GateMetric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "positives"]
+GateKind = Literal["point", "ci_lower_bound", "non_inferiority", "stability"]
+# Metrics where lower is better; every other gate metric is better when higher.
+LOWER_IS_BETTER = frozenset({"brier", "log_loss"})
 
-    min_roc_auc: float = Field(0.80, ge=0, le=1, description="Minimum test ROC-AUC.")
-    min_pr_auc: float = Field(0.30, ge=0, le=1, description="Minimum test PR-AUC (average precision).")
-    max_brier: float = Field(0.05, ge=0, le=1, description="Maximum test Brier score.")
-    min_test_positives: int = Field(
-        20, ge=0, description="Minimum positive labels in the test window for a verdict."
-    )
+
+class GateCriterionSpec(_Contract):
+    """One configured gate criterion."""
+
+    name: Identifier = Field(description="Unique name; governance floors refer to it.")
+    metric: GateMetric = Field(description="Test-window metric: roc_auc, pr_auc, brier, log_loss, positives.")
+    kind: GateKind = Field(
+        description="point: the value; ci_lower_bound: the lower bound of its bootstrap CI; "
+        "non_inferiority: lower CI bound of candidate minus champion on the same rows > -threshold; "
+        "stability: max - min over this and the previous `weeks` weeks <= threshold.")
+    threshold: float = Field(description="Bound, margin (non_inferiority) or maximum spread (stability).")
+    weeks: int = Field(0, ge=0, le=52, description="stability: how many previous weeks to include.")
+
+    @model_validator(mode="after")
+    def _applicable(self) -> GateCriterionSpec:
+        if self.kind in ("ci_lower_bound", "non_inferiority") and self.metric not in ("roc_auc", "pr_auc"):
+            raise ValueError(f"kind '{self.kind}' needs a ranking metric (roc_auc or pr_auc)")
+        if self.kind == "stability" and self.weeks < 1:
+            raise ValueError("a stability criterion needs weeks >= 1")
+        return self
+
+    @property
+    def comparator(self) -> Literal[">=", "<="]:
+        if self.kind == "stability" or (self.kind == "point" and self.metric in LOWER_IS_BETTER):
+            return "<="
+        return ">="
+
+
+def _default_criteria() -> list[GateCriterionSpec]:
+    return [
+        GateCriterionSpec(name="test_positives", metric="positives", kind="point", threshold=20),
+        GateCriterionSpec(name="roc_auc_lower", metric="roc_auc", kind="ci_lower_bound", threshold=0.85),
+        GateCriterionSpec(name="pr_auc_lower", metric="pr_auc", kind="ci_lower_bound", threshold=0.20),
+        GateCriterionSpec(name="brier", metric="brier", kind="point", threshold=0.05),
+        GateCriterionSpec(name="roc_auc_vs_champion", metric="roc_auc", kind="non_inferiority",
+                          threshold=0.02),
+        GateCriterionSpec(name="roc_auc_stability", metric="roc_auc", kind="stability", threshold=0.08,
+                          weeks=3),
+    ]
+
+
+class GateOverride(_Contract):
+    """A forced PASS: only with a named reason and approver, recorded in the receipt and ledger."""
+
+    reason: str = Field(min_length=10, description="Why the gate verdict is overridden.")
+    approver: str = Field(min_length=1, description="Who approved the override.")
+
+
+class GateSettings(_Contract):
+    """The quality gate: criteria, bootstrap settings, and an optional audited override."""
+
+    criteria: list[GateCriterionSpec] = Field(
+        default_factory=_default_criteria, description="Every criterion must pass for PASS.")
+    bootstrap_resamples: int = Field(1000, ge=100, le=20000,
+                                     description="Resamples for CIs and the champion comparison.")
+    bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap the gate runs.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
+    override: GateOverride | None = Field(
+        None, description="Force PASS with a reason and approver (recorded, never silent).")
+
+    @model_validator(mode="after")
+    def _unique(self) -> GateSettings:
+        names = [c.name for c in self.criteria]
+        if len(set(names)) != len(names):
+            raise ValueError("gates.criteria: names must be unique")
+        return self
+
+
+class ThresholdRule(_Contract):
+    """How an operating threshold is chosen on the validation window."""
+
+    basis: Literal["alert_rate", "precision"] = Field(
+        description="alert_rate: alert on the top `target` share of transactions; precision: the "
+        "lowest threshold whose validation precision reaches `target` (the most recall).")
+    target: float = Field(gt=0, lt=1, description="The alert rate or precision aimed at.")
+
+
+class SliceSpec(_Contract):
+    """One way to cut the test rows into segments, each evaluated on its own."""
+
+    name: Identifier = Field(description="Slice name in the report.")
+    column: str = Field(description="Frame column the slice reads (an event or feature column).")
+    edges: list[float] = Field(
+        default_factory=list,
+        description="Band edges, increasing: bands (-inf, e1), [e1, e2), ..., [ek, inf). "
+        "Empty: one segment per distinct value (at most 20). Nulls form a segment of their own.")
+    labels: list[str] | None = Field(
+        None, description="Names of the bands (one more than the edges); default: the ranges.")
+
+    @model_validator(mode="after")
+    def _bands(self) -> SliceSpec:
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError(f"slice {self.name}: edges must be strictly increasing")
+        if self.labels is not None and len(self.labels) != len(self.edges) + 1:
+            raise ValueError(f"slice {self.name}: {len(self.edges) + 1} labels needed, "
+                             f"found {len(self.labels)}")
+        return self
+
+
+def _default_slices() -> list[SliceSpec]:
+    return [
+        SliceSpec(name="amount_band", column="amount", edges=[20, 50, 100, 200],
+                  labels=["< 20", "20 – 50", "50 – 100", "100 – 200", ">= 200"]),
+        SliceSpec(name="night", column="is_night"),
+        SliceSpec(name="weekend", column="is_weekend"),
+        SliceSpec(name="customer_history", column="customer_spending__cust_tx_count_30d",
+                  edges=[1, 20], labels=["new (0 tx in 30d)", "light (1 – 19)", "known (20+)"]),
+    ]
+
+
+class EvaluationSettings(_Contract):
+    """What the evaluation report computes: intervals, operating points, slices, drift, SHAP."""
+
+    bootstrap_resamples: int = Field(
+        1000, ge=0, le=20000, description="Stratified bootstrap resamples per interval; 0: none.")
+    bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap in the report.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided interval level.")
+    alert_rates: list[float] = Field(
+        default_factory=lambda: [0.005, 0.01, 0.02],
+        description="Operating points: alert on this top share of validation transactions.")
+    target_precisions: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8],
+        description="Operating points: lowest threshold reaching this validation precision.")
+    review: ThresholdRule = Field(
+        default_factory=lambda: ThresholdRule(basis="alert_rate", target=0.01),
+        description="Policy: how the review threshold is chosen on validation.")
+    decline: ThresholdRule = Field(
+        default_factory=lambda: ThresholdRule(basis="precision", target=0.9),
+        description="Policy: how the decline threshold is chosen on validation.")
+    top_k_per_day: list[int] = Field(
+        default_factory=lambda: [20, 50],
+        description="k for precision in the top k alerts per day (transactions and entities).")
+    entity_column: str | None = Field(
+        "customer_id",
+        description="Event column naming the card/customer for entity precision@k; null: skip.")
+    calibration_bins: int = Field(10, ge=2, le=100, description="Reliability curve bins.")
+    slices: list[SliceSpec] = Field(
+        default_factory=_default_slices, description="Test-window segments evaluated separately.")
+    slice_bootstrap_resamples: int = Field(
+        200, ge=0, le=20000,
+        description="Resamples per slice interval (slices are many: fewer than the headline's).")
+    min_slice_rows: int = Field(500, ge=1, description="Smaller segments are reported as too small.")
+    min_slice_positives: int = Field(
+        10, ge=0, description="Segments with fewer positives are reported as too small.")
+    drift_bins: int = Field(10, ge=2, le=100, description="Quantile bins of the training window (PSI).")
+    top_drifting: int = Field(5, ge=0, description="How many of the most drifting features to list.")
+    shap_sample_rows: int = Field(
+        1000, ge=0, description="Test rows (seeded sample) for mean |SHAP|; 0: skip SHAP.")
+    latency_batch_rows: int = Field(1000, ge=1, description="Batch size of the latency probe.")
+    latency_repeats: int = Field(100, ge=1, description="Timed predictions per latency probe.")
+
+    @model_validator(mode="after")
+    def _sane(self) -> EvaluationSettings:
+        if any(not 0 < r < 1 for r in [*self.alert_rates, *self.target_precisions]):
+            raise ValueError("alert_rates and target_precisions must lie strictly between 0 and 1")
+        if any(k < 1 for k in self.top_k_per_day):
+            raise ValueError("top_k_per_day: every k must be at least 1")
+        names = [s.name for s in self.slices]
+        if len(set(names)) != len(names):
+            raise ValueError("slices: names must be unique")
+        return self
 
 
 class TrainingConfig(_Contract):
@@ -257,7 +414,10 @@ class TrainingConfig(_Contract):
         default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
         description="Score thresholds for precision/recall in the report.",
     )
-    gates: GateThresholds = Field(default_factory=GateThresholds, description="Quality gate criteria.")
+    gates: GateSettings = Field(default_factory=GateSettings, description="Quality gate criteria.")
+    evaluation: EvaluationSettings = Field(
+        default_factory=EvaluationSettings,
+        description="Evaluation report: intervals, operating points, policy, slices, drift, SHAP.")
     notes: str = Field("", description="Free text kept with the run.")
 
     @model_validator(mode="after")
@@ -316,11 +476,26 @@ class LeakageAudit(_Contract):
     pii_columns_found: list[str]
 
 
+class ConfidenceInterval(_Contract):
+    """A two-sided interval with the method that produced it (seeded, so reproducible)."""
+
+    lower: float
+    upper: float
+    level: float = Field(description="Coverage, e.g. 0.95.")
+    method: str = Field(description="e.g. 'stratified_bootstrap_percentile'.")
+    resamples: int
+    seed: int
+
+
 class ThresholdMetrics(_Contract):
+    """Alerting on score >= threshold (precision 0 when nothing is alerted)."""
+
     threshold: float
     precision: float
     recall: float
+    f1: float
     alerts: int
+    alert_rate: float
 
 
 class CalibrationBin(_Contract):
@@ -339,11 +514,183 @@ class MetricSet(_Contract):
     positives: int
     positive_rate: float
     roc_auc: float | None
-    pr_auc: float | None
+    pr_auc: float | None = Field(description="Average precision (sum of recall steps x precision).")
+    roc_auc_ci: ConfidenceInterval | None = Field(
+        None, description="Stratified bootstrap interval; None when a class is missing.")
+    pr_auc_ci: ConfidenceInterval | None = Field(
+        None, description="Stratified bootstrap interval; None when a class is missing.")
+    roc_auc_delong_ci: ConfidenceInterval | None = Field(
+        None, description="DeLong's analytic interval, a cross-check of the bootstrap.")
     brier: float
     log_loss: float
+    ece: float = Field(description="Expected calibration error: sum over bins of rows/n x "
+                       "|mean score - observed rate|, over the uniform bins of `calibration`.")
     at_thresholds: list[ThresholdMetrics]
-    calibration: list[CalibrationBin]
+    calibration: list[CalibrationBin] = Field(description="Reliability curve, uniform score bins.")
+    calibration_quantile: list[CalibrationBin] = Field(
+        default_factory=list, description="Reliability curve, equal-count bins (rare positives).")
+
+
+class OperatingMetrics(_Contract):
+    """Alerting at one threshold on one window, with stratified bootstrap intervals."""
+
+    rows: int
+    positives: int
+    alerts: int
+    true_positives: int
+    alert_rate: float
+    precision: float = Field(description="0 when nothing is alerted.")
+    recall: float
+    f1: float
+    alert_rate_ci: ConfidenceInterval | None = None
+    precision_ci: ConfidenceInterval | None = None
+    recall_ci: ConfidenceInterval | None = None
+    f1_ci: ConfidenceInterval | None = None
+
+
+class OperatingPoint(_Contract):
+    """A threshold chosen on the validation window and applied unchanged to the test window."""
+
+    name: str = Field(description="'review', 'decline', 'alert_rate_1%', 'precision_80%', ...")
+    rule: ThresholdRule
+    threshold: float | None = Field(
+        description="Alert when score >= threshold; None: the target was not attainable on val.")
+    val: OperatingMetrics | None
+    test: OperatingMetrics | None
+
+
+class DecisionPolicy(_Contract):
+    """The decision policy the model was evaluated with; the bundle carries it as its config.
+
+    Scores >= decline_threshold are declined, scores >= review_threshold are sent to review;
+    both thresholds were chosen on the validation window only.
+    """
+
+    review_threshold: float | None = Field(description="None: no threshold met the rule on val.")
+    review_rule: ThresholdRule
+    decline_threshold: float | None = Field(
+        description="None: no automatic decline (the rule was not attainable on val).")
+    decline_rule: ThresholdRule
+    chosen_on: Literal["val"] = "val"
+    notes: list[str] = Field(default_factory=list, description="Adjustments and unmet targets.")
+
+
+class DayTopK(_Contract):
+    day: str = Field(description="UTC date.")
+    candidates: int = Field(description="Transactions (or distinct entities) scored that day.")
+    flagged: int = Field(description="min(k, candidates).")
+    hits: int = Field(description="Frauds (or compromised entities) among the flagged.")
+    positives: int = Field(description="Frauds (or compromised entities) that day.")
+    precision: float | None
+
+
+class TopKPrecision(_Contract):
+    """Precision of the k most suspicious transactions (or cards/customers) per test day."""
+
+    unit: Literal["transaction", "entity"]
+    entity_column: str | None = Field(
+        description="Entity: ranked by its highest score that day; compromised if any of its "
+        "transactions that day is a fraud.")
+    k: int
+    precision: float | None = Field(description="Pooled over days: hits / flagged.")
+    precision_ci: ConfidenceInterval | None = Field(description="Wilson interval of the pooled precision.")
+    recall: float | None = Field(description="Pooled: hits / positives.")
+    days: list[DayTopK]
+
+
+class SliceMetrics(_Contract):
+    """One segment of the test window; too small segments are listed with their counts."""
+
+    slice: str
+    column: str
+    segment: str
+    status: Literal["ok", "too_small", "single_class", "column_absent"]
+    rows: int
+    positives: int
+    positive_rate: float | None
+    roc_auc: float | None = None
+    roc_auc_ci: ConfidenceInterval | None = None
+    pr_auc: float | None = None
+    pr_auc_ci: ConfidenceInterval | None = None
+    brier: float | None = None
+    ece: float | None = None
+    review: OperatingMetrics | None = Field(None, description="At the policy's review threshold.")
+    decline: OperatingMetrics | None = Field(None, description="At the policy's decline threshold.")
+
+
+class FeatureDrift(_Contract):
+    feature: str
+    psi: float
+    level: Literal["stable", "moderate", "major"] = Field(
+        description="PSI < 0.1 stable, < 0.25 moderate, else major.")
+    reference_null_share: float
+    current_null_share: float
+
+
+class DriftReport(_Contract):
+    """Population stability index, training window (reference) vs test window (current)."""
+
+    reference: Literal["train"] = "train"
+    current: Literal["test"] = "test"
+    bins: int = Field(description="Quantile bins of the reference, plus one for nulls.")
+    reference_rows: int = Field(description="Training rows used: every k-th, at most 100,000.")
+    current_rows: int
+    score_psi: float | None
+    score_level: Literal["stable", "moderate", "major"] | None
+    features: list[FeatureDrift]
+    top_drifting: list[str] = Field(description="Features by decreasing PSI.")
+
+
+class FeatureAttribution(_Contract):
+    feature: str
+    gain: float = Field(description="Total gain over the model's trees.")
+    mean_abs_shap: float | None = Field(description="Mean |SHAP| (XGBoost pred_contribs), log-odds.")
+
+
+class Explainability(_Contract):
+    shap_split: Literal["test"] = "test"
+    shap_rows: int = Field(description="Test rows in the seeded SHAP sample (0: skipped).")
+    shap_seed: int
+    features: list[FeatureAttribution] = Field(description="By decreasing mean |SHAP|, then gain.")
+
+
+class LabelContext(_Contract):
+    """Which truth the metrics rest on: label cuts, maturity, what the frame saw."""
+
+    label_family: str
+    test_label_cut: UtcDatetime = Field(description="Test labels were observed before this instant.")
+    train_label_cut: UtcDatetime = Field(description="Train/val labels were observed before it.")
+    label_maturity_days: int
+    missing_label: Literal["negative", "exclude"]
+    test_rows: int
+    test_positives: int
+    labels_visible: dict[str, int]
+    labels_hidden_by_cut: dict[str, int]
+    matured_share: dict[str, float | None] = Field(
+        description="Per split: visible / (visible + hidden by cut) over the pinned label manifests.")
+    test_label_completeness_estimate: float | None = Field(
+        description="The validation window's matured share: it ends the same maturity gap before "
+        "its label cut as test does before its cut, so this estimates (from above: labels after "
+        "the cut are not pinned) the share of test frauds already labelled.")
+
+
+class Curve(_Contract):
+    x: list[float]
+    y: list[float]
+
+
+class ScoreHistogram(_Contract):
+    edges: list[float] = Field(description="Bin edges of the score.")
+    positives: list[int]
+    negatives: list[int]
+
+
+class SplitCurves(_Contract):
+    """Thinned curves for the plots (the report's HTML view draws from these)."""
+
+    roc: Curve = Field(description="x: false positive rate, y: true positive rate.")
+    pr: Curve = Field(description="x: recall, y: precision.")
+    score_histogram: ScoreHistogram
 
 
 class EvaluationReport(_Contract):
@@ -355,8 +702,21 @@ class EvaluationReport(_Contract):
     frame_sha256: Sha256
     best_iteration: int
     metrics: dict[str, MetricSet] = Field(description="Per split: val and test.")
+    policy: DecisionPolicy = Field(description="Review/decline thresholds chosen on val.")
+    operating_points: list[OperatingPoint] = Field(description="Chosen on val, applied to test.")
+    top_k: list[TopKPrecision] = Field(description="Precision of the top k per test day.")
+    slices: list[SliceMetrics] = Field(description="Test-window segments from the config.")
+    drift: DriftReport
+    explainability: Explainability
+    label_context: LabelContext
+    curves: dict[str, SplitCurves] = Field(description="Per split: val and test.")
     feature_importance: dict[str, float] = Field(description="Total gain per feature.")
-    timings: dict[str, float] = Field(default_factory=dict, description="Volatile: seconds, latency.")
+    html: ArtifactRef | None = Field(
+        None, description="Self-contained HTML view of this report (deterministic content).")
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Volatile: seconds per part, prediction latency (p50/p99 single row and batch), "
+        "batch size and threads of the latency probe.")
     emitted_at_utc: UtcDatetime | None = None
 
 
@@ -371,26 +731,51 @@ class EvaluationReportRef(_Contract):
 
 
 class GateCriterion(_Contract):
+    """One criterion as judged: threshold, observed value, its interval, verdict."""
+
     name: str
     metric: str
+    kind: GateKind
     comparator: Literal[">=", "<="]
-    threshold: float = Field(description="Effective threshold: the config's, bounded by the policy floor.")
-    configured: float
-    policy_floor: float | None
-    observed: float | None
-    basis: Literal["point"] = "point"
+    threshold: float
+    policy_floor: float | None = Field(description="The governance bound this criterion may not relax.")
+    mandatory: bool
+    observed: float | None = Field(description="The value compared with the threshold.")
+    ci: ConfidenceInterval | None = None
     passed: bool
+    detail: str
+
+
+class ChampionRef(_Contract):
+    """The family's published bundle a candidate is compared with."""
+
+    bundle_id: BundleId
+    bundle_uri: str
+    partition_key: str
+    model_sha256: Sha256
+
+
+class WeekReportRef(_Contract):
+    """An earlier week's evaluation report, pinned for a stability criterion."""
+
+    partition_key: str
+    evaluation_report_ref: EvaluationReportRef
 
 
 class GateReceipt(_Contract):
     schema_version: _versioned("GateReceipt")
     train_run_id: TrainRunId
     gate_status: Literal["PASS", "FAIL"]
+    judged_status: Literal["PASS", "FAIL"] = Field(description="The verdict before any override.")
     criteria: list[GateCriterion]
     observed_metrics: dict[str, float | None]
     reasons: list[str]
     evaluation_report_ref: EvaluationReportRef
     model_sha256: Sha256
+    frame_sha256: Sha256
+    champion: ChampionRef | None = Field(description="None: the first model of its family.")
+    bootstrap: dict[str, float] = Field(description="resamples, seed and level of every interval.")
+    override: GateOverride | None = None
     emitted_at_utc: UtcDatetime | None = None
 
 
@@ -402,21 +787,95 @@ class Provenance(_Contract):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+class RunAttempt(_Contract):
+    """One Dagster run that worked on a train run (or failed before it could pin one)."""
+
+    dagster_run_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    triggered_by: str = Field(
+        description="ui, user:<name>, schedule:<name>, sensor:<name>, backfill:<id> or cli.")
+    backfill_id: str | None = Field(None, description="The Dagster backfill the run belongs to.")
+    stages: list[str] = Field(default_factory=list, description="Stages this attempt materialized.")
+    failed_stage: str | None = Field(None, description="The step (or check) that failed.")
+    error: str | None = Field(None, description="The error the failed step raised.")
+    started_at_utc: UtcDatetime | None = None
+    ended_at_utc: UtcDatetime | None = None
+
+
 class TrainingRunRecord(_Contract):
-    """Append-only record of one train run (rebuilt from the ledger; embedded in bundles)."""
+    """Append-only record of one train run (rebuilt from the ledger; embedded in bundles).
+
+    An attempt that failed before its intake pinned a train run (invalid config, missing or
+    tampered manifest) is a record of its own: ``train_run_id`` null, status ``failed``.
+    """
 
     schema_version: _versioned("TrainingRunRecord")
-    train_run_id: TrainRunId
-    status: Literal["running", "succeeded", "failed"]
+    train_run_id: TrainRunId | None = Field(
+        description="Null only while no attempt has pinned the run (status failed or running).")
+    status: Literal["running", "succeeded", "failed", "gate_failed"] = Field(
+        description="gate_failed: every stage ran and the bundle's gate verdict is FAIL.")
     partition_key: str
     model_family: str
-    config_hash: Sha256
-    code_version: str
+    config_hash: Sha256 | None = Field(description="Null only when the config itself was invalid.")
+    code_version: str | None = Field(description="Null only when nothing was pinned.")
     input_dataset_manifests: list[DatasetManifestRef]
     outputs: list[ArtifactRef]
     created_at_utc: UtcDatetime | None = None
     provenance: Provenance | None = None
     error: str | None = None
+    gate_status: Literal["PASS", "FAIL"] | None = None
+    bundle_id: BundleId | None = None
+    config: dict[str, Any] | None = Field(
+        None, description="The effective TrainingConfig as recorded at intake (or as launched).")
+    attempts: list[RunAttempt] = Field(
+        default_factory=list, description="Dagster runs of this train run, oldest first.")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Volatile: seconds per stage (latest materialization).")
+
+    @model_validator(mode="after")
+    def _pinned_when_finished(self) -> TrainingRunRecord:
+        if self.status in ("succeeded", "gate_failed") and None in (
+                self.train_run_id, self.config_hash, self.code_version):
+            raise ValueError(f"a {self.status} record needs train_run_id, config_hash and code_version")
+        return self
+
+
+class BacktestWeek(_Contract):
+    """One week's headline results, as its latest materializations recorded them."""
+
+    partition_key: str
+    train_run_id: TrainRunId | None
+    roc_auc: float | None = Field(description="Test ROC-AUC.")
+    pr_auc: float | None = Field(description="Test PR-AUC (average precision).")
+    brier: float | None = Field(description="Test Brier score.")
+    test_rows: int | None = None
+    test_positives: int | None = None
+    gate_status: Literal["PASS", "FAIL"] | None = None
+    bundle_id: BundleId | None = None
+
+
+class MetricSpread(_Contract):
+    """How much one metric moves across the backtest's weeks."""
+
+    metric: str
+    weeks: int = Field(ge=0, description="Weeks with a value.")
+    min: float | None
+    max: float | None
+    mean: float | None
+    std: float | None = Field(description="Population standard deviation across weeks.")
+    worst_week: str | None
+    best_week: str | None
+
+
+class BacktestSummary(_Contract):
+    """Every trained week side by side (a walk-forward backtest) and the spread of its metrics."""
+
+    schema_version: _versioned("BacktestSummary")
+    weeks: list[BacktestWeek]
+    spread: list[MetricSpread]
+    pass_weeks: int = Field(ge=0)
+    fail_weeks: int = Field(ge=0)
+    created_at_utc: UtcDatetime | None = None
 
 
 class FeatureGroupVersion(_Contract):
@@ -445,11 +904,16 @@ class ModelBundle(_Contract):
     model_format: Literal["xgboost-ubj"] = "xgboost-ubj"
     xgboost_version: str
     artifact_refs: list[ArtifactRef]
-    feature_schema: list[FeatureSpec]
+    feature_schema: list[FeatureSpec] = Field(description="Model inputs in order, with dtypes.")
+    feature_schema_digest: Sha256 = Field(description="sha256 of the canonical feature_schema.")
     feature_group_versions: list[FeatureGroupVersion]
     input_dataset_manifests: list[DatasetManifestRef]
     evaluation_report_ref: EvaluationReportRef
+    policy_config: DecisionPolicy = Field(
+        description="The decision policy (review/decline thresholds) the model was evaluated with.")
     gate_receipt: GateReceipt
+    gate_history: list[WeekReportRef] = Field(
+        default_factory=list, description="Earlier weeks' reports the gate's stability used.")
     leakage_audit: LeakageAudit
     config: TrainingConfig
     config_hash: Sha256
@@ -475,6 +939,7 @@ class RegistryRecord(_Contract):
     train_run_id: TrainRunId
     model_family: str
     partition_key: str
+    model_sha256: Sha256
     gate_status: Literal["PASS"]
     published_by: str
     published_at_utc: UtcDatetime | None = None
@@ -482,9 +947,66 @@ class RegistryRecord(_Contract):
 
 class PublishBundleResponse(_Contract):
     schema_version: _versioned("PublishBundleResponse")
-    status: Literal["published", "already_published"]
-    record_uri: str
-    record: RegistryRecord
+    status: Literal["published", "already_published", "refused"]
+    bundle_id: str
+    record_uri: str | None = None
+    record: RegistryRecord | None = None
+    reason: str | None = Field(None, description="Why a bundle was refused.")
+    champion_changed: bool = False
+
+
+class ChampionChange(_Contract):
+    """One entry of a family's append-only champion history."""
+
+    schema_version: _versioned("ChampionChange")
+    model_family: str
+    sequence: int = Field(ge=1)
+    bundle_id: BundleId
+    partition_key: str
+    previous_bundle_id: BundleId | None
+    reason: str
+    changed_at_utc: UtcDatetime | None = None
+
+
+class ArtifactCheck(_Contract):
+    name: str
+    expected: str
+    actual: str | None
+    status: Literal["ok", "mismatch", "missing"]
+
+
+class BundleVerification(_Contract):
+    """What `bundle verify` found: every digest the bundle pins, rechecked."""
+
+    schema_version: _versioned("BundleVerification")
+    bundle_uri: str
+    bundle_id: str
+    valid: bool
+    checks: list[ArtifactCheck]
+
+
+class ReproductionReport(_Contract):
+    """`bundle reproduce`: the bundle rebuilt from its pinned inputs, compared digest by digest."""
+
+    schema_version: _versioned("ReproductionReport")
+    bundle_id: BundleId
+    train_run_id: TrainRunId
+    verdict: Literal["IDENTICAL", "DIFFERENT"]
+    code_version_then: str
+    code_version_now: str
+    comparisons: list[ArtifactCheck]
+    created_at_utc: UtcDatetime | None = None
+
+
+class CompatibilityReport(_Contract):
+    """Whether a serving feature schema can feed a bundle's model."""
+
+    schema_version: _versioned("CompatibilityReport")
+    compatible: bool
+    missing_features: list[str]
+    dtype_mismatches: list[str]
+    group_version_mismatches: list[str]
+    extra_features: list[str]
 
 
 class ErrorResponse(_Contract):
@@ -497,13 +1019,9 @@ class ErrorResponse(_Contract):
     emitted_at_utc: UtcDatetime | None = None
 
 
-class GateFloors(_Contract):
-    """Policy bounds no TrainingConfig may relax."""
-
-    min_roc_auc: float = Field(0.70, ge=0, le=1)
-    min_pr_auc: float = Field(0.10, ge=0, le=1)
-    max_brier: float = Field(0.10, ge=0, le=1)
-    min_test_positives: int = Field(10, ge=0)
+def _default_floors() -> dict[str, float]:
+    return {"test_positives": 10, "roc_auc_lower": 0.75, "pr_auc_lower": 0.10, "brier": 0.10,
+            "roc_auc_vs_champion": 0.05, "roc_auc_stability": 0.15}
 
 
 class GovernancePolicy(_Contract):
@@ -519,7 +1037,14 @@ class GovernancePolicy(_Contract):
     pii_patterns: list[str] = Field(
         default_factory=lambda: [r"(?i)(card_?num|\bpan\b|e_?mail|phone|ssn|passport|iban)"],
         description="Regular expressions; a column name matching any is PII.")
-    gate_floors: GateFloors = Field(default_factory=GateFloors)
+    gate_floors: dict[str, float] = Field(
+        default_factory=_default_floors,
+        description="Per criterion name: the weakest threshold a config may set (a minimum for "
+        "'higher is better', a maximum for margins, spreads and lower-is-better metrics).")
+    mandatory_criteria: list[str] = Field(
+        default_factory=lambda: ["test_positives", "roc_auc_lower", "pr_auc_lower"],
+        description="Criterion names no config may drop.")
+    allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
     allowed_triggerers: list[str] | None = Field(
         None, description="fnmatch patterns of who may trigger training, e.g. 'schedule:*'; null = anyone.")
 
@@ -535,6 +1060,10 @@ class IntakeReceipt(_Contract):
     code_version: str
     windows: LeakagePolicy
     input_dataset_manifests: list[DatasetManifestRef]
+    champion: ChampionRef | None = Field(
+        None, description="The family's champion before this week, pinned at intake.")
+    gate_history: list[WeekReportRef] = Field(
+        default_factory=list, description="Earlier weeks' reports, pinned for stability criteria.")
     provenance: Provenance | None = None
 
 
@@ -565,6 +1094,7 @@ PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     EvaluationReportRef,
     GateReceipt,
     TrainingRunRecord,
+    BacktestSummary,
     ModelBundle,
     PublishBundleRequest,
     PublishBundleResponse,
@@ -573,6 +1103,10 @@ PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     GovernancePolicy,
     IntakeReceipt,
     TrainingFrameRecord,
+    ChampionChange,
+    BundleVerification,
+    ReproductionReport,
+    CompatibilityReport,
 )
 
 

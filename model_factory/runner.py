@@ -21,6 +21,7 @@ from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
 from model_factory.errors import ModelFactoryError
 
 TRAIN_JOB = "weekly_training"
+BACKTEST_JOB = "backtest"
 # Runs started here print our own progress lines; Dagster's step-by-step log stays in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -101,11 +102,15 @@ def run_week(instance: dg.DagsterInstance, defs: dg.Definitions, week: str,
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own error (Dagster wraps it; ours is the innermost cause)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
-            return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
-        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.evaluation.passed:
-            return f"check {event.event_specific_data.evaluation.check_name} failed"
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip()}"
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+            return f"check {event.event_specific_data.check_name} failed"
     return "run failed"
 
 
@@ -155,16 +160,34 @@ def tick_publish_sensor(instance: dg.DagsterInstance, defs: dg.Definitions,
 def run_weeks(instance: dg.DagsterInstance, defs: dg.Definitions, weeks: list[str],
               registry: FileRegistry, run_config: dict | None = None,
               progress: Callable[[str], None] | None = None) -> list[WeekSummary]:
-    """Run every week, then tick the publish sensor, then summarize each week."""
+    """Run the weeks in order, ticking the publish sensor after each; summarize each week."""
     say = progress or (lambda _msg: None)
     results: dict[str, WeekSummary] = {}
+    cursor = None
     for i, week in enumerate(weeks, 1):
         say(f"[{i}/{len(weeks)}] week {week}: training ...")
         summary = run_week(instance, defs, week, run_config)
         results[week] = summary
+        # Publish before the next week trains, so that week is judged against this champion,
+        # as it would be when the schedule runs week after week.
+        published, cursor = tick_publish_sensor(instance, defs, cursor)
         say(f"[{i}/{len(weeks)}] week {week}: {summary.status}"
-            + (f" ({summary.error})" if summary.error else f", gate {summary.gate}"))
-    published, _ = tick_publish_sensor(instance, defs)
-    say(f"publish sensor: {len(published)} new bundle(s) published")
+            + (f" ({summary.error})" if summary.error else f", gate {summary.gate}")
+            + (", published" if published else ""))
+    weeks_in_summary = refresh_backtest(instance, defs)
+    if weeks_in_summary is not None:
+        say(f"backtest_summary refreshed: {weeks_in_summary} week(s) side by side")
     return [results[w] if results[w].status == "failed" else summarize_week(instance, w, registry)
             for w in weeks]
+
+
+def refresh_backtest(instance: dg.DagsterInstance, defs: dg.Definitions) -> int | None:
+    """Materialize backtest_summary over every evaluated week (as its automation does after a
+    backfill); returns how many weeks it holds, or None if the run failed."""
+    result = defs.resolve_job_def(BACKTEST_JOB).execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=False,
+        tags={"model_factory/triggered_by": "cli"})
+    if not result.success:
+        return None
+    meta = result.asset_materializations_for_node("backtest_summary")[0].metadata
+    return int(meta["trained_weeks"].value)

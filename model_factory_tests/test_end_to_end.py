@@ -20,6 +20,7 @@ from model_factory.contracts import (
     RegistryRecord,
     TrainingFrameRecord,
 )
+from model_factory.core.canonical import sha256_hex
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.registry import FileRegistry
 from model_factory.definitions import build_definitions
@@ -231,8 +232,34 @@ def test_frame_export_is_the_assets_frame(factory, first_pass, tmp_path, monkeyp
     out = tmp_path / "frame.parquet"
     result = CliRunner().invoke(main, ["frame", "build", "--partition", WEEKS[0], "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert first_pass[0].train_run_id in result.output
+    assert sha256_hex(out.read_bytes()) in result.output
     meta, _ = latest_metadata(factory["instance"], "training_frame", WEEKS[0])
     stored = Path(meta["frame_uri"])
     assert pl.read_parquet(out).equals(pl.read_parquet(stored))
     assert out.read_bytes() == stored.read_bytes()
+
+
+def test_bundle_reproduce_is_identical_and_joins_the_ledger(factory, first_pass, monkeypatch):
+    root = factory["root"]
+    for name in ("catalog", "store", "registry"):
+        monkeypatch.setenv(f"MODEL_FACTORY_{name.upper()}", str(root / name))
+    bundle_id = first_pass[0].bundle_id
+    runner = CliRunner()
+    verified = runner.invoke(main, ["bundle", "verify", bundle_id])
+    assert verified.exit_code == 0 and f"{bundle_id}: VALID" in verified.output
+    result = runner.invoke(main, ["bundle", "reproduce", bundle_id, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["verdict"] == "IDENTICAL"
+    observations = factory["instance"].fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), asset_partitions=[WEEKS[0]]),
+        limit=10).records
+    verdicts = [o.asset_observation.metadata["reproduce_verdict"].value for o in observations
+                if "reproduce_verdict" in o.asset_observation.metadata]
+    assert verdicts == ["IDENTICAL"]
+
+
+def test_second_week_names_the_first_weeks_champion(factory, first_pass):
+    meta, _ = latest_metadata(factory["instance"], "gate_receipt", WEEKS[1])
+    first = first_pass[0]
+    expected = first.bundle_id if first.gate == "PASS" else "none"
+    assert meta["champion"] == expected

@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import polars as pl
 import xgboost as xgb
 
 from model_factory.contracts import (
+    ArtifactCheck,
     ArtifactRef,
+    BundleVerification,
+    CompatibilityReport,
+    DecisionPolicy,
     EvaluationReport,
     EvaluationReportRef,
     FeatureGroupVersion,
@@ -20,12 +26,16 @@ from model_factory.contracts import (
     Provenance,
     TrainingRunRecord,
 )
-from model_factory.core.canonical import content_digest, short_id
+from model_factory.core.canonical import canonical_json, content_digest, sha256_hex, short_id
 from model_factory.core.documents import parse_document
-from model_factory.core.storage import ArtifactStore, read_bytes
+from model_factory.core.frames import frame_from_parquet
+from model_factory.core.storage import ArtifactStore, read_bytes, read_json
+from model_factory.core.training import TrainedModel, feature_matrix
 from model_factory.errors import DigestMismatchError, ModelFactoryError
 
 MODEL_ARTIFACT = "model.ubj"
+FRAME_ARTIFACT = "training_frame.parquet"
+SMOKE_ROWS = 256
 
 
 def bundle_id_of(fields: dict[str, Any]) -> str:
@@ -33,10 +43,15 @@ def bundle_id_of(fields: dict[str, Any]) -> str:
     return short_id("mfb", content_digest({k: v for k, v in fields.items() if k != "bundle_id"}))
 
 
+def feature_schema_digest(schema: list[FeatureSpec]) -> str:
+    return sha256_hex(canonical_json([f.model_dump(mode="json") for f in schema]))
+
+
 def assemble_bundle(*, intake: IntakeReceipt, audit: LeakageAudit, feature_schema: list[FeatureSpec],
                     feature_groups: list[FeatureGroupVersion], model_ref: ArtifactRef,
                     frame_ref: ArtifactRef, report_ref: EvaluationReportRef, receipt: GateReceipt,
-                    provenance: Provenance | None = None) -> ModelBundle:
+                    policy_config: DecisionPolicy, provenance: Provenance | None = None
+                    ) -> ModelBundle:
     """Everything a registry and a reproducer need, by reference, plus the run's record."""
     record = TrainingRunRecord(
         train_run_id=intake.train_run_id, status="succeeded", partition_key=intake.partition_key,
@@ -50,10 +65,11 @@ def assemble_bundle(*, intake: IntakeReceipt, audit: LeakageAudit, feature_schem
         train_run_id=intake.train_run_id, partition_key=intake.partition_key,
         model_family=intake.config.model_family, xgboost_version=xgb.__version__,
         artifact_refs=[model_ref], feature_schema=feature_schema,
+        feature_schema_digest=feature_schema_digest(feature_schema),
         feature_group_versions=feature_groups,
         input_dataset_manifests=intake.input_dataset_manifests, evaluation_report_ref=report_ref,
-        gate_receipt=receipt, leakage_audit=audit, config=intake.config,
-        config_hash=intake.config_hash, code_version=intake.code_version,
+        policy_config=policy_config, gate_receipt=receipt, gate_history=intake.gate_history, leakage_audit=audit,
+        config=intake.config, config_hash=intake.config_hash, code_version=intake.code_version,
         training_run_record=record, created_at_utc=datetime.now(UTC))
     draft = ModelBundle.model_construct(bundle_id="mfb-" + "0" * 20, **fields)
     return ModelBundle.model_validate({**draft.model_dump(mode="json"),
@@ -65,41 +81,122 @@ def write_bundle(store: ArtifactStore, bundle: ModelBundle) -> tuple[str, bool]:
     return store.put_named_once(f"bundles/{bundle.train_run_id}/bundle.json", bundle)
 
 
+def find_bundle(store_url: str, bundle_id: str) -> str:
+    """The URI of a bundle in the store by its id (published or not)."""
+    store = ArtifactStore(store_url)
+    fs, root = store.location.fs, store.location.root
+    for path in sorted(fs.glob(root.rstrip("/") + "/bundles/*/bundle.json")):
+        uri = store.location.uri(path)
+        if load_bundle(uri).bundle_id == bundle_id:
+            return uri
+    raise ModelFactoryError("no bundle with this id in the store", source=store_url, field="bundle_id")
+
+
 def load_bundle(uri: str) -> ModelBundle:
-    return parse_document(read_bytes(uri), ModelBundle, source=uri)
+    return parse_document(read_json(uri), ModelBundle, source=uri)
 
 
-def verify_bundle(uri: str) -> ModelBundle:
-    """Recompute the bundle id and every digest it pins; raise on any difference."""
-    bundle = load_bundle(uri)
-    expected = bundle_id_of(bundle.model_dump(mode="json"))
-    if expected != bundle.bundle_id:
-        raise DigestMismatchError(f"content digests to {expected}, not {bundle.bundle_id}: tampered",
-                                  source=uri, field="bundle_id")
-    for ref in bundle.artifact_refs:
-        ArtifactStore.get_bytes(ref)
-    report = ArtifactStore.get_document(bundle.evaluation_report_ref.uri, EvaluationReport,
-                                        bundle.evaluation_report_ref.digest)
-    receipt = bundle.gate_receipt
-    if receipt.train_run_id != bundle.train_run_id or report.train_run_id != bundle.train_run_id:
-        raise ModelFactoryError("receipt or report belongs to another train run", source=uri,
-                                field="gate_receipt.train_run_id")
-    if receipt.evaluation_report_ref.digest != bundle.evaluation_report_ref.digest:
-        raise DigestMismatchError("receipt speaks for another evaluation report", source=uri,
-                                  field="gate_receipt.evaluation_report_ref")
-    model = model_ref(bundle)
-    if receipt.model_sha256 != model.sha256 or report.model_sha256 != model.sha256:
-        raise DigestMismatchError("receipt or report speaks for another model", source=uri,
-                                  field="gate_receipt.model_sha256")
-    return bundle
+def stored_bundle_digest(uri: str) -> str:
+    """Content digest of the bundle as stored (robust to optional fields added since)."""
+    return content_digest(read_json(uri))
+
+
+def artifact_named(bundle: ModelBundle, name: str) -> ArtifactRef:
+    for ref in [*bundle.artifact_refs, *bundle.training_run_record.outputs]:
+        if ref.name == name:
+            return ref
+    raise ModelFactoryError(f"bundle has no '{name}' artifact", field="artifact_refs")
 
 
 def model_ref(bundle: ModelBundle) -> ArtifactRef:
-    for ref in bundle.artifact_refs:
-        if ref.name == MODEL_ARTIFACT:
-            return ref
-    raise ModelFactoryError("bundle has no model artifact", field="artifact_refs")
+    return artifact_named(bundle, MODEL_ARTIFACT)
 
 
-def bundle_digest(bundle: ModelBundle) -> str:
-    return content_digest(bundle)
+def _check(name: str, expected: str, actual: str | None) -> ArtifactCheck:
+    status = "missing" if actual is None else "ok" if actual == expected else "mismatch"
+    return ArtifactCheck(name=name, expected=expected, actual=actual, status=status)
+
+
+def _blob_digest(uri: str) -> str | None:
+    try:
+        return sha256_hex(read_bytes(uri))
+    except ModelFactoryError:
+        return None
+
+
+def verification(uri: str) -> BundleVerification:
+    """Recompute every digest the bundle pins and report each one's status."""
+    raw = read_json(uri)
+    bundle = parse_document(raw, ModelBundle, source=uri)
+    checks = [_check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
+              _check("feature_schema_digest", bundle.feature_schema_digest,
+                     feature_schema_digest(bundle.feature_schema))]
+    for ref in [*bundle.artifact_refs, artifact_named(bundle, FRAME_ARTIFACT)]:
+        checks.append(_check(ref.name, ref.sha256, _blob_digest(ref.uri)))
+    report_digest = None
+    try:
+        report = ArtifactStore.get_document(bundle.evaluation_report_ref.uri, EvaluationReport)
+        report_digest = content_digest(report)
+    except ModelFactoryError:
+        report = None
+    checks.append(_check("evaluation_report", bundle.evaluation_report_ref.digest, report_digest))
+    receipt = bundle.gate_receipt
+    model_sha = model_ref(bundle).sha256
+    checks += [
+        _check("gate_receipt.evaluation_report", bundle.evaluation_report_ref.digest,
+               receipt.evaluation_report_ref.digest),
+        _check("gate_receipt.model_sha256", model_sha, receipt.model_sha256),
+        _check("gate_receipt.train_run_id", bundle.train_run_id, receipt.train_run_id),
+    ]
+    if report is not None:
+        checks += [_check("evaluation_report.model_sha256", model_sha, report.model_sha256),
+                   _check("evaluation_report.train_run_id", bundle.train_run_id, report.train_run_id)]
+    return BundleVerification(bundle_uri=uri, bundle_id=bundle.bundle_id,
+                              valid=all(c.status == "ok" for c in checks), checks=checks)
+
+
+def verify_bundle(uri: str) -> ModelBundle:
+    """The bundle, if every digest it pins still holds; otherwise an error naming the first."""
+    result = verification(uri)
+    for c in result.checks:
+        if c.status != "ok":
+            raise DigestMismatchError(f"{c.name}: expected {c.expected}, found {c.actual or 'nothing'}",
+                                      source=uri, field=c.name)
+    return load_bundle(uri)
+
+
+def smoke_test(bundle: ModelBundle) -> int:
+    """Load the model, score a few rows of its own frame: finite probabilities, the declared
+    inputs in order. Returns the rows scored."""
+    trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref(bundle)), nthread=1)
+    names = [f.name for f in bundle.feature_schema]
+    if list(trained.booster.feature_names or []) != names:
+        raise ModelFactoryError(f"model inputs {trained.booster.feature_names} differ from the "
+                                f"bundle's feature schema {names}", field="feature_schema")
+    frame = frame_from_parquet(ArtifactStore.get_bytes(artifact_named(bundle, FRAME_ARTIFACT)))
+    rows = frame.filter(pl.col("split") == "test").head(SMOKE_ROWS)
+    scores = trained.predict(feature_matrix(rows, names))
+    if scores.shape != (rows.height,) or not np.all(np.isfinite(scores)) or \
+            not np.all((scores >= 0) & (scores <= 1)):
+        raise ModelFactoryError("the model's scores on its own frame are not probabilities",
+                                field="artifact_refs")
+    return rows.height
+
+
+def check_serving_schema(bundle: ModelBundle, serving: list[FeatureSpec],
+                         groups: list[FeatureGroupVersion] | None = None) -> CompatibilityReport:
+    """Can a serving feature schema (and its feature-group versions) feed this bundle's model?"""
+    offered = {f.name: f for f in serving}
+    wanted = {f.name: f for f in bundle.feature_schema}
+    missing = [n for n in wanted if n not in offered]
+    dtypes = [f"{n}: bundle {wanted[n].dtype}, serving {offered[n].dtype}"
+              for n in wanted if n in offered and offered[n].dtype != wanted[n].dtype]
+    versions: list[str] = []
+    if groups is not None:
+        served = {g.name: g.version for g in groups}
+        versions = [f"{g.name}: bundle {g.version}, serving {served.get(g.name, 'absent')}"
+                    for g in bundle.feature_group_versions if served.get(g.name) != g.version]
+    return CompatibilityReport(compatible=not (missing or dtypes or versions),
+                               missing_features=missing, dtype_mismatches=dtypes,
+                               group_version_mismatches=versions,
+                               extra_features=[n for n in offered if n not in wanted])

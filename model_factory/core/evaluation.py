@@ -1,4 +1,10 @@
-"""Metrics of a scored split, in NumPy (checked against scikit-learn in the tests)."""
+"""The evaluation report of a trained model on its frame (issue 4: what a risk committee signs).
+
+Ranking quality with stratified bootstrap intervals, operating points chosen on validation and
+applied unchanged to test (they become the decision policy), calibration, slices, drift, global
+explanations, label context, and a latency proxy. Everything but the latency is a deterministic
+function of the frame, the model and the settings, so a re-run gives the same report digest.
+"""
 
 from __future__ import annotations
 
@@ -7,100 +13,245 @@ import time
 import numpy as np
 import polars as pl
 
-from model_factory.contracts import CalibrationBin, EvaluationReport, MetricSet, ThresholdMetrics
+from model_factory.contracts import (
+    EvaluationReport,
+    EvaluationSettings,
+    GovernancePolicy,
+    IntakeReceipt,
+    LabelContext,
+    LeakageAudit,
+    LeakagePolicy,
+    TrainingFrameRecord,
+)
+from model_factory.core.drift import drift_report, reference_sample
+from model_factory.core.entities import entities_of
+from model_factory.core.explanations import explainability
+from model_factory.core.latency import latency_probe
+from model_factory.core.metrics import (
+    at_thresholds,
+    average_precision,
+    calibration,
+    curves,
+    metric_set,
+    roc_auc,
+)
+from model_factory.core.operating_points import decision_policy, operating_points
+from model_factory.core.slices import evaluate_slices
+from model_factory.core.top_k import top_k_precision
 from model_factory.core.training import TrainedModel, feature_matrix
 
-
-def roc_auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    """Mann-Whitney AUC with average ranks for tied scores; None with a single class."""
-    pos = int(y.sum())
-    neg = y.size - pos
-    if pos == 0 or neg == 0:
-        return None
-    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)
-    avg_rank = upper - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    rank_sum = float(avg_rank[inverse][y == 1].sum())
-    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+__all__ = [
+    "at_thresholds",
+    "average_precision",
+    "build_report",
+    "calibration",
+    "evaluate_run",
+    "label_context",
+    "metric_set",
+    "roc_auc",
+]
 
 
-def average_precision(y: np.ndarray, score: np.ndarray) -> float | None:
-    """PR-AUC as average precision: sum over distinct thresholds of ΔRecall × Precision."""
-    pos = int(y.sum())
-    if pos == 0:
-        return None
-    order = np.argsort(-score, kind="stable")
-    s, t = score[order], y[order]
-    tp = np.cumsum(t)
-    # the last index of each run of equal scores is where that threshold's counts are complete
-    last = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tp_at = tp[last]
-    precision = tp_at / (last + 1)
-    recall = tp_at / pos
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
-def at_thresholds(y: np.ndarray, score: np.ndarray, thresholds: list[float]) -> list[ThresholdMetrics]:
-    """Precision and recall when alerting on score >= threshold (precision 0 with no alerts)."""
-    pos = int(y.sum())
-    out = []
-    for th in thresholds:
-        alert = score >= th
-        n = int(alert.sum())
-        tp = int((alert & (y == 1)).sum())
-        out.append(ThresholdMetrics(threshold=th, precision=tp / n if n else 0.0,
-                                    recall=tp / pos if pos else 0.0, alerts=n))
-    return out
-
-
-def calibration(y: np.ndarray, score: np.ndarray, bins: int = 10) -> list[CalibrationBin]:
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(score, edges[1:-1], right=False), 0, bins - 1)
-    out = []
-    for b in range(bins):
-        mask = idx == b
-        n = int(mask.sum())
-        out.append(CalibrationBin(
-            lower=float(edges[b]), upper=float(edges[b + 1]), rows=n,
-            mean_score=float(score[mask].mean()) if n else None,
-            observed_rate=float(y[mask].mean()) if n else None))
-    return out
-
-
-def metric_set(split: str, y: np.ndarray, score: np.ndarray, thresholds: list[float]) -> MetricSet:
-    y = y.astype(np.int64)
-    clipped = np.clip(score, 1e-15, 1 - 1e-15)
-    pos = int(y.sum())
-    return MetricSet(
-        split=split, rows=int(y.size), positives=pos,
-        positive_rate=pos / y.size if y.size else 0.0,
-        roc_auc=roc_auc(y, score), pr_auc=average_precision(y, score),
-        brier=float(np.mean((score - y) ** 2)) if y.size else 0.0,
-        log_loss=float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))) if y.size else 0.0,
-        at_thresholds=at_thresholds(y, score, thresholds),
-        calibration=calibration(y, score),
+def label_context(
+    windows: LeakagePolicy,
+    audit: LeakageAudit,
+    label_family: str,
+    test_rows: int,
+    test_positives: int,
+) -> LabelContext:
+    """The label cuts and what the frame saw of the labels (from its leakage audit)."""
+    visible, hidden = audit.labels_visible, audit.labels_hidden_by_cut
+    matured = {
+        s: (
+            visible.get(s, 0) / (visible.get(s, 0) + hidden.get(s, 0))
+            if visible.get(s, 0) + hidden.get(s, 0)
+            else None
+        )
+        for s in ("train", "val", "test")
+    }
+    return LabelContext(
+        label_family=label_family,
+        test_label_cut=windows.cut,
+        train_label_cut=windows.train_cut,
+        label_maturity_days=round(
+            (windows.cut - windows.eval_windows["test"].end).total_seconds() / 86400
+        ),
+        missing_label=windows.missing_label,
+        test_rows=test_rows,
+        test_positives=test_positives,
+        labels_visible=dict(visible),
+        labels_hidden_by_cut=dict(hidden),
+        matured_share=matured,
+        test_label_completeness_estimate=matured["val"],
     )
 
 
-def build_report(*, train_run_id: str, partition_key: str, model_family: str, model_sha256: str,
-                 frame_sha256: str, frame: pl.DataFrame, features: list[str],
-                 trained: TrainedModel, thresholds: list[float]) -> EvaluationReport:
-    """Evaluation of a trained model on its frame's val and test splits."""
-    metrics = {}
-    timings: dict[str, float] = {}
-    for split in ("val", "test"):
-        part = frame.filter(pl.col("split") == split)
-        x = feature_matrix(part, features)
-        started = time.perf_counter()
-        score = trained.predict(x)
-        elapsed = time.perf_counter() - started
-        if split == "test" and part.height:
-            timings["test_predict_seconds"] = elapsed
-            timings["latency_us_per_row"] = 1e6 * elapsed / part.height
-        metrics[split] = metric_set(split, part["label"].to_numpy(), score, thresholds)
-    gain = trained.booster.get_score(importance_type="total_gain")
+def evaluate_run(
+    receipt: IntakeReceipt,
+    record: TrainingFrameRecord,
+    frame: pl.DataFrame,
+    trained: TrainedModel,
+    model_sha256: str,
+    policy: GovernancePolicy,
+) -> EvaluationReport:
+    """The report of a pinned train run, with the config's evaluation settings (the entity of
+    each test row is read from the pinned events when the settings name an entity column)."""
+    cfg = receipt.config
+    started = time.perf_counter()
+    entities = None
+    if cfg.evaluation.entity_column is not None:
+        entities = entities_of(
+            receipt,
+            frame.filter(pl.col("split") == "test")["event_id"],
+            cfg.evaluation.entity_column,
+            policy,
+        )
+    entity_seconds = time.perf_counter() - started
+    report = build_report(
+        train_run_id=receipt.train_run_id,
+        partition_key=receipt.partition_key,
+        model_family=cfg.model_family,
+        model_sha256=model_sha256,
+        frame_sha256=record.frame.sha256,
+        frame=frame,
+        features=[f.name for f in record.feature_schema],
+        trained=trained,
+        thresholds=cfg.thresholds,
+        windows=record.leakage_audit.windows,
+        audit=record.leakage_audit,
+        label_family=cfg.label_family,
+        settings=cfg.evaluation,
+        entities=entities,
+        nthread=cfg.hyperparams.nthread,
+    )
+    return report.model_copy(
+        update={"timings": {**report.timings, "entities_seconds": entity_seconds}}
+    )
+
+
+class _Clock:
+    """Seconds per part, for the report's volatile timings."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"{name}_seconds"] = (
+            self.timings.get(f"{name}_seconds", 0.0) + now - self._last
+        )
+        self._last = now
+
+
+def build_report(
+    *,
+    train_run_id: str,
+    partition_key: str,
+    model_family: str,
+    model_sha256: str,
+    frame_sha256: str,
+    frame: pl.DataFrame,
+    features: list[str],
+    trained: TrainedModel,
+    thresholds: list[float],
+    windows: LeakagePolicy,
+    audit: LeakageAudit,
+    label_family: str,
+    settings: EvaluationSettings | None = None,
+    entities: pl.Series | None = None,
+    nthread: int = 1,
+) -> EvaluationReport:
+    """The full report of a trained model on its frame's splits.
+
+    ``entities``: the card/customer of each test row (frame order), for entity precision@k.
+    """
+    settings = settings or EvaluationSettings()
+    clock = _Clock()
+    parts = {s: frame.filter(pl.col("split") == s) for s in ("train", "val", "test")}
+    x = {s: feature_matrix(parts[s], features) for s in ("val", "test")}
+    y = {s: parts[s]["label"].to_numpy().astype(np.int64) for s in ("val", "test")}
+    clock.lap("prepare")
+    score = {s: trained.predict(x[s]) for s in ("val", "test")}
+    clock.lap("predict")
+    if parts["test"].height:
+        clock.timings["latency_us_per_row"] = (
+            1e6 * clock.timings["predict_seconds"] / (parts["val"].height + parts["test"].height)
+        )
+    boot = {
+        "resamples": settings.bootstrap_resamples,
+        "seed": settings.bootstrap_seed,
+        "level": settings.confidence_level,
+    }
+    metrics = {
+        s: metric_set(s, y[s], score[s], thresholds, bins=settings.calibration_bins, **boot)
+        for s in ("val", "test")
+    }
+    clock.lap("metrics")
+    policy = decision_policy(settings, y["val"], score["val"])
+    points = operating_points(settings, policy, y["val"], score["val"], y["test"], score["test"])
+    clock.lap("operating_points")
+    top_k = top_k_precision(
+        parts["test"]["event_time"],
+        y["test"],
+        score["test"],
+        settings.top_k_per_day,
+        entities,
+        settings.entity_column,
+        settings.confidence_level,
+    )
+    clock.lap("top_k")
+    slices = evaluate_slices(parts["test"], y["test"], score["test"], policy, settings)
+    clock.lap("slices")
+    reference = reference_sample(parts["train"])
+    reference_score = (
+        trained.predict(feature_matrix(reference, features)) if reference.height else None
+    )
+    clock.lap("train_predict")
+    drift = drift_report(
+        reference,
+        parts["test"],
+        features,
+        reference_score,
+        score["test"],
+        settings.drift_bins,
+        settings.top_drifting,
+    )
+    clock.lap("drift")
+    explained = explainability(
+        trained, features, x["test"], settings.shap_sample_rows, settings.bootstrap_seed
+    )
+    clock.lap("shap")
+    split_curves = {s: curves(y[s], score[s]) for s in ("val", "test")}
+    clock.lap("curves")
+    latency = latency_probe(
+        trained,
+        x["test"],
+        batch_rows=settings.latency_batch_rows,
+        repeats=settings.latency_repeats,
+        nthread=nthread,
+    )
+    clock.lap("latency_probe")
+    test = metrics["test"]
     return EvaluationReport(
-        train_run_id=train_run_id, partition_key=partition_key, model_family=model_family,
-        model_sha256=model_sha256, frame_sha256=frame_sha256, best_iteration=trained.best_iteration,
-        metrics=metrics, feature_importance={f: round(float(gain.get(f, 0.0)), 6) for f in features},
-        timings=timings)
+        train_run_id=train_run_id,
+        partition_key=partition_key,
+        model_family=model_family,
+        model_sha256=model_sha256,
+        frame_sha256=frame_sha256,
+        best_iteration=trained.best_iteration,
+        metrics=metrics,
+        policy=policy,
+        operating_points=points,
+        top_k=top_k,
+        slices=slices,
+        drift=drift,
+        explainability=explained,
+        label_context=label_context(windows, audit, label_family, test.rows, test.positives),
+        curves=split_curves,
+        feature_importance={
+            a.feature: a.gain
+            for a in sorted(explained.features, key=lambda a: features.index(a.feature))
+        },
+        timings={**clock.timings, **latency},
+    )

@@ -6,7 +6,13 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatch
 
-from model_factory.contracts import GovernancePolicy, LeakagePolicy, TimeWindow
+from model_factory.contracts import (
+    GateCriterionSpec,
+    GateSettings,
+    GovernancePolicy,
+    LeakagePolicy,
+    TimeWindow,
+)
 from model_factory.core.windows import data_span
 from model_factory.errors import PolicyViolationError
 
@@ -51,3 +57,28 @@ def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | N
         raise PolicyViolationError(
             f"'{triggered_by}' may not trigger training (allowed: {policy.allowed_triggerers})",
             source=source, field="allowed_triggerers")
+
+
+def floor_is_relaxed(spec: GateCriterionSpec, floor: float) -> bool:
+    """True when the configured threshold is weaker than the policy floor."""
+    if spec.kind == "non_inferiority" or spec.comparator == "<=":
+        return spec.threshold > floor  # a wider margin, spread or error allowance is weaker
+    return spec.threshold < floor
+
+
+def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: str | None) -> None:
+    """A run may not relax a floor, drop a mandatory criterion, or override where forbidden."""
+    names = {c.name for c in settings.criteria}
+    missing = [m for m in policy.mandatory_criteria if m not in names]
+    if missing:
+        raise PolicyViolationError(f"mandatory gate criteria {missing} are missing from the config",
+                                   source=source, field="gates.criteria")
+    for i, spec in enumerate(settings.criteria):
+        floor = policy.gate_floors.get(spec.name)
+        if floor is not None and floor_is_relaxed(spec, floor):
+            raise PolicyViolationError(
+                f"criterion '{spec.name}' sets {spec.threshold:g}, weaker than the policy floor {floor:g}",
+                source=source, field=f"gates.criteria[{i}].threshold")
+    if settings.override is not None and not policy.allow_override:
+        raise PolicyViolationError("the policy does not allow gate overrides", source=source,
+                                   field="gates.override")

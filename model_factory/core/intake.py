@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from model_factory.contracts import (
+    ChampionRef,
     GovernancePolicy,
     IntakeReceipt,
     LeakagePolicy,
     Provenance,
     TrainingConfig,
+    WeekReportRef,
 )
-from model_factory.core.governance import check_data_window, check_no_pii, check_triggerer
+from model_factory.core.governance import (
+    check_data_window,
+    check_gate_policy,
+    check_no_pii,
+    check_triggerer,
+)
 from model_factory.core.identity import code_version, config_hash, train_run_id
 from model_factory.core.manifests import (
     Catalog,
@@ -97,10 +104,13 @@ def feature_columns(entry: CatalogEntry) -> list[str]:
 
 
 def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy: GovernancePolicy,
-           provenance: Provenance | None = None, policy_source: str = "built-in default policy"
+           provenance: Provenance | None = None, policy_source: str = "built-in default policy",
+           champion: ChampionRef | None = None, gate_history: list[WeekReportRef] | None = None,
            ) -> tuple[IntakeReceipt, FrameInputs]:
-    """Resolve windows, check policy, find + verify every manifest file, pin the train run."""
+    """Resolve windows, check policy, find + verify every manifest file, pin the train run
+    (with the champion and the earlier weeks its gate will compare with)."""
     windows = resolve_windows(partition_key, config.split_policy)
+    check_gate_policy(config.gates, policy, source=policy_source)
     check_data_window(policy, windows, source=policy_source)
     if provenance is not None:
         check_triggerer(policy, provenance.triggered_by, source=policy_source)
@@ -111,10 +121,14 @@ def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy:
     refs = [e.ref for e in inputs.all_entries()]
     cfg_hash = config_hash(config)
     code = code_version()
+    history = gate_history or []
+    pins = {"champion": champion.bundle_id if champion else None,
+            "history": [h.evaluation_report_ref.digest for h in history]}
     receipt = IntakeReceipt(
-        train_run_id=train_run_id(partition_key, cfg_hash, [r.digest for r in refs], code),
+        train_run_id=train_run_id(partition_key, cfg_hash, [r.digest for r in refs], code, pins),
         partition_key=partition_key, config=config, config_hash=cfg_hash, code_version=code,
-        windows=windows, input_dataset_manifests=refs, provenance=provenance)
+        windows=windows, input_dataset_manifests=refs, champion=champion, gate_history=history,
+        provenance=provenance)
     return receipt, inputs
 
 

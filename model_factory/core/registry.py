@@ -1,67 +1,153 @@
-"""A model registry on any fsspec URL: one immutable record per bundle_id, PASS bundles only."""
+"""A model registry on any fsspec URL: one immutable record per bundle_id, PASS bundles only,
+and a champion pointer per model family with an append-only history.
+
+Layout: ``records/<bundle_id>.json`` (created exclusively) and
+``champions/<family>/<sequence>.json`` (one file per change, created exclusively, never edited).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from model_factory.contracts import PublishBundleRequest, PublishBundleResponse, RegistryRecord
-from model_factory.core.bundles import bundle_digest, verify_bundle
+from model_factory.contracts import (
+    ChampionChange,
+    ChampionRef,
+    PublishBundleRequest,
+    PublishBundleResponse,
+    RegistryRecord,
+)
+from model_factory.core.bundles import model_ref, smoke_test, stored_bundle_digest, verify_bundle
 from model_factory.core.canonical import canonical_json
 from model_factory.core.documents import parse_document
 from model_factory.core.storage import Location, join, write_exclusive
-from model_factory.errors import DigestMismatchError, RegistryError
+from model_factory.errors import ModelFactoryError, RegistryError
+
+_MAX_RACE_RETRIES = 64
 
 
 class FileRegistry:
-    """``<url>/records/<bundle_id>.json``, created exclusively; publishing again returns it."""
-
     def __init__(self, url: str):
         self.location = Location(url)
         self.url = url
+
+    # -- records ---------------------------------------------------------------------------
 
     def record_path(self, bundle_id: str) -> str:
         return join(self.location.root, "records", f"{bundle_id}.json")
 
     def publish(self, request: PublishBundleRequest) -> PublishBundleResponse:
-        """Re-verify the bundle and its receipt, refuse FAIL or tampered ones, record it once."""
+        """Re-verify digests, receipt and a smoke test; record once; move the champion.
+
+        A pure function of the bundle's content: any number of calls, from any number of
+        concurrent publishers, leave exactly one record. Refusals come back with a reason.
+        """
+        def refused(reason: str) -> PublishBundleResponse:
+            return PublishBundleResponse(status="refused", bundle_id=request.bundle_id, reason=reason)
+
         try:
             bundle = verify_bundle(request.bundle_uri)
-        except DigestMismatchError as exc:
-            raise RegistryError(f"bundle failed verification: {exc}", source=request.bundle_uri,
-                                field=exc.field) from exc
+            smoke_test(bundle)
+        except ModelFactoryError as exc:
+            return refused(f"bundle failed verification: {exc}")
         if bundle.bundle_id != request.bundle_id:
-            raise RegistryError(f"bundle at this URI is {bundle.bundle_id}, not {request.bundle_id}",
-                                source=request.bundle_uri, field="bundle_id")
+            return refused(f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, "
+                           f"not {request.bundle_id}")
         if bundle.gate_receipt.gate_status != "PASS":
-            raise RegistryError("only PASS bundles may be published; this one's gate says FAIL",
-                                source=request.bundle_uri, field="gate_receipt.gate_status")
+            return refused("only PASS bundles may be published; this one's gate says FAIL: "
+                           + "; ".join(bundle.gate_receipt.reasons))
         record = RegistryRecord(
             bundle_id=bundle.bundle_id, bundle_uri=request.bundle_uri,
-            bundle_sha256=bundle_digest(bundle), train_run_id=bundle.train_run_id,
+            bundle_sha256=stored_bundle_digest(request.bundle_uri), train_run_id=bundle.train_run_id,
             model_family=bundle.model_family, partition_key=bundle.partition_key,
-            gate_status="PASS", published_by=request.requested_by,
-            published_at_utc=datetime.now(UTC))
+            model_sha256=model_ref(bundle).sha256, gate_status="PASS",
+            published_by=request.requested_by, published_at_utc=datetime.now(UTC))
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
-        if write_exclusive(fs, path, canonical_json(record)):
-            return PublishBundleResponse(status="published", record_uri=self.location.uri(path),
-                                         record=record)
-        existing = self.get(bundle.bundle_id)
-        if existing.bundle_sha256 != record.bundle_sha256:
-            raise RegistryError("a different bundle is registered under this id",
-                                source=self.location.uri(path), field="bundle_sha256")
-        return PublishBundleResponse(status="already_published", record_uri=self.location.uri(path),
-                                     record=existing)
+        status = "published"
+        if not write_exclusive(fs, path, canonical_json(record)):
+            existing = self.get(bundle.bundle_id)
+            if existing.bundle_sha256 != record.bundle_sha256:
+                return refused("a different bundle is already registered under this id")
+            record, status = existing, "already_published"
+        # Also on a repeat: a publisher that died between the two writes is completed here.
+        changed = self._maybe_promote(record)
+        return PublishBundleResponse(status=status, bundle_id=record.bundle_id,
+                                     record_uri=self.location.uri(path), record=record,
+                                     champion_changed=changed)
 
     def get(self, bundle_id: str) -> RegistryRecord:
         path = self.record_path(bundle_id)
-        return parse_document(self.location.fs.cat_file(path), RegistryRecord,
-                              source=self.location.uri(path))
+        try:
+            data = self.location.fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise RegistryError("no such bundle in the registry", source=self.location.uri(path),
+                                field="bundle_id") from exc
+        return parse_document(data, RegistryRecord, source=self.location.uri(path))
 
-    def records(self) -> list[RegistryRecord]:
+    def records(self, model_family: str | None = None) -> list[RegistryRecord]:
         fs = self.location.fs
         folder = join(self.location.root, "records")
         if not fs.exists(folder):
             return []
         recs = [parse_document(fs.cat_file(p), RegistryRecord, source=p)
-                for p in sorted(fs.glob(folder + "/*.json"))]
+                for p in sorted(fs.glob(folder + "/*.json")) if not p.rsplit("/", 1)[-1].startswith(".")]
+        if model_family is not None:
+            recs = [r for r in recs if r.model_family == model_family]
         return sorted(recs, key=lambda r: (r.partition_key, r.bundle_id))
+
+    # -- champions -------------------------------------------------------------------------
+
+    def _champion_dir(self, family: str) -> str:
+        return join(self.location.root, "champions", family)
+
+    def history(self, model_family: str) -> list[ChampionChange]:
+        """Every champion change of a family, oldest first (append-only)."""
+        fs, folder = self.location.fs, self._champion_dir(model_family)
+        if not fs.exists(folder):
+            return []
+        changes = [parse_document(fs.cat_file(p), ChampionChange, source=p)
+                   for p in fs.glob(folder + "/*.json") if not p.rsplit("/", 1)[-1].startswith(".")]
+        return sorted(changes, key=lambda c: c.sequence)
+
+    def champion(self, model_family: str) -> ChampionChange | None:
+        changes = self.history(model_family)
+        return changes[-1] if changes else None
+
+    def champion_at(self, model_family: str, when: datetime) -> ChampionChange | None:
+        """The champion that was live at ``when``."""
+        live = [c for c in self.history(model_family)
+                if c.changed_at_utc is not None and c.changed_at_utc <= when]
+        return live[-1] if live else None
+
+    def _maybe_promote(self, record: RegistryRecord) -> bool:
+        """The newest week's PASS bundle becomes champion; an older week published late does not
+        displace a newer champion. Concurrent promoters race on the sequence number."""
+        for _ in range(_MAX_RACE_RETRIES):
+            changes = self.history(record.model_family)
+            if any(c.bundle_id == record.bundle_id for c in changes):
+                return False
+            current = changes[-1] if changes else None
+            if current is not None and current.partition_key >= record.partition_key:
+                return False
+            change = ChampionChange(
+                model_family=record.model_family, sequence=len(changes) + 1,
+                bundle_id=record.bundle_id, partition_key=record.partition_key,
+                previous_bundle_id=current.bundle_id if current else None,
+                reason=("first PASS bundle of the family" if current is None else
+                        f"PASS bundle for week {record.partition_key} is newer than the champion's "
+                        f"week {current.partition_key}"),
+                changed_at_utc=datetime.now(UTC))
+            path = join(self._champion_dir(record.model_family), f"{change.sequence:08d}.json")
+            if write_exclusive(self.location.fs, path, canonical_json(change)):
+                return True
+        raise RegistryError("could not record the champion change: too many concurrent writers",
+                            source=self.url, field="champions")
+
+    def champion_before(self, model_family: str, partition_key: str) -> ChampionRef | None:
+        """The champion a candidate for ``partition_key`` is compared with: the family's newest
+        published bundle from an earlier week (deterministic, whatever order weeks ran in)."""
+        earlier = [r for r in self.records(model_family) if r.partition_key < partition_key]
+        if not earlier:
+            return None
+        best = max(earlier, key=lambda r: (r.partition_key, r.bundle_id))
+        return ChampionRef(bundle_id=best.bundle_id, bundle_uri=best.bundle_uri,
+                           partition_key=best.partition_key, model_sha256=best.model_sha256)

@@ -10,11 +10,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
 from model_factory.contracts import (
     ArtifactRef,
+    ChampionRef,
     EvaluationReport,
     EvaluationReportRef,
     FeatureGroupVersion,
@@ -27,10 +29,17 @@ from model_factory.contracts import (
     PublishBundleResponse,
     TrainingConfig,
     TrainingFrameRecord,
+    WeekReportRef,
 )
-from model_factory.core.bundles import MODEL_ARTIFACT, assemble_bundle, write_bundle
+from model_factory.core.bundles import (
+    MODEL_ARTIFACT,
+    assemble_bundle,
+    model_ref,
+    verify_bundle,
+    write_bundle,
+)
 from model_factory.core.canonical import canonical_json, content_digest
-from model_factory.core.evaluation import build_report
+from model_factory.core.evaluation import evaluate_run
 from model_factory.core.frames import (
     TrainingFrame,
     build_training_frame,
@@ -38,13 +47,14 @@ from model_factory.core.frames import (
     frame_from_parquet,
     frame_to_parquet,
 )
-from model_factory.core.gates import decide_gate
+from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.intake import feature_columns, intake, reload_inputs
 from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
+from model_factory.core.report_html import render_report_html
 from model_factory.core.settings import Settings
 from model_factory.core.storage import ArtifactStore
-from model_factory.core.training import TrainedModel, train_xgboost
+from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
 from model_factory.errors import LeakageError, ModelFactoryError
 
 D = TypeVar("D", bound=BaseModel)
@@ -92,10 +102,14 @@ def _same_run(intake_doc: IntakeReceipt, *docs: BaseModel) -> None:
 
 
 def stage_intake(env: FactoryEnv, config: TrainingConfig, partition_key: str,
-                 provenance: Provenance | None = None) -> StageResult:
+                 provenance: Provenance | None = None,
+                 gate_history: list[WeekReportRef] | None = None) -> StageResult:
+    """Pin the train run: manifests, config, windows, the champion before this week (from the
+    registry) and the earlier weeks' reports the gate's stability criteria read."""
     started = time.perf_counter()
+    champion = env.registry.champion_before(config.model_family, partition_key)
     receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance,
-                             env.policy_source)
+                             env.policy_source, champion, gate_history)
     ref = env.store.put_document("intake_receipt.json", receipt)
     counts = {"manifests": len(receipt.input_dataset_manifests),
               "event_rows": sum(e.manifest.row_count for e in inputs.events),
@@ -166,43 +180,81 @@ def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: Artifa
     frame = load_frame(record)
     trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref),
                                       receipt.config.hyperparams.nthread)
-    report = build_report(
-        train_run_id=receipt.train_run_id, partition_key=receipt.partition_key,
-        model_family=receipt.config.model_family, model_sha256=model_ref.sha256,
-        frame_sha256=record.frame.sha256, frame=frame, features=[f.name for f in record.feature_schema],
-        trained=trained, thresholds=receipt.config.thresholds)
+    report = evaluate_run(receipt, record, frame, trained, model_ref.sha256, env.policy)
+    # The HTML view is a pure function of the report's deterministic content, so referencing it
+    # keeps the report digest reproducible.
+    html = env.store.put_bytes("evaluation_report.html", render_report_html(report),
+                               media_type="text/html", suffix=".html")
+    report = report.model_copy(update={"html": html})
     ref = env.store.put_document("evaluation_report.json", report)
     test = report.metrics["test"]
     counts = {"test_rows": test.rows, "test_positives": test.positives}
     return StageResult(ref, report, counts, time.perf_counter() - started)
 
 
-def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, report_ref: ArtifactRef) -> StageResult:
+def _champion_scores(champion: ChampionRef | None, test: pl.DataFrame
+                     ) -> tuple[np.ndarray | None, str | None]:
+    """The champion's scores on the candidate's test rows, or why there are none."""
+    if champion is None:
+        return None, None
+    try:
+        bundle = verify_bundle(champion.bundle_uri)
+        names = [f.name for f in bundle.feature_schema]
+        missing = [n for n in names if n not in test.columns]
+        if missing:
+            return None, f"its inputs {missing} are not in this frame"
+        model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref(bundle)), nthread=2)
+        return model.predict(feature_matrix(test, names)), None
+    except ModelFactoryError as exc:
+        return None, str(exc)
+
+
+def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
+               model_ref_: ArtifactRef, report_ref: ArtifactRef) -> StageResult:
+    """Judge the candidate: its report, its test scores, the champion on the same rows."""
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
+    record = load_document(frame_ref, TrainingFrameRecord)
     report = load_document(report_ref, EvaluationReport)
-    _same_run(receipt, report)
-    gate = decide_gate(report, EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
-                       receipt.config.gates, env.policy.gate_floors)
+    _same_run(receipt, record, report)
+    test = load_frame(record).filter(pl.col("split") == "test")
+    features = [f.name for f in record.feature_schema]
+    model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref_),
+                                    receipt.config.hyperparams.nthread)
+    champion_scores, problem = _champion_scores(receipt.champion, test)
+    history = tuple(
+        (h.partition_key, r) for h in receipt.gate_history
+        if (r := ArtifactStore.get_document(h.evaluation_report_ref.uri, EvaluationReport,
+                                            h.evaluation_report_ref.digest)).model_family
+        == receipt.config.model_family)
+    evidence = GateEvidence(
+        report=report, report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
+        frame_sha256=record.frame.sha256, y_test=test["label"].to_numpy(),
+        score_test=model.predict(feature_matrix(test, features)), champion=receipt.champion,
+        champion_score_test=champion_scores, champion_problem=problem, history=history)
+    gate = decide_gate(receipt.config.gates, env.policy, evidence)
     ref = env.store.put_document("gate_receipt.json", gate)
     return StageResult(ref, gate, {}, time.perf_counter() - started)
 
 
 def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
                  model_ref: ArtifactRef, report_ref: ArtifactRef, gate_ref: ArtifactRef,
-                 provenance: Provenance | None = None) -> tuple[StageResult, ModelBundle, bool]:
-    """Package and write the bundle; returns (result, bundle, created)."""
+                 provenance: Provenance | None = None, write: bool = True
+                 ) -> tuple[StageResult, ModelBundle, bool]:
+    """Package the bundle and (unless ``write`` is False) write it once; returns
+    (result, bundle, created)."""
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
     record = load_document(frame_ref, TrainingFrameRecord)
     gate = load_document(gate_ref, GateReceipt)
-    _same_run(receipt, record, gate)
+    report = load_document(report_ref, EvaluationReport)
+    _same_run(receipt, record, gate, report)
     bundle = assemble_bundle(
         intake=receipt, audit=record.leakage_audit, feature_schema=record.feature_schema,
         feature_groups=record.feature_group_versions, model_ref=model_ref, frame_ref=record.frame,
         report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256), receipt=gate,
-        provenance=provenance)
-    uri, created = write_bundle(env.store, bundle)
+        policy_config=report.policy, provenance=provenance)
+    uri, created = write_bundle(env.store, bundle) if write else ("", False)
     ref = ArtifactRef(name="bundle.json", uri=uri, sha256=content_digest(bundle),
                       size_bytes=len(canonical_json(bundle)), media_type="application/json")
     return StageResult(ref, bundle, {}, time.perf_counter() - started), bundle, created
@@ -210,5 +262,6 @@ def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRe
 
 def stage_publish(env: FactoryEnv, bundle_uri: str, bundle_id: str,
                   requested_by: str) -> PublishBundleResponse:
+    """Publish through the registry (which re-verifies); a refusal comes back in the response."""
     return env.registry.publish(PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id,
                                                      requested_by=requested_by))

@@ -7,6 +7,7 @@ sibling first and are then renamed (local: an atomic hard link that fails if the
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,12 @@ from pydantic import BaseModel
 from model_factory.contracts import ArtifactRef
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
-from model_factory.errors import DigestMismatchError, ImmutabilityError, MissingInputError
+from model_factory.errors import (
+    DigestMismatchError,
+    ImmutabilityError,
+    MissingInputError,
+    ModelFactoryError,
+)
 
 _CHUNK = 8 << 20
 
@@ -72,6 +78,14 @@ def read_bytes(uri: str) -> bytes:
         return fs.cat_file(path)
     except FileNotFoundError as exc:
         raise MissingInputError("file does not exist", source=uri) from exc
+
+
+def read_json(uri: str) -> dict[str, Any]:
+    data = read_bytes(uri)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFactoryError(f"not valid JSON ({exc})", source=uri, field="(document)") from exc
 
 
 def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
@@ -146,12 +160,14 @@ class ArtifactStore:
 
     @staticmethod
     def get_document(uri: str, model: type[BaseModel], expected_digest: str | None = None) -> Any:
-        doc = parse_document(read_bytes(uri), model, source=uri)
-        if expected_digest is not None and content_digest(doc) != expected_digest:
+        """Read a document, checking its digest over the JSON as stored (not as re-dumped by
+        today's model, which may have gained optional fields since it was written)."""
+        raw = read_json(uri)
+        if expected_digest is not None and content_digest(raw) != expected_digest:
             raise DigestMismatchError(
-                f"document digest {content_digest(doc)} differs from pinned {expected_digest}",
+                f"document digest {content_digest(raw)} differs from pinned {expected_digest}",
                 source=uri, field="digest")
-        return doc
+        return parse_document(raw, model, source=uri)
 
     def put_named_once(self, relpath: str, doc: BaseModel) -> tuple[str, bool]:
         """Create a named record once. Same content again is a no-op; other content is an error."""

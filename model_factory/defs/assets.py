@@ -3,7 +3,7 @@
 
 import dagster as dg
 
-from model_factory.contracts import ArtifactRef, IntakeReceipt, TrainingFrameRecord
+from model_factory.contracts import ArtifactRef, GateReceipt, IntakeReceipt, TrainingFrameRecord
 from model_factory.core.frames import check_frame_schema
 from model_factory.core.runs import (
     load_document,
@@ -18,6 +18,8 @@ from model_factory.core.runs import (
 from model_factory.defs.config import TrainingConfig, to_contract
 from model_factory.defs.ledger import (
     CODE_VERSION,
+    criteria_table,
+    earlier_reports,
     json_value,
     materialize_result,
     provenance,
@@ -43,10 +45,13 @@ def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactR
 def dataset_manifests(context: dg.AssetExecutionContext, config: TrainingConfig,
                       model_factory: ModelFactoryResource) -> dg.MaterializeResult:
     """Intake: resolve the week's windows, find and verify every manifest, pin the train run."""
-    result = stage_intake(model_factory.factory_env(), to_contract(config), context.partition_key,
-                          provenance(context))
+    cfg = to_contract(config)
+    result = stage_intake(model_factory.factory_env(), cfg, context.partition_key,
+                          provenance(context), earlier_reports(context, cfg))
     intake: IntakeReceipt = result.doc  # type: ignore[assignment]
-    context.log.info(f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} manifests pinned")
+    champion = intake.champion.bundle_id if intake.champion else "none (first of its family)"
+    context.log.info(f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} "
+                     f"manifests pinned; champion {champion}")
     return materialize_result(context, result, intake,
                               windows=json_value(intake.windows.model_dump(mode="json")),
                               config=json_value(intake.config.model_dump(mode="json")))
@@ -95,17 +100,47 @@ def model(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
     return materialize_result(context, result, intake)
 
 
-@dg.asset(deps=[model], kinds={"json"}, **_common)
+@dg.asset(deps=[model], kinds={"json", "html"}, **_common)
 def evaluation_report(context: dg.AssetExecutionContext,
                       model_factory: ModelFactoryResource) -> dg.MaterializeResult:
-    """Test and validation metrics: ROC-AUC, PR-AUC, precision/recall at thresholds, Brier."""
+    """Val and test evaluation: ROC-AUC and PR-AUC with bootstrap CIs, operating points and the
+    decision policy chosen on val, calibration, slices, drift, SHAP, latency, HTML view."""
+    from model_factory.contracts import EvaluationReport
+    from model_factory.core.report_html import (
+        earlier_reports,
+        headline_metrics,
+        markdown_operating_points,
+        markdown_slices,
+        render_report_html,
+    )
+    from model_factory.defs.ledger import ref_from_metadata
+
     intake, intake_ref = _intake(context)
-    result = stage_evaluation(model_factory.factory_env(), intake_ref,
-                              upstream_ref(context, "training_frame"), upstream_ref(context, "model"))
-    test = result.doc.metrics["test"]  # type: ignore[union-attr]
-    return materialize_result(context, result, intake, roc_auc=test.roc_auc or 0.0,
-                              pr_auc=test.pr_auc or 0.0, brier=test.brier,
-                              timings=json_value(result.doc.timings))  # type: ignore[union-attr]
+    env = model_factory.factory_env()
+    result = stage_evaluation(env, intake_ref, upstream_ref(context, "training_frame"),
+                              upstream_ref(context, "model"))
+    report: EvaluationReport = result.doc  # type: ignore[assignment]
+    # The page to open adds the earlier weeks found in the ledger and the latency. It depends on
+    # what else has run, so only this metadata points at it; the report references its own
+    # deterministic page (report_html_pinned).
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=1000).records  # newest first
+    history = earlier_reports(
+        ((r.partition_key, ref_from_metadata(r.asset_materialization.metadata, "evaluation_report"))
+         for r in records if r.partition_key and "output_uri" in r.asset_materialization.metadata),
+        context.partition_key, report.model_family)
+    view = env.store.put_bytes("evaluation_report_view.html",
+                               render_report_html(report, history, include_timings=True),
+                               media_type="text/html", suffix=".html")
+    return materialize_result(
+        context, result, intake, **headline_metrics(report),
+        report_html=dg.MetadataValue.path(view.uri),
+        **({"report_html_pinned": dg.MetadataValue.path(report.html.uri)} if report.html else {}),
+        operating_points=dg.MetadataValue.md(markdown_operating_points(report)),
+        slices=dg.MetadataValue.md(markdown_slices(report)),
+        top_drifting=json_value(report.drift.top_drifting),
+        policy=json_value(report.policy.model_dump(mode="json")),
+        timings=json_value(report.timings))
 
 
 @dg.asset(deps=[evaluation_report], kinds={"json"}, **_common)
@@ -113,11 +148,16 @@ def gate_receipt(context: dg.AssetExecutionContext,
                  model_factory: ModelFactoryResource) -> dg.MaterializeResult:
     """PASS/FAIL with every criterion; a FAIL is a verdict recorded here, not a failed run."""
     intake, intake_ref = _intake(context)
-    result = stage_gate(model_factory.factory_env(), intake_ref, upstream_ref(context, "evaluation_report"))
-    gate = result.doc
-    context.log.info(f"gate {gate.gate_status}: {'; '.join(gate.reasons)}")  # type: ignore[union-attr]
-    return materialize_result(context, result, intake, gate_status=gate.gate_status,  # type: ignore[union-attr]
-                              reasons=json_value(gate.reasons))  # type: ignore[union-attr]
+    result = stage_gate(model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"),
+                        upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"))
+    gate: GateReceipt = result.doc  # type: ignore[assignment]
+    context.log.info(f"gate {gate.gate_status}: {'; '.join(gate.reasons)}")
+    return materialize_result(
+        context, result, intake, gate_status=gate.gate_status, judged_status=gate.judged_status,
+        reasons=json_value(gate.reasons),
+        champion=gate.champion.bundle_id if gate.champion else "none",
+        override=json_value(gate.override.model_dump() if gate.override else None),
+        criteria=dg.MetadataValue.md(criteria_table(gate)))
 
 
 @dg.asset(deps=[gate_receipt], kinds={"json"}, **_common)

@@ -10,9 +10,10 @@ import typing
 from typing import Any
 
 import dagster as dg
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from model_factory.contracts import TrainingConfig as TrainingConfigContract
+from model_factory.errors import ConfigError
 
 
 def _is_model(tp: Any) -> bool:
@@ -33,15 +34,31 @@ def _as_config(model: type[BaseModel], defaults: BaseModel | None, name: str) ->
         if _is_model(ann):
             sub = _as_config(ann, default, name + _camel(field_name))
             fields[field_name] = (sub, Field(default=sub(), description=info.description))
+        elif _optional_model(ann):
+            sub = _as_config(_optional_model(ann), None, name + _camel(field_name))
+            fields[field_name] = (sub | None, Field(default=None, description=info.description))
         elif typing.get_origin(ann) is list and args and _is_model(args[0]):
             sub = _as_config(args[0], None, args[0].__name__)
             items = [d.model_dump() for d in default]
-            fields[field_name] = (list[sub], Field(default_factory=lambda s=sub, i=items: [s(**d) for d in i],
+            # plain dicts: Dagster turns a nested Config's default into config values, and a
+            # list of Config objects inside it is not one
+            fields[field_name] = (list[sub], Field(default_factory=lambda i=items: [dict(d) for d in i],
                                                    description=info.description))
         else:
-            kwargs = {"default": default} if defaults is not None else {}
-            fields[field_name] = (ann, Field(**{**_field_kwargs(info), **kwargs}))
+            kwargs = _field_kwargs(info)
+            if defaults is not None:  # the enclosing default's value replaces any factory
+                kwargs.pop("default_factory", None)
+                kwargs["default"] = default
+            fields[field_name] = (ann, Field(**kwargs))
     return create_model(name, __base__=dg.Config, __doc__=model.__doc__, **fields)
+
+
+def _optional_model(ann: Any) -> type[BaseModel] | None:
+    """``Model | None`` -> Model (an optional nested section such as the gate override)."""
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if len(args) == 1 and type(None) in typing.get_args(ann) and _is_model(args[0]):
+        return args[0]
+    return None
 
 
 def _field_kwargs(info) -> dict[str, Any]:
@@ -67,7 +84,20 @@ TrainingConfig.__module__ = __name__
 
 
 def to_contract(config: dg.Config) -> TrainingConfigContract:
-    """The launchpad config as the contract (the one whose canonical hash is the config_hash)."""
-    return TrainingConfigContract.model_validate(config.model_dump())
+    """The launchpad config as the contract (the one whose canonical hash is the config_hash).
+
+    Per-field bounds are enforced when Dagster builds the Config (the step fails before its body
+    runs); the contract's cross-field rules are checked here, before any input is read.
+    """
+    try:
+        # List defaults are plain dicts (see above); the contract validates them, so pydantic's
+        # "expected a Config" serializer notice for them is noise.
+        return TrainingConfigContract.model_validate(config.model_dump(warnings=False))
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
+                    for e in exc.errors()]
+        first = exc.errors()[0]["loc"]
+        raise ConfigError("invalid TrainingConfig: " + "; ".join(problems),
+                          field=".".join(str(p) for p in first) or None) from exc
 
 

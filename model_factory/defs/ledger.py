@@ -7,12 +7,22 @@ inputs through it, so what a stage used is exactly what the ledger says.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import dagster as dg
 
-from model_factory.contracts import ArtifactRef, IntakeReceipt, Provenance
+from model_factory.contracts import (
+    ArtifactRef,
+    EvaluationReportRef,
+    GateReceipt,
+    IntakeReceipt,
+    Provenance,
+    TrainingConfig,
+    WeekReportRef,
+)
 from model_factory.core.identity import code_version
 from model_factory.core.runs import StageResult
+from model_factory.core.windows import week_start
 from model_factory.errors import MissingInputError
 
 CODE_VERSION = code_version()
@@ -43,9 +53,9 @@ def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra
         "config_hash": intake.config_hash,
         "code_version": intake.code_version,
         "partition_key": intake.partition_key,
+        # The full DatasetManifestRefs, so the ledger rebuilds its records from the event log alone.
         "input_manifests": dg.MetadataValue.json(
-            [{"uri": r.uri, "digest": r.digest, "kind": r.kind, "name": r.name, "version": r.version}
-             for r in intake.input_dataset_manifests]),
+            [r.model_dump(mode="json", exclude={"schema_version"}) for r in intake.input_dataset_manifests]),
         "output_uri": dg.MetadataValue.path(result.ref.uri),
         "output_sha256": result.ref.sha256,
         "output_name": result.ref.name,
@@ -98,3 +108,32 @@ def ref_from_metadata(metadata: dict, asset: str) -> ArtifactRef:
 
 def json_value(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(obj)))
+
+
+def earlier_reports(context: dg.AssetExecutionContext, config: TrainingConfig) -> list[WeekReportRef]:
+    """The previous weeks' evaluation reports (latest materialization each, oldest first) that
+    the config's stability criteria need; pinned at intake so a re-run judges the same history."""
+    weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
+    start = week_start(context.partition_key)
+    refs = []
+    for i in range(weeks, 0, -1):
+        key = (start - timedelta(days=7 * i)).date().isoformat()
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]),
+            limit=1).records
+        if records:
+            ref = ref_from_metadata(records[0].asset_materialization.metadata, "evaluation_report")
+            refs.append(WeekReportRef(partition_key=key, evaluation_report_ref=EvaluationReportRef(
+                uri=ref.uri, digest=ref.sha256)))
+    return refs
+
+
+def criteria_table(gate: GateReceipt) -> str:
+    """The receipt as a Markdown table for the UI."""
+    rows = ["| criterion | kind | observed | needs | CI | verdict |", "|---|---|---|---|---|---|"]
+    for c in gate.criteria:
+        observed = "–" if c.observed is None else f"{c.observed:.4f}"
+        ci = f"[{c.ci.lower:.4f}, {c.ci.upper:.4f}]" if c.ci else ""
+        rows.append(f"| {c.name} | {c.kind} | {observed} | {c.comparator} {c.threshold:.4g} | {ci} | "
+                    f"{'pass' if c.passed else '**FAIL**'} |")
+    return "\n".join(rows)

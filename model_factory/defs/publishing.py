@@ -7,6 +7,7 @@ from pydantic import Field
 from model_factory.core.runs import stage_publish
 from model_factory.defs.ledger import provenance
 from model_factory.defs.resources import ModelFactoryResource
+from model_factory.errors import RegistryError
 
 PUBLISH_JOB = "publish_bundle"
 SENSOR_NAME = "publish_pass_bundles"
@@ -24,13 +25,17 @@ def publish_to_registry(context: dg.OpExecutionContext, config: PublishConfig,
     """Verify and record the bundle in the registry (idempotent per bundle_id)."""
     response = stage_publish(model_factory.factory_env(), config.bundle_uri, config.bundle_id,
                              provenance(context).triggered_by)
-    context.log.info(f"{config.bundle_id}: {response.status} at {response.record_uri}")
-    # The publication joins the ledger as an observation of the bundle it speaks for.
+    context.log.info(f"{config.bundle_id}: {response.status} "
+                     f"{response.record_uri or ''}{response.reason or ''}")
+    # The publication (or refusal) joins the ledger as an observation of the bundle it speaks for.
     context.log_event(dg.AssetObservation(
         asset_key="model_bundle", partition=config.partition_key,
         metadata={"bundle_id": config.bundle_id, "registry_status": response.status,
-                  "registry_record_uri": dg.MetadataValue.path(response.record_uri),
-                  "train_run_id": response.record.train_run_id}))
+                  "registry_record_uri": response.record_uri or "",
+                  "registry_reason": response.reason or "",
+                  "champion_changed": response.champion_changed}))
+    if response.status == "refused":
+        raise RegistryError(response.reason or "refused", source=config.bundle_uri, field="bundle")
 
 
 @dg.job(name=PUBLISH_JOB, description="Publish one PASS bundle to the registry.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -12,13 +13,17 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
+    f1_score,
     log_loss,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
+    roc_curve,
 )
 
 from model_factory.core.evaluation import average_precision, metric_set, roc_auc
+from model_factory.core.metrics import curves, ranking
 
 THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 # A few values only, so most scores are tied; includes exact calibration bin edges and 0 and 1.
@@ -171,3 +176,72 @@ def test_threshold_metrics_count_scores_equal_to_the_threshold_as_alerts() -> No
     assert t.alerts == 3  # 0.5, 0.5 and 0.9
     assert t.precision == pytest.approx(1 / 3)
     assert t.recall == pytest.approx(1 / 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=labelled_scores())
+def test_threshold_f1_and_alert_rate_match_sklearn(data) -> None:
+    y, score = data
+    m = metric_set("test", y, score, THRESHOLDS)
+    for t in m.at_thresholds:
+        alerts = (score >= t.threshold).astype(np.int64)
+        assert t.f1 == pytest.approx(f1_score(y, alerts, zero_division=0.0), abs=1e-9)
+        assert t.alert_rate == pytest.approx(alerts.mean(), abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=labelled_scores())
+def test_ece_is_the_row_weighted_gap_of_the_reliability_bins(data) -> None:
+    y, score = data
+    m = metric_set("test", y, score, THRESHOLDS)
+    expected = sum(
+        b.rows / y.size * abs(b.mean_score - b.observed_rate) for b in m.calibration if b.rows
+    )
+    assert m.ece == pytest.approx(expected, abs=1e-12)
+    # equal-count bins hold every row once, in score order, tied scores together
+    q = m.calibration_quantile
+    assert sum(b.rows for b in q) == y.size
+    assert all(a.upper <= b.lower + 1e-15 for a, b in pairwise(q))
+    for b in q:
+        inside = (score >= b.lower) & ((score < b.upper) | (b is q[-1]) & (score <= b.upper))
+        assert b.rows == int(inside.sum())
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=labelled_scores(min_size=2))
+def test_curves_lie_on_sklearns_roc_and_pr_curves(data) -> None:
+    y, score = data
+    if not _two_classes(y):
+        return
+    c = curves(y, score, points=10_000)  # no thinning at these sizes
+    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    np.testing.assert_allclose(c.roc.x, np.round(fpr, 6), atol=1e-9)
+    np.testing.assert_allclose(c.roc.y, np.round(tpr, 6), atol=1e-9)
+    precision, recall, _ = precision_recall_curve(y, score)
+    # sklearn lists thresholds ascending and appends (recall 0, precision 1)
+    np.testing.assert_allclose(c.pr.x, np.round(recall[:-1][::-1], 6), atol=1e-9)
+    np.testing.assert_allclose(c.pr.y, np.round(precision[:-1][::-1], 6), atol=1e-9)
+    h = c.score_histogram
+    assert sum(h.positives) == y.sum() and sum(h.negatives) == y.size - y.sum()
+
+
+def test_thinned_curves_keep_their_ends_and_at_most_the_asked_points() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(20_000) < 0.1).astype(np.int64)
+    c = curves(y, rng.random(20_000) + 0.2 * y, points=100)
+    assert len(c.roc.x) <= 102 and (c.roc.x[0], c.roc.y[0]) == (0.0, 0.0)
+    assert (c.roc.x[-1], c.roc.y[-1]) == (1.0, 1.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=labelled_scores())
+def test_one_pass_ranking_matches_sklearn_and_a_given_order_changes_nothing(data) -> None:
+    y, score = data
+    auc, ap = ranking(y, score)
+    assert auc == (
+        None if not _two_classes(y) else pytest.approx(roc_auc_score(y, score), abs=1e-9)
+    )
+    assert ap == (
+        None if y.sum() == 0 else pytest.approx(average_precision_score(y, score), abs=1e-9)
+    )
+    assert ranking(y, score, np.argsort(-score, kind="stable")) == (auc, ap)

@@ -33,19 +33,19 @@ def test_only_allowed_triggerers_may_train():
 
 def test_policy_files_load_from_json_and_yaml(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"pii_columns": ["secret"]}))
-    (tmp_path / "p.yaml").write_text("gate_floors:\n  min_roc_auc: 0.9\n")
+    (tmp_path / "p.yaml").write_text("gate_floors:\n  roc_auc_lower: 0.9\n")
     assert load_policy(str(tmp_path / "p.json")).pii_columns == ["secret"]
-    assert load_policy(str(tmp_path / "p.yaml")).gate_floors.min_roc_auc == 0.9
+    assert load_policy(str(tmp_path / "p.yaml")).gate_floors["roc_auc_lower"] == 0.9
     assert load_policy(None) == GovernancePolicy()
 
 
 def test_a_malformed_policy_names_the_file_and_field(tmp_path):
     path = tmp_path / "p.json"
-    path.write_text(json.dumps({"gate_floors": {"min_roc_auc": "high"}}))
+    path.write_text(json.dumps({"gate_floors": {"roc_auc_lower": "high"}}))
     with pytest.raises(PolicyViolationError) as info:
         load_policy(str(path))
     assert info.value.source == str(path)
-    assert info.value.field == "gate_floors.min_roc_auc"
+    assert info.value.field == "gate_floors.roc_auc_lower"
 
 
 def test_settings_come_from_the_environment_with_defaults_under_home(tmp_path):

@@ -1,0 +1,105 @@
+"""The unpartitioned `backtest_summary`: every trained week side by side, refreshed after new weeks."""
+
+import os
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from model_factory.backtest import plot_markdown, plot_svg, spread_table, summarize, weeks_table
+from model_factory.contracts import BacktestWeek
+from model_factory.defs.ledger import CODE_VERSION
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.ledger import StageMaterialization, stage_materializations
+
+SOURCES = ("evaluation_report", "gate_receipt", "model_bundle")
+
+# Refresh once new weeks have landed and nothing upstream is still running, so a backfill
+# yields one refresh at its end rather than one per week. (eager() would wait for every
+# weekly partition, including weeks no one trained, and only looks at the latest week.)
+REFRESH_AFTER_NEW_WEEKS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after new weeks, once upstream is idle")
+
+# The daemon evaluates the condition this often (seconds); tests lower it.
+AUTOMATION_INTERVAL_SECONDS = int(os.environ.get("MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS", "30"))
+
+
+def _value(meta: dict, key: str, cast=float):
+    value = meta.get(key)
+    return None if value is None else cast(value)
+
+
+def backtest_weeks(instance: dg.DagsterInstance) -> list[BacktestWeek]:
+    """One row per evaluated week: its latest report, and the verdict and bundle of that run."""
+    latest: dict[tuple[str, str], StageMaterialization] = {}
+    by_run: dict[tuple[str, str, str], StageMaterialization] = {}
+    for m in stage_materializations(instance, stages=SOURCES):  # storage-id order: last wins
+        latest[(m.stage, m.partition)] = m
+        by_run[(m.stage, m.partition, str(m.meta.get("train_run_id")))] = m
+    weeks = []
+    for (stage, week), report in sorted(latest.items()):
+        if stage != "evaluation_report":
+            continue
+        trid = report.meta.get("train_run_id")
+        gate = by_run.get(("gate_receipt", week, str(trid)))
+        bundle = by_run.get(("model_bundle", week, str(trid)))
+        weeks.append(BacktestWeek(
+            partition_key=week, train_run_id=trid, roc_auc=_value(report.meta, "roc_auc"),
+            pr_auc=_value(report.meta, "pr_auc"), brier=_value(report.meta, "brier"),
+            test_rows=_value(report.meta, "test_rows", int),
+            test_positives=_value(report.meta, "test_positives", int),
+            gate_status=gate.meta.get("gate_status") if gate else None,
+            bundle_id=bundle.meta.get("bundle_id") if bundle else None))
+    return weeks
+
+
+@dg.asset(
+    deps=[dg.AssetDep(source, partition_mapping=dg.AllPartitionMapping()) for source in SOURCES],
+    kinds={"json", "svg"}, code_version=CODE_VERSION, group_name="backtest",
+    automation_condition=REFRESH_AFTER_NEW_WEEKS,
+)
+def backtest_summary(context: dg.AssetExecutionContext,
+                     model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+    """Walk-forward backtest: every week's test metrics and gate verdict, their spread, a plot."""
+    summary = summarize(backtest_weeks(context.instance), created_at=datetime.now(UTC))
+    store = model_factory.factory_env().store
+    ref = store.put_document("backtest_summary.json", summary)
+    svg = plot_svg(summary)
+    plot = store.put_bytes("backtest_plot.svg", svg, media_type="image/svg+xml", suffix=".svg")
+    spread = {s.metric: s for s in summary.spread}
+    numbers = {f"{stat}_{metric}": round(getattr(s, stat), 6)
+               for metric, s in spread.items() for stat in ("mean", "std", "min", "max")
+               if getattr(s, stat) is not None}
+    context.log.info(f"backtest over {len(summary.weeks)} week(s): {summary.pass_weeks} PASS, "
+                     f"{summary.fail_weeks} FAIL")
+    return dg.MaterializeResult(
+        metadata={
+            "weeks": dg.MetadataValue.md(weeks_table(summary)),
+            "spread": dg.MetadataValue.md(spread_table(summary)),
+            "plot": dg.MetadataValue.md(plot_markdown(svg)),
+            "trained_weeks": len(summary.weeks),
+            "pass_weeks": summary.pass_weeks,
+            "fail_weeks": summary.fail_weeks,
+            "first_week": summary.weeks[0].partition_key if summary.weeks else "",
+            "last_week": summary.weeks[-1].partition_key if summary.weeks else "",
+            **numbers,
+            "plot_uri": dg.MetadataValue.path(plot.uri),
+            "output_uri": dg.MetadataValue.path(ref.uri),
+            "output_sha256": ref.sha256,
+            "code_version": CODE_VERSION,
+        },
+        data_version=dg.DataVersion(ref.sha256),
+    )
+
+
+backtest_job = dg.define_asset_job(
+    "backtest", selection=[backtest_summary], description="Refresh the backtest summary.")
+
+backtest_automation = dg.AutomationConditionSensorDefinition(
+    "backtest_automation", target=dg.AssetSelection.assets(backtest_summary),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
+    description="Refreshes backtest_summary after new weeks (it only reads the ledger: safe to "
+                "run by default).")

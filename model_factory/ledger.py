@@ -1,0 +1,322 @@
+"""The run ledger: `TrainingRunRecord`s rebuilt from a Dagster instance (ARCHITECTURE §6).
+
+Materializations (read by storage id) say what each stage of a train run produced; run records
+say which attempts there were, who or what started them and how they ended. An attempt that
+failed before its intake pinned a train run (invalid config, missing or tampered manifest) becomes
+a failed record of its own, without a train run id, so no failure is ever invisible.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+from pydantic import ValidationError
+
+from model_factory.contracts import (
+    ArtifactRef,
+    DatasetManifestRef,
+    IntakeReceipt,
+    Provenance,
+    RunAttempt,
+    TrainingConfig,
+    TrainingRunRecord,
+)
+from model_factory.core.identity import config_hash
+from model_factory.core.storage import ArtifactStore
+from model_factory.defs.ledger import triggered_by
+
+STAGES = ("dataset_manifests", "training_frame", "model", "evaluation_report", "gate_receipt",
+          "model_bundle")
+INTAKE = STAGES[0]
+TRAIN_JOB = "weekly_training"
+_PAGE = 500
+
+_RUN_STATUS = {
+    dg.DagsterRunStatus.QUEUED: "queued", dg.DagsterRunStatus.NOT_STARTED: "queued",
+    dg.DagsterRunStatus.MANAGED: "queued", dg.DagsterRunStatus.STARTING: "queued",
+    dg.DagsterRunStatus.STARTED: "running", dg.DagsterRunStatus.SUCCESS: "succeeded",
+    dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELING: "canceled",
+    dg.DagsterRunStatus.CANCELED: "canceled", dg.DagsterRunStatus.SUSPENDED: "running",
+}
+_ACTIVE = frozenset({"queued", "running"})
+
+
+@dataclass(frozen=True)
+class StageMaterialization:
+    storage_id: int
+    stage: str
+    partition: str
+    run_id: str
+    timestamp: float
+    meta: dict[str, Any]
+
+
+def read_ledger(instance: dg.DagsterInstance, week: str | None = None,
+                train_run_id: str | None = None) -> list[TrainingRunRecord]:
+    """Every train run (and every unpinned failed attempt) in the instance, oldest week first."""
+    mats = stage_materializations(instance, week)
+    runs = {r.dagster_run.run_id: r for r in _run_records(instance, week)}
+    by_run: dict[str, list[StageMaterialization]] = defaultdict(list)
+    for m in mats:
+        by_run[m.run_id].append(m)
+
+    # Which train run each attempt worked on: what it materialized says so; an attempt that
+    # materialized nothing worked on the intake before it (or pinned nothing, if it ran intake).
+    attempts_of: dict[str | None, list[str]] = defaultdict(list)
+    unpinned: list[str] = []
+    for run_id in sorted(set(runs) | set(by_run), key=lambda r: _started(runs.get(r), by_run[r])):
+        pinned = {m.meta.get("train_run_id") for m in by_run[run_id]} - {None}
+        if not pinned and run_id in runs:
+            pinned = {_intake_before(instance, runs[run_id])} - {None}
+        if pinned:
+            for trid in pinned:
+                attempts_of[trid].append(run_id)
+        elif run_id in runs and _is_training_run(runs[run_id]):
+            unpinned.append(run_id)
+
+    records = []
+    for trid, run_ids in attempts_of.items():
+        own = [m for m in mats if m.meta.get("train_run_id") == trid]
+        records.append(_pinned_record(trid, own, [_attempt(instance, runs.get(r), by_run[r])
+                                                           for r in run_ids], runs))
+    for run_id in unpinned:
+        records.append(_unpinned_record(runs[run_id], _attempt(instance, runs[run_id], [])))
+    if train_run_id is not None:
+        records = [r for r in records if r.train_run_id == train_run_id]
+    return sorted(records, key=lambda r: (r.partition_key, r.created_at_utc or datetime.min.replace(tzinfo=UTC)))
+
+
+# ------------------------------------------------------------------------------ reading Dagster
+
+
+def stage_materializations(instance: dg.DagsterInstance, week: str | None = None,
+                           stages: tuple[str, ...] = STAGES) -> list[StageMaterialization]:
+    """Every materialization of the stages (of one week, or all), in storage-id order."""
+    out: list[StageMaterialization] = []
+    for stage in stages:
+        after = None
+        while True:
+            batch = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage),
+                                      asset_partitions=[week] if week else None,
+                                      after_storage_id=after),
+                limit=_PAGE, ascending=True).records
+            for rec in batch:
+                m = rec.asset_materialization
+                if m is None or m.partition is None:
+                    continue
+                meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
+                out.append(StageMaterialization(rec.storage_id, stage, m.partition, rec.run_id,
+                                            rec.timestamp, meta))
+            if len(batch) < _PAGE:
+                break
+            after = batch[-1].storage_id
+    return sorted(out, key=lambda m: m.storage_id)
+
+
+def _run_records(instance: dg.DagsterInstance, week: str | None) -> list[dg.RunRecord]:
+    filters = dg.RunsFilter(tags={"dagster/partition": week}) if week else None
+    return [r for r in instance.get_run_records(filters=filters)
+            if "dagster/partition" in r.dagster_run.tags]
+
+
+def _run_stages(run: dg.DagsterRun) -> set[str]:
+    if run.asset_selection:  # empty when the whole job runs
+        return {k.to_user_string() for k in run.asset_selection} & set(STAGES)
+    return set(STAGES) if run.job_name == TRAIN_JOB else set()
+
+
+def _is_training_run(record: dg.RunRecord) -> bool:
+    return bool(_run_stages(record.dagster_run))
+
+
+def _intake_before(instance: dg.DagsterInstance, record: dg.RunRecord) -> str | None:
+    """The train run a downstream-only attempt loaded: the week's latest intake before it ended."""
+    run = record.dagster_run
+    if INTAKE in _run_stages(run) or not _is_training_run(record):
+        return None
+    before = record.end_time or datetime.now(UTC).timestamp()
+    recs = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(INTAKE),
+                              asset_partitions=[run.tags["dagster/partition"]],
+                              before_timestamp=before),
+        limit=1).records
+    if not recs:
+        return None
+    value = recs[0].asset_materialization.metadata.get("train_run_id")
+    return getattr(value, "value", value)
+
+
+def _started(record: dg.RunRecord | None, mats: list[StageMaterialization]) -> float:
+    if record is not None:
+        return record.start_time or record.create_timestamp.timestamp()
+    return min((m.timestamp for m in mats), default=0.0)
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+_NOISE = re.compile(r"^\s*(For further information visit|Stack Trace:).*$", re.MULTILINE)
+
+
+def _message(error: Any) -> str | None:
+    """The innermost error (the user code's own, under Dagster's wrappers), on one line."""
+    if error is None:
+        return None
+    while error.cause is not None:
+        error = error.cause
+    text = _NOISE.sub("", error.message)
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
+    """(failed step or check, error) of a failed run."""
+    types = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+             dg.DagsterEventType.RUN_FAILURE}
+    run_failure = None
+    for rec in instance.get_records_for_run(run_id, of_type=types).records:
+        event = rec.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            return event.step_key, _message(event.step_failure_data.error)
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+                detail = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+                return name, f"blocking check {evaluation.check_name} failed: {detail}"
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            data = event.event_specific_data
+            run_failure = _message(getattr(data, "error", None)) or event.message
+    return None, run_failure
+
+
+def _attempt(instance: dg.DagsterInstance, record: dg.RunRecord | None,
+             mats: list[StageMaterialization]) -> RunAttempt:
+    stages = [s for s in STAGES if any(m.stage == s for m in mats)]
+    if record is None:  # the run was deleted; its materializations remain
+        meta = mats[0].meta
+        return RunAttempt(dagster_run_id=mats[0].run_id, status="succeeded",
+                          triggered_by=str(meta.get("triggered_by", "unknown")), stages=stages,
+                          started_at_utc=_utc(mats[0].timestamp))
+    run = record.dagster_run
+    status = _RUN_STATUS.get(run.status, "running")
+    failed_stage = error = None
+    if status == "failed":
+        failed_stage, error = _failure(instance, run.run_id)
+    elif status == "canceled":
+        error = "the run was canceled"
+    return RunAttempt(
+        dagster_run_id=run.run_id, status=status, triggered_by=triggered_by(dict(run.tags)),
+        backfill_id=run.tags.get("dagster/backfill"), stages=stages, failed_stage=failed_stage,
+        error=error, started_at_utc=_utc(record.start_time) or record.create_timestamp,
+        ended_at_utc=_utc(record.end_time))
+
+
+# ------------------------------------------------------------------------------ building records
+
+
+def _latest_by_stage(mats: list[StageMaterialization]) -> dict[str, StageMaterialization]:
+    latest: dict[str, StageMaterialization] = {}
+    for m in mats:  # ascending storage id: the last one wins
+        latest[m.stage] = m
+    return latest
+
+
+def _output(m: StageMaterialization) -> ArtifactRef | None:
+    try:
+        return ArtifactRef(name=m.meta["output_name"], uri=m.meta["output_uri"],
+                           sha256=m.meta["output_sha256"], size_bytes=m.meta["output_size_bytes"],
+                           media_type=m.meta.get("output_media_type", "application/octet-stream"))
+    except (KeyError, ValidationError):
+        return None
+
+
+def _manifests(intake: StageMaterialization | None) -> list[DatasetManifestRef]:
+    """The pinned manifest refs: from the ledger metadata, else from the intake receipt itself."""
+    if intake is None:
+        return []
+    try:
+        return [DatasetManifestRef.model_validate(m) for m in intake.meta.get("input_manifests", [])]
+    except ValidationError:
+        ref = _output(intake)
+        if ref is None:
+            return []
+        return list(ArtifactStore.get_document(ref.uri, IntakeReceipt, ref.sha256).input_dataset_manifests)
+
+
+def _record_status(attempts: list[RunAttempt], bundle: StageMaterialization | None
+                   ) -> tuple[str, str | None]:
+    if any(a.status in _ACTIVE for a in attempts):
+        return "running", None
+    if bundle is not None:
+        return ("gate_failed" if bundle.meta.get("gate_status") == "FAIL" else "succeeded"), None
+    ended = [a for a in attempts if a.status in ("failed", "canceled")]
+    if attempts and attempts[-1].status in ("failed", "canceled"):
+        return "failed", ended[-1].error or "the attempt failed"
+    # Earlier stages succeeded and the later ones have not been run yet.
+    return "running", None
+
+
+def _provenance(record: dg.RunRecord | None, attempt: RunAttempt) -> Provenance:
+    tags = {k: str(v) for k, v in record.dagster_run.tags.items()} if record else {}
+    return Provenance(triggered_by=attempt.triggered_by, dagster_run_id=attempt.dagster_run_id,
+                      tags=tags)
+
+
+def _pinned_record(trid: str, mats: list[StageMaterialization],
+                   attempts: list[RunAttempt], runs: dict[str, dg.RunRecord]) -> TrainingRunRecord:
+    latest = _latest_by_stage(mats)
+    intake = latest.get(INTAKE)
+    first = intake or (mats[0] if mats else None)
+    meta = first.meta if first else {}
+    config = meta.get("config") if intake else None
+    bundle = latest.get("model_bundle")
+    gate = bundle or latest.get("gate_receipt")
+    status, error = _record_status(attempts, bundle)
+    partition = first.partition if first else ""
+    return TrainingRunRecord(
+        train_run_id=trid, status=status, partition_key=partition,
+        model_family=(config or {}).get("model_family") or TrainingConfig().model_family,
+        config_hash=meta.get("config_hash"), code_version=meta.get("code_version"),
+        input_dataset_manifests=_manifests(intake),
+        outputs=[ref for s in STAGES if s in latest and (ref := _output(latest[s])) is not None],
+        created_at_utc=attempts[0].started_at_utc if attempts else None,
+        provenance=_provenance(runs.get(attempts[0].dagster_run_id), attempts[0]) if attempts else None,
+        error=error, gate_status=gate.meta.get("gate_status") if gate else None,
+        bundle_id=bundle.meta.get("bundle_id") if bundle else None, config=config,
+        attempts=attempts,
+        timings={s: float(m.meta["seconds"]) for s, m in latest.items() if "seconds" in m.meta})
+
+
+def _launched_config(run: dg.DagsterRun) -> tuple[dict[str, Any], str | None]:
+    """The config an attempt was launched with (defaults filled in) and its hash, if valid."""
+    raw = ((run.run_config or {}).get("ops", {}).get(INTAKE, {}) or {}).get("config", {}) or {}
+    try:
+        config = TrainingConfig.model_validate(raw)
+    except ValidationError:
+        return dict(raw), None
+    return config.model_dump(mode="json"), config_hash(config)
+
+
+def _unpinned_record(record: dg.RunRecord, attempt: RunAttempt) -> TrainingRunRecord:
+    run = record.dagster_run
+    config, cfg_hash = _launched_config(run)
+    status = "running" if attempt.status in _ACTIVE else "failed"
+    error = None
+    if status == "failed":
+        error = attempt.error or ("the run was canceled" if attempt.status == "canceled"
+                                  else "the run ended before its intake pinned a train run")
+    return TrainingRunRecord(
+        train_run_id=None, status=status, partition_key=run.tags["dagster/partition"],
+        model_family=str(config.get("model_family") or TrainingConfig().model_family),
+        config_hash=cfg_hash, code_version=None, input_dataset_manifests=[], outputs=[],
+        created_at_utc=attempt.started_at_utc, provenance=_provenance(record, attempt),
+        error=error, config=config, attempts=[attempt])
