@@ -47,9 +47,13 @@ def _point(report: EvaluationReport, metric: str) -> float | None:
     return float(test.positives) if metric == "positives" else getattr(test, metric)
 
 
-def _report_ci(report: EvaluationReport, metric: str, level: float) -> ConfidenceInterval | None:
+def _report_ci(report: EvaluationReport, metric: str, settings: GateSettings
+               ) -> ConfidenceInterval | None:
+    """The report's interval, when it was made exactly as the gate would make it."""
     ci = getattr(report.metrics["test"], f"{metric}_ci", None)
-    return ci if ci is not None and abs(ci.level - level) < 1e-12 else None
+    same = ci is not None and abs(ci.level - settings.confidence_level) < 1e-12 and \
+        ci.resamples == settings.bootstrap_resamples and ci.seed == settings.bootstrap_seed
+    return ci if same else None
 
 
 def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
@@ -64,7 +68,7 @@ def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
         observed = _point(ev.report, spec.metric)
         detail = f"test {spec.metric}"
     elif spec.kind == "ci_lower_bound":
-        ci = _report_ci(ev.report, spec.metric, settings.confidence_level) or bootstrap_ci(
+        ci = _report_ci(ev.report, spec.metric, settings) or bootstrap_ci(
             ev.y_test, ev.score_test, spec.metric, **boot)
         observed = ci.lower if ci is not None else None
         detail = f"lower bound of the {settings.confidence_level:.0%} CI of test {spec.metric}"

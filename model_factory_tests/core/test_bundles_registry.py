@@ -18,6 +18,7 @@ from model_factory.contracts import (
     ModelBundle,
     PublishBundleRequest,
     TrainingConfig,
+    WeekReportRef,
     XGBoostParams,
 )
 from model_factory.core.bundles import (
@@ -57,9 +58,10 @@ def point_gates(**thresholds: float) -> GateSettings:
 LENIENT = TrainingConfig(gates=point_gates())
 
 
-def build(env: FactoryEnv, config: TrainingConfig, week: str = WEEK1):
+def build(env: FactoryEnv, config: TrainingConfig, week: str = WEEK1,
+          gate_history: list[WeekReportRef] | None = None):
     """Every stage of one train run; returns the bundle, its URI and whether it was new."""
-    intake = stage_intake(env, config, week)
+    intake = stage_intake(env, config, week, gate_history=gate_history)
     frame = stage_frame(env, intake.ref)
     model = stage_model(env, intake.ref, frame.ref)
     report = stage_evaluation(env, intake.ref, frame.ref, model.ref)
