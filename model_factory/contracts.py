@@ -263,6 +263,27 @@ class GateOverride(_Contract):
     approver: str = Field(min_length=1, description="Who approved the override.")
 
 
+class LeakageGuard(_Contract):
+    """"Too good to be true": ceilings on test metrics and the shuffled-label canary's tolerance.
+
+    A model above a ceiling, or whose shuffled-label control scores far from chance, is FAIL with
+    reason ``suspected_leakage``; an override cannot lift that verdict.
+    """
+
+    ceilings: dict[GateMetric, float] = Field(
+        default_factory=lambda: {"roc_auc": 0.99, "pr_auc": 0.95},
+        description="Per metric: the highest credible validation and test value; above it the "
+        "gate suspects leakage (fraud models that good usually read the answer).")
+    canary_max_deviation: float = Field(
+        0.05, gt=0, le=0.5,
+        description="The shuffled-label control's test ROC-AUC must lie within 0.5 +/- the larger "
+        "of this and canary_max_z null standard errors.")
+    canary_max_z: float = Field(
+        4.0, gt=0, le=20,
+        description="Tolerance of the control in standard errors of a chance ROC-AUC on its test "
+        "rows (Hanley-McNeil): few test positives make chance itself noisy.")
+
+
 class GateSettings(_Contract):
     """The quality gate: criteria, bootstrap settings, and an optional audited override."""
 
@@ -274,6 +295,9 @@ class GateSettings(_Contract):
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
     override: GateOverride | None = Field(
         None, description="Force PASS with a reason and approver (recorded, never silent).")
+    leakage: LeakageGuard = Field(
+        default_factory=LeakageGuard,
+        description="Suspected-leakage checks: metric ceilings and the shuffled-label canary.")
 
     @model_validator(mode="after")
     def _unique(self) -> GateSettings:
@@ -325,6 +349,19 @@ def _default_slices() -> list[SliceSpec]:
     ]
 
 
+class CanarySettings(_Contract):
+    """The shuffled-label control trained beside every model: small, seeded, cheap."""
+
+    enabled: bool = Field(True, description="Train the control (false: the gate skips the check).")
+    train_rows: int = Field(
+        50_000, ge=100, description="Training rows sampled (seeded) for the control.")
+    rounds: int = Field(20, ge=1, le=500, description="Boosting rounds of the control.")
+    max_depth: int = Field(4, ge=1, le=16, description="Tree depth of the control.")
+    seed: int = Field(20260105, description="Seed of the row sample, the label shuffle and XGBoost.")
+    bootstrap_resamples: int = Field(
+        200, ge=0, le=20000, description="Resamples of the control's ROC-AUC interval.")
+
+
 class EvaluationSettings(_Contract):
     """What the evaluation report computes: intervals, operating points, slices, drift, SHAP."""
 
@@ -365,6 +402,9 @@ class EvaluationSettings(_Contract):
         1000, ge=0, description="Test rows (seeded sample) for mean |SHAP|; 0: skip SHAP.")
     latency_batch_rows: int = Field(1000, ge=1, description="Batch size of the latency probe.")
     latency_repeats: int = Field(100, ge=1, description="Timed predictions per latency probe.")
+    shuffled_label_canary: CanarySettings = Field(
+        default_factory=CanarySettings,
+        description="A control trained on shuffled training labels; its test ROC-AUC must be ~0.5.")
 
     @model_validator(mode="after")
     def _sane(self) -> EvaluationSettings:
@@ -449,6 +489,63 @@ class LeakagePolicy(_Contract):
 # Leakage audit, metrics, reports
 
 
+class GroupSplitAudit(_Contract):
+    """One feature group's join over one split's rows."""
+
+    rows: int
+    joined_rows: int
+    null_rows: int
+    ttl_dropped_rows: int
+    max_available_minus_event_seconds: float | None = Field(
+        description="Max of available_at - event_time over joined rows; must be <= 0.")
+    max_snapshot_age_seconds: float | None = Field(
+        description="Max of event_time - available_at over rows that read their snapshot's "
+        "values (joined rows, and any row past the TTL still carrying them); must be <= the TTL.")
+
+
+class AuditRule(_Contract):
+    """One leakage rule as measured on the frame: what it checks, the verdict, the evidence."""
+
+    rule: str = Field(description="windows_ordered, events_inside_split_windows, "
+                      "features_available_before_event, snapshots_within_ttl, "
+                      "labels_observed_before_cut, unlabeled_events_handled, no_denied_features, "
+                      "no_label_derived_features.")
+    subject: str | None = Field(None, description="The feature group or split it is about.")
+    passed: bool
+    detail: str
+
+
+class SplitLabelMaturity(_Contract):
+    """What one split knew of its labels at its label cut."""
+
+    label_cut: UtcDatetime
+    events: int = Field(description="Events of the split before any exclusion.")
+    events_with_visible_label: int
+    events_without_visible_label: int = Field(
+        description="No label observed before the cut: negative or excluded per missing_label.")
+    events_excluded_unlabeled: int = Field(description="Dropped by missing_label = exclude.")
+    events_with_label_only_after_cut: int = Field(
+        description="Events whose every pinned label was observed at or after the cut.")
+    visible_positives: int
+    expected_visible_share_of_positives: float | None = Field(
+        description="Mean over the split's events of F(cut - event_time), F the estimated "
+        "reporting-delay distribution: the share of its frauds expected to be known at the cut.")
+    expected_positives_not_yet_visible: float | None = Field(
+        description="visible_positives x (1 / share - 1).")
+
+
+class LabelMaturity(_Contract):
+    """The observed reporting delay of positives and what it implies for each split."""
+
+    method: str = Field(description="How the delay distribution was estimated.")
+    positives_used: int = Field(description="Visible positive labels the estimate rests on.")
+    delay_quantiles_days: dict[str, float] = Field(
+        description="p50, p90, p99 of the estimated reporting delay, in days.")
+    max_observable_delay_days: float | None = Field(
+        description="The longest delay any positive could have shown (the estimate's horizon).")
+    splits: dict[str, SplitLabelMaturity]
+
+
 class FeatureGroupAudit(_Contract):
     name: str
     version: str
@@ -460,6 +557,11 @@ class FeatureGroupAudit(_Contract):
     max_available_minus_event_seconds: float | None = Field(
         description="Max of available_at - event_time over joined rows; must be <= 0."
     )
+    max_snapshot_age_seconds: float | None = Field(
+        None, description="Max of event_time - available_at over rows that read their snapshot's "
+        "values; must be <= the TTL.")
+    splits: dict[str, GroupSplitAudit] = Field(
+        default_factory=dict, description="The same measures per split.")
 
 
 class LeakageAudit(_Contract):
@@ -474,6 +576,15 @@ class LeakageAudit(_Contract):
     max_label_observed_minus_cut_seconds: dict[str, float | None]
     windows: LeakagePolicy
     pii_columns_found: list[str]
+    rules: list[AuditRule] = Field(
+        default_factory=list, description="Every rule measured on the frame, with its verdict.")
+    label_maturity: LabelMaturity | None = None
+    denied_features: list[str] = Field(
+        default_factory=list, description="Features that are PII or label-derived (must be empty).")
+    feature_label_auc: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="ROC-AUC of each feature alone against the label on a seeded sample of "
+        "training rows (nulls lowest); near 0 or 1 means the feature is the label.")
 
 
 class ConfidenceInterval(_Contract):
@@ -713,11 +824,31 @@ class EvaluationReport(_Contract):
     feature_importance: dict[str, float] = Field(description="Total gain per feature.")
     html: ArtifactRef | None = Field(
         None, description="Self-contained HTML view of this report (deterministic content).")
+    leakage_canary: ShuffledLabelCanary | None = Field(
+        None, description="The shuffled-label control (None: disabled).")
     timings: dict[str, float] = Field(
         default_factory=dict,
         description="Volatile: seconds per part, prediction latency (p50/p99 single row and batch), "
         "batch size and threads of the latency probe.")
     emitted_at_utc: UtcDatetime | None = None
+
+
+class ShuffledLabelCanary(_Contract):
+    """A control model trained on shuffled training labels, scored on the real test labels."""
+
+    roc_auc: float | None = Field(description="Test ROC-AUC of the control; chance is 0.5.")
+    roc_auc_ci: ConfidenceInterval | None = None
+    train_rows: int
+    train_positives: int
+    test_rows: int
+    test_positives: int
+    null_standard_error: float = Field(
+        description="Standard error of a chance ROC-AUC on these test rows: "
+        "sqrt((P + N + 1) / (12 P N)).")
+    rounds: int
+    max_depth: int
+    seed: int
+    features: int
 
 
 class EvaluationReportRef(_Contract):
@@ -744,6 +875,14 @@ class GateCriterion(_Contract):
     ci: ConfidenceInterval | None = None
     passed: bool
     detail: str
+
+
+class LeakageVerdict(_Contract):
+    """The gate's suspected-leakage checks: metric ceilings and the shuffled-label canary."""
+
+    suspected: bool
+    checks: list[GateCriterion]
+    canary: ShuffledLabelCanary | None = None
 
 
 class ChampionRef(_Contract):
@@ -776,6 +915,8 @@ class GateReceipt(_Contract):
     champion: ChampionRef | None = Field(description="None: the first model of its family.")
     bootstrap: dict[str, float] = Field(description="resamples, seed and level of every interval.")
     override: GateOverride | None = None
+    leakage: LeakageVerdict | None = Field(
+        None, description="Suspected-leakage checks (FAIL with reason suspected_leakage).")
     emitted_at_utc: UtcDatetime | None = None
 
 

@@ -82,13 +82,14 @@ def read_ledger(instance: dg.DagsterInstance, week: str | None = None,
     records = []
     for trid, run_ids in attempts_of.items():
         own = [m for m in mats if m.meta.get("train_run_id") == trid]
-        records.append(_pinned_record(trid, own, [_attempt(instance, runs.get(r), by_run[r])
-                                                           for r in run_ids], runs))
+        attempts = [_attempt(instance, runs.get(r), by_run[r]) for r in run_ids]
+        records.append(_pinned_record(trid, own, attempts, runs))
     for run_id in unpinned:
         records.append(_unpinned_record(runs[run_id], _attempt(instance, runs[run_id], [])))
     if train_run_id is not None:
         records = [r for r in records if r.train_run_id == train_run_id]
-    return sorted(records, key=lambda r: (r.partition_key, r.created_at_utc or datetime.min.replace(tzinfo=UTC)))
+    never = datetime.min.replace(tzinfo=UTC)
+    return sorted(records, key=lambda r: (r.partition_key, r.created_at_utc or never))
 
 
 # ------------------------------------------------------------------------------ reading Dagster
@@ -258,9 +259,8 @@ def _record_status(attempts: list[RunAttempt], bundle: StageMaterialization | No
         return "running", None
     if bundle is not None:
         return ("gate_failed" if bundle.meta.get("gate_status") == "FAIL" else "succeeded"), None
-    ended = [a for a in attempts if a.status in ("failed", "canceled")]
     if attempts and attempts[-1].status in ("failed", "canceled"):
-        return "failed", ended[-1].error or "the attempt failed"
+        return "failed", attempts[-1].error or "the attempt failed"
     # Earlier stages succeeded and the later ones have not been run yet.
     return "running", None
 

@@ -96,6 +96,11 @@ def _publications_settled(server: DagsterServer, expected: set[str]) -> bool:
     records = server.root / "registry" / "records"
     published = {p.stem for p in records.glob("*.json")} if records.exists() else set()
     runs = server.instance().get_run_records(filters=dg.RunsFilter(job_name="publish_bundle"))
+    failed = [r.dagster_run for r in runs if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
+    if failed:  # fail now with the reason rather than time out
+        events = server.instance().all_logs(failed[0].run_id)
+        raise RuntimeError(f"publish run {failed[0].run_id} failed: "
+                           + " | ".join(e.message or "" for e in events if e.message)[-3000:])
     return published >= expected and all(r.dagster_run.is_finished for r in runs)
 
 

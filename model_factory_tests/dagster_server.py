@@ -2,7 +2,7 @@
 
 It runs in its own process group on a free port of 127.0.0.1 and is torn down as a group: a
 `dagster dev` whose parent ignored SIGINT also ignores SIGTERM (DAGSTER_NOTES), so the child's
-signal dispositions are reset before exec, and whatever survives the grace period is killed.
+signal dispositions are reset before it execs, and whatever survives the grace period is killed.
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _reset_signals() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
+# Resets SIGINT/SIGTERM to their defaults, then execs `python -m dagster ...` (no preexec_fn:
+# it is unsafe in a threaded parent such as an xdist worker).
+_EXEC_DAGSTER = ("import os, signal, sys\n"
+                 "for s in (signal.SIGINT, signal.SIGTERM):\n"
+                 "    signal.signal(s, signal.SIG_DFL)\n"
+                 "os.execv(sys.executable, [sys.executable, '-m', 'dagster', *sys.argv[1:]])")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0,
@@ -75,10 +78,10 @@ class DagsterServer:
         started = time.monotonic()
         out = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+            [sys.executable, "-c", _EXEC_DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
              "-p", str(self.port)],
             cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_reset_signals)
+            start_new_session=True)
         out.close()
         wait_for("the code location to load", self._location_loaded, timeout, log=self.log)
         self.started_in = time.monotonic() - started

@@ -98,6 +98,9 @@ def test_bundle_partition_page_shows_partitions_and_the_ledger(dagster_server, b
     assert f"backfill:{backfill.id}" in text
     assert meta["output_sha256"] in text
     assert "published" in text  # the publish run's observation of this bundle
+    # Bring the ledger rows (below the publish observation) into the screenshot.
+    row = browser.find_element(By.XPATH, "//td[normalize-space()='train_run_id']")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", row)
     assert shot(browser, "model_bundle_partition").stat().st_size > 10_000
 
 

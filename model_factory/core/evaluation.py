@@ -23,6 +23,7 @@ from model_factory.contracts import (
     LeakagePolicy,
     TrainingFrameRecord,
 )
+from model_factory.core.canaries import shuffled_label_canary
 from model_factory.core.drift import drift_report, reference_sample
 from model_factory.core.entities import entities_of
 from model_factory.core.explanations import explainability
@@ -124,8 +125,24 @@ def evaluate_run(
         entities=entities,
         nthread=cfg.hyperparams.nthread,
     )
+    # The leakage canary: a control on shuffled training labels (seeded, a few small trees).
+    started = time.perf_counter()
+    canary = shuffled_label_canary(
+        frame,
+        [f.name for f in record.feature_schema],
+        cfg.evaluation.shuffled_label_canary,
+        cfg.hyperparams.nthread,
+    )
+    canary_seconds = time.perf_counter() - started
     return report.model_copy(
-        update={"timings": {**report.timings, "entities_seconds": entity_seconds}}
+        update={
+            "leakage_canary": canary,
+            "timings": {
+                **report.timings,
+                "entities_seconds": entity_seconds,
+                "canary_seconds": canary_seconds,
+            },
+        }
     )
 
 

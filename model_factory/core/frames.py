@@ -1,35 +1,61 @@
 """The leakage-safe training frame (ARCHITECTURE §4).
 
 Labels are visible only if observed before their split's cut; features are joined as of
-``available_at <= event_time`` (never ``valid_from``) within the group's TTL. Every rule is
-measured into a ``LeakageAudit`` that travels with the frame and the bundle.
+``available_at <= event_time`` (never ``valid_from``) within the group's TTL.
+
+The builder keeps, per row, the evidence of what it used: the ``available_at`` of each group's
+matched snapshot and the ``observed_time`` of the label. The leakage audit
+(``core/leakage.py``) measures every rule on that evidence rather than trusting the code that
+built the frame, then the evidence columns are dropped.
+
+Speed: a single integer entity key (the usual case) is joined without Polars' by-join. Each
+snapshot and event gets one int64 composite key ``(entity - min) * span + (time - first)``, so
+"same entity and available_at <= event_time" becomes "composite of the snapshot <= composite of
+the event, with the same entity part": one sort of the events' composites and a binary search in
+the snapshots' find every match, and the features are gathered once by row index (nulls where no
+snapshot qualifies). Keys that do not fit (several columns, strings, a range too wide for 62
+bits) go through Polars' ``join_asof(by=...)`` on a right side sorted by time. Groups are matched
+two at a time in threads (the sorts and searches release the GIL).
 """
 
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 
 from model_factory.contracts import (
-    FeatureGroupAudit,
+    DatasetSelector,
     FeatureSpec,
     GovernancePolicy,
     IntakeReceipt,
     LeakageAudit,
     LeakagePolicy,
 )
-from model_factory.core.governance import pii_columns
 from model_factory.core.intake import FrameInputs, feature_columns
+from model_factory.core.leakage import (
+    LABEL_OBSERVED,
+    GroupJoin,
+    audit_frame,
+    avail_column,
+    group_join_stats,
+)
 from model_factory.core.manifests import CatalogEntry, file_uris
+from model_factory.core.maturity import label_maturity
 from model_factory.core.windows import data_span
 from model_factory.errors import SchemaMismatchError
 
 TS = pl.Datetime("us", "UTC")
 SPLITS = ("train", "val", "test")
 ID_COLUMNS = ("event_id", "event_time", "split", "label")
+JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_at
+TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
+_INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
+_COMPOSITE_LIMIT = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -54,174 +80,412 @@ def _scan(entries: list[CatalogEntry]) -> pl.LazyFrame:
 def _split_expr(windows: LeakagePolicy) -> pl.Expr:
     t = pl.col("event_time")
     expr = pl.lit(None, dtype=pl.String)
-    for name, w in (("train", windows.train_window), ("val", windows.eval_windows["val"]),
-                    ("test", windows.eval_windows["test"])):
+    for name, w in (
+        ("train", windows.train_window),
+        ("val", windows.eval_windows["val"]),
+        ("test", windows.eval_windows["test"]),
+    ):
         expr = pl.when((t >= w.start) & (t < w.end)).then(pl.lit(name)).otherwise(expr)
     return expr
+
+
+def _label_cut_expr(windows: LeakagePolicy) -> pl.Expr:
+    """Per row: labels are visible only if observed strictly before this instant."""
+    return (
+        pl.when(pl.col("split") == "test")
+        .then(pl.lit(windows.cut, dtype=TS))
+        .otherwise(pl.lit(windows.train_cut, dtype=TS))
+    )
+
+
+def _sorted_by_time_then_id(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sorted by (event_time, event_id); event files usually are, and checking is cheaper."""
+    if frame.height < 2:
+        return frame
+    t, i = pl.col("event_time"), pl.col("event_id")
+    ordered = frame.select(
+        ((t.diff() > 0) | ((t.diff() == 0) & (i > i.shift()))).slice(1).all()
+    ).item()
+    return frame if ordered else frame.sort(["event_time", "event_id"])
 
 
 def _events(inputs: FrameInputs, receipt: IntakeReceipt) -> pl.DataFrame:
     cfg, windows = receipt.config, receipt.windows
     span = data_span(windows)
-    cols = ["event_id", "event_time", *cfg.entity_keys, *cfg.event_features]
-    return (
+    cols = ["event_id", "event_time", *dict.fromkeys([*cfg.entity_keys, *cfg.event_features])]
+    events = (
         _scan(inputs.events)
         .select(cols)
         .with_columns(pl.col("event_time").cast(TS))
         .filter((pl.col("event_time") >= span.start) & (pl.col("event_time") < span.end))
         .with_columns(split=_split_expr(windows))
         .filter(pl.col("split").is_not_null())  # events in the maturity gaps belong to no split
-        .with_columns(
-            label_cut=pl.when(pl.col("split") == "test")
-            .then(pl.lit(windows.cut, dtype=TS))
-            .otherwise(pl.lit(windows.train_cut, dtype=TS))
-        )
+        .with_columns(label_cut=_label_cut_expr(windows))
         .collect()
     )
+    return _sorted_by_time_then_id(events)
 
 
-def visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str
-                   ) -> tuple[pl.DataFrame, dict[str, int], dict[str, int], dict[str, float | None]]:
-    """Latest label per event among those observed strictly before the event's label cut.
-
-    Ties on observed_time resolve to the larger label value (a fraud report beats a genuine one).
-    Returns (event_id, label) plus per-split counts of hidden and visible labels and the max of
-    observed_time - cut over visible labels (must be negative).
-    """
-    joined = (
+def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -> pl.DataFrame:
+    """Every label of the family for an event of the frame, with its visibility at the cut."""
+    return (
         labels.filter(pl.col("label_family") == label_family)
         .select("event_id", "label_value", pl.col("observed_time").cast(TS))
         .join(events.lazy().select("event_id", "split", "label_cut"), on="event_id", how="inner")
         .with_columns(visible=pl.col("observed_time") < pl.col("label_cut"))
         .collect()
     )
+
+
+def visible_labels(
+    events: pl.DataFrame, labels: pl.LazyFrame, label_family: str
+) -> tuple[pl.DataFrame, dict[str, int], dict[str, int], dict[str, float | None]]:
+    """Latest label per event among those observed strictly before the event's label cut.
+
+    Ties on observed_time resolve to the larger label value (a fraud report beats a genuine one).
+    Returns (event_id, label, observed_time of that label) plus per-split counts of hidden and
+    visible labels and the max of observed_time - cut over visible labels (must be negative).
+    """
+    latest, hidden, shown, gap, _ = _visible_labels(events, labels, label_family)
+    return latest, hidden, shown, gap
+
+
+def _visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str):
+    joined = _label_rows(events, labels, label_family)
     stats = joined.group_by("split").agg(
         hidden=(~pl.col("visible")).sum(),
         visible=pl.col("visible").sum(),
-        max_gap=pl.when(pl.col("visible")).then(pl.col("observed_time") - pl.col("label_cut")).max(),
+        max_gap=pl.when(pl.col("visible"))
+        .then(pl.col("observed_time") - pl.col("label_cut"))
+        .max(),
     )
-    hidden = {s: 0 for s in SPLITS}
-    shown = {s: 0 for s in SPLITS}
-    gap: dict[str, float | None] = {s: None for s in SPLITS}
+    hidden = dict.fromkeys(SPLITS, 0)
+    shown = dict.fromkeys(SPLITS, 0)
+    gap: dict[str, float | None] = dict.fromkeys(SPLITS, None)
     for row in stats.iter_rows(named=True):
         hidden[row["split"]] = int(row["hidden"])
         shown[row["split"]] = int(row["visible"])
         gap[row["split"]] = row["max_gap"].total_seconds() if row["max_gap"] is not None else None
+    only_late = (
+        joined.group_by("event_id")
+        .agg(pl.col("split").first(), any_visible=pl.col("visible").any())
+        .filter(~pl.col("any_visible"))
+        .group_by("split")
+        .len()
+    )
+    late = dict.fromkeys(SPLITS, 0) | {
+        r["split"]: int(r["len"]) for r in only_late.iter_rows(named=True)
+    }
     latest = (
         joined.filter(pl.col("visible"))
         .sort(["event_id", "observed_time", "label_value"])
         .group_by("event_id", maintain_order=True)
-        .agg(label=pl.col("label_value").last())
+        .agg(label=pl.col("label_value").last(), observed_time=pl.col("observed_time").last())
     )
-    return latest, hidden, shown, gap
+    return latest, hidden, shown, gap, late
 
 
-def _snapshots(entries: list[CatalogEntry], keys: list[str], features: list[str],
-               end: datetime) -> pl.DataFrame:
-    """A group's snapshot rows that the join may use, one per (key, available_at).
+def _snapshots(
+    entries: list[CatalogEntry], keys: list[str], features: list[str], end: datetime
+) -> pl.DataFrame:
+    """A group's snapshot rows the join may use, in written order (files, then rows).
 
-    Duplicate (key, available_at) rows keep the one with the latest valid_from, then the last
-    written, so the choice is deterministic and independent of file order within a key.
+    Columns: keys, ``__join_at`` (= available_at: the only time a join may match on),
+    available_at, ``__tiebreak`` (valid_from, when declared) and the features. Of several rows
+    with one (key, available_at) the join uses the latest valid_from, then the last written.
     """
     m = entries[0].manifest
-    order = ["available_at", *keys]
-    frame = _scan(entries).with_row_index("__row").with_columns(pl.col("available_at").cast(TS))
-    frame = frame.filter(pl.col("available_at") < end)
-    tiebreak = [m.valid_from_column] if m.valid_from_column else []
+    tiebreak = [pl.col(m.valid_from_column).cast(TS).alias(TIEBREAK)] if m.valid_from_column else []
     return (
-        frame.sort([*order, *tiebreak, "__row"])
-        .unique(subset=order, keep="last", maintain_order=True)
-        .select(*keys, "available_at", *features)
+        _scan(entries)
+        .with_columns(pl.col("available_at").cast(TS))
+        .filter(pl.col("available_at") < end)
+        .select(*keys, pl.col("available_at").alias(JOIN_AT), "available_at", *tiebreak, *features)
         .collect()
     )
 
 
-def asof_join_group(frame: pl.DataFrame, snapshots: pl.DataFrame, keys: list[str],
-                    features: list[str], prefix: str, ttl: timedelta | None
-                    ) -> tuple[pl.DataFrame, dict[str, float | int | None]]:
-    """Attach, per event, the latest snapshot with available_at <= event_time (within TTL).
+def _epoch_us(s: pl.Series) -> np.ndarray:
+    return s.dt.epoch("us").to_numpy()
 
-    ``frame`` must be sorted by event_time. Snapshots are sorted by available_at globally, which
-    also sorts them within each key: Polars' by-join silently misbehaves otherwise.
+
+def _composite_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarray | None:
+    """Index of each event's snapshot (or -1) for one integer key, or None when the composite
+    key ``(key - min) * (time span + 1) + (time - first time)`` would not fit in 62 bits."""
+    ev_key, snap_key = frame[key], right[key]
+    if ev_key.null_count() or snap_key.null_count():
+        return None
+    if right.height == 0 or frame.height == 0:
+        return np.full(frame.height, -1, dtype=np.int64)
+    ev_t, snap_t = _epoch_us(frame["event_time"]), _epoch_us(right[JOIN_AT])
+    t0 = min(int(ev_t.min()), int(snap_t.min()))
+    width = max(int(ev_t.max()), int(snap_t.max())) - t0 + 1
+    k0 = min(int(ev_key.min()), int(snap_key.min()))  # type: ignore[arg-type]
+    k1 = max(int(ev_key.max()), int(snap_key.max()))  # type: ignore[arg-type]
+    if (k1 - k0 + 1) * width >= _COMPOSITE_LIMIT:
+        return None
+    snap_comp = (snap_key.to_numpy().astype(np.int64) - k0) * width + (snap_t - t0)
+    snap_order = np.argsort(snap_comp, kind="stable")
+    snap_sorted = snap_comp[snap_order]
+    if snap_sorted.size > 1 and bool(np.any(snap_sorted[1:] == snap_sorted[:-1])):
+        # duplicates of (key, time): the search takes the last of equals, so order them by
+        # the tiebreak, then by written order
+        snap_order = np.lexsort((np.arange(right.height), _tiebreak(right), snap_comp))
+        snap_sorted = snap_comp[snap_order]
+    ev_comp = (ev_key.to_numpy().astype(np.int64) - k0) * width + (ev_t - t0)
+    perm = pl.Series(ev_comp).arg_sort().to_numpy()  # sorted queries: the search walks forward
+    queries = ev_comp[perm]
+    pos = np.searchsorted(snap_sorted, queries, side="right") - 1
+    safe = np.maximum(pos, 0)
+    same_key = (pos >= 0) & (snap_sorted[safe] // width == queries // width)
+    match = np.empty(frame.height, dtype=np.int64)
+    match[perm] = np.where(same_key, snap_order[safe], -1)
+    return match
+
+
+def _tiebreak(right: pl.DataFrame) -> np.ndarray:
+    """Per snapshot row, the tiebreak time in microseconds (no tiebreak or null: lowest)."""
+    if TIEBREAK not in right.columns:
+        return np.zeros(right.height, dtype=np.int64)
+    lowest = np.iinfo(np.int64).min
+    return right[TIEBREAK].dt.epoch("us").fill_null(lowest).to_numpy()
+
+
+def _by_join_match(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> np.ndarray:
+    """Index of each event's snapshot (or -1) through Polars' by-join (any keys).
+
+    The right side is sorted by time globally, which also sorts it within each key: Polars'
+    by-join silently returns wrong rows otherwise. ``frame`` is sorted by event_time.
     """
-    avail = f"__avail_{prefix}"
-    right = snapshots.sort("available_at").rename(
-        {"available_at": avail, **{f: f"{prefix}__{f}" for f in features}})
-    for k in keys:
-        if right.schema[k] != frame.schema[k]:
-            right = right.with_columns(pl.col(k).cast(frame.schema[k]))
-    joined = frame.join_asof(right, left_on="event_time", right_on=avail, by=keys,
-                             strategy="backward", allow_exact_matches=True, check_sortedness=False)
-    age = pl.col("event_time") - pl.col(avail)
-    stale = age > ttl if ttl is not None else pl.lit(False)
-    stats = joined.select(
-        joined=pl.col(avail).is_not_null().sum(),
-        # measured over the values actually used: a snapshot dropped by the TTL feeds nothing
-        max_ahead=pl.when(~stale).then(pl.col(avail) - pl.col("event_time")).max(),
-        ttl_dropped=(pl.col(avail).is_not_null() & stale).sum(),
-    ).row(0, named=True)
-    out_cols = [f"{prefix}__{f}" for f in features]
-    joined = joined.with_columns(
-        [pl.when(stale).then(None).otherwise(pl.col(c)).alias(c) for c in out_cols]
-    ).drop(avail)
-    ahead = stats["max_ahead"]
-    return joined, {
-        "joined_rows": int(stats["joined"]) - int(stats["ttl_dropped"]),
-        "ttl_dropped_rows": int(stats["ttl_dropped"]),
-        "null_rows": frame.height - (int(stats["joined"]) - int(stats["ttl_dropped"])),
-        "max_ahead": ahead.total_seconds() if ahead is not None else None,
+    r = (
+        right.with_row_index("__snap")
+        .with_columns(pl.Series(TIEBREAK, _tiebreak(right)))
+        .sort([*keys, JOIN_AT, TIEBREAK, "__snap"])
+        .unique(subset=[*keys, JOIN_AT], keep="last")
+        .select(*keys, JOIN_AT, "__snap")
+        .sort(JOIN_AT, maintain_order=True)
+    )
+    joined = frame.select(*keys, "event_time").join_asof(
+        r,
+        left_on="event_time",
+        right_on=JOIN_AT,
+        by=keys,
+        strategy="backward",
+        allow_exact_matches=True,
+        check_sortedness=False,
+    )
+    return joined["__snap"].fill_null(-1).to_numpy().astype(np.int64)
+
+
+def match_snapshots(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> np.ndarray:
+    """Per event (``frame`` sorted by event_time), the row of ``right`` with the same keys and
+    the latest ``__join_at <= event_time``, or -1."""
+    if len(keys) == 1 and frame.schema[keys[0]] in _INT_KEYS and right.schema[keys[0]] in _INT_KEYS:
+        found = _composite_match(frame, right, keys[0])
+        if found is not None:
+            return found
+    return _by_join_match(frame, right, keys)
+
+
+def _null_stale(
+    match: np.ndarray, avail_us: np.ndarray, event_us: np.ndarray, ttl: timedelta | None
+) -> np.ndarray:
+    """The snapshot row each event reads its features from: none when past the TTL."""
+    if ttl is None:
+        return match
+    stale = (match >= 0) & (event_us - avail_us > ttl // timedelta(microseconds=1))
+    return np.where(stale, -1, match)
+
+
+@dataclass(frozen=True)
+class _GroupPlan:
+    """Which snapshot row each event reads (before and after the TTL), for one group."""
+
+    right: pl.DataFrame
+    match: np.ndarray  # matched snapshot row or -1, before the TTL
+    matched_avail: np.ndarray  # its available_at in microseconds (0 where none)
+    used: np.ndarray  # the row the features come from, or -1 (none, or past the TTL)
+
+
+def _plan_group(
+    frame: pl.DataFrame, snapshots: pl.DataFrame, keys: list[str], ttl: timedelta | None
+) -> _GroupPlan:
+    right = (
+        snapshots
+        if JOIN_AT in snapshots.columns
+        else snapshots.with_columns(pl.col("available_at").alias(JOIN_AT))
+    )
+    right = right.with_columns(pl.col(JOIN_AT).cast(TS), pl.col("available_at").cast(TS))
+    right = right.with_columns(
+        [pl.col(k).cast(frame.schema[k]) for k in keys if right.schema[k] != frame.schema[k]]
+    )
+    match = match_snapshots(frame, right, keys)
+    avail = np.append(_epoch_us(right["available_at"]), 0)
+    matched_avail = avail[np.where(match >= 0, match, right.height)]
+    used = _null_stale(match, matched_avail, _epoch_us(frame["event_time"]), ttl)
+    return _GroupPlan(right, match, matched_avail, used)
+
+
+def _attach(
+    frame: pl.DataFrame, plan: _GroupPlan, features: list[str], prefix: str
+) -> pl.DataFrame:
+    # a null index gathers nulls: events with no snapshot, or only one past the TTL
+    index = pl.Series(np.where(plan.used >= 0, plan.used, 0).astype(np.uint32)).scatter(
+        np.flatnonzero(plan.used < 0), None
+    )
+    gathered = (
+        plan.right.select(features)
+        .select(pl.all().gather(index))
+        .rename({f: f"{prefix}__{f}" for f in features})
+    )
+    evidence = (
+        pl.Series(avail_column(prefix), plan.matched_avail)
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+        .scatter(np.nonzero(plan.match < 0)[0], None)
+    )
+    return frame.hstack(gathered).with_columns(evidence)
+
+
+def join_group(
+    frame: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    keys: list[str],
+    features: list[str],
+    prefix: str,
+    ttl: timedelta | None,
+) -> pl.DataFrame:
+    """Attach ``<prefix>__<feature>`` per event from the latest snapshot with
+    available_at <= event_time (null past the TTL), plus the evidence column
+    ``__avail__<prefix>`` (the matched snapshot's available_at, before the TTL).
+
+    ``frame`` must be sorted by event_time; ``snapshots`` may come in any order. A ``__join_at``
+    column, when present, is what the join matches on (the reader sets it to available_at).
+    """
+    return _attach(frame, _plan_group(frame, snapshots, keys, ttl), features, prefix)
+
+
+def asof_join_group(
+    frame: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    keys: list[str],
+    features: list[str],
+    prefix: str,
+    ttl: timedelta | None,
+) -> tuple[pl.DataFrame, dict[str, float | int | None]]:
+    """One group's as-of join and its audit counts (joined, TTL-dropped, null rows, max
+    available_at - event_time in seconds over joined rows); ``frame`` sorted by event_time."""
+    joined = join_group(frame, snapshots, keys, features, prefix, ttl)
+    stats = group_join_stats(
+        joined, GroupJoin(prefix, "", keys, ttl, [f"{prefix}__{f}" for f in features])
+    )
+    return joined.drop(avail_column(prefix)), {
+        "joined_rows": stats.joined_rows,
+        "ttl_dropped_rows": stats.ttl_dropped_rows,
+        "null_rows": stats.null_rows,
+        "max_ahead": stats.max_available_minus_event_seconds,
     }
 
 
-def build_training_frame(receipt: IntakeReceipt, inputs: FrameInputs,
-                         policy: GovernancePolicy) -> TrainingFrame:
-    """The frame of one train run: event id, split, label, event and feature-group features."""
-    cfg, windows = receipt.config, receipt.windows
-    events = _events(inputs, receipt).sort(["event_time", "event_id"])
-    latest, hidden, shown, gap = visible_labels(events, _scan(inputs.labels), cfg.label_family)
-    frame = events.join(latest, on="event_id", how="left", maintain_order="left")
-    if windows.missing_label == "exclude":
+def _apply_missing_label(frame: pl.DataFrame, rule: str) -> pl.DataFrame:
+    if rule == "exclude":
         frame = frame.filter(pl.col("label").is_not_null())
-    frame = frame.with_columns(pl.col("label").fill_null(0).cast(pl.Int8))
+    return frame.with_columns(pl.col("label").fill_null(0).cast(pl.Int8))
+
+
+def build_training_frame(
+    receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
+) -> TrainingFrame:
+    """The frame of one train run: event id, split, label, event and feature-group features,
+    with its leakage audit measured on the rows it holds."""
+    cfg, windows = receipt.config, receipt.windows
+    events = _events(inputs, receipt)
+    latest, hidden, shown, gap, late = _visible_labels(
+        events, _scan(inputs.labels), cfg.label_family
+    )
+    # a narrow join, row-aligned with the events, so the event columns are not copied
+    labels = events.select("event_id").join(
+        latest.rename({"observed_time": LABEL_OBSERVED}),
+        on="event_id",
+        how="left",
+        maintain_order="left",
+    )
+    frame = events.hstack(labels.drop("event_id"))
+    del events, labels, latest
+    maturity = label_maturity(frame, windows, late)
+    frame = _apply_missing_label(frame, windows.missing_label)
+    after = dict(frame.group_by("split").len().iter_rows())
+    excluded = {s: m.events - after.get(s, 0) for s, m in maturity.splits.items()}
+    maturity = maturity.model_copy(
+        update={
+            "splits": {
+                s: m.model_copy(update={"events_excluded_unlabeled": excluded[s]})
+                for s, m in maturity.splits.items()
+            }
+        }
+    )
 
     schema: list[FeatureSpec] = [
         FeatureSpec(name=c, dtype=str(frame.schema[c]), source="event") for c in cfg.event_features
     ]
-    group_audits = []
+    groups: list[GroupJoin] = []
+    groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
-    for sel in cfg.feature_group_versions:
+    # Reading a group's snapshots and finding each event's row are independent per group and
+    # mostly outside the GIL: two threads overlap them. The frame is then assembled in order.
+    key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
+
+    def plan(
+        sel: DatasetSelector, base: pl.DataFrame
+    ) -> tuple[_GroupPlan, list[str], timedelta | None]:
         entries = inputs.feature_groups[sel.name]
         m = entries[0].manifest
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
         features = feature_columns(entries[0])
         snaps = _snapshots(entries, m.keys, features, span.end)
-        frame, stats = asof_join_group(frame, snaps, m.keys, features, sel.name, ttl)
-        group_audits.append(FeatureGroupAudit(
-            name=sel.name, version=sel.version, keys=m.keys, ttl_seconds=m.ttl_seconds,
-            joined_rows=stats["joined_rows"], null_rows=stats["null_rows"],
-            ttl_dropped_rows=stats["ttl_dropped_rows"],
-            max_available_minus_event_seconds=stats["max_ahead"]))
-        schema += [FeatureSpec(name=f"{sel.name}__{f}", dtype=str(frame.schema[f"{sel.name}__{f}"]),
-                               source=f"feature_group:{sel.name}/{sel.version}") for f in features]
+        return _plan_group(base, snaps, m.keys, ttl), features, ttl
 
+    base = frame.select(*key_columns, "event_time")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        plans: list = list(pool.map(plan, cfg.feature_group_versions, [base] * len(groups_cfg)))
+    # entity keys and the label cut have served: drop them so their memory can go
+    del base
+    frame = frame.drop(
+        [c for c in [*key_columns, "label_cut"] if c not in {*ID_COLUMNS, *cfg.event_features}]
+    )
+    for i, sel in enumerate(groups_cfg):
+        group_plan, features, ttl = plans[i]
+        plans[i] = None  # release each group's snapshots once attached
+        frame = _attach(frame, group_plan, features, sel.name)
+        del group_plan
+        columns = [f"{sel.name}__{f}" for f in features]
+        keys = inputs.feature_groups[sel.name][0].manifest.keys
+        groups.append(GroupJoin(sel.name, sel.version, keys, ttl, columns))
+        schema += [
+            FeatureSpec(
+                name=c, dtype=str(frame.schema[c]), source=f"feature_group:{sel.name}/{sel.version}"
+            )
+            for c in columns
+        ]
+
+    label_columns = {c for e in inputs.labels for c in e.manifest.column_names()} - {"event_id"}
+    audit = audit_frame(
+        frame,
+        windows=windows,
+        groups=groups,
+        schema=schema,
+        policy=policy,
+        label_columns=label_columns,
+        hidden=hidden,
+        shown=shown,
+        gap=gap,
+        maturity=maturity,
+        seed=cfg.evaluation.shuffled_label_canary.seed,
+    )
     names = [f.name for f in schema]
-    frame = frame.select(*ID_COLUMNS, *names)
-    violations = []
-    for g in group_audits:
-        if g.max_available_minus_event_seconds is not None and g.max_available_minus_event_seconds > 0:
-            violations.append(f"feature group {g.name}: a snapshot available "
-                              f"{g.max_available_minus_event_seconds}s after its event was joined")
-    for split, seconds in gap.items():
-        if seconds is not None and seconds >= 0:
-            violations.append(f"split {split}: a label observed at or after its cut is visible")
-    pii = pii_columns(policy, frame.columns)
-    if pii:
-        violations.append(f"PII columns in the frame: {pii}")
-    audit = LeakageAudit(
-        passed=not violations, violations=violations, feature_groups=group_audits,
-        labels_hidden_by_cut=hidden, labels_visible=shown,
-        max_label_observed_minus_cut_seconds=gap, windows=windows, pii_columns_found=pii)
-    return TrainingFrame(frame=frame, audit=audit, feature_schema=schema)
+    return TrainingFrame(
+        frame=frame.select(*ID_COLUMNS, *names), audit=audit, feature_schema=schema
+    )
 
 
 def frame_to_parquet(frame: pl.DataFrame) -> bytes:
@@ -239,9 +503,15 @@ def check_frame_schema(frame: pl.DataFrame, schema: list[FeatureSpec], source: s
     """The frame has exactly the id columns plus the declared features, with declared dtypes."""
     expected = [*ID_COLUMNS, *(f.name for f in schema)]
     if frame.columns != expected:
-        raise SchemaMismatchError(f"frame columns {frame.columns} differ from declared {expected}",
-                                  source=source, field="feature_schema")
+        raise SchemaMismatchError(
+            f"frame columns {frame.columns} differ from declared {expected}",
+            source=source,
+            field="feature_schema",
+        )
     for f in schema:
         if str(frame.schema[f.name]) != f.dtype:
-            raise SchemaMismatchError(f"'{f.name}' is {frame.schema[f.name]}, declared {f.dtype}",
-                                      source=source, field=f"feature_schema.{f.name}")
+            raise SchemaMismatchError(
+                f"'{f.name}' is {frame.schema[f.name]}, declared {f.dtype}",
+                source=source,
+                field=f"feature_schema.{f.name}",
+            )

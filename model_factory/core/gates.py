@@ -24,6 +24,7 @@ from model_factory.contracts import (
     GovernancePolicy,
 )
 from model_factory.core.bootstrap import bootstrap_ci, paired_bootstrap_delta
+from model_factory.core.canaries import judge_leakage, leakage_reasons
 
 
 @dataclass(frozen=True)
@@ -120,13 +121,18 @@ def decide_gate(settings: GateSettings, policy: GovernancePolicy, ev: GateEviden
         for spec in settings.criteria
     ]
     failed = [c for c in criteria if not c.passed]
-    judged = "FAIL" if failed else "PASS"
-    reasons = [_reason(c) for c in failed] or [f"all {len(criteria)} criteria met"]
+    leakage = judge_leakage(settings.leakage, ev.report)
+    judged = "FAIL" if failed or leakage.suspected else "PASS"
+    reasons = [_reason(c) for c in failed] + leakage_reasons(leakage)
+    reasons = reasons or [f"all {len(criteria)} criteria met"]
     if ev.champion is None:
         reasons.append("no champion: the first model of family "
                        f"'{ev.report.model_family}' is judged on absolute criteria only")
     status = judged
-    if settings.override is not None and judged == "FAIL":
+    if settings.override is not None and judged == "FAIL" and leakage.suspected:
+        # An override accepts a weaker model; it cannot vouch for evidence that may be void.
+        reasons.append("override not applied: a suspected_leakage verdict cannot be overridden")
+    elif settings.override is not None and judged == "FAIL":
         status = "PASS"
         reasons.append(f"FORCED PASS by {settings.override.approver}: {settings.override.reason}")
     test = ev.report.metrics["test"]
@@ -141,4 +147,5 @@ def decide_gate(settings: GateSettings, policy: GovernancePolicy, ev: GateEviden
         bootstrap={"resamples": settings.bootstrap_resamples, "seed": settings.bootstrap_seed,
                    "level": settings.confidence_level},
         override=settings.override if status != judged else None,
+        leakage=leakage,
         emitted_at_utc=datetime.now(UTC))

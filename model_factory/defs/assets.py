@@ -3,7 +3,13 @@
 
 import dagster as dg
 
-from model_factory.contracts import ArtifactRef, GateReceipt, IntakeReceipt, TrainingFrameRecord
+from model_factory.contracts import (
+    ArtifactRef,
+    GateReceipt,
+    IntakeReceipt,
+    LeakageAudit,
+    TrainingFrameRecord,
+)
 from model_factory.core.frames import check_frame_schema
 from model_factory.core.runs import (
     load_document,
@@ -36,6 +42,32 @@ SCHEMA_CHECK = "frame_matches_feature_schema"
 _common = dict(partitions_def=WEEKLY_PARTITIONS, code_version=CODE_VERSION, group_name=GROUP)
 
 
+def audit_table(audit: LeakageAudit) -> str:
+    """The audit's rules as a Markdown table (the check's and the frame's metadata)."""
+    rows = ["| rule | subject | verdict | evidence |", "|---|---|---|---|"]
+    rows += [f"| {r.rule} | {r.subject or ''} | {'pass' if r.passed else '**FAIL**'} | "
+             f"{r.detail.replace('|', '/')} |" for r in audit.rules]
+    return "\n".join(rows)
+
+
+def leakage_check_result(audit: LeakageAudit) -> dg.AssetCheckResult:
+    """The blocking check: passes only when every rule of the audit passed."""
+    failed = [r.rule + (f"[{r.subject}]" if r.subject else "") for r in audit.rules if not r.passed]
+    return dg.AssetCheckResult(
+        check_name=LEAKAGE_CHECK, passed=audit.passed, severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"violations": json_value(audit.violations), "failed_rules": json_value(failed),
+                  "rules": dg.MetadataValue.md(audit_table(audit))})
+
+
+def _maturity_metadata(audit: LeakageAudit) -> dict:
+    m = audit.label_maturity
+    if m is None:
+        return {}
+    return {f"{s}_expected_visible_share_of_positives": v.expected_visible_share_of_positives
+            for s, v in m.splits.items() if v.expected_visible_share_of_positives is not None} | {
+        "label_maturity": json_value(m.model_dump(mode="json"))}
+
+
 def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactRef]:
     ref = upstream_ref(context, "dataset_manifests")
     return load_document(ref, IntakeReceipt), ref
@@ -61,7 +93,10 @@ def dataset_manifests(context: dg.AssetExecutionContext, config: TrainingConfig,
     deps=[dataset_manifests], kinds={"polars", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(LEAKAGE_CHECK, asset="training_frame", blocking=True,
-                          description="No feature available after its event, no label after its cut, no PII."),
+                          description="Every leakage rule holds on the frame's evidence: windows "
+                          "ordered, rows in their window, no feature available after its event "
+                          "or past its TTL, no label observed at or after its cut, unlabeled "
+                          "events handled, no PII or label-derived feature."),
         dg.AssetCheckSpec(SCHEMA_CHECK, asset="training_frame", blocking=True,
                           description="The stored frame has exactly the declared feature schema."),
     ],
@@ -80,8 +115,7 @@ def training_frame(context: dg.AssetExecutionContext,
     except ModelFactoryError as exc:
         schema_ok, schema_msg = False, str(exc)
     checks = [
-        dg.AssetCheckResult(check_name=LEAKAGE_CHECK, passed=audit.passed,
-                            metadata={"violations": json_value(audit.violations)}),
+        leakage_check_result(audit),
         dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=schema_ok,
                             metadata={"detail": schema_msg}),
     ]
@@ -89,6 +123,8 @@ def training_frame(context: dg.AssetExecutionContext,
         context, result, intake, check_results=checks,
         frame_uri=dg.MetadataValue.path(record.frame.uri), frame_sha256=record.frame.sha256,
         leakage_audit=json_value(audit.model_dump(mode="json")),
+        leakage_rules=dg.MetadataValue.md(audit_table(audit)),
+        **_maturity_metadata(audit),
         feature_schema=json_value([f.model_dump() for f in record.feature_schema]))
 
 

@@ -49,8 +49,18 @@ def _as_config(model: type[BaseModel], defaults: BaseModel | None, name: str) ->
             if defaults is not None:  # the enclosing default's value replaces any factory
                 kwargs.pop("default_factory", None)
                 kwargs["default"] = default
-            fields[field_name] = (ann, Field(**kwargs))
+            fields[field_name] = (_dagster_type(ann), Field(**kwargs))
     return create_model(name, __base__=dg.Config, __doc__=model.__doc__, **fields)
+
+
+def _dagster_type(ann: Any) -> Any:
+    """Dagster's config maps take str keys only: ``dict[Literal[...], V]`` becomes ``dict[str, V]``
+    on the launchpad, and the contract checks the keys when the run builds its TrainingConfig."""
+    if typing.get_origin(ann) is dict:
+        key, value = typing.get_args(ann)
+        if key is not str:
+            return dict[str, value]
+    return ann
 
 
 def _optional_model(ann: Any) -> type[BaseModel] | None:

@@ -29,7 +29,11 @@ from model_factory.contracts import (
     TrainingConfig,
 )
 from model_factory.core.frames import (
+    JOIN_AT,
+    TIEBREAK,
     TrainingFrame,
+    _by_join_match,
+    _composite_match,
     asof_join_group,
     build_training_frame,
     visible_labels,
@@ -274,6 +278,138 @@ def test_asof_join_max_ahead_is_none_when_no_row_survives_the_ttl() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Both join paths (composite int64 key, Polars by-join) against DuckDB, on every key shape:
+# integer keys (small, negative, too wide for the composite), strings, two-column keys, nulls,
+# empty groups, ties across groups and unsorted snapshots.
+
+
+@st.composite
+def keyed_cases(draw: st.DrawFn) -> dict:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = draw(st.sampled_from(["int", "negative", "wide", "string", "pair", "null_keys"]))
+    n_events, n_snaps = draw(st.integers(0, 40)), draw(st.integers(0, 40))
+    n_keys, slots = draw(st.integers(1, 5)), draw(st.integers(1, 12))
+
+    def times(n: int) -> np.ndarray:
+        return T0 + rng.integers(0, slots, n) * HOUR + jitter(rng, n)
+
+    def keys(n: int, extra: int) -> dict:
+        k = rng.integers(0, n_keys + extra, n)
+        if shape == "negative":
+            return {"k": k - 3}
+        if shape == "wide":  # the composite key would overflow: the by-join takes over
+            return {"k": np.where(k % 2 == 0, k, 2**62 + k)}
+        if shape == "string":
+            return {"k": pl.Series([f"id{v}" for v in k], dtype=pl.String)}
+        if shape == "pair":
+            return {"k": k, "k2": rng.integers(0, 2, n)}
+        if shape == "null_keys":
+            return {"k": pl.Series(k).set(pl.Series(rng.random(n) < 0.2), None)}
+        return {"k": k}
+
+    events = pl.DataFrame(
+        {
+            "event_id": [f"e{i:03d}" for i in range(n_events)],
+            "event_time": ts(times(n_events)),
+            **keys(n_events, 1),
+        }
+    )
+    snaps = pl.DataFrame(
+        {
+            **keys(n_snaps, 0),
+            "available_at": ts(times(n_snaps)),
+            "v": rng.normal(0, 1, n_snaps).round(3),
+        }
+    )
+    key_cols = ["k", "k2"] if shape == "pair" else ["k"]
+    snaps = snaps.unique([*key_cols, "available_at"], keep="first", maintain_order=True)
+    return {
+        "events": events.sort("event_time", "event_id"),
+        "snaps": snaps,
+        "keys": key_cols,
+        "ttl": draw(st.one_of(st.none(), st.integers(1, 6))),
+        "shape": shape,
+    }
+
+
+def keyed_oracle(
+    events: pl.DataFrame, snaps: pl.DataFrame, keys: list[str], ttl_hours: int | None
+) -> dict[str, float | None]:
+    ttl = f"AND e.t - m.a <= {ttl_hours * HOUR}" if ttl_hours is not None else ""
+    on = " AND ".join(f"e.{k} = m.{k}" for k in keys)
+    e = events.select("event_id", *keys, t=pl.col("event_time").dt.epoch("us"))
+    s = snaps.select(*keys, "v", a=pl.col("available_at").dt.epoch("us"))
+    out = sql(
+        CON,
+        f"""
+        SELECT e.event_id, CASE WHEN m.a IS NOT NULL {ttl} THEN m.v END AS v
+        FROM e ASOF LEFT JOIN s AS m ON {on} AND e.t >= m.a""",
+        e=e,
+        s=s,
+    )
+    return dict(out.iter_rows())
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=keyed_cases())
+def test_every_key_shape_matches_duckdb_asof_join(case: dict) -> None:
+    events, snaps, keys = case["events"], case["snaps"], case["keys"]
+    shuffled = snaps.sample(fraction=1.0, shuffle=True, seed=7)
+    out, stats = asof_join_group(events, shuffled, keys, ["v"], "g", hours(case["ttl"]))
+    assert_frame_equal(out.select(events.columns), events)
+    got = dict(zip(out["event_id"], out["g__v"], strict=True))
+    assert got == keyed_oracle(events, snaps, keys, case["ttl"])
+    assert stats["null_rows"] == sum(v is None for v in got.values())  # v itself is never null
+    assert stats["max_ahead"] is None or stats["max_ahead"] <= 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=keyed_cases())
+def test_composite_and_by_join_paths_pick_the_same_snapshot(case: dict) -> None:
+    """Integer keys take the composite path; it must agree row for row with Polars' by-join."""
+    if case["shape"] not in ("int", "negative"):
+        return
+    right = case["snaps"].with_columns(pl.col("available_at").alias(JOIN_AT))
+    fast = _composite_match(case["events"], right, "k")
+    assert fast is not None
+    assert fast.tolist() == _by_join_match(case["events"], right, ["k"]).tolist()
+    # duplicates of (key, available_at), with and without a tiebreak: both paths pick the row
+    # with the latest tiebreak, then the last written
+    doubled = pl.concat([right, right.reverse()]).with_columns(
+        pl.Series(TIEBREAK, np.arange(2 * right.height) % 3).cast(pl.Datetime("us", "UTC"))
+    )
+    for snaps in (doubled.drop(TIEBREAK), doubled):
+        fast = _composite_match(case["events"], snaps, "k")
+        assert fast is not None
+        assert fast.tolist() == _by_join_match(case["events"], snaps, ["k"]).tolist()
+
+
+def test_equal_timestamps_across_groups_and_an_empty_group() -> None:
+    """Two groups stamped at the very instant of the event both join; a group with no snapshot
+    rows leaves every event with null features, kept."""
+    t = T0 + 5 * HOUR
+    events = pl.DataFrame(
+        {
+            "event_id": ["a", "b"],
+            "event_time": ts([t, t]),
+            "customer_id": [1, 2],
+            "terminal_id": [7, 7],
+        }
+    )
+    cust = pl.DataFrame({"customer_id": [1, 2], "available_at": ts([t, t + 1]), "x": [1.0, 2.0]})
+    term = pl.DataFrame({"terminal_id": [7], "available_at": ts([t]), "y": [3.0]})
+    empty = pl.DataFrame(schema={"terminal_id": pl.Int64, "available_at": TS, "z": pl.Float64})
+    out, _ = asof_join_group(events, cust, ["customer_id"], ["x"], "c", None)
+    out, _ = asof_join_group(out, term, ["terminal_id"], ["y"], "t", None)
+    out, stats = asof_join_group(out, empty, ["terminal_id"], ["z"], "e", timedelta(hours=1))
+    assert out.select("event_id", "c__x", "t__y", "e__z").rows() == [
+        ("a", 1.0, 3.0, None),
+        ("b", None, 3.0, None),
+    ]
+    assert stats == {"joined_rows": 0, "ttl_dropped_rows": 0, "null_rows": 2, "max_ahead": None}
+
+
+# ---------------------------------------------------------------------------------------------
 # visible_labels
 
 SPLITS = ("train", "val", "test")
@@ -328,7 +464,7 @@ def labels_oracle(
     latest = sql(
         con,
         """
-        SELECT event_id, label_value FROM (
+        SELECT event_id, label_value, o FROM (
             SELECT *, row_number() OVER (
                 PARTITION BY event_id ORDER BY o DESC, label_value DESC) AS rn
             FROM j WHERE visible)
@@ -354,7 +490,7 @@ def labels_oracle(
         hidden[row["split"]] = row["hidden"]
         shown[row["split"]] = row["shown"]
         gap[row["split"]] = seconds(row["gap"])
-    return dict(latest.iter_rows()), hidden, shown, gap
+    return {e: (v, o) for e, v, o in latest.iter_rows()}, hidden, shown, gap
 
 
 @settings(max_examples=50, deadline=None)
@@ -363,9 +499,13 @@ def test_visible_labels_match_duckdb_oracle(case: tuple[pl.DataFrame, pl.DataFra
     events, labels = case
     latest, hidden, shown, gap = visible_labels(events, labels.lazy(), "fraud")
     want_latest, want_hidden, want_shown, want_gap = labels_oracle(CON, events, labels, "fraud")
-    assert latest.columns == ["event_id", "label"]
+    assert latest.columns == ["event_id", "label", "observed_time"]
     assert latest["event_id"].n_unique() == latest.height
-    assert dict(latest.iter_rows()) == want_latest
+    # the label used and, as the audit's evidence, when it was observed
+    got = latest.with_columns(o=pl.col("observed_time").dt.epoch("us"))
+    assert {
+        e: (v, o) for e, v, o in got.select("event_id", "label", "o").iter_rows()
+    } == want_latest
     assert hidden == want_hidden
     assert shown == want_shown
     assert gap == want_gap
@@ -402,7 +542,7 @@ def test_visible_labels_cut_rules_by_hand() -> None:
         }
     )
     latest, hidden, shown, gap = visible_labels(events, labels.lazy(), "fraud")
-    assert dict(latest.iter_rows()) == {"x": 1, "y": 0, "z": 1}
+    assert dict(latest.select("event_id", "label").iter_rows()) == {"x": 1, "y": 0, "z": 1}
     assert hidden == {"train": 1, "val": 0, "test": 1}
     assert shown == {"train": 1, "val": 2, "test": 1}
     assert gap == {"train": -3600.0, "val": -7200.0, "test": -1e-6}

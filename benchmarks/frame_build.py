@@ -1,0 +1,429 @@
+"""Benchmark of the training-frame build against what a user would otherwise pick (issue 3).
+
+    .venv/bin/python benchmarks/frame_build.py --events 1000000 [--events 3000000 ...]
+        [--methods factory,duckdb_asof,polars_join_asof,pandas_merge_asof,feast_style,read_and_sort]
+        [--workdir /tmp/mf_frame_bench]
+
+Not a test: it prints a table. Per size it writes (once, cached in the workdir) the same parquet
+inputs for every method: N events over the windows of one weekly partition (default split
+policy: 28 + 7 + 7 days and a 7-day maturity gap), labels with observed times (latest visible
+before each split's cut wins; some after the cut; reversals), and three feature groups on
+different entity keys (customer, terminal, device), each with 20 float32 features (2% null) and
+2-5 snapshots per entity, two of them with a TTL.
+
+Each method runs in its own subprocess (peak RSS is the subprocess's own ``ru_maxrss`` when the
+frame is built, imports included; the clock starts after imports and stops when the frame is in
+memory) and builds the same frame:
+the events of the three splits with split, label and every feature as of ``available_at <=
+event_time`` within the TTL. A checksum of the rows and values (sorted by event_id, a hash per
+row) must be the same for all, or the run is marked MISMATCH.
+
+  factory            model_factory.core.frames.build_training_frame (intake not timed), including
+                     its leakage audit, label maturity and evidence columns
+  duckdb_asof        DuckDB SQL: ASOF LEFT JOIN per group, labels by arg_max
+  polars_join_asof   Polars lazy: join_asof(by=entity) per group on a time-sorted right side
+  pandas_merge_asof  pandas merge_asof(by=entity) per group
+  feast_style        the point-in-time join of Feast's local offline store in pandas: merge on
+                     the entity, keep snapshots in [event_time - ttl, event_time], latest per
+                     event (rows without one are kept with nulls, unlike Feast)
+  read_and_sort      only reads every input and sorts events by time and snapshots by entity
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+PARTITION = "2026-03-02"
+GROUPS = {  # name: (key, entities per event, ttl)
+    "customer": ("customer_id", 1 / 20, timedelta(days=7)),
+    "terminal": ("terminal_id", 1 / 100, None),
+    "device": ("device_id", 1 / 40, timedelta(days=3)),
+}
+FEATURES = [f"f{i:02d}" for i in range(20)]
+METHODS = ["factory", "duckdb_asof", "polars_join_asof", "pandas_merge_asof", "feast_style",
+           "read_and_sort"]
+DAY_US = 86_400 * 1_000_000
+
+
+# ---------------------------------------------------------------------------------- the data
+
+
+def windows():
+    from model_factory.contracts import SplitPolicy
+    from model_factory.core.windows import resolve_windows
+
+    return resolve_windows(PARTITION, SplitPolicy())
+
+
+def _us(t) -> int:
+    return int(t.timestamp()) * 1_000_000
+
+
+def generate(folder: Path, n: int, seed: int = 11) -> None:
+    """The parquet inputs and a catalog of manifests over them (skipped when present)."""
+    import polars as pl
+
+    from model_factory.core.manifests import Catalog, create_manifest
+
+    if (folder / "done").exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w = windows()
+    lo, hi = _us(w.train_window.start) - 2 * DAY_US, _us(w.cut)
+    utc = pl.Datetime("us", "UTC")
+    t = np.sort(rng.integers(lo, hi, n))
+    events = {"event_id": np.arange(n, dtype=np.int64), "event_time": t}
+    for key, share, _ in GROUPS.values():
+        events[key] = rng.integers(0, max(1, int(n * share)), n)
+    events["amount"] = np.round(rng.lognormal(3.5, 1.0, n), 2)
+    pl.DataFrame(events).with_columns(pl.col("event_time").cast(utc)).write_parquet(
+        folder / "events.parquet")
+
+    fraud = np.nonzero(rng.random(n) < 0.02)[0]
+    observed = t[fraud] + DAY_US + rng.exponential(7 * DAY_US, fraud.size).astype(np.int64)
+    reversed_ = rng.random(fraud.size) < 0.1
+    ids = np.concatenate([fraud, fraud[reversed_]])
+    obs = np.concatenate([observed, observed[reversed_] + rng.integers(1, 5 * DAY_US,
+                                                                       int(reversed_.sum()))])
+    value = np.concatenate([np.ones(fraud.size, np.int64), np.zeros(int(reversed_.sum()), np.int64)])
+    pl.DataFrame({"event_id": ids, "label_family": ["fraud"] * ids.size, "label_value": value,
+                  "observed_time": obs}).with_columns(pl.col("observed_time").cast(utc)).sort(
+        "observed_time").write_parquet(folder / "labels.parquet")
+
+    snap_lo, snap_hi = _us(w.train_window.start) - 10 * DAY_US, _us(w.eval_windows["test"].end)
+    for name, (key, share, _) in GROUPS.items():
+        entities = max(1, int(n * share))
+        per = rng.integers(2, 6, entities)
+        k = np.repeat(np.arange(entities), per)
+        avail = rng.integers(snap_lo, snap_hi, k.size)
+        frame = pl.DataFrame({key: k, "available_at": avail}).unique(
+            [key, "available_at"], keep="first", maintain_order=True)
+        m = frame.height
+        cols = {f: pl.Series(rng.normal(0, 1, m).astype(np.float32)).set(
+            pl.Series(rng.random(m) < 0.02), None) for f in FEATURES}
+        frame = frame.with_columns(
+            valid_from=pl.col("available_at") - pl.Series(rng.integers(0, 6 * 3_600_000_000, m)),
+            **cols).with_columns(pl.col("available_at", "valid_from").cast(utc))
+        frame.select(key, "valid_from", "available_at", *FEATURES).sort("available_at").write_parquet(
+            folder / f"{name}.parquet")
+
+    catalog = Catalog(str(folder / "catalog"))
+    specs = [("events", "bench_events", "events.parquet", ["event_id"], {}),
+             ("labels", "bench_labels", "labels.parquet", ["event_id"], {"label_family": "fraud"})]
+    specs += [("feature_group", name, f"{name}.parquet", [key],
+               {"valid_from_column": "valid_from",
+                "ttl_seconds": int(ttl.total_seconds()) if ttl else None})
+              for name, (key, _, ttl) in GROUPS.items()]
+    for kind, name, file, keys, extra in specs:
+        catalog.write(create_manifest([str(folder / file)], kind=kind, name=name, version="v1",
+                                      keys=keys, **extra))
+    (folder / "done").write_text("ok")
+
+
+def bench_config():
+    from model_factory.contracts import DatasetSelector, TrainingConfig
+
+    return TrainingConfig(
+        events=DatasetSelector(name="bench_events", version="v1"), event_features=["amount"],
+        entity_keys=[key for key, _, _ in GROUPS.values()],
+        feature_group_versions=[DatasetSelector(name=g, version="v1") for g in GROUPS],
+        labels=DatasetSelector(name="bench_labels", version="v1"), label_family="fraud")
+
+
+# ------------------------------------------------------------------------------- the methods
+
+
+def run_factory(folder: Path):
+    from model_factory.contracts import GovernancePolicy
+    from model_factory.core.frames import build_training_frame
+    from model_factory.core.intake import intake
+    from model_factory.core.manifests import Catalog
+
+    policy = GovernancePolicy()
+    receipt, inputs = intake(Catalog(str(folder / "catalog")), bench_config(), PARTITION, policy)
+    started = time.perf_counter()
+    built = build_training_frame(receipt, inputs, policy)
+    seconds = time.perf_counter() - started
+    assert built.audit.passed, built.audit.violations
+    return built.frame, seconds
+
+
+def _split_sql(w) -> str:
+    parts = [f"WHEN event_time >= '{win.start.isoformat()}'::TIMESTAMPTZ AND event_time < "
+             f"'{win.end.isoformat()}'::TIMESTAMPTZ THEN '{s}'"
+             for s, win in (("train", w.train_window), *w.eval_windows.items())]
+    return "CASE " + " ".join(parts) + " END"
+
+
+def run_duckdb(folder: Path):
+    import duckdb
+
+    w = windows()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    started = time.perf_counter()
+    joins, cols = [], []
+    for name, (key, _, ttl) in GROUPS.items():
+        fresh = (f"e.event_time - {name}.available_at <= INTERVAL {int(ttl.total_seconds())} "
+                 "SECONDS" if ttl else "TRUE")
+        joins.append(f"ASOF LEFT JOIN read_parquet('{folder / name}.parquet') AS {name} "
+                     f"ON e.{key} = {name}.{key} AND e.event_time >= {name}.available_at")
+        cols += [f"CASE WHEN {fresh} THEN {name}.{f} END AS {name}__{f}" for f in FEATURES]
+    query = f"""
+        WITH ev AS (
+            SELECT * FROM (SELECT *, {_split_sql(w)} AS split
+                           FROM read_parquet('{folder}/events.parquet'))
+            WHERE split IS NOT NULL),
+        lab AS (
+            SELECT l.event_id,
+                   arg_max(l.label_value, epoch_us(l.observed_time) * 2 + l.label_value) AS label
+            FROM read_parquet('{folder}/labels.parquet') AS l JOIN ev USING (event_id)
+            WHERE l.label_family = 'fraud' AND l.observed_time < CASE WHEN ev.split = 'test'
+                THEN '{w.cut.isoformat()}'::TIMESTAMPTZ ELSE '{w.train_cut.isoformat()}'::TIMESTAMPTZ END
+            GROUP BY l.event_id)
+        SELECT e.event_id, e.event_time, e.split, coalesce(lab.label, 0)::TINYINT AS label,
+               e.amount, {", ".join(cols)}
+        FROM ev AS e LEFT JOIN lab USING (event_id) {" ".join(joins)}"""
+    table = con.sql(query).to_arrow_table()
+    return table, time.perf_counter() - started
+
+
+def _polars_labels(events, labels, w):
+    import polars as pl
+
+    cut = pl.when(pl.col("split") == "test").then(pl.lit(w.cut)).otherwise(pl.lit(w.train_cut))
+    return (labels.filter(pl.col("label_family") == "fraud")
+            .join(events.select("event_id", "split"), on="event_id")
+            .filter(pl.col("observed_time") < cut)
+            .sort("event_id", "observed_time", "label_value")
+            .group_by("event_id").agg(label=pl.col("label_value").last()))
+
+
+def _polars_split(w):
+    import polars as pl
+
+    expr = pl.lit(None, dtype=pl.String)
+    for s, win in (("train", w.train_window), *w.eval_windows.items()):
+        t = pl.col("event_time")
+        expr = pl.when((t >= win.start) & (t < win.end)).then(pl.lit(s)).otherwise(expr)
+    return expr
+
+
+def run_polars(folder: Path):
+    import polars as pl
+
+    w = windows()
+    started = time.perf_counter()
+    events = (pl.scan_parquet(folder / "events.parquet").with_columns(split=_polars_split(w))
+              .filter(pl.col("split").is_not_null()))
+    frame = events.join(_polars_labels(events, pl.scan_parquet(folder / "labels.parquet"), w),
+                        on="event_id", how="left").with_columns(
+        pl.col("label").fill_null(0).cast(pl.Int8)).sort("event_time")
+    for name, (key, _, ttl) in GROUPS.items():
+        right = (pl.scan_parquet(folder / f"{name}.parquet").drop("valid_from")
+                 .rename({f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
+                 .sort("__a"))
+        frame = frame.join_asof(right, left_on="event_time", right_on="__a", by=key,
+                                strategy="backward", check_sortedness=False)
+        if ttl is not None:
+            stale = pl.col("event_time") - pl.col("__a") > ttl
+            frame = frame.with_columns(pl.when(stale).then(None).otherwise(pl.col(f"{name}__{f}"))
+                                       .alias(f"{name}__{f}") for f in FEATURES)
+        frame = frame.drop("__a")
+    out = frame.collect()
+    return out, time.perf_counter() - started
+
+
+def _pandas_events(folder: Path, w):
+    import pandas as pd
+
+    events = pd.read_parquet(folder / "events.parquet")
+    split = np.full(len(events), None, dtype=object)
+    t = events["event_time"]
+    for s, win in (("train", w.train_window), *w.eval_windows.items()):
+        split[((t >= win.start) & (t < win.end)).to_numpy()] = s
+    events["split"] = split
+    events = events[events["split"].notna()]
+    labels = pd.read_parquet(folder / "labels.parquet")
+    labels = labels[labels["label_family"] == "fraud"].merge(
+        events[["event_id", "split"]], on="event_id")
+    cut = labels["split"].map({"train": pd.Timestamp(w.train_cut), "val": pd.Timestamp(w.train_cut),
+                               "test": pd.Timestamp(w.cut)})
+    labels = labels[labels["observed_time"] < cut]
+    latest = (labels.sort_values(["event_id", "observed_time", "label_value"])
+              .drop_duplicates("event_id", keep="last")[["event_id", "label_value"]])
+    events = events.merge(latest, on="event_id", how="left")
+    events["label"] = events.pop("label_value").fillna(0).astype("int8")
+    return events.sort_values("event_time", kind="stable")
+
+
+def run_pandas(folder: Path):
+    import pandas as pd
+
+    w = windows()
+    started = time.perf_counter()
+    frame = _pandas_events(folder, w)
+    for name, (key, _, ttl) in GROUPS.items():
+        right = (pd.read_parquet(folder / f"{name}.parquet").drop(columns="valid_from")
+                 .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
+                 .sort_values("__a", kind="stable"))
+        frame = pd.merge_asof(frame, right, left_on="event_time", right_on="__a", by=key,
+                              direction="backward", allow_exact_matches=True)
+        if ttl is not None:
+            stale = (frame["event_time"] - frame["__a"]) > ttl
+            frame.loc[stale, [f"{name}__{f}" for f in FEATURES]] = np.nan
+        frame = frame.drop(columns="__a")
+    return frame, time.perf_counter() - started
+
+
+def run_feast_style(folder: Path):
+    import pandas as pd
+
+    w = windows()
+    started = time.perf_counter()
+    frame = _pandas_events(folder, w)
+    for name, (key, _, ttl) in GROUPS.items():
+        right = (pd.read_parquet(folder / f"{name}.parquet").drop(columns="valid_from")
+                 .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"}))
+        # Feast's local store: join every snapshot of the entity, keep those inside
+        # [event_time - ttl, event_time], then the latest per entity row.
+        cand = frame[["event_id", key, "event_time"]].merge(right, on=key, how="inner")
+        keep = cand["__a"] <= cand["event_time"]
+        if ttl is not None:
+            keep &= cand["__a"] >= cand["event_time"] - ttl
+        cand = (cand[keep].sort_values(["event_id", "__a"])
+                .drop_duplicates("event_id", keep="last")
+                .drop(columns=[key, "event_time", "__a"]))
+        frame = frame.merge(cand, on="event_id", how="left")  # Feast drops these rows; we keep them
+        del cand
+    return frame, time.perf_counter() - started
+
+
+def run_read_and_sort(folder: Path):
+    import polars as pl
+
+    started = time.perf_counter()
+    events = pl.read_parquet(folder / "events.parquet").sort("event_time", "event_id")
+    labels = pl.read_parquet(folder / "labels.parquet")
+    snaps = [pl.read_parquet(folder / f"{g}.parquet").sort(key, "available_at")
+             for g, (key, _, _) in GROUPS.items()]
+    seconds = time.perf_counter() - started
+    return (events, labels, snaps), seconds
+
+
+RUNNERS = {"factory": run_factory, "duckdb_asof": run_duckdb, "polars_join_asof": run_polars,
+           "pandas_merge_asof": run_pandas, "feast_style": run_feast_style,
+           "read_and_sort": run_read_and_sort}
+
+
+def checksum(result) -> tuple[int, str]:
+    """Rows and a digest of every value, independent of row order and of the source library."""
+    import polars as pl
+
+    if isinstance(result, tuple):  # read_and_sort builds no frame
+        return result[0].height, "-"
+    if isinstance(result, pl.DataFrame):
+        frame = result
+    elif type(result).__module__.startswith("pandas"):
+        frame = pl.from_pandas(result)
+    else:
+        frame = pl.from_arrow(result)
+    assert isinstance(frame, pl.DataFrame)
+    cols = ["event_id", "event_time", "split", "label", "amount",
+            *(f"{g}__{f}" for g in GROUPS for f in FEATURES)]
+    canon = frame.select(
+        pl.col("event_id").cast(pl.Int64),
+        pl.col("event_time").dt.convert_time_zone("UTC").dt.epoch("us"),
+        pl.col("split").cast(pl.String), pl.col("label").cast(pl.Int64),
+        pl.col("amount").cast(pl.Float64),
+        *(pl.col(c).cast(pl.Float32).fill_nan(None) for c in cols[5:]),
+    ).sort("event_id")
+    hashes = canon.hash_rows(seed=1).to_numpy()
+    weights = np.arange(1, hashes.size + 1, dtype=np.uint64)
+    return canon.height, f"{int(np.sum(hashes * weights, dtype=np.uint64)):016x}"
+
+
+def child(method: str, folder: Path) -> None:
+    result, seconds = RUNNERS[method](folder)
+    # the high-water mark of the build, before the checksum copies anything
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rows, digest = checksum(result)
+    print(json.dumps({"method": method, "seconds": seconds, "rows": rows, "checksum": digest,
+                      "peak_rss_bytes": peak}))
+
+
+# ----------------------------------------------------------------------------------- driver
+
+
+def measure(method: str, folder: Path, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", method, "--data", str(folder)]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"method": method, "error": f"timeout after {timeout:.0f}s"}
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {"method": method, "error": f"exit {out.returncode}: {tail[:120]}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(n: int, results: list[dict]) -> str:
+    ours = next((r for r in results if r["method"] == "factory" and "seconds" in r), None)
+    reference = next((r["checksum"] for r in results if r["method"] == "factory"
+                      and "checksum" in r), None)
+    lines = [f"\n{n:,} events",
+             "| method | seconds | events/s | peak RSS GiB | vs factory | rows | checksum |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['method']} | - | - | - | - | - | {r['error']} |")
+            continue
+        ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
+        same = ("same" if r["checksum"] == reference else "MISMATCH") if r["checksum"] != "-" \
+            else "(no frame)"
+        lines.append(f"| {r['method']} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | "
+                     f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {r['rows']:,} | {same} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, action="append", help="events (repeatable)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--workdir", default="/tmp/mf_frame_bench")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per method; the best counts")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, Path(args.data))
+        return
+    for n in args.events or [1_000_000]:
+        folder = Path(args.workdir) / f"n{n}"
+        started = time.perf_counter()
+        generate(folder, n)
+        print(f"inputs for {n:,} events in {folder} ({time.perf_counter() - started:.0f}s)",
+              flush=True)
+        results = []
+        for method in args.methods.split(","):
+            runs = [measure(method, folder, args.timeout) for _ in range(args.repeat)]
+            ok = [r for r in runs if "seconds" in r]
+            best = min(ok, key=lambda r: r["seconds"]) if ok else runs[-1]
+            print(f"  {method}: {json.dumps(best)}", flush=True)
+            results.append(best)
+        print(table(n, results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
