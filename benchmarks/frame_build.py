@@ -49,8 +49,14 @@ GROUPS = {  # name: (key, entities per event, ttl)
     "device": ("device_id", 1 / 40, timedelta(days=3)),
 }
 FEATURES = [f"f{i:02d}" for i in range(20)]
-METHODS = ["factory", "duckdb_asof", "polars_join_asof", "pandas_merge_asof", "feast_style",
-           "read_and_sort"]
+METHODS = [
+    "factory",
+    "duckdb_asof",
+    "polars_join_asof",
+    "pandas_merge_asof",
+    "feast_style",
+    "read_and_sort",
+]
 DAY_US = 86_400 * 1_000_000
 
 
@@ -87,18 +93,29 @@ def generate(folder: Path, n: int, seed: int = 11) -> None:
         events[key] = rng.integers(0, max(1, int(n * share)), n)
     events["amount"] = np.round(rng.lognormal(3.5, 1.0, n), 2)
     pl.DataFrame(events).with_columns(pl.col("event_time").cast(utc)).write_parquet(
-        folder / "events.parquet")
+        folder / "events.parquet"
+    )
 
     fraud = np.nonzero(rng.random(n) < 0.02)[0]
     observed = t[fraud] + DAY_US + rng.exponential(7 * DAY_US, fraud.size).astype(np.int64)
     reversed_ = rng.random(fraud.size) < 0.1
     ids = np.concatenate([fraud, fraud[reversed_]])
-    obs = np.concatenate([observed, observed[reversed_] + rng.integers(1, 5 * DAY_US,
-                                                                       int(reversed_.sum()))])
-    value = np.concatenate([np.ones(fraud.size, np.int64), np.zeros(int(reversed_.sum()), np.int64)])
-    pl.DataFrame({"event_id": ids, "label_family": ["fraud"] * ids.size, "label_value": value,
-                  "observed_time": obs}).with_columns(pl.col("observed_time").cast(utc)).sort(
-        "observed_time").write_parquet(folder / "labels.parquet")
+    obs = np.concatenate(
+        [observed, observed[reversed_] + rng.integers(1, 5 * DAY_US, int(reversed_.sum()))]
+    )
+    value = np.concatenate(
+        [np.ones(fraud.size, np.int64), np.zeros(int(reversed_.sum()), np.int64)]
+    )
+    pl.DataFrame(
+        {
+            "event_id": ids,
+            "label_family": ["fraud"] * ids.size,
+            "label_value": value,
+            "observed_time": obs,
+        }
+    ).with_columns(pl.col("observed_time").cast(utc)).sort("observed_time").write_parquet(
+        folder / "labels.parquet"
+    )
 
     snap_lo, snap_hi = _us(w.train_window.start) - 10 * DAY_US, _us(w.eval_windows["test"].end)
     for name, (key, share, _) in GROUPS.items():
@@ -107,26 +124,47 @@ def generate(folder: Path, n: int, seed: int = 11) -> None:
         k = np.repeat(np.arange(entities), per)
         avail = rng.integers(snap_lo, snap_hi, k.size)
         frame = pl.DataFrame({key: k, "available_at": avail}).unique(
-            [key, "available_at"], keep="first", maintain_order=True)
+            [key, "available_at"], keep="first", maintain_order=True
+        )
         m = frame.height
-        cols = {f: pl.Series(rng.normal(0, 1, m).astype(np.float32)).set(
-            pl.Series(rng.random(m) < 0.02), None) for f in FEATURES}
+        cols = {
+            f: pl.Series(rng.normal(0, 1, m).astype(np.float32)).set(
+                pl.Series(rng.random(m) < 0.02), None
+            )
+            for f in FEATURES
+        }
         frame = frame.with_columns(
             valid_from=pl.col("available_at") - pl.Series(rng.integers(0, 6 * 3_600_000_000, m)),
-            **cols).with_columns(pl.col("available_at", "valid_from").cast(utc))
-        frame.select(key, "valid_from", "available_at", *FEATURES).sort("available_at").write_parquet(
-            folder / f"{name}.parquet")
+            **cols,
+        ).with_columns(pl.col("available_at", "valid_from").cast(utc))
+        frame.select(key, "valid_from", "available_at", *FEATURES).sort(
+            "available_at"
+        ).write_parquet(folder / f"{name}.parquet")
 
     catalog = Catalog(str(folder / "catalog"))
-    specs = [("events", "bench_events", "events.parquet", ["event_id"], {}),
-             ("labels", "bench_labels", "labels.parquet", ["event_id"], {"label_family": "fraud"})]
-    specs += [("feature_group", name, f"{name}.parquet", [key],
-               {"valid_from_column": "valid_from",
-                "ttl_seconds": int(ttl.total_seconds()) if ttl else None})
-              for name, (key, _, ttl) in GROUPS.items()]
+    specs = [
+        ("events", "bench_events", "events.parquet", ["event_id"], {}),
+        ("labels", "bench_labels", "labels.parquet", ["event_id"], {"label_family": "fraud"}),
+    ]
+    specs += [
+        (
+            "feature_group",
+            name,
+            f"{name}.parquet",
+            [key],
+            {
+                "valid_from_column": "valid_from",
+                "ttl_seconds": int(ttl.total_seconds()) if ttl else None,
+            },
+        )
+        for name, (key, _, ttl) in GROUPS.items()
+    ]
     for kind, name, file, keys, extra in specs:
-        catalog.write(create_manifest([str(folder / file)], kind=kind, name=name, version="v1",
-                                      keys=keys, **extra))
+        catalog.write(
+            create_manifest(
+                [str(folder / file)], kind=kind, name=name, version="v1", keys=keys, **extra
+            )
+        )
     (folder / "done").write_text("ok")
 
 
@@ -134,10 +172,13 @@ def bench_config():
     from model_factory.contracts import DatasetSelector, TrainingConfig
 
     return TrainingConfig(
-        events=DatasetSelector(name="bench_events", version="v1"), event_features=["amount"],
+        events=DatasetSelector(name="bench_events", version="v1"),
+        event_features=["amount"],
         entity_keys=[key for key, _, _ in GROUPS.values()],
         feature_group_versions=[DatasetSelector(name=g, version="v1") for g in GROUPS],
-        labels=DatasetSelector(name="bench_labels", version="v1"), label_family="fraud")
+        labels=DatasetSelector(name="bench_labels", version="v1"),
+        label_family="fraud",
+    )
 
 
 # ------------------------------------------------------------------------------- the methods
@@ -159,9 +200,11 @@ def run_factory(folder: Path):
 
 
 def _split_sql(w) -> str:
-    parts = [f"WHEN event_time >= '{win.start.isoformat()}'::TIMESTAMPTZ AND event_time < "
-             f"'{win.end.isoformat()}'::TIMESTAMPTZ THEN '{s}'"
-             for s, win in (("train", w.train_window), *w.eval_windows.items())]
+    parts = [
+        f"WHEN event_time >= '{win.start.isoformat()}'::TIMESTAMPTZ AND event_time < "
+        f"'{win.end.isoformat()}'::TIMESTAMPTZ THEN '{s}'"
+        for s, win in (("train", w.train_window), *w.eval_windows.items())
+    ]
     return "CASE " + " ".join(parts) + " END"
 
 
@@ -174,10 +217,15 @@ def run_duckdb(folder: Path):
     started = time.perf_counter()
     joins, cols = [], []
     for name, (key, _, ttl) in GROUPS.items():
-        fresh = (f"e.event_time - {name}.available_at <= INTERVAL {int(ttl.total_seconds())} "
-                 "SECONDS" if ttl else "TRUE")
-        joins.append(f"ASOF LEFT JOIN read_parquet('{folder / name}.parquet') AS {name} "
-                     f"ON e.{key} = {name}.{key} AND e.event_time >= {name}.available_at")
+        fresh = (
+            f"e.event_time - {name}.available_at <= INTERVAL {int(ttl.total_seconds())} SECONDS"
+            if ttl
+            else "TRUE"
+        )
+        joins.append(
+            f"ASOF LEFT JOIN read_parquet('{folder / name}.parquet') AS {name} "
+            f"ON e.{key} = {name}.{key} AND e.event_time >= {name}.available_at"
+        )
         cols += [f"CASE WHEN {fresh} THEN {name}.{f} END AS {name}__{f}" for f in FEATURES]
     query = f"""
         WITH ev AS (
@@ -202,11 +250,14 @@ def _polars_labels(events, labels, w):
     import polars as pl
 
     cut = pl.when(pl.col("split") == "test").then(pl.lit(w.cut)).otherwise(pl.lit(w.train_cut))
-    return (labels.filter(pl.col("label_family") == "fraud")
-            .join(events.select("event_id", "split"), on="event_id")
-            .filter(pl.col("observed_time") < cut)
-            .sort("event_id", "observed_time", "label_value")
-            .group_by("event_id").agg(label=pl.col("label_value").last()))
+    return (
+        labels.filter(pl.col("label_family") == "fraud")
+        .join(events.select("event_id", "split"), on="event_id")
+        .filter(pl.col("observed_time") < cut)
+        .sort("event_id", "observed_time", "label_value")
+        .group_by("event_id")
+        .agg(label=pl.col("label_value").last())
+    )
 
 
 def _polars_split(w):
@@ -224,21 +275,41 @@ def run_polars(folder: Path):
 
     w = windows()
     started = time.perf_counter()
-    events = (pl.scan_parquet(folder / "events.parquet").with_columns(split=_polars_split(w))
-              .filter(pl.col("split").is_not_null()))
-    frame = events.join(_polars_labels(events, pl.scan_parquet(folder / "labels.parquet"), w),
-                        on="event_id", how="left").with_columns(
-        pl.col("label").fill_null(0).cast(pl.Int8)).sort("event_time")
+    events = (
+        pl.scan_parquet(folder / "events.parquet")
+        .with_columns(split=_polars_split(w))
+        .filter(pl.col("split").is_not_null())
+    )
+    frame = (
+        events.join(
+            _polars_labels(events, pl.scan_parquet(folder / "labels.parquet"), w),
+            on="event_id",
+            how="left",
+        )
+        .with_columns(pl.col("label").fill_null(0).cast(pl.Int8))
+        .sort("event_time")
+    )
     for name, (key, _, ttl) in GROUPS.items():
-        right = (pl.scan_parquet(folder / f"{name}.parquet").drop("valid_from")
-                 .rename({f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
-                 .sort("__a"))
-        frame = frame.join_asof(right, left_on="event_time", right_on="__a", by=key,
-                                strategy="backward", check_sortedness=False)
+        right = (
+            pl.scan_parquet(folder / f"{name}.parquet")
+            .drop("valid_from")
+            .rename({f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
+            .sort("__a")
+        )
+        frame = frame.join_asof(
+            right,
+            left_on="event_time",
+            right_on="__a",
+            by=key,
+            strategy="backward",
+            check_sortedness=False,
+        )
         if ttl is not None:
             stale = pl.col("event_time") - pl.col("__a") > ttl
-            frame = frame.with_columns(pl.when(stale).then(None).otherwise(pl.col(f"{name}__{f}"))
-                                       .alias(f"{name}__{f}") for f in FEATURES)
+            frame = frame.with_columns(
+                pl.when(stale).then(None).otherwise(pl.col(f"{name}__{f}")).alias(f"{name}__{f}")
+                for f in FEATURES
+            )
         frame = frame.drop("__a")
     out = frame.collect()
     return out, time.perf_counter() - started
@@ -256,12 +327,19 @@ def _pandas_events(folder: Path, w):
     events = events[events["split"].notna()]
     labels = pd.read_parquet(folder / "labels.parquet")
     labels = labels[labels["label_family"] == "fraud"].merge(
-        events[["event_id", "split"]], on="event_id")
-    cut = labels["split"].map({"train": pd.Timestamp(w.train_cut), "val": pd.Timestamp(w.train_cut),
-                               "test": pd.Timestamp(w.cut)})
+        events[["event_id", "split"]], on="event_id"
+    )
+    cut = labels["split"].map(
+        {
+            "train": pd.Timestamp(w.train_cut),
+            "val": pd.Timestamp(w.train_cut),
+            "test": pd.Timestamp(w.cut),
+        }
+    )
     labels = labels[labels["observed_time"] < cut]
-    latest = (labels.sort_values(["event_id", "observed_time", "label_value"])
-              .drop_duplicates("event_id", keep="last")[["event_id", "label_value"]])
+    latest = labels.sort_values(["event_id", "observed_time", "label_value"]).drop_duplicates(
+        "event_id", keep="last"
+    )[["event_id", "label_value"]]
     events = events.merge(latest, on="event_id", how="left")
     events["label"] = events.pop("label_value").fillna(0).astype("int8")
     return events.sort_values("event_time", kind="stable")
@@ -274,11 +352,21 @@ def run_pandas(folder: Path):
     started = time.perf_counter()
     frame = _pandas_events(folder, w)
     for name, (key, _, ttl) in GROUPS.items():
-        right = (pd.read_parquet(folder / f"{name}.parquet").drop(columns="valid_from")
-                 .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
-                 .sort_values("__a", kind="stable"))
-        frame = pd.merge_asof(frame, right, left_on="event_time", right_on="__a", by=key,
-                              direction="backward", allow_exact_matches=True)
+        right = (
+            pd.read_parquet(folder / f"{name}.parquet")
+            .drop(columns="valid_from")
+            .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
+            .sort_values("__a", kind="stable")
+        )
+        frame = pd.merge_asof(
+            frame,
+            right,
+            left_on="event_time",
+            right_on="__a",
+            by=key,
+            direction="backward",
+            allow_exact_matches=True,
+        )
         if ttl is not None:
             stale = (frame["event_time"] - frame["__a"]) > ttl
             frame.loc[stale, [f"{name}__{f}" for f in FEATURES]] = np.nan
@@ -293,17 +381,23 @@ def run_feast_style(folder: Path):
     started = time.perf_counter()
     frame = _pandas_events(folder, w)
     for name, (key, _, ttl) in GROUPS.items():
-        right = (pd.read_parquet(folder / f"{name}.parquet").drop(columns="valid_from")
-                 .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"}))
+        right = (
+            pd.read_parquet(folder / f"{name}.parquet")
+            .drop(columns="valid_from")
+            .rename(columns={f: f"{name}__{f}" for f in FEATURES} | {"available_at": "__a"})
+        )
         # Feast's local store: join every snapshot of the entity, keep those inside
         # [event_time - ttl, event_time], then the latest per entity row.
         cand = frame[["event_id", key, "event_time"]].merge(right, on=key, how="inner")
         keep = cand["__a"] <= cand["event_time"]
         if ttl is not None:
             keep &= cand["__a"] >= cand["event_time"] - ttl
-        cand = (cand[keep].sort_values(["event_id", "__a"])
-                .drop_duplicates("event_id", keep="last")
-                .drop(columns=[key, "event_time", "__a"]))
+        cand = (
+            cand[keep]
+            .sort_values(["event_id", "__a"])
+            .drop_duplicates("event_id", keep="last")
+            .drop(columns=[key, "event_time", "__a"])
+        )
         frame = frame.merge(cand, on="event_id", how="left")  # Feast drops these rows; we keep them
         del cand
     return frame, time.perf_counter() - started
@@ -315,15 +409,22 @@ def run_read_and_sort(folder: Path):
     started = time.perf_counter()
     events = pl.read_parquet(folder / "events.parquet").sort("event_time", "event_id")
     labels = pl.read_parquet(folder / "labels.parquet")
-    snaps = [pl.read_parquet(folder / f"{g}.parquet").sort(key, "available_at")
-             for g, (key, _, _) in GROUPS.items()]
+    snaps = [
+        pl.read_parquet(folder / f"{g}.parquet").sort(key, "available_at")
+        for g, (key, _, _) in GROUPS.items()
+    ]
     seconds = time.perf_counter() - started
     return (events, labels, snaps), seconds
 
 
-RUNNERS = {"factory": run_factory, "duckdb_asof": run_duckdb, "polars_join_asof": run_polars,
-           "pandas_merge_asof": run_pandas, "feast_style": run_feast_style,
-           "read_and_sort": run_read_and_sort}
+RUNNERS = {
+    "factory": run_factory,
+    "duckdb_asof": run_duckdb,
+    "polars_join_asof": run_polars,
+    "pandas_merge_asof": run_pandas,
+    "feast_style": run_feast_style,
+    "read_and_sort": run_read_and_sort,
+}
 
 
 def checksum(result) -> tuple[int, str]:
@@ -339,12 +440,19 @@ def checksum(result) -> tuple[int, str]:
     else:
         frame = pl.from_arrow(result)
     assert isinstance(frame, pl.DataFrame)
-    cols = ["event_id", "event_time", "split", "label", "amount",
-            *(f"{g}__{f}" for g in GROUPS for f in FEATURES)]
+    cols = [
+        "event_id",
+        "event_time",
+        "split",
+        "label",
+        "amount",
+        *(f"{g}__{f}" for g in GROUPS for f in FEATURES),
+    ]
     canon = frame.select(
         pl.col("event_id").cast(pl.Int64),
         pl.col("event_time").dt.convert_time_zone("UTC").dt.epoch("us"),
-        pl.col("split").cast(pl.String), pl.col("label").cast(pl.Int64),
+        pl.col("split").cast(pl.String),
+        pl.col("label").cast(pl.Int64),
         pl.col("amount").cast(pl.Float64),
         *(pl.col(c).cast(pl.Float32).fill_nan(None) for c in cols[5:]),
     ).sort("event_id")
@@ -358,8 +466,17 @@ def child(method: str, folder: Path) -> None:
     # the high-water mark of the build, before the checksum copies anything
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rows, digest = checksum(result)
-    print(json.dumps({"method": method, "seconds": seconds, "rows": rows, "checksum": digest,
-                      "peak_rss_bytes": peak}))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "seconds": seconds,
+                "rows": rows,
+                "checksum": digest,
+                "peak_rss_bytes": peak,
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -379,20 +496,28 @@ def measure(method: str, folder: Path, timeout: float) -> dict:
 
 def table(n: int, results: list[dict]) -> str:
     ours = next((r for r in results if r["method"] == "factory" and "seconds" in r), None)
-    reference = next((r["checksum"] for r in results if r["method"] == "factory"
-                      and "checksum" in r), None)
-    lines = [f"\n{n:,} events",
-             "| method | seconds | events/s | peak RSS GiB | vs factory | rows | checksum |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    reference = next(
+        (r["checksum"] for r in results if r["method"] == "factory" and "checksum" in r), None
+    )
+    lines = [
+        f"\n{n:,} events",
+        "| method | seconds | events/s | peak RSS GiB | vs factory | rows | checksum |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['method']} | - | - | - | - | - | {r['error']} |")
             continue
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
-        same = ("same" if r["checksum"] == reference else "MISMATCH") if r["checksum"] != "-" \
+        same = (
+            ("same" if r["checksum"] == reference else "MISMATCH")
+            if r["checksum"] != "-"
             else "(no frame)"
-        lines.append(f"| {r['method']} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | "
-                     f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {r['rows']:,} | {same} |")
+        )
+        lines.append(
+            f"| {r['method']} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | "
+            f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {r['rows']:,} | {same} |"
+        )
     return "\n".join(lines)
 
 
@@ -413,8 +538,10 @@ def main() -> None:
         folder = Path(args.workdir) / f"n{n}"
         started = time.perf_counter()
         generate(folder, n)
-        print(f"inputs for {n:,} events in {folder} ({time.perf_counter() - started:.0f}s)",
-              flush=True)
+        print(
+            f"inputs for {n:,} events in {folder} ({time.perf_counter() - started:.0f}s)",
+            flush=True,
+        )
         results = []
         for method in args.methods.split(","):
             runs = [measure(method, folder, args.timeout) for _ in range(args.repeat)]
