@@ -21,11 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure-browser.sh
+	-bash scripts/ensure-postgres.sh  # not fatal here: without a server those tests skip loudly (CI: .ci/run)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
 
+# $(DAGSTER_HOME)/dagster.yaml from dagster.yaml, or from dagster.postgres.yaml with
+# MODEL_FACTORY_INSTANCE=postgres (and DAGSTER_PG_*): the same rule as the CLI's.
 ui: $(STAMP)
-	mkdir -p $(DAGSTER_HOME) && test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/python -c 'from model_factory.core.settings import Settings; Settings.from_env().ensure_dagster_home()'
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 lint: $(STAMP)

@@ -15,6 +15,11 @@ from model_factory.errors import ConfigError, PolicyViolationError
 
 DEFAULT_START_WEEK = "2026-02-23"  # first trainable week of the default demo data (7 weeks in)
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# MODEL_FACTORY_INSTANCE -> the instance settings copied into $DAGSTER_HOME/dagster.yaml.
+INSTANCE_TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
+# What dagster.postgres.yaml reads from the environment when the instance loads.
+POSTGRES_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
+                "DAGSTER_PG_DB")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class Settings:
     start_week: str
     policy_path: str | None
     dagster_home: Path
+    # None: keep whatever $DAGSTER_HOME/dagster.yaml holds (SQLite on first use).
+    instance: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -38,6 +45,10 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"'{start}' must be a Monday as YYYY-MM-DD ({exc})",
                               field="MODEL_FACTORY_START_WEEK") from exc
+        instance = env.get("MODEL_FACTORY_INSTANCE") or None
+        if instance is not None and instance not in INSTANCE_TEMPLATES:
+            raise ConfigError(f"'{instance}' is not one of {', '.join(INSTANCE_TEMPLATES)}",
+                              field="MODEL_FACTORY_INSTANCE")
         return cls(
             home=home,
             catalog_url=env.get("MODEL_FACTORY_CATALOG") or str(home / "catalog"),
@@ -46,21 +57,52 @@ class Settings:
             start_week=start,
             policy_path=env.get("MODEL_FACTORY_POLICY") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
+            instance=instance,
         )
 
     def policy(self) -> GovernancePolicy:
         return load_policy(self.policy_path)
 
-    def ensure_dagster_home(self) -> Path:
-        """Create DAGSTER_HOME with the project's dagster.yaml (persistent SQLite, telemetry off)."""
+    def ensure_dagster_home(self, env: dict[str, str] | None = None) -> Path:
+        """Create DAGSTER_HOME with the project's instance settings (telemetry off): dagster.yaml
+        (persistent SQLite) by default, dagster.postgres.yaml with MODEL_FACTORY_INSTANCE=postgres.
+
+        A file copied from one project template is switched to the selected one; a dagster.yaml
+        of the user's own is kept, but refused when it cannot be the selected PostgreSQL instance.
+        """
+        env = dict(os.environ if env is None else env)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         target = self.dagster_home / "dagster.yaml"
+        if self.instance == "postgres":
+            missing = [name for name in POSTGRES_ENV if not env.get(name)]
+            if missing:
+                raise ConfigError(f"MODEL_FACTORY_INSTANCE=postgres needs {', '.join(missing)} "
+                                  "set (dagster.postgres.yaml reads them)", field=missing[0])
+        templates = {name: _PROJECT_ROOT / file for name, file in INSTANCE_TEMPLATES.items()}
+        wanted = templates[self.instance or "sqlite"]
         if not target.exists():
-            template = _PROJECT_ROOT / "dagster.yaml"
-            if template.exists():
-                shutil.copyfile(template, target)
+            if wanted.exists():
+                shutil.copyfile(wanted, target)
+            elif self.instance == "postgres":
+                raise ConfigError("dagster.postgres.yaml is not next to the package (installed "
+                                  "without the repository): put its storage block in "
+                                  f"{target} yourself", source=str(wanted),
+                                  field="MODEL_FACTORY_INSTANCE")
             else:  # installed without the repository: the essentials of that file
                 target.write_text("telemetry:\n  enabled: false\n")
+            return self.dagster_home
+        if self.instance is None or not wanted.exists():
+            return self.dagster_home
+        current = target.read_bytes()
+        if current == wanted.read_bytes():
+            return self.dagster_home
+        if any(t.exists() and current == t.read_bytes() for t in templates.values()):
+            shutil.copyfile(wanted, target)  # an unedited copy of the other template: switch
+        elif self.instance == "postgres" and b"postgres" not in current:
+            raise ConfigError("MODEL_FACTORY_INSTANCE=postgres, but this dagster.yaml (not a copy "
+                              "of the project's) has no PostgreSQL storage: add the storage block "
+                              "of dagster.postgres.yaml or remove the file", source=str(target),
+                              field="MODEL_FACTORY_INSTANCE")
         return self.dagster_home
 
 
