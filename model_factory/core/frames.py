@@ -24,9 +24,12 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from model_factory.contracts import (
     DatasetSelector,
@@ -56,6 +59,8 @@ JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
 _INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _COMPOSITE_LIMIT = 1 << 62
+# Rows per parquet row group of every frame file, in both build modes (same rows, same bytes).
+FRAME_ROW_GROUP = 1 << 17
 
 
 @dataclass(frozen=True)
@@ -393,11 +398,49 @@ def _apply_missing_label(frame: pl.DataFrame, rule: str) -> pl.DataFrame:
     return frame.with_columns(pl.col("label").fill_null(0).cast(pl.Int8))
 
 
-def build_training_frame(
+@dataclass
+class _FramePlan:
+    """Everything about a frame but its feature values: the narrow rows (ids, split, label,
+    event features, label evidence), which snapshot row each event reads per group, the schema
+    and the label figures the audit needs. Both build modes gather the features from it."""
+
+    rows: pl.DataFrame
+    plans: list[tuple[str, _GroupPlan, list[str]]]  # (group, plan, source feature columns)
+    groups: list[GroupJoin]
+    schema: list[FeatureSpec]
+    audit_inputs: dict
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.schema]
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Rows and positives per split."""
+        by_split = self.rows.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
+        return (
+            {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)},
+            {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)},
+        )
+
+    def gather(self, start: int = 0, length: int | None = None) -> pl.DataFrame:
+        """Rows [start, start + length) with every group's features and evidence columns."""
+        chunk = self.rows.slice(start, length)
+        end = start + chunk.height
+        for name, plan, features in self.plans:
+            part = _GroupPlan(
+                plan.right, plan.match[start:end], plan.matched_avail[start:end],
+                plan.used[start:end],
+            )
+            chunk = _attach(chunk, part, features, name)
+        return chunk
+
+    def audit(self, frame: pl.DataFrame | pl.LazyFrame) -> LeakageAudit:
+        return audit_frame(frame, groups=self.groups, schema=self.schema, **self.audit_inputs)
+
+
+def _plan_frame(
     receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
-) -> TrainingFrame:
-    """The frame of one train run: event id, split, label, event and feature-group features,
-    with its leakage audit measured on the rows it holds."""
+) -> _FramePlan:
     cfg, windows = receipt.config, receipt.windows
     events = _events(inputs, receipt)
     latest, hidden, shown, gap, late = _visible_labels(
@@ -432,7 +475,7 @@ def build_training_frame(
     groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
     # Reading a group's snapshots and finding each event's row are independent per group and
-    # mostly outside the GIL: two threads overlap them. The frame is then assembled in order.
+    # mostly outside the GIL: two threads overlap them.
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
 
     def plan(
@@ -447,51 +490,165 @@ def build_training_frame(
 
     base = frame.select(*key_columns, "event_time")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        plans: list = list(pool.map(plan, cfg.feature_group_versions, [base] * len(groups_cfg)))
+        found = list(pool.map(plan, groups_cfg, [base] * len(groups_cfg)))
     # entity keys and the label cut have served: drop them so their memory can go
     del base
     frame = frame.drop(
         [c for c in [*key_columns, "label_cut"] if c not in {*ID_COLUMNS, *cfg.event_features}]
     )
-    for i, sel in enumerate(groups_cfg):
-        group_plan, features, ttl = plans[i]
-        plans[i] = None  # release each group's snapshots once attached
-        frame = _attach(frame, group_plan, features, sel.name)
-        del group_plan
+    plans = []
+    for sel, (group_plan, features, ttl) in zip(groups_cfg, found, strict=True):
+        plans.append((sel.name, group_plan, features))
         columns = [f"{sel.name}__{f}" for f in features]
         keys = inputs.feature_groups[sel.name][0].manifest.keys
         groups.append(GroupJoin(sel.name, sel.version, keys, ttl, columns))
         schema += [
             FeatureSpec(
-                name=c, dtype=str(frame.schema[c]), source=f"feature_group:{sel.name}/{sel.version}"
+                name=c,
+                dtype=str(group_plan.right.schema[f]),
+                source=f"feature_group:{sel.name}/{sel.version}",
             )
-            for c in columns
+            for c, f in zip(columns, features, strict=True)
         ]
+    del found
 
     label_columns = {c for e in inputs.labels for c in e.manifest.column_names()} - {"event_id"}
-    audit = audit_frame(
-        frame,
-        windows=windows,
+    return _FramePlan(
+        rows=frame,
+        plans=plans,
         groups=groups,
         schema=schema,
-        policy=policy,
-        label_columns=label_columns,
-        hidden=hidden,
-        shown=shown,
-        gap=gap,
-        maturity=maturity,
-        seed=cfg.evaluation.shuffled_label_canary.seed,
+        audit_inputs={
+            "windows": windows,
+            "policy": policy,
+            "label_columns": label_columns,
+            "hidden": hidden,
+            "shown": shown,
+            "gap": gap,
+            "maturity": maturity,
+            "seed": cfg.evaluation.shuffled_label_canary.seed,
+        },
     )
-    names = [f.name for f in schema]
+
+
+def build_training_frame(
+    receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
+) -> TrainingFrame:
+    """The frame of one train run: event id, split, label, event and feature-group features,
+    with its leakage audit measured on the rows it holds."""
+    plan = _plan_frame(receipt, inputs, policy)
+    frame = plan.rows
+    while plan.plans:  # attach group by group, releasing each group's snapshots once attached
+        name, group_plan, features = plan.plans.pop(0)
+        frame = _attach(frame, group_plan, features, name)
+        del group_plan
+    audit = plan.audit(frame)
     return TrainingFrame(
-        frame=frame.select(*ID_COLUMNS, *names), audit=audit, feature_schema=schema
+        frame=frame.select(*ID_COLUMNS, *plan.names), audit=audit, feature_schema=plan.schema
     )
+
+
+@dataclass(frozen=True)
+class WrittenFrame:
+    """A frame built straight to a parquet file (streaming mode), with its audit."""
+
+    path: str
+    audit: LeakageAudit
+    feature_schema: list[FeatureSpec]
+    rows: dict[str, int]
+    positives: dict[str, int]
+
+
+def write_training_frame(
+    receipt: IntakeReceipt,
+    inputs: FrameInputs,
+    policy: GovernancePolicy,
+    path: str,
+    *,
+    chunk_rows: int = 8 * FRAME_ROW_GROUP,
+) -> WrittenFrame:
+    """Build the frame to a local parquet file without holding its features in memory.
+
+    The narrow rows and the per-group match indices are in memory (a few int64 columns per
+    event); the features are gathered ``chunk_rows`` at a time and written in the frame's fixed
+    row groups, so the file is byte-identical to ``frame_to_parquet`` of the in-memory build.
+    The evidence columns go, row-aligned, to a temporary file beside it; the audit scans both
+    side by side (each rule reads only its columns).
+    """
+    plan = _plan_frame(receipt, inputs, policy)
+    rows, positives = plan.counts()
+    columns = [*ID_COLUMNS, *plan.names]
+    evidence_path = f"{path}.evidence.partial"
+    try:
+        with open(path, "wb") as frame_sink, open(evidence_path, "wb") as evidence_sink:
+            frame_writer = FrameWriter(frame_sink)
+            evidence_writer = FrameWriter(evidence_sink, compression="lz4")
+            for start in range(0, max(plan.rows.height, 1), chunk_rows):
+                chunk = plan.gather(start, chunk_rows)
+                frame_writer.write(chunk.select(columns))
+                evidence_writer.write(chunk.drop(columns))
+                del chunk
+            frame_writer.close()
+            evidence_writer.close()
+        plan.plans.clear()  # the snapshots have served
+        frame = pl.concat(
+            [pl.scan_parquet(path), pl.scan_parquet(evidence_path)], how="horizontal"
+        )
+        audit = plan.audit(frame)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
+    finally:
+        Path(evidence_path).unlink(missing_ok=True)
+    return WrittenFrame(path, audit, plan.schema, rows, positives)
+
+
+class FrameWriter:
+    """Frame rows to parquet in fixed row groups of ``FRAME_ROW_GROUP`` rows, each written from
+    one contiguous Arrow table: the same rows give the same bytes however they were chunked
+    (so the streaming and the in-memory build store the same content-addressed frame)."""
+
+    def __init__(self, sink, compression: str = "zstd"):
+        self._sink, self._compression = sink, compression
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: pl.DataFrame | None = None
+
+    def write(self, chunk: pl.DataFrame) -> None:
+        if self._pending is not None and self._pending.height:
+            chunk = pl.concat([self._pending, chunk])
+        full = chunk.height - chunk.height % FRAME_ROW_GROUP
+        for start in range(0, full, FRAME_ROW_GROUP):
+            self._emit(chunk.slice(start, FRAME_ROW_GROUP))
+        self._pending = chunk.slice(full) if full < chunk.height else chunk.head(0)
+
+    def _emit(self, rows: pl.DataFrame) -> None:
+        table = rows.rechunk().to_arrow()
+        if self._writer is None:
+            # dictionaries only for strings (the split): on float features they are all but
+            # useless and make writing several times slower
+            strings = [f.name for f in table.schema if f.type in (pa.string(), pa.large_string())]
+            self._writer = pq.ParquetWriter(
+                self._sink, table.schema, compression=self._compression, write_statistics=True,
+                use_dictionary=strings,
+            )
+        self._writer.write_table(table, row_group_size=FRAME_ROW_GROUP)
+
+    def close(self) -> None:
+        pending = self._pending
+        if pending is None:
+            raise ValueError("FrameWriter.close before any write: the frame's columns are unknown")
+        if pending.height or self._writer is None:
+            self._emit(pending)
+        assert self._writer is not None
+        self._writer.close()
 
 
 def frame_to_parquet(frame: pl.DataFrame) -> bytes:
     """Parquet bytes; the same frame gives the same bytes (content-addressed storage)."""
     buf = io.BytesIO()
-    frame.write_parquet(buf, compression="zstd", statistics=True)
+    writer = FrameWriter(buf)
+    writer.write(frame)
+    writer.close()
     return buf.getvalue()
 
 

@@ -88,13 +88,13 @@ def _group_exprs(g: GroupJoin) -> list[pl.Expr]:
     ]
 
 
-def _stale_values(frame: pl.DataFrame, g: GroupJoin) -> dict[str, dict]:
+def _stale_values(frame: pl.LazyFrame, g: GroupJoin) -> dict[str, dict]:
     """Per split, rows past the TTL that still carry values of the group, and their max age
     (only the few stale rows are read)."""
     if g.ttl is None or not g.columns:
         return {}
     columns = ["split", "event_time", avail_column(g.name), *g.columns]
-    stale = (
+    found = (
         frame.select(columns)
         .filter(_stale(g))
         .select(
@@ -102,8 +102,11 @@ def _stale_values(frame: pl.DataFrame, g: GroupJoin) -> dict[str, dict]:
             age=pl.col("event_time") - pl.col(avail_column(g.name)),
             has_value=pl.any_horizontal([pl.col(c).is_not_null() for c in g.columns]),
         )
+        .filter("has_value")
+        .group_by("split")
+        .agg(n=pl.len(), age=pl.col("age").max())
+        .collect()
     )
-    found = stale.filter("has_value").group_by("split").agg(n=pl.len(), age=pl.col("age").max())
     return {r["split"]: r for r in found.iter_rows(named=True)}
 
 
@@ -125,13 +128,15 @@ def group_join_stats(frame: pl.DataFrame, g: GroupJoin) -> GroupSplitAudit:
 
 
 def _feature_groups(
-    frame: pl.DataFrame, groups: list[GroupJoin]
+    frame: pl.LazyFrame, groups: list[GroupJoin]
 ) -> tuple[list[FeatureGroupAudit], dict[str, int]]:
     exprs = [e for g in groups for e in _group_exprs(g)]
     if not exprs:
         return [], {}
     # one pass per split; the whole frame's figures are their sums and maxima
-    per_split = {r["split"]: r for r in frame.group_by("split").agg(exprs).iter_rows(named=True)}
+    per_split = {
+        r["split"]: r for r in frame.group_by("split").agg(exprs).collect().iter_rows(named=True)
+    }
     audits, stale_values = [], {}
     for g in groups:
         for split, extra in _stale_values(frame, g).items():  # values read past the TTL
@@ -196,21 +201,21 @@ def _policy_cut(w: LeakagePolicy) -> pl.Expr:
     )
 
 
-def _inside_rule(frame: pl.DataFrame, w: LeakagePolicy) -> AuditRule:
+def _inside_rule(frame: pl.LazyFrame, w: LeakagePolicy) -> AuditRule:
     t = pl.col("event_time")
     inside = pl.lit(False)
     for name, win in (("train", w.train_window), *w.eval_windows.items()):
         inside = inside | ((pl.col("split") == name) & (t >= win.start) & (t < win.end))
-    outside = int(frame.select((~inside.fill_null(False)).sum()).item())
+    outside, rows = frame.select((~inside.fill_null(False)).sum(), pl.len()).collect().row(0)
     return AuditRule(
         rule="events_inside_split_windows",
         passed=outside == 0,
-        detail=f"{outside} of {frame.height} rows lie outside their split's window",
+        detail=f"{outside} of {rows} rows lie outside their split's window",
     )
 
 
 def _label_rules(
-    frame: pl.DataFrame, w: LeakagePolicy, gap: dict[str, float | None]
+    frame: pl.LazyFrame, w: LeakagePolicy, gap: dict[str, float | None]
 ) -> list[AuditRule]:
     """Per split: the labels used, and every visible label, were observed before the cut."""
     used = (
@@ -218,6 +223,7 @@ def _label_rules(
         .filter(pl.col(LABEL_OBSERVED).is_not_null())
         .group_by("split")
         .agg((pl.col(LABEL_OBSERVED) - _policy_cut(w)).max().alias("gap"))
+        .collect()
     )
     used_gap = {r["split"]: _seconds(r["gap"]) for r in used.iter_rows(named=True)}
     rules = []
@@ -238,13 +244,13 @@ def _label_rules(
     return rules
 
 
-def _unlabeled_rule(frame: pl.DataFrame, rule: str) -> AuditRule:
+def _unlabeled_rule(frame: pl.LazyFrame, rule: str) -> AuditRule:
     unlabeled = pl.col(LABEL_OBSERVED).is_null()
     if rule == "exclude":
-        bad = int(frame.select(unlabeled.sum()).item())
+        bad = int(frame.select(unlabeled.sum()).collect().item())
         detail = f"{bad} rows without a visible label remain (missing_label = exclude)"
     else:
-        bad = int(frame.select((unlabeled & (pl.col("label") != 0)).sum()).item())
+        bad = int(frame.select((unlabeled & (pl.col("label") != 0)).sum()).collect().item())
         detail = f"{bad} rows without a visible label are not negative (missing_label = negative)"
     return AuditRule(rule="unlabeled_events_handled", passed=bad == 0, detail=detail)
 
@@ -254,18 +260,28 @@ def _source_column(spec: FeatureSpec) -> str:
 
 
 def feature_label_auc(
-    frame: pl.DataFrame, features: list[str], seed: int, rows: int = AUC_SAMPLE_ROWS
+    frame: pl.DataFrame | pl.LazyFrame, features: list[str], seed: int,
+    rows: int = AUC_SAMPLE_ROWS,
 ) -> dict[str, float | None]:
     """ROC-AUC of each feature alone on a seeded sample of labelled training rows, nulls and
     NaNs ranked lowest (a value present only for frauds is the label too)."""
+    frame = frame.lazy()
     eligible = np.flatnonzero(
         frame.select((pl.col("split") == "train") & pl.col(LABEL_OBSERVED).is_not_null())
+        .collect()
         .to_series()
         .to_numpy()
     )
     if eligible.size > rows:
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, rows, replace=False))
-    train = frame.select("label", *features)[eligible]
+    # a filter on the row index rather than a gather: on a file scan only the sample is kept
+    train = (
+        frame.select("label", *features)
+        .with_row_index("__row")
+        .filter(pl.col("__row").cast(pl.Int64).is_in(pl.Series(eligible, dtype=pl.Int64).implode()))
+        .drop("__row")
+        .collect()
+    )
     y = train["label"].to_numpy()
     pos, neg = int((y == 1).sum()), int((y != 1).sum())
     if not features or pos == 0 or neg == 0:
@@ -279,7 +295,7 @@ def feature_label_auc(
 
 
 def audit_frame(
-    frame: pl.DataFrame,
+    frame: pl.DataFrame | pl.LazyFrame,
     *,
     windows: LeakagePolicy,
     groups: list[GroupJoin],
@@ -292,7 +308,11 @@ def audit_frame(
     maturity: LabelMaturity | None,
     seed: int,
 ) -> LeakageAudit:
-    """Measure every leakage rule on the frame's evidence columns; any failure is a violation."""
+    """Measure every leakage rule on the frame's evidence columns; any failure is a violation.
+
+    ``frame`` may be lazy (a scan of a frame written in streaming mode): each rule reads only
+    the columns it needs."""
+    frame = frame.lazy()
     group_audits, stale_values = _feature_groups(frame, groups)
     rules = [_window_rule(windows), _inside_rule(frame, windows)]
     for g in group_audits:
@@ -321,9 +341,7 @@ def audit_frame(
     rules += _label_rules(frame, windows, gap)
     rules.append(_unlabeled_rule(frame, windows.missing_label))
     names = [f.name for f in schema]
-    pii = pii_columns(
-        policy, [*frame.select("event_id", "event_time", "split", "label").columns, *names]
-    )
+    pii = pii_columns(policy, ["event_id", "event_time", "split", "label", *names])
     by_name = [
         f.name
         for f in schema

@@ -1,0 +1,128 @@
+"""Frames beyond memory (issue 8): the streaming build writes the same frame, byte for byte.
+
+The streaming build keeps only the narrow rows and the match indices in memory and writes the
+features chunk by chunk; its audit scans the written file. Both modes write fixed row groups, so
+the content-addressed frame (and with it every id downstream) does not depend on the mode.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from model_factory.contracts import GovernancePolicy, TrainingConfig
+from model_factory.core import frames
+from model_factory.core.canonical import sha256_hex
+from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.core.frames import (
+    build_training_frame,
+    frame_from_parquet,
+    frame_to_parquet,
+    write_training_frame,
+)
+from model_factory.core.intake import intake, reload_inputs
+from model_factory.core.manifests import Catalog
+from model_factory.core.registry import FileRegistry
+from model_factory.core.runs import FactoryEnv, stage_frame, stage_intake
+from model_factory.core.storage import ArtifactStore
+from model_factory_tests.core.test_frames_asof import (
+    PARTITION,
+    config,
+    random_catalog_data,
+    write_catalog,
+)
+from model_factory_tests.core.test_leakage_audit import unsafe_valid_from_snapshots
+
+
+def both_modes(root: Path, seed: int, chunk_rows: int, missing_label: str = "negative"):
+    catalog = write_catalog(root / "catalog", random_catalog_data(seed))
+    receipt, inputs = intake(catalog, config(missing_label), PARTITION, GovernancePolicy())
+    built = build_training_frame(receipt, inputs, GovernancePolicy())
+    written = write_training_frame(
+        receipt, inputs, GovernancePolicy(), str(root / "frame.parquet"), chunk_rows=chunk_rows
+    )
+    return built, written
+
+
+@pytest.mark.parametrize(
+    ("seed", "chunk_rows", "missing_label"),
+    [(1, 5, "negative"), (2, 16, "exclude"), (3, 37, "negative"), (5, 10_000, "exclude")],
+)
+def test_streaming_frame_is_byte_identical_to_the_in_memory_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, chunk_rows: int,
+    missing_label: str,
+) -> None:
+    # small row groups, so chunks straddle them and the last one is partial
+    monkeypatch.setattr(frames, "FRAME_ROW_GROUP", 16)
+    built, written = both_modes(tmp_path, seed, chunk_rows, missing_label)
+    data = Path(written.path).read_bytes()
+    assert built.frame.height > 40
+    assert sha256_hex(data) == sha256_hex(frame_to_parquet(built.frame))
+    assert frame_from_parquet(data).equals(built.frame)
+    assert pq.ParquetFile(written.path).metadata.num_row_groups == -(-built.frame.height // 16)
+    assert written.audit == built.audit and written.audit.passed
+    assert written.feature_schema == built.feature_schema
+    counts = built.frame.group_by("split").agg(n=pl.len(), p=pl.col("label").sum())
+    assert written.rows == {r["split"]: r["n"] for r in counts.iter_rows(named=True)}
+    assert written.positives == {r["split"]: r["p"] for r in counts.iter_rows(named=True)}
+    # no temporary file is left next to the frame
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "frame.parquet"]
+
+
+def test_frame_bytes_do_not_depend_on_how_rows_were_chunked(monkeypatch) -> None:
+    monkeypatch.setattr(frames, "FRAME_ROW_GROUP", 7)
+    frame = pl.DataFrame({"a": range(100), "b": [float(i) / 3 for i in range(100)]})
+    whole = frame_to_parquet(frame)
+    for sizes in ([1] * 100, [7, 7, 86], [99, 1], [3, 50, 47]):
+        buf, start = io.BytesIO(), 0
+        writer = frames.FrameWriter(buf)
+        for n in sizes:
+            writer.write(frame.slice(start, n))
+            start += n
+        writer.close()
+        assert buf.getvalue() == whole, sizes
+
+
+def test_streaming_audit_still_catches_the_valid_from_trap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit in streaming mode reads the written evidence, so a wrong join is still caught."""
+    monkeypatch.setattr(frames, "_snapshots", unsafe_valid_from_snapshots)
+    built, written = both_modes(tmp_path, 4, 97)
+    assert not written.audit.passed
+    assert any(v.startswith("features_available_before_event") for v in written.audit.violations)
+    assert written.audit == built.audit
+
+
+def test_an_empty_frame_is_written_with_its_columns(tmp_path: Path) -> None:
+    empty = pl.DataFrame({"event_id": [], "x": []}, schema={"event_id": pl.Int64, "x": pl.Float32})
+    back = frame_from_parquet(frame_to_parquet(empty))
+    assert back.height == 0 and back.schema == empty.schema
+
+
+def test_the_frame_stage_stores_the_same_frame_in_either_mode(tmp_path: Path) -> None:
+    """On demo data, through the stage: streaming (forced, and chosen by `auto` above a size)
+    stores the very blob and record the in-memory build stores, so no id depends on the mode."""
+
+    generate_demo_data(str(tmp_path / "catalog"), DemoDataSpec(customers=400, terminals=800, weeks=8))
+    results = {}
+    for mode, above in (("memory", 0), ("streaming", 0), ("auto", 1), ("auto", 1 << 40)):
+        env = FactoryEnv(
+            Catalog(str(tmp_path / "catalog")), ArtifactStore(str(tmp_path / "store")),
+            FileRegistry(str(tmp_path / "registry")), GovernancePolicy(),
+        )
+        env = replace(env, frame_mode=mode, stream_frames_above_bytes=above)
+        intake_result = stage_intake(env, TrainingConfig(), "2026-02-23")
+        streams = env.streams_frame(reload_inputs(intake_result.doc))
+        results[(mode, above)] = (stage_frame(env, intake_result.ref), streams)
+    assert [s for _, s in results.values()] == [False, True, True, False]
+    refs = {(r.ref.sha256, r.doc.frame.sha256) for r, _ in results.values()}
+    assert len(refs) == 1, refs  # one record and one frame blob, whatever the mode
+    assert len(list((tmp_path / "store").rglob("*.parquet"))) == 1
+    record = results[("streaming", 0)][0].doc
+    assert record.rows["train"] > 1000 and record.leakage_audit.passed
