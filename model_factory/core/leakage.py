@@ -265,23 +265,25 @@ def feature_label_auc(
 ) -> dict[str, float | None]:
     """ROC-AUC of each feature alone on a seeded sample of labelled training rows, nulls and
     NaNs ranked lowest (a value present only for frauds is the label too)."""
-    frame = frame.lazy()
     eligible = np.flatnonzero(
-        frame.select((pl.col("split") == "train") & pl.col(LABEL_OBSERVED).is_not_null())
+        frame.lazy()
+        .select((pl.col("split") == "train") & pl.col(LABEL_OBSERVED).is_not_null())
         .collect()
         .to_series()
         .to_numpy()
     )
     if eligible.size > rows:
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, rows, replace=False))
-    # a filter on the row index rather than a gather: on a file scan only the sample is kept
-    train = (
-        frame.select("label", *features)
-        .with_row_index("__row")
-        .filter(pl.col("__row").cast(pl.Int64).is_in(pl.Series(eligible, dtype=pl.Int64).implode()))
-        .drop("__row")
-        .collect()
-    )
+    if isinstance(frame, pl.DataFrame):
+        train = frame.select("label", *features)[eligible]
+    else:  # a file scan: filter on the row index, so only the sample is kept in memory
+        train = (
+            frame.select("label", *features)
+            .with_row_index("__row")
+            .filter(pl.col("__row").cast(pl.Int64).is_in(pl.Series(eligible).implode()))
+            .drop("__row")
+            .collect()
+        )
     y = train["label"].to_numpy()
     pos, neg = int((y == 1).sum()), int((y != 1).sum())
     if not features or pos == 0 or neg == 0:
@@ -312,7 +314,7 @@ def audit_frame(
 
     ``frame`` may be lazy (a scan of a frame written in streaming mode): each rule reads only
     the columns it needs."""
-    frame = frame.lazy()
+    original, frame = frame, frame.lazy()
     group_audits, stale_values = _feature_groups(frame, groups)
     rules = [_window_rule(windows), _inside_rule(frame, windows)]
     for g in group_audits:
@@ -357,7 +359,7 @@ def audit_frame(
             else f"none of {len(names)} features is PII or a label column",
         )
     )
-    aucs = feature_label_auc(frame, names, seed)
+    aucs = feature_label_auc(original, names, seed)
     derived = [
         f for f, a in aucs.items() if a is not None and abs(a - 0.5) >= LABEL_DERIVED_AUC - 0.5
     ]
