@@ -10,6 +10,7 @@ of every content digest, so rebuilding the same train run yields the same ids (A
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,10 @@ def schema_version_of(name: str) -> str:
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("datetime must be timezone-aware (UTC)")
+    # Another offset is refused, not converted: a document whose author thought in local time
+    # is more likely wrong by that offset than meant as the instant it denotes.
+    if value.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
+        raise ValueError(f"datetime must be UTC (offset +00:00 or Z), found offset {value.utcoffset()}")
     return value.astimezone(UTC)
 
 
@@ -141,6 +146,8 @@ class DatasetManifest(_Contract):
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError("columns: duplicate column names")
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError("keys: duplicate key names")
         for col in [self.time_column, *self.keys, self.valid_from_column]:
             if col is not None and col not in names:
                 raise ValueError(f"column '{col}' is declared but not in columns")
@@ -1067,6 +1074,9 @@ class ModelBundle(_Contract):
     config: TrainingConfig
     config_hash: Sha256
     code_version: str
+    policy_digest: Sha256 | None = Field(
+        None, description="sha256 of the canonical governance policy the run obeyed, as pinned at "
+        "intake; null only in bundles written before policies were pinned.")
     training_run_record: TrainingRunRecord
     created_at_utc: UtcDatetime | None = None
 
@@ -1177,6 +1187,9 @@ class GovernancePolicy(_Contract):
     """What data may be used, what may never enter a frame or bundle, and gate floors."""
 
     schema_version: _versioned("GovernancePolicy")
+    policy_version: VersionTag = Field(
+        "1", description="The policy's own version, bumped on every edit; its digest pins the exact "
+        "content in every intake receipt and bundle.")
     allowed_data_window: TimeWindow | None = Field(
         None, description="All event, label and feature time used must lie inside it.")
     excluded_ranges: list[TimeWindow] = Field(
@@ -1196,6 +1209,24 @@ class GovernancePolicy(_Contract):
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
     allowed_triggerers: list[str] | None = Field(
         None, description="fnmatch patterns of who may trigger training, e.g. 'schedule:*'; null = anyone.")
+    allowed_url_schemes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*$")]] = Field(
+        default_factory=lambda: ["file", "s3", "memory"],
+        description="URL schemes a manifest's data files may use (a plain path is 'file'); any "
+        "other (http, ftp, data, chained caches) is refused at intake.")
+    data_roots: list[str] = Field(
+        default_factory=list,
+        description="URL prefixes data files may live under besides the catalog root (for data "
+        "registered in place with `manifest create`); files elsewhere are refused at intake.")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self) -> GovernancePolicy:
+        # A broken pattern would otherwise fail at intake, far from the policy file at fault.
+        for i, pattern in enumerate(self.pii_patterns):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pii_patterns[{i}] is not a regular expression: {exc}") from exc
+        return self
 
 
 class IntakeReceipt(_Contract):
@@ -1213,6 +1244,9 @@ class IntakeReceipt(_Contract):
         None, description="The family's champion before this week, pinned at intake.")
     gate_history: list[WeekReportRef] = Field(
         default_factory=list, description="Earlier weeks' reports, pinned for stability criteria.")
+    policy_digest: Sha256 | None = Field(
+        None, description="sha256 of the canonical governance policy the run obeyed (part of the "
+        "train run id); null only in receipts written before policies were pinned.")
     provenance: Provenance | None = None
 
 

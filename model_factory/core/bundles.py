@@ -70,7 +70,8 @@ def assemble_bundle(*, intake: IntakeReceipt, audit: LeakageAudit, feature_schem
         input_dataset_manifests=intake.input_dataset_manifests, evaluation_report_ref=report_ref,
         policy_config=policy_config, gate_receipt=receipt, gate_history=intake.gate_history, leakage_audit=audit,
         config=intake.config, config_hash=intake.config_hash, code_version=intake.code_version,
-        training_run_record=record, created_at_utc=datetime.now(UTC))
+        policy_digest=intake.policy_digest, training_run_record=record,
+        created_at_utc=datetime.now(UTC))
     draft = ModelBundle.model_construct(bundle_id="mfb-" + "0" * 20, **fields)
     return ModelBundle.model_validate({**draft.model_dump(mode="json"),
                                        "bundle_id": bundle_id_of(draft.model_dump(mode="json"))})

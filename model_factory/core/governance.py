@@ -13,8 +13,15 @@ from model_factory.contracts import (
     LeakagePolicy,
     TimeWindow,
 )
+from model_factory.core.canonical import canonical_json, sha256_hex
 from model_factory.core.windows import data_span
 from model_factory.errors import PolicyViolationError
+
+
+def policy_digest(policy: GovernancePolicy) -> str:
+    """sha256 of the canonical policy: pinned in every intake receipt (so in the train run id)
+    and every bundle, so a run can be checked against the exact rules it obeyed."""
+    return sha256_hex(canonical_json(policy))
 
 
 def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: str | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
+
 from model_factory.contracts import (
     ChampionRef,
     GovernancePolicy,
@@ -18,19 +20,23 @@ from model_factory.core.governance import (
     check_gate_policy,
     check_no_pii,
     check_triggerer,
+    policy_digest,
 )
 from model_factory.core.identity import code_version, config_hash, train_run_id
 from model_factory.core.manifests import (
     Catalog,
     CatalogEntry,
+    check_file_locations,
+    file_uris,
     manifest_digest,
     read_manifest,
     verify_manifest_files,
 )
 from model_factory.core.windows import data_span, resolve_windows
-from model_factory.errors import DigestMismatchError, SchemaMismatchError
+from model_factory.errors import DigestMismatchError, MissingInputError, SchemaMismatchError
 
 RESERVED_FEATURE_COLUMNS = ("available_at", "valid_from")
+LABEL_VALUES = frozenset({0, 1})
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,32 @@ def find_inputs(catalog: Catalog, config: TrainingConfig, windows: LeakagePolicy
     return FrameInputs(events=events, labels=labels, feature_groups=groups)
 
 
+def _drift(first: CatalogEntry, other: CatalogEntry) -> str | None:
+    """How ``other``'s columns differ from ``first``'s (renamed, retyped, missing), or None."""
+    a = {c.name: c.dtype for c in first.manifest.columns}
+    b = {c.name: c.dtype for c in other.manifest.columns}
+    if a == b:
+        return None
+    retyped = [f"{n}: {a[n]} -> {b[n]}" for n in a if n in b and a[n] != b[n]]
+    return (f"missing {sorted(set(a) - set(b))}, new {sorted(set(b) - set(a))}, "
+            f"retyped {retyped} (compared with {first.uri})")
+
+
+def check_same_schema(entries: list[CatalogEntry], what: str) -> None:
+    """One dataset keeps one schema across its weeks: a renamed, retyped or dropped column in
+    any week is refused here, not discovered half-way through a frame."""
+    for e in entries[1:]:
+        drift = _drift(entries[0], e)
+        if drift:
+            raise SchemaMismatchError(f"{what} schema drifts between weeks: {drift}", source=e.uri,
+                                      field="columns")
+
+
 def check_compatibility(config: TrainingConfig, inputs: FrameInputs, policy: GovernancePolicy) -> None:
-    """Manifests carry the columns, keys and label family the config asks for, and no PII
-    column is selected."""
+    """Manifests carry the columns, keys and label family the config asks for, keep one schema
+    across weeks, and no PII column is selected (as a feature or as a join key)."""
+    check_same_schema(inputs.events, "events")
+    check_same_schema(inputs.labels, "labels")
     for e in inputs.events:
         names = e.manifest.column_names()
         for field, cols in (("event_features", config.event_features), ("entity_keys", config.entity_keys)):
@@ -71,6 +100,7 @@ def check_compatibility(config: TrainingConfig, inputs: FrameInputs, policy: Gov
                 raise SchemaMismatchError(f"events lack columns {missing} named in the config",
                                           source=e.uri, field=field)
         check_no_pii(policy, config.event_features, e.uri, "event_features")
+        check_no_pii(policy, config.entity_keys, e.uri, "entity_keys")
     for e in inputs.labels:
         if e.manifest.label_family != config.label_family:
             raise SchemaMismatchError(
@@ -79,12 +109,17 @@ def check_compatibility(config: TrainingConfig, inputs: FrameInputs, policy: Gov
         for col in ("event_id", "label_value", "observed_time"):
             if col not in e.manifest.column_names():
                 raise SchemaMismatchError(f"labels lack column '{col}'", source=e.uri, field="columns")
+        dtype = next(c.dtype for c in e.manifest.columns if c.name == "label_value")
+        if not dtype.startswith(("int", "uint", "bool")):
+            raise SchemaMismatchError(f"label_value must be an integer column, found {dtype}",
+                                      source=e.uri, field="label_value")
     for name, entries in inputs.feature_groups.items():
         first = entries[0]
         for e in entries:
             if e.manifest.columns != first.manifest.columns or e.manifest.keys != first.manifest.keys:
                 raise SchemaMismatchError(
-                    f"feature group '{name}' changes schema between {first.uri} and this manifest",
+                    f"feature group '{name}' changes schema between weeks: "
+                    f"{_drift(first, e) or f'keys {first.manifest.keys} -> {e.manifest.keys}'}",
                     source=e.uri, field="columns")
             if e.manifest.ttl_seconds != first.manifest.ttl_seconds:
                 raise SchemaMismatchError(f"feature group '{name}' changes its TTL", source=e.uri,
@@ -95,6 +130,40 @@ def check_compatibility(config: TrainingConfig, inputs: FrameInputs, policy: Gov
                 f"feature group '{name}' is keyed by {unknown}, not among the events' entity_keys",
                 source=first.uri, field="keys")
         check_no_pii(policy, feature_columns(first), first.uri, "columns")
+
+
+def check_label_values(entries: list[CatalogEntry], label_family: str) -> None:
+    """The family's labels are 0 (genuine) or 1 (fraud) and never null: every family trains a
+    binary classifier, so any other value is bad data, refused before it can become a label."""
+    for e in entries:
+        frame = pl.scan_parquet(file_uris(e.manifest, e.uri))
+        if "label_family" in e.manifest.column_names():
+            frame = frame.filter(pl.col("label_family") == label_family)
+        found = frame.select(pl.col("label_value").unique().sort(nulls_last=True)).collect()
+        bad = [v for v in found["label_value"].to_list() if v not in LABEL_VALUES]
+        if bad:
+            raise SchemaMismatchError(
+                f"label family '{label_family}' takes values {sorted(LABEL_VALUES)}, found "
+                f"{bad[:5]}", source=e.uri, field="label_value")
+
+
+def check_not_empty(events: list[CatalogEntry], windows: LeakagePolicy) -> None:
+    """Every split has events by the manifests' own row counts: an empty week that would leave a
+    split without rows is refused before the frame, the model and a report about nothing."""
+    splits = {"train": windows.train_window, **windows.eval_windows}
+    for split, window in splits.items():
+        covering = [e for e in events if e.manifest.time_window.overlaps(window)]
+        if covering and not sum(e.manifest.row_count for e in covering):
+            raise MissingInputError(
+                f"no events in the {split} window [{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d}): "
+                f"every manifest covering it has 0 rows", source=covering[0].uri, field="row_count")
+
+
+def check_locations(catalog: Catalog, inputs: FrameInputs, policy: GovernancePolicy) -> None:
+    root = catalog.location.uri(catalog.location.root)
+    for e in inputs.all_entries():
+        check_file_locations(e.manifest, e.uri, root=root,
+                             allowed_schemes=policy.allowed_url_schemes, data_roots=policy.data_roots)
 
 
 def feature_columns(entry: CatalogEntry) -> list[str]:
@@ -116,19 +185,25 @@ def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy:
         check_triggerer(policy, provenance.triggered_by, source=policy_source)
     inputs = find_inputs(catalog, config, windows)
     check_compatibility(config, inputs, policy)
+    check_not_empty(inputs.events, windows)
+    # Where the files are is checked before any of them is opened.
+    check_locations(catalog, inputs, policy)
     for e in inputs.all_entries():
-        verify_manifest_files(e.manifest, e.uri)
+        verify_manifest_files(e.manifest, e.uri, decode=True)
+    check_label_values(inputs.labels, config.label_family)
     refs = [e.ref for e in inputs.all_entries()]
     cfg_hash = config_hash(config)
     code = code_version()
     history = gate_history or []
+    policy_sha = policy_digest(policy)
+    # The policy is a pin like the champion: other rules, another train run.
     pins = {"champion": champion.bundle_id if champion else None,
-            "history": [h.evaluation_report_ref.digest for h in history]}
+            "history": [h.evaluation_report_ref.digest for h in history], "policy": policy_sha}
     receipt = IntakeReceipt(
         train_run_id=train_run_id(partition_key, cfg_hash, [r.digest for r in refs], code, pins),
         partition_key=partition_key, config=config, config_hash=cfg_hash, code_version=code,
         windows=windows, input_dataset_manifests=refs, champion=champion, gate_history=history,
-        provenance=provenance)
+        policy_digest=policy_sha, provenance=provenance)
     return receipt, inputs
 
 

@@ -8,6 +8,9 @@ relative to the manifest's folder (or as full URIs), so a dataset folder can be 
 from __future__ import annotations
 
 import itertools
+import os
+import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +35,7 @@ from model_factory.errors import (
     ImmutabilityError,
     ManifestError,
     MissingInputError,
+    PolicyViolationError,
     SchemaMismatchError,
 )
 
@@ -53,6 +57,55 @@ def resolve_file_uri(manifest_uri: str, path: str) -> str:
     return join(manifest_uri.rsplit("/", 1)[0], path)
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+def url_scheme(uri: str) -> str:
+    """The scheme of a URL ('file' for a plain path); a chained URL ('simplecache::s3://...')
+    is named by its outer layer, so it has to be allowed by that name."""
+    match = _SCHEME.match(uri)
+    return match.group(1).lower() if match else "file"
+
+
+def _location_key(uri: str) -> tuple[str, str]:
+    """(scheme, normalised path) for comparing locations; local paths with symlinks resolved,
+    so a link inside the catalog that points outside it is outside."""
+    scheme = url_scheme(uri)
+    if scheme == "file":
+        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        return scheme, os.path.realpath(path)
+    rest = uri.split("://", 1)[1] if "://" in uri else uri.split(":", 1)[1]
+    return scheme, posixpath.normpath("/" + rest.lstrip("/"))
+
+
+def _is_under(uri: str, root: str) -> bool:
+    (scheme, path), (root_scheme, root_path) = _location_key(uri), _location_key(root)
+    return scheme == root_scheme and (path == root_path or
+                                      path.startswith(root_path.rstrip("/") + "/"))
+
+
+def check_file_locations(manifest: DatasetManifest, manifest_uri: str, *, root: str,
+                         allowed_schemes: Sequence[str], data_roots: Sequence[str] = ()) -> None:
+    """Every data file uses an allowed URL scheme and lies under the catalog root (or one of
+    ``data_roots``): no '..', no absolute path elsewhere, no symlink pointing out."""
+    for i, entry in enumerate(manifest.files):
+        field = f"files[{i}].path"
+        scheme = url_scheme(entry.path)
+        if scheme not in allowed_schemes:
+            raise PolicyViolationError(
+                f"data file '{entry.path}' uses the URL scheme '{scheme}', not among the "
+                f"allowed {list(allowed_schemes)}", source=manifest_uri, field=field)
+        if ".." in re.split(r"[/\\]", entry.path):
+            raise ManifestError(f"data file path '{entry.path}' contains '..': paths may not "
+                                "climb out of their folder", source=manifest_uri, field=field)
+        uri = resolve_file_uri(manifest_uri, entry.path)
+        roots = [root, *data_roots]
+        if not any(_is_under(uri, r) for r in roots):
+            raise ManifestError(
+                f"data file {uri} resolves to {_location_key(uri)[1]}, outside the catalog root "
+                f"and the policy's data_roots {roots}", source=manifest_uri, field=field)
+
+
 def _arrow_schema(uri: str) -> pa.Schema:
     fs, path = open_uri(uri)
     try:
@@ -60,7 +113,7 @@ def _arrow_schema(uri: str) -> pa.Schema:
             return pq.read_schema(f)
     except FileNotFoundError as exc:
         raise MissingInputError("data file does not exist", source=uri, field="files") from exc
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowException, OSError) as exc:  # truncated or corrupt: no footer, bad thrift
         raise ManifestError(f"not a readable parquet file ({exc})", source=uri, field="files") from exc
 
 
@@ -164,23 +217,49 @@ def read_manifest(uri: str) -> DatasetManifest:
     return parse_document(data, DatasetManifest, source=uri, error=ManifestError)
 
 
+def _decode_all(uri: str, manifest_uri: str, field: str) -> None:
+    """Decode every page once: a file pinned corrupt (its digest re-taken after the damage)
+    is refused here, not half-way through a frame."""
+    fs, path = open_uri(uri)
+    try:
+        with fs.open(path, "rb") as f:
+            for _ in pq.ParquetFile(f).iter_batches(batch_size=1 << 16):
+                pass
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"data file {uri} is not readable parquet ({exc})", source=manifest_uri,
+                            field=field) from exc
+
+
 def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
-                          check_window: bool = True) -> None:
-    """Every file exists, has its pinned sha256, row count and the declared schema."""
+                          check_window: bool = True, decode: bool = False) -> None:
+    """Every file exists, has its pinned sha256, size, row count and the declared schema (and,
+    with ``decode``, every page decodes)."""
     declared = [(c.name, c.dtype) for c in manifest.columns]
     uris = []
+    seen: dict[str, int] = {}
     for i, entry in enumerate(manifest.files):
         uri = resolve_file_uri(manifest_uri, entry.path)
+        # The same file (or the same bytes under another name) twice would count its rows twice.
+        for key, field in ((uri, "path"), (entry.sha256, "sha256")):
+            if key in seen:
+                raise ManifestError(f"files[{i}] repeats files[{seen[key]}] ({key})",
+                                    source=manifest_uri, field=f"files[{i}].{field}")
+            seen[key] = i
         fs, path = open_uri(uri)
         if not fs.exists(path):
             raise MissingInputError(f"data file {uri} does not exist", source=manifest_uri,
                                     field=f"files[{i}].path")
-        digest, _ = file_sha256(fs, path)
+        digest, size = file_sha256(fs, path)
         if digest != entry.sha256:
             raise DigestMismatchError(
                 f"data file {uri} has sha256 {digest}, manifest pins {entry.sha256}",
                 source=manifest_uri, field=f"files[{i}].sha256")
+        if size != entry.size_bytes:
+            raise ManifestError(f"data file {uri} has {size} bytes, manifest says {entry.size_bytes}",
+                                source=manifest_uri, field=f"files[{i}].size_bytes")
         schema = _arrow_schema(uri)
+        if i == 0:  # the window is checked on this column: it must be a UTC time (all files match)
+            _check_time_column(schema, manifest.time_column, manifest_uri)
         found = [(f.name, str(f.type)) for f in schema]
         if found != declared:
             missing = sorted(set(declared) - set(found))
@@ -193,6 +272,8 @@ def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
         if rows != entry.rows:
             raise ManifestError(f"data file {uri} has {rows} rows, manifest says {entry.rows}",
                                 source=manifest_uri, field=f"files[{i}].rows")
+        if decode:
+            _decode_all(uri, manifest_uri, f"files[{i}]")
         uris.append(uri)
     if check_window and manifest.row_count:
         lo, hi = _time_range(uris, manifest.time_column)

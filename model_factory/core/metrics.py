@@ -206,8 +206,10 @@ def curves(y: np.ndarray, score: np.ndarray, points: int = CURVE_POINTS) -> Spli
         _, tp, fp = _runs(y, score)
     else:
         tp = fp = np.zeros(0)
-    tpr = np.r_[0.0, tp / pos] if pos else np.zeros(1)
-    fpr = np.r_[0.0, fp / neg] if neg else np.zeros(1)
+    # Without positives (or negatives) a rate is undefined: a flat 0 as long as the other axis,
+    # so a week without a single fraud still gets its report (and a gate that says why).
+    tpr = np.r_[0.0, tp / pos] if pos else np.zeros(tp.size + 1)
+    fpr = np.r_[0.0, fp / neg] if neg else np.zeros(fp.size + 1)
     precision = tp / np.maximum(tp + fp, 1)
     recall = tp / pos if pos else np.zeros_like(precision)
     hist_pos, _ = np.histogram(score[y == 1], HISTOGRAM_EDGES)

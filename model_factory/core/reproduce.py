@@ -23,6 +23,7 @@ from model_factory.core.bundles import (
     load_bundle,
 )
 from model_factory.core.canonical import content_digest
+from model_factory.core.governance import policy_digest
 from model_factory.core.identity import code_version
 from model_factory.core.runs import (
     FactoryEnv,
@@ -41,7 +42,8 @@ def pinned_intake(bundle: ModelBundle) -> IntakeReceipt:
         train_run_id=bundle.train_run_id, partition_key=bundle.partition_key, config=bundle.config,
         config_hash=bundle.config_hash, code_version=bundle.code_version,
         windows=bundle.leakage_audit.windows, input_dataset_manifests=bundle.input_dataset_manifests,
-        champion=bundle.gate_receipt.champion, gate_history=bundle.gate_history)
+        champion=bundle.gate_receipt.champion, gate_history=bundle.gate_history,
+        policy_digest=bundle.policy_digest)
 
 
 def as_stored_shape(stored: Any, rebuilt: Any) -> Any:
@@ -61,8 +63,17 @@ def _same(name: str, expected: str, actual: str) -> ArtifactCheck:
 
 
 def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
-    """Rebuild every stage of the bundle's train run and compare."""
+    """Rebuild every stage of the bundle's train run and compare.
+
+    A bundle pins the governance policy it obeyed: when today's policy differs, nothing is
+    rebuilt (the stages would apply other rules) and the verdict is DIFFERENT on that alone."""
     original = load_bundle(bundle_uri)
+    current_policy = policy_digest(env.policy)
+    if original.policy_digest is not None and original.policy_digest != current_policy:
+        return ReproductionReport(
+            bundle_id=original.bundle_id, train_run_id=original.train_run_id, verdict="DIFFERENT",
+            code_version_then=original.code_version, code_version_now=code_version(),
+            comparisons=[_same("policy_digest", original.policy_digest, current_policy)])
     intake_ref = env.store.put_document("intake_receipt.json", pinned_intake(original))
     frame = stage_frame(env, intake_ref)
     model = stage_model(env, intake_ref, frame.ref)
@@ -76,6 +87,8 @@ def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
         return content_digest(as_stored_shape(original_doc, rebuilt_doc.model_dump(mode="json")))
 
     comparisons = [
+        *([_same("policy_digest", original.policy_digest, current_policy)]
+          if original.policy_digest is not None else []),
         _same(FRAME_ARTIFACT, artifact_named(original, FRAME_ARTIFACT).sha256, frame.doc.frame.sha256),  # type: ignore[union-attr]
         _same(MODEL_ARTIFACT, artifact_named(original, MODEL_ARTIFACT).sha256, model.ref.sha256),
         _same("evaluation_report", original.evaluation_report_ref.digest,

@@ -115,7 +115,8 @@ def test_reproduce_says_identical(env, passed):
     report = reproduce_bundle(uri, env)
     assert report.verdict == "IDENTICAL", report.comparisons
     assert {c.name for c in report.comparisons} == {
-        "training_frame.parquet", "model.ubj", "evaluation_report", "gate_receipt", "bundle_id"}
+        "policy_digest", "training_frame.parquet", "model.ubj", "evaluation_report",
+        "gate_receipt", "bundle_id"}
 
 
 def test_reproduce_notices_changed_training(env, passed, tmp_path):
