@@ -10,7 +10,7 @@ from pathlib import Path
 
 from model_factory.contracts import GovernancePolicy
 from model_factory.core.documents import parse_document
-from model_factory.core.storage import read_bytes
+from model_factory.core.storage import read_bytes, s3_conditional_writes_mode
 from model_factory.errors import ConfigError, PolicyViolationError
 
 DEFAULT_START_WEEK = "2026-02-23"  # first trainable week of the default demo data (7 weeks in)
@@ -45,6 +45,7 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"'{start}' must be a Monday as YYYY-MM-DD ({exc})",
                               field="MODEL_FACTORY_START_WEEK") from exc
+        s3_conditional_writes_mode(env)  # a typo fails here, not at the first write to S3
         instance = env.get("MODEL_FACTORY_INSTANCE") or None
         if instance is not None and instance not in INSTANCE_TEMPLATES:
             raise ConfigError(f"'{instance}' is not one of {', '.join(INSTANCE_TEMPLATES)}",

@@ -2,13 +2,18 @@
 
 Nothing is ever written under a final name until it is complete: bytes go to a temporary
 sibling first and are then renamed (local: an atomic hard link that fails if the name exists).
+On S3 (s3fs) a PUT is already atomic, and exclusive create is a conditional PUT
+(``If-None-Match: *``); a bucket that does not honour it is refused (see ``write_exclusive``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +27,7 @@ from model_factory.contracts import ArtifactRef
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
 from model_factory.errors import (
+    ConfigError,
     DigestMismatchError,
     ImmutabilityError,
     MissingInputError,
@@ -29,6 +35,7 @@ from model_factory.errors import (
 )
 
 _CHUNK = 8 << 20
+_S3_PROTOCOLS = ("s3", "s3a")
 
 
 def file_sha256(fs: fsspec.AbstractFileSystem, path: str) -> tuple[str, int]:
@@ -46,6 +53,14 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+def url_to_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """fsspec's url_to_fs, without s3fs's listings cache: a cached listing would hide records and
+    champion changes that other processes wrote since (the registry lists to find them)."""
+    if fsspec.core.split_protocol(url)[0] in _S3_PROTOCOLS:
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)
+    return fsspec.core.url_to_fs(url)
+
+
 @dataclass(frozen=True)
 class Location:
     """A filesystem plus a root path inside it, made from one URL."""
@@ -54,11 +69,11 @@ class Location:
 
     @cached_property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.core.url_to_fs(self.url)[0]
+        return url_to_fs(self.url)[0]
 
     @cached_property
     def root(self) -> str:
-        return fsspec.core.url_to_fs(self.url)[1]
+        return url_to_fs(self.url)[1]
 
     def uri(self, path: str) -> str:
         """The full URI of a path in this location (keeps the protocol for remote stores)."""
@@ -69,7 +84,7 @@ class Location:
 
 
 def open_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    return fsspec.core.url_to_fs(uri)
+    return url_to_fs(uri)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -92,7 +107,10 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     """Create ``path`` with ``data`` unless it exists; returns False when it already existed.
 
     Readers never see a partial file: the bytes are complete under a temporary name first.
+    On S3 see ``_write_exclusive_s3``.
     """
+    if _is_s3(fs):
+        return _write_exclusive_s3(fs, path, data)
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if fs.exists(path):
@@ -117,6 +135,128 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+# Exclusive create on S3 is a conditional PUT, `If-None-Match: *`: the server stores the object
+# only if the key is absent and answers 412 PreconditionFailed otherwise, atomically. A server or
+# bucket that does not implement it either answers 501 NotImplemented or, worse, ignores the header
+# and overwrites. Since S3 has no other compare-and-swap, no client-side scheme (exists() then PUT,
+# PUT then read back) can keep two racing writers from overwriting each other, so such a bucket is
+# refused, unless the operator opts in to single-writer mode (one writer per store at a time,
+# e.g. a Dagster pool of 1): then a write checks that the key is absent and PUTs.
+
+S3_CONDITIONAL_WRITES_ENV = "MODEL_FACTORY_S3_CONDITIONAL_WRITES"
+S3_CONDITIONAL_WRITE_MODES = ("require", "single-writer")
+_NOT_IMPLEMENTED = {"NotImplemented"}
+# AWS answers 409 ConditionalRequestConflict while another conditional write to the key is in flight.
+_CONFLICT = {"ConditionalRequestConflict", "OperationAborted"}
+_CONFLICT_RETRIES = 8
+# (filesystem token, bucket) -> whether the bucket honours If-None-Match, probed once per process.
+_conditional_support: dict[tuple[str, str], bool] = {}
+_probe_lock = threading.Lock()
+
+
+def s3_conditional_writes_mode(env: dict[str, str] | None = None) -> str:
+    """``require`` (default) or ``single-writer`` from MODEL_FACTORY_S3_CONDITIONAL_WRITES."""
+    value = (os.environ if env is None else env).get(S3_CONDITIONAL_WRITES_ENV) or "require"
+    if value not in S3_CONDITIONAL_WRITE_MODES:
+        raise ConfigError(f"'{value}' is not one of {', '.join(S3_CONDITIONAL_WRITE_MODES)}",
+                          field=S3_CONDITIONAL_WRITES_ENV)
+    return value
+
+
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return any(p in _S3_PROTOCOLS for p in protocols)
+
+
+def _s3_error(exc: BaseException) -> tuple[str | None, int | None]:
+    """The S3 error code and HTTP status behind an exception s3fs translated from botocore's."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            return (response.get("Error", {}).get("Code"),
+                    response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    return None, None
+
+
+def _not_implemented(exc: BaseException) -> bool:
+    code, status = _s3_error(exc)
+    return code in _NOT_IMPLEMENTED or status == 501
+
+
+def _conditional_put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """PUT with If-None-Match: * ; False on 412 (the key exists), retried on 409 conflicts."""
+    for attempt in range(_CONFLICT_RETRIES):
+        try:
+            fs.pipe_file(path, data, mode="create")
+            return True
+        except FileExistsError:  # s3fs's translation of 412 PreconditionFailed on If-None-Match
+            return False
+        except OSError as exc:
+            if _s3_error(exc)[0] == "PreconditionFailed":  # s3fs releases that map 412 to EINVAL
+                return False
+            if _s3_error(exc)[0] not in _CONFLICT or attempt == _CONFLICT_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+        finally:
+            fs.invalidate_cache(path)
+    raise AssertionError("unreachable")
+
+
+def _honours_if_none_match(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Probe once per bucket: create a fresh key, then create it again; the second must fail.
+
+    A 501 on the first shows a server that rejects conditional writes; a second create that
+    succeeds shows one that ignores the header (and would overwrite). The probe key is hidden
+    and temporary, like the local store's partial files, and is removed again.
+    """
+    bucket = path.split("/", 1)[0]
+    key = (str(getattr(fs, "_fs_token", id(fs))), bucket)
+    with _probe_lock:
+        if key in _conditional_support:
+            return _conditional_support[key]
+        parent = path.rsplit("/", 1)[0]
+        probe = f"{parent}/.tmp-probe-{uuid.uuid4().hex}.partial"
+        try:
+            supported = _conditional_put(fs, probe, b"1") and not _conditional_put(fs, probe, b"2")
+        except OSError as exc:
+            if not _not_implemented(exc):
+                raise  # access denied, no such bucket...: not an answer about conditional writes
+            supported = False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(probe)
+        _conditional_support[key] = supported
+        return supported
+
+
+def _write_exclusive_s3(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """A conditional PUT; 412 means another writer created the key first (callers then compare
+    the content). A PUT is atomic on S3, so no temporary key is needed for readers' sake."""
+    if fs.exists(path):  # saves uploading a large blob again; the conditional PUT decides
+        return False
+    if not _honours_if_none_match(fs, path):
+        if s3_conditional_writes_mode() != "single-writer":
+            raise ConfigError(
+                "this S3 bucket does not honour conditional writes (If-None-Match: *), so two "
+                "writers could overwrite each other; refusing to write. Use a server that "
+                "supports them (AWS S3, recent MinIO, Ceph RGW...), or set "
+                f"{S3_CONDITIONAL_WRITES_ENV}=single-writer if only one process ever writes "
+                "to this store at a time", source=fs.unstrip_protocol(path),
+                field=S3_CONDITIONAL_WRITES_ENV)
+        fs.pipe_file(path, data)
+        fs.invalidate_cache(path)
+        return True
+    try:
+        return _conditional_put(fs, path, data)
+    except OSError as exc:
+        if not _not_implemented(exc):
+            raise
+        raise ConfigError("the S3 server rejected a conditional write (If-None-Match: *) with "
+                          "501 NotImplemented; nothing was written",
+                          source=fs.unstrip_protocol(path), field=S3_CONDITIONAL_WRITES_ENV) from exc
 
 
 class ArtifactStore:
