@@ -8,8 +8,10 @@ matched snapshot and the ``observed_time`` of the label. The leakage audit
 (``core/leakage.py``) measures every rule on that evidence rather than trusting the code that
 built the frame, then the evidence columns are dropped.
 
-Speed: a single integer entity key (the usual case) is joined without Polars' by-join. Each
-snapshot and event gets one int64 composite key ``(entity - min) * span + (time - first)``, so
+Speed: a single integer entity key (the usual case) is joined without Polars' by-join. With
+few snapshots per entity (feature snapshots are daily or weekly), the snapshots are indexed by
+entity and every event walks its entity's few rows in lockstep (``_walk_match``: no sort of the
+events at all). Otherwise each snapshot and event gets one int64 composite key ``(entity - min) * span + (time - first)``, so
 "same entity and available_at <= event_time" becomes "composite of the snapshot <= composite of
 the event, with the same entity part": one sort of the events' composites and a binary search in
 the snapshots' find every match, and the features are gathered once by row index (nulls where no
@@ -59,6 +61,10 @@ JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
 _INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _COMPOSITE_LIMIT = 1 << 62
+# The entity walk: at most this many snapshots per entity (passes over the events), and key
+# values at most this many times the rows (the per-key index is a dense array).
+_WALK_MAX_SNAPSHOTS = 24
+_WALK_KEY_SPAN_PER_ROW = 4
 # Rows per parquet row group of every frame file, in both build modes (same rows, same bytes).
 FRAME_ROW_GROUP = 1 << 17
 
@@ -248,6 +254,43 @@ def _composite_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.n
     return match
 
 
+def _walk_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarray | None:
+    """Index of each event's snapshot (or -1) for one integer key with few snapshots per entity,
+    or None when the keys are too sparse or an entity has too many snapshots.
+
+    The snapshots are sorted by (key, time, tiebreak, written order) and indexed by entity
+    (start and count per key value); each event then walks its entity's few snapshots in
+    lockstep with every other event, keeping the last one available by its time. No sort of
+    the events, and a handful of vectorised passes instead of a binary search per event.
+    """
+    ev_key, snap_key = frame[key], right[key]
+    if ev_key.null_count() or snap_key.null_count() or right.height == 0 or frame.height == 0:
+        return None
+    k0 = min(int(ev_key.min()), int(snap_key.min()))  # type: ignore[arg-type]
+    k1 = max(int(ev_key.max()), int(snap_key.max()))  # type: ignore[arg-type]
+    if k1 - k0 + 1 > _WALK_KEY_SPAN_PER_ROW * (frame.height + right.height):
+        return None
+    snap_k = snap_key.to_numpy().astype(np.int64) - k0
+    counts = np.bincount(snap_k, minlength=k1 - k0 + 1)
+    longest = int(counts.max())
+    if longest > _WALK_MAX_SNAPSHOTS:
+        return None
+    snap_t = _epoch_us(right[JOIN_AT])
+    order = np.lexsort((np.arange(right.height), _tiebreak(right), snap_t, snap_k))
+    sorted_t = snap_t[order]
+    starts = np.cumsum(counts) - counts
+    ev_k = ev_key.to_numpy().astype(np.int64) - k0
+    first, have = starts[ev_k], counts[ev_k]
+    ev_t = _epoch_us(frame["event_time"])
+    last = sorted_t.size - 1
+    found = np.full(frame.height, -1, dtype=np.int64)
+    for j in range(longest):  # snapshots of an entity are in time order: the last fit wins
+        candidate = first + j
+        fits = (have > j) & (sorted_t[np.minimum(candidate, last)] <= ev_t)
+        found = np.where(fits, candidate, found)
+    return np.where(found >= 0, order[np.maximum(found, 0)], -1)
+
+
 def _tiebreak(right: pl.DataFrame) -> np.ndarray:
     """Per snapshot row, the tiebreak time in microseconds (no tiebreak or null: lowest)."""
     if TIEBREAK not in right.columns:
@@ -286,7 +329,9 @@ def match_snapshots(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -
     """Per event (``frame`` sorted by event_time), the row of ``right`` with the same keys and
     the latest ``__join_at <= event_time``, or -1."""
     if len(keys) == 1 and frame.schema[keys[0]] in _INT_KEYS and right.schema[keys[0]] in _INT_KEYS:
-        found = _composite_match(frame, right, keys[0])
+        found = _walk_match(frame, right, keys[0])
+        if found is None:
+            found = _composite_match(frame, right, keys[0])
         if found is not None:
             return found
     return _by_join_match(frame, right, keys)
