@@ -337,9 +337,29 @@ def registry_list(family, as_json) -> None:
 
 @registry.command("show")
 @click.argument("bundle_id")
-def registry_show(bundle_id) -> None:
-    """One registry record as JSON."""
-    click.echo(_registry().get(bundle_id).model_dump_json(indent=2))
+@click.option("--readiness", is_flag=True,
+              help="Print the bundle's promotion readiness document instead of the record.")
+def registry_show(bundle_id, readiness) -> None:
+    """One registry record as JSON (its `readiness_ref` names the promotion readiness document);
+    a summary of the readiness on stderr."""
+    from model_factory.contracts import PromotionReadiness
+    from model_factory.core.storage import ArtifactStore
+
+    record = _registry().get(bundle_id)
+    doc = None
+    if record.readiness_ref is not None:
+        doc = ArtifactStore.get_document(record.readiness_ref.uri, PromotionReadiness,
+                                         record.readiness_ref.sha256)
+    if readiness:
+        if doc is None:
+            raise click.ClickException(f"{bundle_id} was published without a readiness document")
+        click.echo(doc.model_dump_json(indent=2))
+        return
+    click.echo(record.model_dump_json(indent=2))
+    if doc is not None:
+        rec = doc.recommendation
+        share = "" if rec.traffic_share is None else f" at {rec.traffic_share:.2%} of traffic"
+        _say(f"readiness: {rec.stage}{share}: {'; '.join(rec.reasons)}")
 
 
 @registry.command("history")

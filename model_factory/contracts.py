@@ -428,6 +428,55 @@ class EvaluationSettings(_Contract):
         return self
 
 
+class ReadinessSettings(_Contract):
+    """Promotion readiness: the limits and thresholds that turn the candidate-vs-champion
+    evidence into a recommended rollout stage (shadow, canary at a share, ramp)."""
+
+    review_capacity_per_day: int = Field(
+        200, ge=1, description="Alerts (score >= review threshold) the review team can work per day.")
+    latency_budget_p50_us: float = Field(
+        5_000.0, gt=0,
+        description="Budget for the median single-row prediction latency, microseconds, as the "
+        "evaluation's latency probe measured it (its p99 on a shared machine is scheduler noise).")
+    min_test_positives: int = Field(
+        30, ge=0, description="Fewer test frauds than this: the evidence is thin, shadow only.")
+    shadow_below_alert_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="Alert overlap (both alert / either alerts) below this: decisions differ a lot, "
+        "shadow only.")
+    ramp_min_alert_overlap: float = Field(
+        0.8, ge=0, le=1, description="Ramp needs at least this alert overlap.")
+    ramp_max_fraud_loss_per_day: float = Field(
+        1.0, ge=0,
+        description="Ramp needs the CI lower bound of frauds caught per day (candidate minus "
+        "champion) at or above minus this.")
+    ramp_max_extra_false_alerts_per_day: float = Field(
+        10.0, ge=0, description="Ramp needs at most this many more false alerts per day.")
+    canary_traffic_share: float = Field(
+        0.05, gt=0, lt=1, description="Traffic share suggested for a canary (lowered to fit the "
+        "review capacity).")
+    min_canary_traffic_share: float = Field(
+        0.01, gt=0, lt=1,
+        description="A canary that fits the review capacity only below this share: shadow instead.")
+    bootstrap_resamples: int = Field(
+        1000, ge=100, le=20000, description="Resamples (rows within each test day) for outcome CIs.")
+    bootstrap_seed: int = Field(20260105, description="Seed of the outcome bootstrap.")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
+    psi_bins: int = Field(10, ge=2, le=100, description="Quantile bins (champion scores) of the PSI.")
+    amount_column: str | None = Field(
+        "amount", description="Frame column summed for the fraud amount caught; null: skip.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReadinessSettings:
+        if self.ramp_min_alert_overlap < self.shadow_below_alert_overlap:
+            raise ValueError("readiness: ramp_min_alert_overlap must be at least "
+                             "shadow_below_alert_overlap")
+        if self.min_canary_traffic_share > self.canary_traffic_share:
+            raise ValueError("readiness: min_canary_traffic_share must not exceed "
+                             "canary_traffic_share")
+        return self
+
+
 class TrainingConfig(_Contract):
     """Everything a user chooses for a train run; its canonical hash is the config_hash."""
 
@@ -468,6 +517,9 @@ class TrainingConfig(_Contract):
     evaluation: EvaluationSettings = Field(
         default_factory=EvaluationSettings,
         description="Evaluation report: intervals, operating points, policy, slices, drift, SHAP.")
+    readiness: ReadinessSettings = Field(
+        default_factory=ReadinessSettings,
+        description="Promotion readiness: review capacity, latency budget, stage thresholds.")
     notes: str = Field("", description="Free text kept with the run.")
 
     @model_validator(mode="after")
@@ -935,6 +987,131 @@ class GateReceipt(_Contract):
     emitted_at_utc: UtcDatetime | None = None
 
 
+class DayDecisions(_Contract):
+    """One test day's decisions (or the window's: day 'all'), each model at its own policy."""
+
+    day: str = Field(description="UTC date, or 'all' for the whole test window.")
+    rows: int
+    candidate_alerts: int = Field(description="Candidate score >= its review threshold.")
+    champion_alerts: int = Field(description="Champion score >= the champion's review threshold.")
+    both_alert: int
+    newly_flagged: int = Field(description="Alerted by the candidate, not by the champion.")
+    newly_cleared: int = Field(description="Alerted by the champion, not by the candidate.")
+    candidate_declines: int = Field(description="Candidate score >= its decline threshold.")
+    champion_declines: int
+    both_decline: int
+    newly_declined: int
+    no_longer_declined: int
+
+
+class DecisionChanges(_Contract):
+    """How the candidate would change decisions compared with the champion, on the same rows."""
+
+    candidate_review_threshold: float | None
+    candidate_decline_threshold: float | None = Field(description="None: no automatic decline.")
+    champion_review_threshold: float | None
+    champion_decline_threshold: float | None
+    days: list[DayDecisions]
+    total: DayDecisions
+    alert_overlap: float | None = Field(
+        description="Both alert / either alerts (Jaccard); None when neither alerts.")
+    decline_overlap: float | None
+    newly_flagged_share: float | None = Field(description="Newly flagged / candidate alerts.")
+    newly_cleared_share: float | None = Field(description="Newly cleared / champion alerts.")
+    changed_decision_share: float = Field(
+        description="(Newly flagged + newly cleared) / rows: transactions whose alert decision changes.")
+
+
+class OutcomeValue(_Contract):
+    """One outcome at the review threshold: each model's value, the difference and its CI."""
+
+    metric: Literal["frauds_caught", "frauds_missed", "false_alerts", "fraud_amount_caught"]
+    candidate: float
+    champion: float
+    delta: float = Field(description="Candidate minus champion.")
+    delta_ci: ConfidenceInterval | None = Field(
+        None, description="Bootstrap over the test rows (resampled within each day), paired.")
+
+
+class DayOutcomes(_Contract):
+    day: str = Field(description="UTC date.")
+    rows: int
+    positives: int
+    outcomes: list[OutcomeValue]
+
+
+class OutcomeDeltas(_Contract):
+    """Frauds caught and missed, false alerts and fraud amount caught, per test day."""
+
+    amount_column: str | None = Field(description="Column summed for the fraud amount; None: absent.")
+    days: list[DayOutcomes]
+    per_day: list[OutcomeValue] = Field(
+        description="Mean per test day; its CI resamples every day's rows independently.")
+
+
+class ScoreAgreement(_Contract):
+    """How alike the two models score the same rows."""
+
+    spearman: float | None = Field(description="Rank correlation; None when a score is constant.")
+    psi: float = Field(description="PSI of the candidate's scores against the champion's.")
+    psi_level: Literal["stable", "moderate", "major"]
+    bins: int = Field(description="Quantile bins of the champion's scores, plus one for nulls.")
+
+
+class OperationalLimits(_Contract):
+    """Alert volume against the review capacity; serving latency against its budget."""
+
+    review_capacity_per_day: int
+    candidate_alerts_peak_day: int
+    candidate_alerts_mean_per_day: float
+    champion_alerts_peak_day: int | None
+    within_review_capacity: bool = Field(description="The candidate alone, at full traffic.")
+    max_traffic_share_within_capacity: float = Field(
+        description="Largest share s in [0, 1] with s x candidate + (1 - s) x champion alerts "
+        "within the capacity on every test day.")
+    latency_budget_p50_us: float
+    latency_within_budget: bool | None = Field(
+        description="The candidate's measured median single-row latency (volatile: in `timings`) "
+        "within the budget; None when not measured.")
+
+
+class ReadinessRecommendation(_Contract):
+    stage: Literal["shadow", "canary", "ramp"]
+    traffic_share: float | None = Field(
+        description="Live traffic share: 0 in shadow (scored, not acted on), the suggested share "
+        "for a canary, None for ramp (the rollout process steps it up).")
+    reasons: list[str]
+
+
+class PromotionReadiness(_Contract):
+    """Before anything goes live: how a PASS bundle would change decisions against the champion,
+    and the rollout stage the evidence supports. Bound to its bundle by id and digests."""
+
+    schema_version: _versioned("PromotionReadiness")
+    bundle_id: BundleId
+    train_run_id: TrainRunId
+    partition_key: str
+    model_family: str
+    model_sha256: Sha256
+    evaluation_report_digest: Sha256
+    champion: ChampionRef | None = Field(description="None: the first model of its family.")
+    champion_problem: str | None = Field(None, description="Why the champion could not be scored.")
+    gate_overridden: bool = Field(description="The gate passed only by an audited override.")
+    test_rows: int
+    test_positives: int
+    test_days: int
+    settings: ReadinessSettings
+    decisions: DecisionChanges | None
+    outcomes: OutcomeDeltas | None
+    agreement: ScoreAgreement | None
+    operational: OperationalLimits
+    recommendation: ReadinessRecommendation
+    html: ArtifactRef | None = Field(None, description="HTML view of this document.")
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Volatile: the latencies the budget was checked with.")
+    created_at_utc: UtcDatetime | None = None
+
+
 class Provenance(_Contract):
     """Who and what started an attempt; never part of a digest."""
 
@@ -1102,6 +1279,8 @@ class RegistryRecord(_Contract):
     gate_status: Literal["PASS"]
     published_by: str
     published_at_utc: UtcDatetime | None = None
+    readiness_ref: ArtifactRef | None = Field(
+        None, description="The bundle's PromotionReadiness document (None: published without one).")
 
 
 class PublishBundleResponse(_Contract):
@@ -1290,6 +1469,7 @@ PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     BundleVerification,
     ReproductionReport,
     CompatibilityReport,
+    PromotionReadiness,
 )
 
 

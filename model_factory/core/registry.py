@@ -7,22 +7,50 @@ Layout: ``records/<bundle_id>.json`` (created exclusively) and
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from model_factory.contracts import (
+    ArtifactRef,
     ChampionChange,
     ChampionRef,
+    PromotionReadiness,
     PublishBundleRequest,
     PublishBundleResponse,
     RegistryRecord,
 )
 from model_factory.core.bundles import model_ref, smoke_test, stored_bundle_digest, verify_bundle
-from model_factory.core.canonical import canonical_json
+from model_factory.core.canonical import canonical_json, content_digest
 from model_factory.core.documents import parse_document
-from model_factory.core.storage import Location, join, write_exclusive
-from model_factory.errors import ModelFactoryError, RegistryError
+from model_factory.core.readiness import READINESS_NAME, readiness_uri_for
+from model_factory.core.storage import Location, join, read_bytes, write_exclusive
+from model_factory.errors import (
+    DigestMismatchError,
+    MissingInputError,
+    ModelFactoryError,
+    RegistryError,
+)
 
 _MAX_RACE_RETRIES = 64
+
+
+def readiness_ref(bundle_uri: str, bundle_id: str, model_sha256: str) -> ArtifactRef | None:
+    """The readiness document next to the bundle, referenced by its content digest; None when the
+    bundle has none. One that speaks for another bundle or model is an error."""
+    uri = readiness_uri_for(bundle_uri)
+    try:
+        data = read_bytes(uri)
+    except MissingInputError:
+        return None
+    doc = parse_document(data, PromotionReadiness, source=uri)
+    for name, found, expected in (("bundle_id", doc.bundle_id, bundle_id),
+                                  ("model_sha256", doc.model_sha256, model_sha256)):
+        if found != expected:
+            raise DigestMismatchError(f"the document is bound to {found}, not this bundle's "
+                                      f"{expected}", source=uri, field=name)
+    # The digest of the JSON as stored, the one ArtifactStore.get_document checks.
+    return ArtifactRef(name=READINESS_NAME, uri=uri, sha256=content_digest(json.loads(data)),
+                       size_bytes=len(data), media_type="application/json")
 
 
 class FileRegistry:
@@ -55,12 +83,17 @@ class FileRegistry:
         if bundle.gate_receipt.gate_status != "PASS":
             return refused("only PASS bundles may be published; this one's gate says FAIL: "
                            + "; ".join(bundle.gate_receipt.reasons))
+        try:
+            readiness = readiness_ref(request.bundle_uri, bundle.bundle_id, model_ref(bundle).sha256)
+        except ModelFactoryError as exc:
+            return refused(f"promotion readiness: {exc}")
         record = RegistryRecord(
             bundle_id=bundle.bundle_id, bundle_uri=request.bundle_uri,
             bundle_sha256=stored_bundle_digest(request.bundle_uri), train_run_id=bundle.train_run_id,
             model_family=bundle.model_family, partition_key=bundle.partition_key,
             model_sha256=model_ref(bundle).sha256, gate_status="PASS",
-            published_by=request.requested_by, published_at_utc=datetime.now(UTC))
+            published_by=request.requested_by, published_at_utc=datetime.now(UTC),
+            readiness_ref=readiness)
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
         status = "published"
         if not write_exclusive(fs, path, canonical_json(record)):

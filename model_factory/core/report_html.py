@@ -18,6 +18,7 @@ from model_factory.contracts import (
     EvaluationReport,
     MetricSet,
     OperatingMetrics,
+    PromotionReadiness,
 )
 from model_factory.core.storage import ArtifactStore
 from model_factory.errors import ModelFactoryError
@@ -887,3 +888,83 @@ def earlier_reports(
         if doc.model_family == model_family:
             found[partition] = doc
     return [found[k] for k in sorted(found)[-weeks:]]
+
+
+# ------------------------------------------------------------------------------ promotion readiness
+
+
+def render_readiness_html(doc: PromotionReadiness) -> bytes:
+    """A bundle's promotion readiness as one HTML page (the evaluation report is written before
+    the bundle exists, so this is its own page, referenced by the document and the bundle's
+    Dagster metadata). A pure function of the document's deterministic content."""
+    rec = doc.recommendation
+    share = "" if rec.traffic_share is None else f" at {_pct(rec.traffic_share, 2)} of traffic"
+    champion = (f"champion {escape(doc.champion.bundle_id)} (week {escape(doc.champion.partition_key)})"
+                if doc.champion else "no champion")
+    sections = [
+        f"<h1>Promotion readiness — {escape(doc.model_family)}, week {escape(doc.partition_key)}</h1>",
+        f'<p class="meta">bundle {escape(doc.bundle_id)} · train run {escape(doc.train_run_id)} · '
+        f"model sha256 {doc.model_sha256[:16]}… · {champion} · {doc.test_rows} test rows, "
+        f"{doc.test_positives} frauds, {doc.test_days} days</p>",
+        f"<h2>Recommendation: {escape(rec.stage)}{escape(share)}</h2>",
+        "<ul>" + "".join(f"<li>{escape(r)}</li>" for r in rec.reasons) + "</ul>",
+    ]
+    d = doc.decisions
+    if d is not None:
+        sections += [
+            "<h2>Decision changes (each model at its own policy thresholds)</h2>",
+            f"<p>Thresholds: candidate review {_f(d.candidate_review_threshold)}, decline "
+            f"{_f(d.candidate_decline_threshold)}; champion review {_f(d.champion_review_threshold)}, "
+            f"decline {_f(d.champion_decline_threshold)}. Alert overlap {_pct(d.alert_overlap)}, "
+            f"decline overlap {_pct(d.decline_overlap)}, newly flagged {_pct(d.newly_flagged_share)} "
+            f"of the candidate's alerts, newly cleared {_pct(d.newly_cleared_share)} of the "
+            f"champion's, {_pct(d.changed_decision_share, 2)} of transactions change.</p>",
+            _table(["day", "rows", "candidate alerts", "champion alerts", "both", "newly flagged",
+                    "newly cleared", "candidate declines", "champion declines", "newly declined",
+                    "no longer declined"],
+                   [[x.day, str(x.rows), str(x.candidate_alerts), str(x.champion_alerts),
+                     str(x.both_alert), str(x.newly_flagged), str(x.newly_cleared),
+                     str(x.candidate_declines), str(x.champion_declines), str(x.newly_declined),
+                     str(x.no_longer_declined)] for x in [*d.days, d.total]]),
+        ]
+    o = doc.outcomes
+    if o is not None:
+        def cells(v) -> list[str]:
+            return [_f(v.candidate, 2), _f(v.champion, 2), f"{v.delta:+.2f} {_ci(v.delta_ci, 2)}"]
+
+        sections += [
+            "<h2>Outcomes at the review threshold</h2>",
+            "<p>Mean per test day, candidate minus champion with a paired bootstrap interval "
+            "(rows resampled within each day).</p>",
+            _table(["outcome", "candidate", "champion", "delta [CI]"],
+                   [[v.metric, *cells(v)] for v in o.per_day]),
+            _table(["day", "frauds", *[f"{m} delta [CI]" for m in [v.metric for v in o.per_day]]],
+                   [[x.day, str(x.positives),
+                     *[f"{v.delta:+.2f} {_ci(v.delta_ci, 2)}" for v in x.outcomes]] for x in o.days]),
+        ]
+    a = doc.agreement
+    if a is not None:
+        sections += ["<h2>Score agreement</h2>",
+                     f"<p>Spearman rank correlation {_f(a.spearman)}; PSI of the candidate's scores "
+                     f"against the champion's {_f(a.psi)} ({escape(a.psi_level)}, {a.bins} bins).</p>"]
+    op = doc.operational
+    latency = {None: "not measured", True: "within", False: "over"}[op.latency_within_budget]
+    sections += [
+        "<h2>Operational limits</h2>",
+        _table(["limit", "value"], [
+            ["review capacity per day", str(op.review_capacity_per_day)],
+            ["candidate alerts: peak day / mean per day",
+             f"{op.candidate_alerts_peak_day} / {op.candidate_alerts_mean_per_day:.1f}"],
+            ["champion alerts: peak day", "–" if op.champion_alerts_peak_day is None
+             else str(op.champion_alerts_peak_day)],
+            ["within capacity at full traffic", "yes" if op.within_review_capacity else "no"],
+            ["largest traffic share within capacity", _pct(op.max_traffic_share_within_capacity, 2)],
+            ["median single-row latency vs budget", f"{latency} {op.latency_budget_p50_us:g} µs"],
+        ]),
+    ]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Readiness {escape(doc.model_family)} {escape(doc.partition_key)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    return page.encode()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -24,6 +25,7 @@ from model_factory.contracts import (
     GovernancePolicy,
     IntakeReceipt,
     ModelBundle,
+    PromotionReadiness,
     Provenance,
     PublishBundleRequest,
     PublishBundleResponse,
@@ -34,11 +36,13 @@ from model_factory.contracts import (
 from model_factory.core.bundles import (
     MODEL_ARTIFACT,
     assemble_bundle,
+    load_bundle,
     model_ref,
     verify_bundle,
     write_bundle,
 )
 from model_factory.core.canonical import canonical_json, content_digest
+from model_factory.core.documents import parse_document
 from model_factory.core.evaluation import evaluate_run
 from model_factory.core.frames import (
     TrainingFrame,
@@ -50,12 +54,19 @@ from model_factory.core.frames import (
 from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.intake import feature_columns, intake, reload_inputs
 from model_factory.core.manifests import Catalog
+from model_factory.core.readiness import (
+    LATENCY_KEY,
+    READINESS_NAME,
+    ReadinessInputs,
+    compute_readiness,
+    readiness_uri_for,
+)
 from model_factory.core.registry import FileRegistry
-from model_factory.core.report_html import render_report_html
+from model_factory.core.report_html import render_readiness_html, render_report_html
 from model_factory.core.settings import Settings
-from model_factory.core.storage import ArtifactStore
+from model_factory.core.storage import ArtifactStore, read_json
 from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
-from model_factory.errors import LeakageError, ModelFactoryError
+from model_factory.errors import LeakageError, MissingInputError, ModelFactoryError
 
 D = TypeVar("D", bound=BaseModel)
 
@@ -255,9 +266,58 @@ def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRe
         report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256), receipt=gate,
         policy_config=report.policy, provenance=provenance)
     uri, created = write_bundle(env.store, bundle) if write else ("", False)
+    if write and gate.gate_status == "PASS":
+        # After the bundle: the document names the bundle_id, so it cannot be inside it.
+        stage_readiness(env, receipt, record, report, bundle, uri, model_ref)
     ref = ArtifactRef(name="bundle.json", uri=uri, sha256=content_digest(bundle),
                       size_bytes=len(canonical_json(bundle)), media_type="application/json")
     return StageResult(ref, bundle, {}, time.perf_counter() - started), bundle, created
+
+
+def stage_readiness(env: FactoryEnv, receipt: IntakeReceipt, record: TrainingFrameRecord,
+                    report: EvaluationReport, bundle: ModelBundle, bundle_uri: str,
+                    model_ref_: ArtifactRef) -> tuple[str, PromotionReadiness]:
+    """The PASS bundle's promotion readiness, written once next to its bundle.json (with an HTML
+    view in the store); the registry finds it there when it publishes the bundle."""
+    settings = receipt.config.readiness
+    test = load_frame(record).filter(pl.col("split") == "test")
+    model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref_),
+                                    receipt.config.hyperparams.nthread)
+    champion_scores, problem = _champion_scores(receipt.champion, test)
+    champion_policy = None
+    if champion_scores is not None and receipt.champion is not None:
+        champion_policy = load_bundle(receipt.champion.bundle_uri).policy_config
+    amount_column = settings.amount_column if settings.amount_column in test.columns else None
+    # Read from the stored report: its first attempt's measurement, so re-runs agree.
+    latency = report.timings.get(LATENCY_KEY)
+    doc = compute_readiness(ReadinessInputs(
+        bundle_id=bundle.bundle_id, train_run_id=bundle.train_run_id,
+        partition_key=bundle.partition_key, model_family=bundle.model_family,
+        model_sha256=model_ref_.sha256, evaluation_report_digest=bundle.evaluation_report_ref.digest,
+        y=test["label"].to_numpy(), days=test["event_time"].dt.date().cast(pl.Utf8).to_numpy(),
+        candidate_score=model.predict(feature_matrix(test, [f.name for f in record.feature_schema])),
+        candidate_policy=bundle.policy_config, champion=receipt.champion,
+        champion_score=champion_scores, champion_policy=champion_policy, champion_problem=problem,
+        amount=test[amount_column].to_numpy() if amount_column else None,
+        amount_column=amount_column, latency_p50_us=latency,
+        gate_overridden=bundle.gate_receipt.override is not None), settings)
+    html = env.store.put_bytes("readiness.html", render_readiness_html(doc),
+                               media_type="text/html", suffix=".html")
+    doc = doc.model_copy(update={
+        "html": html, "timings": {LATENCY_KEY: latency} if latency is not None else {},
+        "created_at_utc": datetime.now(UTC)})
+    uri, _ = env.store.put_named_once(
+        f"bundles/{bundle.train_run_id}/{READINESS_NAME}", doc)
+    return uri, doc
+
+
+def load_readiness(bundle_uri: str) -> PromotionReadiness | None:
+    """The readiness document next to a bundle, if it has one (FAIL bundles have none)."""
+    try:
+        raw = read_json(readiness_uri_for(bundle_uri))
+    except MissingInputError:
+        return None
+    return parse_document(raw, PromotionReadiness, source=readiness_uri_for(bundle_uri))
 
 
 def stage_publish(env: FactoryEnv, bundle_uri: str, bundle_id: str,

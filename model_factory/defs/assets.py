@@ -11,9 +11,11 @@ from model_factory.contracts import (
     TrainingFrameRecord,
 )
 from model_factory.core.frames import check_frame_schema
+from model_factory.core.readiness import markdown_summary, readiness_uri_for
 from model_factory.core.runs import (
     load_document,
     load_frame,
+    load_readiness,
     stage_bundle,
     stage_evaluation,
     stage_frame,
@@ -206,7 +208,35 @@ def model_bundle(context: dg.AssetExecutionContext,
         upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"),
         upstream_ref(context, "gate_receipt"), provenance(context))
     return materialize_result(context, result, intake, bundle_id=bundle.bundle_id,
-                              gate_status=bundle.gate_receipt.gate_status, newly_written=created)
+                              gate_status=bundle.gate_receipt.gate_status, newly_written=created,
+                              **readiness_metadata(result.ref.uri))
+
+
+def readiness_metadata(bundle_uri: str) -> dict:
+    """A PASS bundle's promotion readiness (FAIL bundles have none): the recommended stage and
+    share, the reasons, decision changes per day, and links to the document and its page."""
+    doc = load_readiness(bundle_uri) if bundle_uri else None
+    if doc is None:
+        return {}
+    rec, d = doc.recommendation, doc.decisions
+    meta = {
+        "readiness_stage": rec.stage,
+        "readiness_reasons": json_value(rec.reasons),
+        "readiness": dg.MetadataValue.md(markdown_summary(doc)),
+        "readiness_uri": dg.MetadataValue.path(readiness_uri_for(bundle_uri)),
+        "readiness_peak_daily_alerts": doc.operational.candidate_alerts_peak_day,
+    }
+    if rec.traffic_share is not None:
+        meta["readiness_traffic_share"] = rec.traffic_share
+    if doc.html is not None:
+        meta["readiness_html"] = dg.MetadataValue.path(doc.html.uri)
+    if d is not None and d.alert_overlap is not None:
+        meta["readiness_alert_overlap"] = d.alert_overlap
+    if doc.agreement is not None:
+        meta["readiness_score_psi"] = doc.agreement.psi
+        if doc.agreement.spearman is not None:
+            meta["readiness_spearman"] = doc.agreement.spearman
+    return meta
 
 
 TRAINING_ASSETS = [dataset_manifests, training_frame, model, evaluation_report, gate_receipt, model_bundle]
