@@ -120,6 +120,24 @@ def test_decision_counts_tie_out_with_operating_metrics_of_each_model():
     assert doc.operational.candidate_alerts_peak_day == max(x.candidate_alerts for x in d.days)
 
 
+def test_a_score_exactly_at_a_threshold_is_decided_as_the_evaluation_does():
+    base = synthetic()
+    # tree ensembles give many tied scores; the thresholds are scores that occur
+    cand, champ = np.round(base.candidate_score, 2), np.round(base.champion_score, 2)
+    review, decline = float(np.sort(cand)[-80]), float(np.sort(cand)[-20])
+    champ_review = float(np.sort(champ)[-90])
+    inputs = synthetic(candidate_score=cand, champion_score=champ,
+                       candidate_policy=policy(review, decline),
+                       champion_policy=policy(champ_review, None))
+    assert (cand == review).sum() > 1 and (champ == champ_review).sum() > 1
+    doc = compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100))
+    y = inputs.y
+    assert doc.decisions.total.candidate_alerts == operating_metrics(y, cand, review).alerts
+    assert doc.decisions.total.candidate_declines == operating_metrics(y, cand, decline).alerts
+    assert doc.decisions.total.champion_alerts == operating_metrics(y, champ, champ_review).alerts
+    assert doc.decisions.total.champion_declines == 0  # no decline threshold: nothing declined
+
+
 def test_outcome_intervals_bracket_the_delta_and_are_seeded():
     settings = ReadinessSettings(bootstrap_resamples=300)
     doc = compute_readiness(synthetic(), settings)
@@ -284,6 +302,19 @@ def test_latency_exactly_at_the_budget_is_within_it():
     assert at.operational.latency_within_budget is True
     assert over.operational.latency_within_budget is False
     assert over.recommendation.stage == "shadow"
+
+
+def test_alert_volume_exactly_at_the_review_capacity_is_within_it():
+    quick = S.model_copy(update={"bootstrap_resamples": 100})
+    peak = compute_readiness(synthetic(), quick).operational.candidate_alerts_peak_day
+    at = compute_readiness(synthetic(), quick.model_copy(update={"review_capacity_per_day": peak}))
+    below = compute_readiness(synthetic(),
+                              quick.model_copy(update={"review_capacity_per_day": peak - 1}))
+    assert at.operational.within_review_capacity is True
+    assert at.operational.max_traffic_share_within_capacity == 1.0
+    assert below.operational.within_review_capacity is False
+    assert below.operational.max_traffic_share_within_capacity < 1.0
+    assert below.recommendation.stage != "ramp"
 
 
 def test_a_gate_passed_by_override_stays_in_shadow():
