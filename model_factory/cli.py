@@ -229,12 +229,17 @@ def demo() -> None:
 # ---------------------------------------------------------------------------------- ledger
 
 
-@main.command("ledger")
+@main.group("ledger", invoke_without_command=True)
 @click.option("--week", default=None, help="Only this week (a Monday, YYYY-MM-DD).")
 @click.option("--train-run-id", default=None, help="Only this train run.")
 @click.option("--json", "as_json", is_flag=True, help="One TrainingRunRecord (JSON) per line.")
-def ledger(week, train_run_id, as_json) -> None:
-    """Train runs rebuilt from the Dagster instance: status, attempts, trigger, inputs, outputs."""
+@click.pass_context
+def ledger(ctx, week, train_run_id, as_json) -> None:
+    """Train runs rebuilt from the Dagster instance: status, attempts, trigger, inputs, outputs.
+
+    `ledger verify` checks the ledger's hash chain against the instance and the store."""
+    if ctx.invoked_subcommand is not None:
+        return
     from model_factory.core.windows import week_start
     from model_factory.ledger import read_ledger
 
@@ -258,6 +263,55 @@ def ledger(week, train_run_id, as_json) -> None:
         click.echo(f"{r.partition_key:<10}  {r.train_run_id or '-':<24}  {r.status:<11}  "
                    f"{len(r.attempts):>5}  {(latest.triggered_by if latest else '-'):<34}  "
                    f"{(r.config_hash or '-')[:12]:<12}  {r.bundle_id or '-':<24}  {error}")
+
+
+def _anchor(value: str | None) -> tuple[int, str] | None:
+    if value is None:
+        return None
+    seq, _, digest = value.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise ConfigError(f"'{value}' is not SEQUENCE:SHA256 (as a verify printed it)", field="--anchor")
+    return int(seq), digest
+
+
+_ANCHOR_HELP = ("SEQUENCE:SHA256 of a head an earlier verify printed: that entry must still be "
+                "there unchanged (catches a truncated or rewritten tail).")
+
+
+def _report_integrity(report, as_json: bool) -> None:
+    """Every problem (named file and field) and note, a summary line; exit 1 on any problem."""
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    else:
+        for p in report.problems:
+            click.echo(f"PROBLEM  {p.kind:<28}  {p.source}" + (f"  [{p.field}]" if p.field else ""))
+            click.echo(f"         {p.detail}")
+        for n in report.notes:
+            click.echo(f"note     {n}")
+        checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.checked.items())
+        verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
+        click.echo(f"{report.target} journal {report.journal}: {report.entries} entries, head "
+                   f"{report.head_sequence}:{report.head_digest}; checked {checked}: {verdict}")
+    if not report.ok:
+        sys.exit(1)
+
+
+@ledger.command("verify")
+@click.option("--anchor", default=None, help=_ANCHOR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="The IntegrityReport as JSON.")
+def ledger_verify(anchor, as_json) -> None:
+    """Check the ledger's hash chain, every document it pins, and that each stage
+    materialization in the Dagster instance has its journal entry (and each entry its
+    materialization). Exits 1 on any problem."""
+    from model_factory.core.journal import Journal
+    from model_factory.core.storage import join
+    from model_factory.ledger import verify_ledger
+
+    settings = Settings.from_env()
+    pinned = _anchor(anchor)
+    with _instance(settings) as instance:
+        report = verify_ledger(instance, Journal(join(settings.store_url, "ledger")), pinned)
+    _report_integrity(report, as_json)
 
 
 # ---------------------------------------------------------------------------------- frames
@@ -373,6 +427,15 @@ def registry_history(family, as_json) -> None:
         else:
             click.echo(f"#{c.sequence}  {c.changed_at_utc:%Y-%m-%d %H:%M:%S}Z  {c.bundle_id}  "
                        f"week {c.partition_key}  {c.reason}")
+
+
+@registry.command("verify")
+@click.option("--anchor", default=None, help=_ANCHOR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="The IntegrityReport as JSON.")
+def registry_verify(anchor, as_json) -> None:
+    """Check the registry's hash chain and every record and champion change against its entry
+    (edited, deleted, unjournaled). Exits 1 on any problem."""
+    _report_integrity(_registry().verify(_anchor(anchor)), as_json)
 
 
 @registry.command("publish")

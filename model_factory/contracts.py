@@ -1443,6 +1443,74 @@ class TrainingFrameRecord(_Contract):
     positives: dict[str, int]
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Integrity over time: hash-chained journals of the registry and the run ledger
+
+GENESIS_DIGEST = "0" * 64
+
+JournalKind = Literal["registry_record", "champion_change", "ledger_stage"]
+
+
+class JournalEntry(_Contract):
+    """One link of an append-only, hash-chained journal (``<journal>/<sequence:012d>.json``).
+
+    ``prev_digest`` is the sha256 of entry ``sequence - 1`` exactly as stored, so editing, deleting,
+    reordering or inserting any entry breaks the chain after it; ``sha256`` pins the bytes of the
+    file the entry records, so editing or deleting that file is detected too.
+    """
+
+    schema_version: _versioned("JournalEntry")
+    sequence: int = Field(ge=1, description="Position in the journal, 1 for the first entry.")
+    prev_digest: Sha256 = Field(
+        description="sha256 of the previous entry's stored bytes; 64 zeros for the first entry.")
+    kind: JournalKind
+    subject: str = Field(
+        description="What is recorded: a registry file relative to the registry root "
+        "('records/<bundle_id>.json', 'champions/<family>/<sequence>.json'), or "
+        "'<train_run_id>/<stage>' for a stage of a train run.")
+    uri: str = Field(description="Where the recorded file is.")
+    sha256: Sha256 = Field(description="sha256 of the recorded file's bytes as stored.")
+    train_run_id: TrainRunId | None = None
+    stage: str | None = Field(None, description="Ledger entries: the asset (stage) that ran.")
+    partition_key: str | None = None
+    document: ArtifactRef | None = Field(
+        None, description="Ledger entries: the stage's output as its materialization records it.")
+    dagster_run_id: str | None = Field(None, description="Ledger entries: the Dagster run.")
+    recorded_at_utc: UtcDatetime
+
+
+IntegrityProblemKind = Literal[
+    "entry_missing", "entry_corrupt", "entry_out_of_place", "entry_edited", "stray_file",
+    "anchor_mismatch", "duplicate_entry", "record_missing", "record_edited", "record_unjournaled",
+    "document_missing", "document_edited", "materialization_unjournaled", "entry_unmaterialized",
+]
+
+
+class IntegrityProblem(_Contract):
+    kind: IntegrityProblemKind
+    source: str = Field(description="The file (or Dagster record) at fault.")
+    field: str | None = None
+    detail: str
+
+
+class IntegrityReport(_Contract):
+    """What `registry verify` / `ledger verify` found: the chain and every cross-check."""
+
+    schema_version: _versioned("IntegrityReport")
+    target: Literal["registry", "ledger"]
+    journal: str = Field(description="The journal's location.")
+    entries: int = Field(ge=0)
+    head_sequence: int = Field(ge=0, description="The last entry's sequence (0: empty journal).")
+    head_digest: Sha256 = Field(
+        description="sha256 of the last entry; remember it and pass it as --anchor later to detect "
+        "a truncated or rewritten tail.")
+    checked: dict[str, int] = Field(default_factory=dict, description="What was cross-checked.")
+    problems: list[IntegrityProblem] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Findings that are not problems.")
+    ok: bool
+    verified_at_utc: UtcDatetime | None = None
+
 PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     TimeWindow,
     ArtifactRef,
@@ -1466,6 +1534,8 @@ PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     IntakeReceipt,
     TrainingFrameRecord,
     ChampionChange,
+    JournalEntry,
+    IntegrityReport,
     BundleVerification,
     ReproductionReport,
     CompatibilityReport,

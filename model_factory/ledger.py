@@ -21,13 +21,16 @@ from model_factory.contracts import (
     ArtifactRef,
     DatasetManifestRef,
     IntakeReceipt,
+    IntegrityProblem,
+    IntegrityReport,
     Provenance,
     RunAttempt,
     TrainingConfig,
     TrainingRunRecord,
 )
 from model_factory.core.identity import config_hash
-from model_factory.core.storage import ArtifactStore
+from model_factory.core.journal import Journal, verify_chain
+from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
 from model_factory.defs.ledger import triggered_by
 
 STAGES = ("dataset_manifests", "training_frame", "model", "evaluation_report", "gate_receipt",
@@ -320,3 +323,95 @@ def _unpinned_record(record: dg.RunRecord, attempt: RunAttempt) -> TrainingRunRe
         config_hash=cfg_hash, code_version=None, input_dataset_manifests=[], outputs=[],
         created_at_utc=attempt.started_at_utc, provenance=_provenance(record, attempt),
         error=error, config=config, attempts=[attempt])
+
+
+# ------------------------------------------------------------------------------ integrity
+
+
+def verify_ledger(instance: dg.DagsterInstance, journal: Journal,
+                  anchor: tuple[int, str] | None = None) -> IntegrityReport:
+    """The ledger journal's chain; every entry's document against the bytes it pinned; and the
+    instance's stage materializations against the entries, both ways.
+
+    A materialization names its entry (``ledger_sequence``, ``ledger_entry_sha256``), so a deleted
+    or rewritten entry is found even at the tail, where the chain alone cannot see it. An entry
+    with no materialization is a problem when its run succeeded or is gone from the instance (a
+    deleted run or wiped materialization); when its run failed or never finished (a crash between
+    journaling and materializing) it is only a note.
+    """
+    chain = verify_chain(journal, anchor)
+    problems = list(chain.problems)
+    notes: list[str] = []
+    stored = {s.sequence: s for s in chain.entries if s.entry is not None}
+    entries = [s for s in stored.values() if s.entry.kind == "ledger_stage"]  # type: ignore[union-attr]
+
+    def add(kind: str, source: str, detail: str, field: str | None = None) -> None:
+        problems.append(IntegrityProblem(kind=kind, source=source, field=field, detail=detail))
+
+    for s in entries:
+        e = s.entry
+        fs, path = open_uri(e.uri)
+        try:
+            actual, _ = file_sha256(fs, path)
+        except FileNotFoundError:
+            add("document_missing", e.uri, f"journal entry {e.sequence} ({e.subject}) points at "
+                "this document, which is gone (deleted)")
+            continue
+        if actual != e.sha256:
+            add("document_edited", e.uri, f"the document has sha256 {actual}; journal entry "
+                f"{e.sequence} ({e.subject}) pinned {e.sha256}: it was edited", "sha256")
+
+    mats = stage_materializations(instance)
+    claimed: set[int] = set()
+    for m in mats:
+        where = (f"dagster materialization of {m.stage}[{m.partition}] in run {m.run_id} "
+                 f"(storage id {m.storage_id})")
+        seq, digest = m.meta.get("ledger_sequence"), m.meta.get("ledger_entry_sha256")
+        s = stored.get(seq) if isinstance(seq, int) else None
+        if seq is None:
+            add("materialization_unjournaled", where, "it names no ledger journal entry (made "
+                "before the journal existed, or by code that bypasses it)", "ledger_sequence")
+        elif s is None:
+            add("materialization_unjournaled", journal.location.uri(journal.entry_path(seq)),
+                f"{where} names journal entry {seq}, which is missing or unreadable (deleted)",
+                "ledger_sequence")
+        elif s.digest != digest:
+            add("entry_edited", journal.location.uri(s.path),
+                f"entry {seq} has sha256 {s.digest}, but {where} recorded {digest}: the entry was "
+                "edited or replaced", "ledger_entry_sha256")
+        elif (s.entry.stage, s.entry.partition_key, s.entry.dagster_run_id,  # type: ignore[union-attr]
+              s.entry.document.sha256 if s.entry.document else None) != (  # type: ignore[union-attr]
+                m.stage, m.partition, m.run_id, m.meta.get("output_sha256")):
+            add("materialization_unjournaled", where, f"it differs from journal entry {seq} "
+                "(stage, week, run or output digest)", "output_sha256")
+        else:
+            claimed.add(seq)
+
+    materialized_steps = {(stored[q].entry.dagster_run_id, stored[q].entry.stage)  # type: ignore[union-attr]
+                          for q in claimed}
+    for s in entries:
+        e = s.entry
+        if s.sequence in claimed:
+            continue
+        source = journal.location.uri(s.path)
+        record = instance.get_run_record_by_id(e.dagster_run_id) if e.dagster_run_id else None
+        if record is None:
+            add("entry_unmaterialized", source, f"entry {e.sequence} ({e.subject}) was written by "
+                f"run {e.dagster_run_id}, which is not in this Dagster instance (the run was "
+                "deleted, or the journal belongs to another instance)", "dagster_run_id")
+        elif (e.dagster_run_id, e.stage) in materialized_steps:
+            notes.append(f"entry {e.sequence} ({e.subject}): an earlier try of a step its run "
+                         "retried and then materialized")
+        elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+            add("entry_unmaterialized", source, f"entry {e.sequence} ({e.subject}) has no "
+                f"materialization, yet its run {e.dagster_run_id} succeeded: the materialization "
+                "was wiped from the instance", "ledger_sequence")
+        else:
+            notes.append(f"entry {e.sequence} ({e.subject}): run {e.dagster_run_id} "
+                         f"({record.dagster_run.status.value}) ended before materializing it")
+    return IntegrityReport(
+        target="ledger", journal=journal.url, entries=len(chain.entries),
+        head_sequence=chain.head_sequence, head_digest=chain.head_digest,
+        checked={"ledger_entries": len(entries), "documents": len(entries),
+                 "materializations": len(mats)},
+        problems=problems, notes=notes, ok=not problems, verified_at_utc=datetime.now(UTC))

@@ -14,14 +14,17 @@ from model_factory.contracts import (
     ArtifactRef,
     ChampionChange,
     ChampionRef,
+    IntegrityProblem,
+    IntegrityReport,
     PromotionReadiness,
     PublishBundleRequest,
     PublishBundleResponse,
     RegistryRecord,
 )
 from model_factory.core.bundles import model_ref, smoke_test, stored_bundle_digest, verify_bundle
-from model_factory.core.canonical import canonical_json, content_digest
+from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
+from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.readiness import READINESS_NAME, readiness_uri_for
 from model_factory.core.storage import Location, join, read_bytes, write_exclusive
 from model_factory.errors import (
@@ -57,6 +60,8 @@ class FileRegistry:
     def __init__(self, url: str):
         self.location = Location(url)
         self.url = url
+        # Every record and champion change is also an entry of this hash chain (`verify`).
+        self.journal = Journal(self.location.uri(join(self.location.root, "journal")))
 
     # -- records ---------------------------------------------------------------------------
 
@@ -101,6 +106,8 @@ class FileRegistry:
             if existing.bundle_sha256 != record.bundle_sha256:
                 return refused("a different bundle is already registered under this id")
             record, status = existing, "already_published"
+        # Also on a repeat, so a publisher that died before journaling its record is completed.
+        self._journal_file("registry_record", path)
         # Also on a repeat: a publisher that died between the two writes is completed here.
         changed = self._maybe_promote(record)
         return PublishBundleResponse(status=status, bundle_id=record.bundle_id,
@@ -151,12 +158,17 @@ class FileRegistry:
                 if c.changed_at_utc is not None and c.changed_at_utc <= when]
         return live[-1] if live else None
 
+    def _champion_path(self, change: ChampionChange) -> str:
+        return join(self._champion_dir(change.model_family), f"{change.sequence:08d}.json")
+
     def _maybe_promote(self, record: RegistryRecord) -> bool:
         """The newest week's PASS bundle becomes champion; an older week published late does not
         displace a newer champion. Concurrent promoters race on the sequence number."""
         for _ in range(_MAX_RACE_RETRIES):
             changes = self.history(record.model_family)
-            if any(c.bundle_id == record.bundle_id for c in changes):
+            mine = [c for c in changes if c.bundle_id == record.bundle_id]
+            if mine:
+                self._journal_file("champion_change", self._champion_path(mine[0]))
                 return False
             current = changes[-1] if changes else None
             if current is not None and current.partition_key >= record.partition_key:
@@ -169,8 +181,9 @@ class FileRegistry:
                         f"PASS bundle for week {record.partition_key} is newer than the champion's "
                         f"week {current.partition_key}"),
                 changed_at_utc=datetime.now(UTC))
-            path = join(self._champion_dir(record.model_family), f"{change.sequence:08d}.json")
+            path = self._champion_path(change)
             if write_exclusive(self.location.fs, path, canonical_json(change)):
+                self._journal_file("champion_change", path)
                 return True
         raise RegistryError("could not record the champion change: too many concurrent writers",
                             source=self.url, field="champions")
@@ -184,3 +197,76 @@ class FileRegistry:
         best = max(earlier, key=lambda r: (r.partition_key, r.bundle_id))
         return ChampionRef(bundle_id=best.bundle_id, bundle_uri=best.bundle_uri,
                            partition_key=best.partition_key, model_sha256=best.model_sha256)
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def _subject(self, path: str) -> str:
+        return path[len(self.location.root.rstrip("/")) + 1:]
+
+    def _journal_file(self, kind: str, path: str) -> None:
+        """Chain a registry file's digest into the journal, once per file (a repeat after a
+        crash between writing the file and its entry adds the missing entry, never a second)."""
+        data = self.location.fs.cat_file(path)
+        self.journal.append(kind=kind, subject=self._subject(path), uri=self.location.uri(path),
+                            sha256=sha256_hex(data), unique=True)
+
+    def _registry_files(self) -> dict[str, tuple[str, str]]:
+        """subject -> (kind, path) of every record and champion file on disk."""
+        fs, root = self.location.fs, self.location.root
+        out: dict[str, tuple[str, str]] = {}
+        for kind, pattern in (("registry_record", "records/*.json"),
+                              ("champion_change", "champions/*/*.json")):
+            for path in fs.glob(join(root, pattern)):
+                if not path.rsplit("/", 1)[-1].startswith("."):
+                    out[self._subject(path)] = (kind, path)
+        return out
+
+    def verify(self, anchor: tuple[int, str] | None = None) -> IntegrityReport:
+        """The journal's chain, then every file against its entry: an edited, deleted or
+        unjournaled record or champion change, or an edited, deleted, reordered or inserted entry,
+        is each a problem naming the file."""
+        chain = verify_chain(self.journal, anchor)
+        problems = list(chain.problems)
+        files = self._registry_files()
+        seen: dict[str, int] = {}
+        for e in chain.good:
+            if e.kind not in ("registry_record", "champion_change"):
+                continue
+            path = join(self.location.root, e.subject)
+            uri = self.location.uri(path)
+            if e.subject in seen:
+                problems.append(IntegrityProblem(
+                    kind="duplicate_entry", source=self.journal.location.uri(
+                        self.journal.entry_path(e.sequence)), field="subject",
+                    detail=f"entries {seen[e.subject]} and {e.sequence} both record {e.subject}"))
+                continue
+            seen[e.subject] = e.sequence
+            what = "record" if e.kind == "registry_record" else "champion change"
+            if e.subject not in files:
+                problems.append(IntegrityProblem(
+                    kind="record_missing", source=uri, field=e.subject,
+                    detail=f"journal entry {e.sequence} records this {what}, but the file is gone "
+                    "(deleted)"))
+                continue
+            actual = sha256_hex(self.location.fs.cat_file(path))
+            if actual != e.sha256:
+                problems.append(IntegrityProblem(
+                    kind="record_edited", source=uri, field="sha256",
+                    detail=f"the {what} has sha256 {actual}; journal entry {e.sequence} recorded "
+                    f"{e.sha256}: it was edited (or deleted and written again)"))
+        journaled_files = set(seen)
+        for subject, (kind, path) in sorted(files.items()):
+            if subject not in journaled_files:
+                what = "record" if kind == "registry_record" else "champion change"
+                problems.append(IntegrityProblem(
+                    kind="record_unjournaled", source=self.location.uri(path), field=subject,
+                    detail=f"a {what} no journal entry records: added by hand, its entry was "
+                    "deleted, or its publisher died before journaling it (publishing the bundle "
+                    "again completes it)"))
+        kinds = [kind for kind, _ in files.values()]
+        return IntegrityReport(
+            target="registry", journal=self.journal.url, entries=len(chain.entries),
+            head_sequence=chain.head_sequence, head_digest=chain.head_digest,
+            checked={"records": kinds.count("registry_record"),
+                     "champion_changes": kinds.count("champion_change")},
+            problems=problems, ok=not problems, verified_at_utc=datetime.now(UTC))

@@ -24,6 +24,7 @@ from model_factory.contracts import (
     GateReceipt,
     GovernancePolicy,
     IntakeReceipt,
+    JournalEntry,
     ModelBundle,
     PromotionReadiness,
     Provenance,
@@ -53,6 +54,7 @@ from model_factory.core.frames import (
 )
 from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.intake import feature_columns, intake, reload_inputs
+from model_factory.core.journal import Journal
 from model_factory.core.manifests import Catalog
 from model_factory.core.readiness import (
     LATENCY_KEY,
@@ -64,7 +66,7 @@ from model_factory.core.readiness import (
 from model_factory.core.registry import FileRegistry
 from model_factory.core.report_html import render_readiness_html, render_report_html
 from model_factory.core.settings import Settings
-from model_factory.core.storage import ArtifactStore, read_json
+from model_factory.core.storage import ArtifactStore, file_sha256, join, open_uri, read_json
 from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
 from model_factory.errors import LeakageError, MissingInputError, ModelFactoryError
 
@@ -325,3 +327,22 @@ def stage_publish(env: FactoryEnv, bundle_uri: str, bundle_id: str,
     """Publish through the registry (which re-verifies); a refusal comes back in the response."""
     return env.registry.publish(PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id,
                                                      requested_by=requested_by))
+
+
+def ledger_journal(env: FactoryEnv) -> Journal:
+    """The run ledger's hash chain, beside the documents it points at: ``<store>/ledger/``."""
+    return Journal(join(env.store.url, "ledger"))
+
+
+def journal_stage(env: FactoryEnv, stage: str, ref: ArtifactRef, train_run_id: str,
+                  partition_key: str, dagster_run_id: str | None = None) -> JournalEntry:
+    """Chain a stage's output into the ledger journal: the document as referenced, plus the
+    sha256 of its bytes as stored (a document's ref digest leaves volatile fields out; this one
+    pins every byte)."""
+    fs, path = open_uri(ref.uri)
+    stored, _ = file_sha256(fs, path)
+    entry, _ = ledger_journal(env).append(
+        kind="ledger_stage", subject=f"{train_run_id}/{stage}", uri=ref.uri, sha256=stored,
+        train_run_id=train_run_id, stage=stage, partition_key=partition_key, document=ref,
+        dagster_run_id=dagster_run_id)
+    return entry

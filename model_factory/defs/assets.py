@@ -11,8 +11,11 @@ from model_factory.contracts import (
     TrainingFrameRecord,
 )
 from model_factory.core.frames import check_frame_schema
+from model_factory.core.journal import entry_digest
 from model_factory.core.readiness import markdown_summary, readiness_uri_for
 from model_factory.core.runs import (
+    StageResult,
+    journal_stage,
     load_document,
     load_frame,
     load_readiness,
@@ -70,6 +73,16 @@ def _maturity_metadata(audit: LeakageAudit) -> dict:
         "label_maturity": json_value(m.model_dump(mode="json"))}
 
 
+def _recorded(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource,
+              result: StageResult, intake: IntakeReceipt, **extra) -> dg.MaterializeResult:
+    """Chain the stage's output into the ledger journal, then materialize naming that entry, so
+    `ledger verify` ties every materialization to its link of the hash chain (and back)."""
+    entry = journal_stage(model_factory.factory_env(), context.asset_key.to_user_string(),
+                          result.ref, intake.train_run_id, context.partition_key, context.run.run_id)
+    return materialize_result(context, result, intake, ledger_sequence=entry.sequence,
+                              ledger_entry_sha256=entry_digest(entry), **extra)
+
+
 def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactRef]:
     ref = upstream_ref(context, "dataset_manifests")
     return load_document(ref, IntakeReceipt), ref
@@ -86,9 +99,9 @@ def dataset_manifests(context: dg.AssetExecutionContext, config: TrainingConfig,
     champion = intake.champion.bundle_id if intake.champion else "none (first of its family)"
     context.log.info(f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} "
                      f"manifests pinned; champion {champion}")
-    return materialize_result(context, result, intake,
-                              windows=json_value(intake.windows.model_dump(mode="json")),
-                              config=json_value(intake.config.model_dump(mode="json")))
+    return _recorded(context, model_factory, result, intake,
+                     windows=json_value(intake.windows.model_dump(mode="json")),
+                     config=json_value(intake.config.model_dump(mode="json")))
 
 
 @dg.asset(
@@ -121,8 +134,8 @@ def training_frame(context: dg.AssetExecutionContext,
         dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=schema_ok,
                             metadata={"detail": schema_msg}),
     ]
-    return materialize_result(
-        context, result, intake, check_results=checks,
+    return _recorded(
+        context, model_factory, result, intake, check_results=checks,
         frame_uri=dg.MetadataValue.path(record.frame.uri), frame_sha256=record.frame.sha256,
         leakage_audit=json_value(audit.model_dump(mode="json")),
         leakage_rules=dg.MetadataValue.md(audit_table(audit)),
@@ -135,7 +148,7 @@ def model(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
     """A deterministic XGBoost model (hist, fixed seed and threads, early stopping on val)."""
     intake, intake_ref = _intake(context)
     result = stage_model(model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"))
-    return materialize_result(context, result, intake)
+    return _recorded(context, model_factory, result, intake)
 
 
 @dg.asset(deps=[model], kinds={"json", "html"}, **_common)
@@ -170,8 +183,8 @@ def evaluation_report(context: dg.AssetExecutionContext,
     view = env.store.put_bytes("evaluation_report_view.html",
                                render_report_html(report, history, include_timings=True),
                                media_type="text/html", suffix=".html")
-    return materialize_result(
-        context, result, intake, **headline_metrics(report),
+    return _recorded(
+        context, model_factory, result, intake, **headline_metrics(report),
         report_html=dg.MetadataValue.path(view.uri),
         **({"report_html_pinned": dg.MetadataValue.path(report.html.uri)} if report.html else {}),
         operating_points=dg.MetadataValue.md(markdown_operating_points(report)),
@@ -190,8 +203,9 @@ def gate_receipt(context: dg.AssetExecutionContext,
                         upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"))
     gate: GateReceipt = result.doc  # type: ignore[assignment]
     context.log.info(f"gate {gate.gate_status}: {'; '.join(gate.reasons)}")
-    return materialize_result(
-        context, result, intake, gate_status=gate.gate_status, judged_status=gate.judged_status,
+    return _recorded(
+        context, model_factory, result, intake, gate_status=gate.gate_status,
+        judged_status=gate.judged_status,
         reasons=json_value(gate.reasons),
         champion=gate.champion.bundle_id if gate.champion else "none",
         override=json_value(gate.override.model_dump() if gate.override else None),
@@ -207,9 +221,9 @@ def model_bundle(context: dg.AssetExecutionContext,
         model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"),
         upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"),
         upstream_ref(context, "gate_receipt"), provenance(context))
-    return materialize_result(context, result, intake, bundle_id=bundle.bundle_id,
-                              gate_status=bundle.gate_receipt.gate_status, newly_written=created,
-                              **readiness_metadata(result.ref.uri))
+    return _recorded(context, model_factory, result, intake, bundle_id=bundle.bundle_id,
+                     gate_status=bundle.gate_receipt.gate_status, newly_written=created,
+                     **readiness_metadata(result.ref.uri))
 
 
 def readiness_metadata(bundle_uri: str) -> dict:

@@ -1,0 +1,389 @@
+"""Integrity over time: the registry's and the run ledger's hash chains after a real multi-week
+run through the CLI, and each kind of tampering (record, document, journal entry, Dagster event
+log) found and named by `registry verify` / `ledger verify`.
+
+One module-scoped history: `model-factory run` over three trainable weeks and one without data
+(a failed run), all published. Each tampering test changes that history, checks the verdict,
+then puts every byte back and checks the verdict is clean again, so the tests stay independent.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import pairwise
+from pathlib import Path
+
+import dagster as dg
+import jsonschema
+import pytest
+from click.testing import CliRunner, Result
+
+from model_factory.cli import main
+from model_factory.contracts import IntegrityReport, JournalEntry, PublishBundleRequest
+from model_factory.core.canonical import canonical_json, sha256_hex
+from model_factory.core.journal import Journal
+from model_factory.core.registry import FileRegistry
+from model_factory.core.runs import FactoryEnv, journal_stage
+from model_factory.ledger import STAGES, verify_ledger
+from model_factory_tests.reliability.conftest import CLI, Home
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("integrity")]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "contracts" / "mf_public_contracts_v0.schema.json").read_text())
+WEEKS = ("2026-02-23", "2026-03-02")
+NO_DATA = "2026-03-16"  # 2026-03-09 is skipped: not needed, and each week costs a training
+FAMILY = "fraud_xgb"
+
+
+@pytest.fixture(scope="module")
+def world(reliability_catalog, tmp_path_factory) -> dict:
+    home = Home(tmp_path_factory.mktemp("integrity"), reliability_catalog)
+    weeks = []
+    for week in (*WEEKS, NO_DATA):
+        proc = subprocess.run([CLI, "run", "--from", week, "--to", week, "--json",
+                               "--config", str(home.config)], env=home.env(), capture_output=True,
+                              text=True, timeout=900, check=False)
+        weeks += [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the week without data fails
+    assert [w["week"] for w in weeks] == [*WEEKS, NO_DATA]
+    assert all(w["gate"] == "PASS" and w["published"] for w in weeks[:-1]), weeks
+    return {"home": home, "weeks": weeks[:-1]}
+
+
+def cli(home: Home, *args: str) -> Result:
+    """The real `model-factory` command, in this process (the run itself was a subprocess)."""
+    return CliRunner().invoke(main, list(args), env=home.env(), catch_exceptions=False)
+
+
+def registry(home: Home) -> FileRegistry:
+    return FileRegistry(str(home.registry))
+
+
+def ledger_journal(home: Home) -> Journal:
+    return Journal(str(home.store / "ledger"))
+
+
+def ledger_report(home: Home, dagster_home: Path | None = None) -> IntegrityReport:
+    instance = dg.DagsterInstance.from_config(str(dagster_home or home.dagster))
+    try:
+        return verify_ledger(instance, ledger_journal(home))
+    finally:
+        instance.dispose()
+
+
+def found(report: IntegrityReport) -> set[tuple[str, str]]:
+    """(problem kind, last two path parts of its source) of every problem."""
+    return {(p.kind, "/".join(Path(p.source).parts[-2:])) for p in report.problems}
+
+
+@contextmanager
+def restored(*folders: Path) -> Iterator[None]:
+    """Put every byte of the folders back afterwards, whatever the test did to them."""
+    backups = []
+    for folder in folders:
+        backup = folder.with_name(folder.name + ".backup")
+        shutil.copytree(folder, backup)
+        backups.append((folder, backup))
+    try:
+        yield
+    finally:
+        for folder, backup in backups:
+            shutil.rmtree(folder)
+            backup.rename(folder)
+
+
+def entry_file(journal: Journal, seq: int) -> Path:
+    return Path(journal.entry_path(seq))
+
+
+def edit_json(path: Path, **changes) -> None:
+    doc = json.loads(path.read_bytes())
+    doc.update(changes)
+    path.write_bytes(canonical_json(doc))
+
+
+# ------------------------------------------------------------------------------- clean history
+
+
+def test_the_run_chained_every_stage_and_every_registry_change(world):
+    home = world["home"]
+    ledger = ledger_journal(home).entries()
+    assert [(e.partition_key, e.stage) for e in ledger] == [(w, s) for w in WEEKS for s in STAGES]
+    assert len({e.dagster_run_id for e in ledger}) == len(WEEKS)
+    reg = registry(home)
+    entries = reg.journal.entries()
+    records = sorted(f"records/{r.bundle_id}.json" for r in reg.records())
+    champions = [f"champions/{FAMILY}/{c.sequence:08d}.json" for c in reg.history(FAMILY)]
+    assert len(records) == len(WEEKS) and len(champions) == len(WEEKS)
+    assert sorted(e.subject for e in entries) == sorted(records + champions)
+    for journal in (ledger_journal(home), reg.journal):
+        raw = [entry_file(journal, s).read_bytes() for s in journal.sequences()]
+        assert JournalEntry.model_validate_json(raw[0]).prev_digest == "0" * 64
+        for before, after in pairwise(raw):
+            assert JournalEntry.model_validate_json(after).prev_digest == sha256_hex(before)
+
+
+def test_both_verifies_pass_through_the_cli_after_a_real_run(world):
+    home = world["home"]
+    n = len(WEEKS)
+    for target, checked in (("ledger", {"ledger_entries": 6 * n, "documents": 6 * n,
+                                        "materializations": 6 * n}),
+                            ("registry", {"records": n, "champion_changes": n})):
+        text = cli(home, target, "verify")
+        assert text.exit_code == 0, text.output
+        assert text.stdout.strip().splitlines()[-1].endswith(": OK")
+        as_json = cli(home, target, "verify", "--json")
+        assert as_json.exit_code == 0
+        doc = json.loads(as_json.stdout)
+        jsonschema.Draft202012Validator(
+            {"$ref": "#/$defs/IntegrityReport", "$defs": SCHEMA["$defs"]}).validate(doc)
+        report = IntegrityReport.model_validate(doc)
+        assert report.ok and report.problems == [] and report.checked == checked
+        anchor = f"{report.head_sequence}:{report.head_digest}"
+        assert cli(home, target, "verify", "--anchor", anchor).exit_code == 0
+        wrong = f"{report.head_sequence}:{'0' * 64}"
+        refused = cli(home, target, "verify", "--anchor", wrong)
+        assert refused.exit_code == 1 and "anchor_mismatch" in refused.stdout
+
+
+def test_the_cli_exits_1_naming_an_edited_record_and_an_edited_document(world):
+    home = world["home"]
+    [record] = list((home.registry / "records").glob("*.json"))[:1]
+    gate_doc = Path(ledger_journal(home).entries()[4].uri)  # the first week's gate receipt
+    with restored(home.registry, home.store / "sha256"):
+        edit_json(record, published_by="mallory")
+        edit_json(gate_doc, reasons=["all good, trust me"])
+        reg = cli(home, "registry", "verify")
+        assert reg.exit_code == 1
+        assert "PROBLEM  record_edited" in reg.stdout and str(record) in reg.stdout
+        led = cli(home, "ledger", "verify", "--json")
+        assert led.exit_code == 1
+        problems = json.loads(led.stdout)["problems"]
+        assert [(p["kind"], p["source"]) for p in problems] == [("document_edited", str(gate_doc))]
+    assert registry(home).verify().ok and ledger_report(home).ok
+
+
+# ------------------------------------------------------------------------------ the registry
+
+
+def _record(home: Home, i: int = 0) -> Path:
+    return sorted((home.registry / "records").glob("*.json"))[i]
+
+
+def _tamper_registry(home: Home, how: str) -> set[tuple[str, str]]:
+    """Do one kind of tampering; returns the problems it must produce (at least)."""
+    journal = registry(home).journal
+    champions = home.registry / "champions" / FAMILY
+    if how == "edit_record":
+        rec = _record(home)
+        edit_json(rec, published_by="mallory")
+        return {("record_edited", f"records/{rec.name}")}
+    if how == "delete_record":
+        rec = _record(home, 1)
+        rec.unlink()
+        return {("record_missing", f"records/{rec.name}")}
+    if how == "forge_record":
+        forged = home.registry / "records" / "mfb-00000000000000000000.json"
+        shutil.copyfile(_record(home), forged)
+        return {("record_unjournaled", f"records/{forged.name}")}
+    if how == "edit_champion_change":
+        edit_json(champions / "00000001.json", reason="because")
+        return {("record_edited", f"{FAMILY}/00000001.json")}
+    if how == "delete_champion_change":
+        (champions / "00000002.json").unlink()
+        return {("record_missing", f"{FAMILY}/00000002.json")}
+    if how == "edit_entry":
+        edit_json(entry_file(journal, 2), recorded_at_utc="2020-01-01T00:00:00Z")
+        return {("entry_edited", f"journal/{2:012d}.json")}
+    if how == "delete_entry":
+        subject = journal.read(2).subject
+        entry_file(journal, 2).unlink()
+        return {("entry_missing", f"journal/{2:012d}.json"),
+                ("record_unjournaled", "/".join(subject.split("/")[-2:]))}
+    if how == "delete_last_entry":  # invisible to the chain; the file has no entry any more
+        last = journal.sequences()[-1]
+        subject = journal.read(last).subject
+        entry_file(journal, last).unlink()
+        return {("record_unjournaled", "/".join(subject.split("/")[-2:]))}
+    if how == "reorder_entries":
+        a, b, tmp = entry_file(journal, 1), entry_file(journal, 3), entry_file(journal, 99)
+        a.rename(tmp), b.rename(a), tmp.rename(b)
+        return {("entry_out_of_place", f"journal/{a.name}"), ("entry_out_of_place", f"journal/{b.name}")}
+    if how == "insert_entry":
+        last = journal.sequences()[-1]
+        for seq in range(last, 2, -1):
+            entry_file(journal, seq).rename(entry_file(journal, seq + 1))
+        forged = journal.read(2).model_copy(update={
+            "sequence": 3, "prev_digest": sha256_hex(entry_file(journal, 2).read_bytes()),
+            "subject": "records/mfb-00000000000000000000.json"})
+        entry_file(journal, 3).write_bytes(canonical_json(forged))
+        return {("entry_out_of_place", f"journal/{4:012d}.json"),
+                ("record_missing", "records/mfb-00000000000000000000.json")}
+    raise AssertionError(how)
+
+
+REGISTRY_TAMPERING = ["edit_record", "delete_record", "forge_record", "edit_champion_change",
+                      "delete_champion_change", "edit_entry", "delete_entry", "delete_last_entry",
+                      "reorder_entries", "insert_entry"]
+
+
+@pytest.mark.parametrize("how", REGISTRY_TAMPERING)
+def test_registry_verify_names_each_tampering(world, how):
+    home = world["home"]
+    assert registry(home).verify().ok
+    with restored(home.registry):
+        expected = _tamper_registry(home, how)
+        report = registry(home).verify()
+        assert not report.ok
+        assert expected <= found(report), report.problems
+    assert registry(home).verify().ok
+
+
+def _publish_all(args: tuple[str, list[tuple[str, str]]]) -> list[str]:
+    url, bundles = args
+    reg = FileRegistry(url)
+    return [reg.publish(PublishBundleRequest(bundle_uri=u, bundle_id=b)).status for u, b in bundles]
+
+
+def test_concurrent_publishers_leave_one_unbroken_chain(world, tmp_path):
+    home = world["home"]
+    bundles = [(r.bundle_uri, r.bundle_id) for r in registry(home).records()]
+    url = str(tmp_path / "registry")
+    orders = [bundles, bundles[::-1], bundles]
+    with multiprocessing.get_context("spawn").Pool(len(orders)) as pool:
+        statuses = [s for out in pool.map(_publish_all, [(url, o) for o in orders]) for s in out]
+    assert sorted(statuses).count("published") == len(bundles)
+    reg = FileRegistry(url)
+    report = reg.verify()
+    assert report.ok, report.problems
+    assert report.checked["records"] == len(bundles)
+    subjects = [e.subject for e in reg.journal.entries()]
+    assert len(subjects) == len(set(subjects)) == len(bundles) + report.checked["champion_changes"]
+
+
+def test_a_publisher_that_died_before_journaling_is_completed_by_the_next_publish(world, tmp_path):
+    home = world["home"]
+    [first] = registry(home).records()[:1]
+    url = str(tmp_path / "registry")
+    reg = FileRegistry(url)
+    request = PublishBundleRequest(bundle_uri=first.bundle_uri, bundle_id=first.bundle_id)
+    assert reg.publish(request).status == "published"
+    for seq in reg.journal.sequences():  # as if it had died right after writing its files
+        entry_file(reg.journal, seq).unlink()
+    assert {k for k, _ in found(FileRegistry(url).verify())} == {"record_unjournaled"}
+    assert FileRegistry(url).publish(request).status == "already_published"
+    assert FileRegistry(url).verify().ok
+    assert len(FileRegistry(url).journal.sequences()) == 2  # the record and the champion, once
+
+
+# -------------------------------------------------------------------------------- the ledger
+
+
+def _tamper_ledger(home: Home, how: str) -> set[tuple[str, str]]:
+    journal = ledger_journal(home)
+    entries = journal.entries()
+    if how == "edit_document":  # the second week's evaluation report
+        doc = Path(entries[6 + 3].uri)
+        edit_json(doc, notes="edited")
+        return {("document_edited", "/".join(doc.parts[-2:]))}
+    if how == "delete_document":  # the first week's model
+        doc = Path(entries[2].uri)
+        doc.unlink()
+        return {("document_missing", "/".join(doc.parts[-2:]))}
+    if how == "edit_entry":
+        edit_json(entry_file(journal, 5), recorded_at_utc="2020-01-01T00:00:00Z")
+        return {("entry_edited", f"ledger/{5:012d}.json")}
+    if how == "edit_last_entry":  # the chain cannot see it; the materialization's digest does
+        last = journal.sequences()[-1]
+        edit_json(entry_file(journal, last), recorded_at_utc="2020-01-01T00:00:00Z")
+        return {("entry_edited", f"ledger/{last:012d}.json")}
+    if how == "delete_entry":
+        entry_file(journal, 7).unlink()
+        return {("entry_missing", f"ledger/{7:012d}.json"),
+                ("materialization_unjournaled", f"ledger/{7:012d}.json")}
+    if how == "delete_last_entry":
+        last = journal.sequences()[-1]
+        entry_file(journal, last).unlink()
+        return {("materialization_unjournaled", f"ledger/{last:012d}.json")}
+    if how == "reorder_entries":
+        a, b, tmp = entry_file(journal, 2), entry_file(journal, 8), entry_file(journal, 99)
+        a.rename(tmp), b.rename(a), tmp.rename(b)
+        return {("entry_out_of_place", f"ledger/{a.name}"), ("entry_out_of_place", f"ledger/{b.name}")}
+    if how == "forge_entry":  # a well-chained entry for a stage that never ran
+        fake = entries[0].model_copy(update={"dagster_run_id": "f" * 36})
+        journal.append(**fake.model_dump(exclude={"schema_version", "sequence", "prev_digest",
+                                                  "recorded_at_utc"}))
+        return {("entry_unmaterialized", f"ledger/{len(entries) + 1:012d}.json")}
+    raise AssertionError(how)
+
+
+LEDGER_TAMPERING = ["edit_document", "delete_document", "edit_entry", "edit_last_entry",
+                    "delete_entry", "delete_last_entry", "reorder_entries", "forge_entry"]
+
+
+@pytest.mark.parametrize("how", LEDGER_TAMPERING)
+def test_ledger_verify_names_each_tampering(world, how):
+    home = world["home"]
+    with restored(home.store / "ledger", home.store / "sha256"):
+        expected = _tamper_ledger(home, how)
+        report = ledger_report(home)
+        assert not report.ok
+        assert expected <= found(report), report.problems
+    assert ledger_report(home).ok
+
+
+def _run_of(home: Home, week: str) -> str:
+    return next(e.dagster_run_id for e in ledger_journal(home).entries() if e.partition_key == week)
+
+
+@pytest.mark.parametrize("how", ["delete_run", "wipe_materializations"])
+def test_ledger_verify_names_records_deleted_from_the_dagster_instance(world, tmp_path, how):
+    home = world["home"]
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    instance = dg.DagsterInstance.from_config(str(copy))
+    run_id = _run_of(home, WEEKS[1])
+    journal = ledger_journal(home).entries()
+    if how == "delete_run":
+        instance.delete_run(run_id)
+    else:
+        # (SQLite storage cannot wipe single partitions: every week's model goes.)
+        instance.wipe_assets([dg.AssetKey("model")])
+    instance.dispose()
+    report = ledger_report(home, copy)
+    expected_seqs = [e.sequence for e in journal
+                     if ((e.dagster_run_id == run_id) if how == "delete_run" else e.stage == "model")]
+    assert {(p.kind, Path(p.source).name) for p in report.problems} == {
+        ("entry_unmaterialized", f"{s:012d}.json") for s in expected_seqs}
+    detail = report.problems[0].detail
+    assert ("not in this Dagster instance" if how == "delete_run" else "was wiped") in detail
+
+
+def test_an_entry_of_an_attempt_that_died_before_materializing_is_a_note(world):
+    """A crash between journaling a stage and Dagster storing its materialization leaves an
+    entry whose run never succeeded: reported, but not a problem."""
+    home = world["home"]
+    instance = dg.DagsterInstance.from_config(str(home.dagster))
+    failed = instance.get_run_records(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.FAILURE], tags={"dagster/partition": NO_DATA}))[0]
+    instance.dispose()
+    first = ledger_journal(home).entries()[0]
+    with restored(home.store / "ledger"):
+        env = FactoryEnv.from_settings(_settings(home))
+        entry = journal_stage(env, first.stage, first.document, first.train_run_id, NO_DATA,
+                              failed.dagster_run.run_id)
+        report = ledger_report(home)
+        assert report.ok, report.problems
+        assert [n for n in report.notes if n.startswith(f"entry {entry.sequence} ")]
+
+
+def _settings(home: Home):
+    from model_factory.core.settings import Settings
+
+    return Settings.from_env(home.env())
