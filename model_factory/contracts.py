@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -1397,15 +1398,16 @@ class GovernancePolicy(_Contract):
         description="URL prefixes data files may live under besides the catalog root (for data "
         "registered in place with `manifest create`); files elsewhere are refused at intake.")
 
-    @model_validator(mode="after")
-    def _patterns_compile(self) -> GovernancePolicy:
+    @field_validator("pii_patterns")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         # A broken pattern would otherwise fail at intake, far from the policy file at fault.
-        for i, pattern in enumerate(self.pii_patterns):
+        for i, pattern in enumerate(patterns):
             try:
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(f"pii_patterns[{i}] is not a regular expression: {exc}") from exc
-        return self
+        return patterns
 
 
 class IntakeReceipt(_Contract):

@@ -137,7 +137,8 @@ TRANSACTIONS = DemoDataset(
     "v1",
     ("event_id",),
     "event_time",
-    description="Simulated card payments (demo). card_number is PII and must never reach a model.",
+    description="Simulated card payments (demo). card_number and customer_email are PII and must "
+    "never reach a model.",
 )
 CHARGEBACKS = DemoDataset(
     "labels",
@@ -420,7 +421,7 @@ def card_numbers(customer_ids: np.ndarray) -> pl.Series:
 
 
 def _events_frame(tx: _Transactions, cents: np.ndarray, customers: int) -> pl.DataFrame:
-    """The events dataset: no ground truth in it, but the PII card number is kept on purpose."""
+    """The events dataset: no ground truth in it, but PII (card number, e-mail) is kept on purpose."""
     n = len(cents)
     clock_us = tx.event_us % US_PER_DAY
     cards = card_numbers(np.arange(customers, dtype=np.int64))
@@ -434,8 +435,11 @@ def _events_frame(tx: _Transactions, cents: np.ndarray, customers: int) -> pl.Da
             "is_night": (clock_us < 6 * US_PER_HOUR).astype(np.int8),
             "is_weekend": (tx.day % 7 >= 5).astype(np.int8),  # start is a Monday
             "card_number": cards.gather(tx.customer),
+            # A second PII column, matched by pattern rather than by name, for the privacy scan.
+            "customer_email": pl.Series(tx.customer).cast(pl.String).str.zfill(6),
         }
-    ).with_columns(event_id=pl.lit("tx-") + pl.col("event_id"))
+    ).with_columns(event_id=pl.lit("tx-") + pl.col("event_id"),
+                   customer_email=pl.lit("holder-") + pl.col("customer_email") + "@mail.example")
 
 
 def _labels_frame(labels: _Labels, event_ids: pl.Series, family: str) -> pl.DataFrame:

@@ -38,6 +38,7 @@ EVENT_COLUMNS = [
     "is_night",
     "is_weekend",
     "card_number",
+    "customer_email",
 ]
 
 
