@@ -447,6 +447,10 @@ class ReadinessSettings(_Contract):
         "shadow only.")
     ramp_min_alert_overlap: float = Field(
         0.8, ge=0, le=1, description="Ramp needs at least this alert overlap.")
+    ramp_min_decline_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="Ramp needs at least this decline overlap (both decline / either declines): "
+        "declines are the decisions customers feel.")
     ramp_max_fraud_loss_per_day: float = Field(
         1.0, ge=0,
         description="Ramp needs the CI lower bound of frauds caught per day (candidate minus "

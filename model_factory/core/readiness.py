@@ -218,6 +218,10 @@ def _operational(cand_daily: np.ndarray, champ_daily: np.ndarray | None, latency
         latency_within_budget=None if latency is None else latency <= settings.latency_budget_p50_us)
 
 
+def _share(value: float | None) -> str:
+    return "n/a (neither model flags any)" if value is None else f"{value:.3f}"
+
+
 def _outcome(outcomes: OutcomeDeltas, metric: str) -> OutcomeValue:
     return next(o for o in outcomes.per_day if o.metric == metric)
 
@@ -260,6 +264,9 @@ def recommend(*, settings: ReadinessSettings, test_positives: int, operational: 
     ramp_blockers = []
     if overlap is not None and overlap < settings.ramp_min_alert_overlap:
         ramp_blockers.append(f"alert overlap {overlap:.3f} < {settings.ramp_min_alert_overlap}")
+    declines = decisions.decline_overlap
+    if declines is not None and declines < settings.ramp_min_decline_overlap:
+        ramp_blockers.append(f"decline overlap {declines:.3f} < {settings.ramp_min_decline_overlap}")
     lower = caught.delta_ci.lower if caught.delta_ci is not None else caught.delta
     if lower < -settings.ramp_max_fraud_loss_per_day:
         ramp_blockers.append(f"frauds caught per day CI lower {lower:+.2f} < "
@@ -272,8 +279,8 @@ def recommend(*, settings: ReadinessSettings, test_positives: int, operational: 
                              f"review capacity of {operational.review_capacity_per_day}")
     if not ramp_blockers:
         return ReadinessRecommendation(stage="ramp", traffic_share=None, reasons=[
-            f"alert overlap {overlap if overlap is None else round(overlap, 3)} >= "
-            f"{settings.ramp_min_alert_overlap}",
+            f"alert overlap {_share(overlap)} >= {settings.ramp_min_alert_overlap}",
+            f"decline overlap {_share(declines)} >= {settings.ramp_min_decline_overlap}",
             f"frauds caught per day CI lower {lower:+.2f} >= -{settings.ramp_max_fraud_loss_per_day:g}",
             f"{false.delta:+.2f} false alerts per day <= {settings.ramp_max_extra_false_alerts_per_day:g}",
             f"peak {operational.candidate_alerts_peak_day} alerts/day within the review capacity"])

@@ -213,7 +213,8 @@ def test_traffic_share_within_review_capacity(candidate, champion, capacity, sha
 # ----------------------------------------------------------------- recommendation at each boundary
 
 S = ReadinessSettings(min_test_positives=30, shadow_below_alert_overlap=0.5,
-                      ramp_min_alert_overlap=0.8, ramp_max_fraud_loss_per_day=1.0,
+                      ramp_min_alert_overlap=0.8, ramp_min_decline_overlap=0.5,
+                      ramp_max_fraud_loss_per_day=1.0,
                       ramp_max_extra_false_alerts_per_day=10, review_capacity_per_day=200,
                       canary_traffic_share=0.05, min_canary_traffic_share=0.01,
                       latency_budget_p50_us=5_000)
@@ -225,8 +226,8 @@ def _value(metric: str, delta: float, lower: float, upper: float) -> OutcomeValu
     return OutcomeValue(metric=metric, candidate=10 + delta, champion=10, delta=delta, delta_ci=ci)
 
 
-def _evidence(positives=100, overlap=0.9, caught_lower=-0.5, caught_upper=0.5, false_delta=0.0,
-              peak=100, share_cap=1.0, latency_ok=True):
+def _evidence(positives=100, overlap=0.9, decline_overlap=0.9, caught_lower=-0.5, caught_upper=0.5,
+              false_delta=0.0, peak=100, share_cap=1.0, latency_ok=True):
     """Evidence that supports ramp, with one knob turned per test."""
     day = DayDecisions(day="all", rows=1000, candidate_alerts=peak, champion_alerts=peak,
                        both_alert=peak, newly_flagged=0, newly_cleared=0, candidate_declines=0,
@@ -234,7 +235,7 @@ def _evidence(positives=100, overlap=0.9, caught_lower=-0.5, caught_upper=0.5, f
     decisions = DecisionChanges(
         candidate_review_threshold=0.1, candidate_decline_threshold=None,
         champion_review_threshold=0.1, champion_decline_threshold=None, days=[day], total=day,
-        alert_overlap=overlap, decline_overlap=None, newly_flagged_share=0.0,
+        alert_overlap=overlap, decline_overlap=decline_overlap, newly_flagged_share=0.0,
         newly_cleared_share=0.0, changed_decision_share=0.0)
     outcomes = OutcomeDeltas(amount_column=None, days=[], per_day=[
         _value("frauds_caught", (caught_lower + caught_upper) / 2, caught_lower, caught_upper),
@@ -263,6 +264,10 @@ def test_the_baseline_evidence_supports_ramp():
     ("overlap", 0.8 - EPS, "canary", "alert overlap"),
     ("overlap", 0.8, "ramp", None),
     ("overlap", 0.8 + EPS, "ramp", None),
+    ("decline_overlap", 0.5 - EPS, "canary", "decline overlap"),
+    ("decline_overlap", 0.5, "ramp", None),
+    ("decline_overlap", 0.5 + EPS, "ramp", None),
+    ("decline_overlap", None, "ramp", None),
     ("caught_lower", -1.0 - EPS, "canary", "frauds caught per day CI lower"),
     ("caught_lower", -1.0, "ramp", None),
     ("caught_lower", -1.0 + EPS, "ramp", None),
