@@ -41,6 +41,7 @@ from model_factory.contracts import (
     LeakageAudit,
     LeakagePolicy,
 )
+from model_factory.core.governance import check_no_pii
 from model_factory.core.intake import FrameInputs, feature_columns
 from model_factory.core.leakage import (
     LABEL_OBSERVED,
@@ -487,6 +488,10 @@ def _plan_frame(
     receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
 ) -> _FramePlan:
     cfg, windows = receipt.config, receipt.windows
+    # Intake refused these already; the frame builder checks again against the policy it runs
+    # under, so no receipt (however made) gets a PII column read into a frame.
+    check_no_pii(policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id,
+                 "event_features")
     events = _events(inputs, receipt)
     latest, hidden, shown, gap, late = _visible_labels(
         events, _scan(inputs.labels), cfg.label_family

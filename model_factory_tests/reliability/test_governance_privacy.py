@@ -200,6 +200,22 @@ def test_pii_columns_in_events_and_labels_are_never_selected_into_the_frame(home
     assert not any(frame[c].str.contains("@").any() for c in strings)
 
 
+def test_the_frame_builder_refuses_a_pii_column_whatever_the_receipt_says(home):
+    # A receipt pinned under a policy that knew no PII (or forged): the frame builder, running
+    # under the real policy, still never reads the column.
+    lenient = GovernancePolicy(pii_columns=[], pii_patterns=[])
+    config = TrainingConfig(event_features=["amount", "customer_email"])
+    run = stage_intake(_env(home, lenient), config, WEEK)
+    frames_before = list((home / "store").rglob("*.parquet"))
+
+    with pytest.raises(PolicyViolationError) as info:
+        stage_frame(_env(home), run.ref)
+
+    assert info.value.field == "event_features" and "customer_email" in str(info.value)
+    assert info.value.source == run.doc.train_run_id  # type: ignore[union-attr]
+    assert list((home / "store").rglob("*.parquet")) == frames_before == []
+
+
 # ----------------------------------------------------- gate floors, window, who may trigger
 
 
