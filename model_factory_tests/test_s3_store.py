@@ -196,6 +196,25 @@ def test_concurrent_publishers_leave_exactly_one_record(bucket, passed):
     assert len(FileRegistry(url).history(bundle.model_family)) == 1
 
 
+def test_the_registry_sees_what_other_processes_wrote_since_it_last_listed(bucket, passed):
+    """s3fs caches listings per client; a cached one would hide other publishers' records and
+    champion changes (and a promoter retrying a lost sequence number would spin on it)."""
+    bundle, uri = passed
+    registry = FileRegistry(f"s3://{bucket}/registry")
+    registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
+    assert len(registry.records()) == 1 and len(registry.history(bundle.model_family)) == 1
+    other = fsspec.filesystem("s3", skip_instance_cache=True)  # another process's own client
+    later = "mfb-" + "f" * 20
+    record = registry.get(bundle.bundle_id).model_copy(update={"bundle_id": later})
+    other.pipe_file(registry.record_path(later), canonical_json(record))
+    change = registry.champion(bundle.model_family).model_copy(
+        update={"sequence": 2, "bundle_id": later, "previous_bundle_id": bundle.bundle_id})
+    other.pipe_file(f"{bucket}/registry/champions/{bundle.model_family}/00000002.json",
+                    canonical_json(change))
+    assert [r.bundle_id for r in registry.records()] == [bundle.bundle_id, later]
+    assert registry.champion(bundle.model_family).bundle_id == later
+
+
 def test_a_different_bundle_under_a_registered_id_is_refused(bucket, passed):
     """Another writer's record for this id names other bundle content: publishing refuses, and
     the record stays as that writer left it."""
