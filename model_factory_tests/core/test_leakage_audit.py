@@ -19,6 +19,7 @@ from model_factory.core import frames
 from model_factory.core.frames import JOIN_AT, TS, TrainingFrame, build_training_frame
 from model_factory.core.intake import intake
 from model_factory.defs.assets import leakage_check_result
+from model_factory.errors import PolicyViolationError
 from model_factory_tests.core.test_frames_asof import (
     PARTITION,
     CatalogData,
@@ -207,11 +208,15 @@ def test_unlabeled_rows_not_negative_under_negative_fail(
 
 
 def test_a_pii_feature_fails_no_denied_features(tmp_path: Path, data: CatalogData) -> None:
-    # intake ran under the default policy; the frame is audited under one that calls amount PII
-    strict = GovernancePolicy(pii_columns=["amount"])
-    audit = build_with(tmp_path, data, policy=strict).audit
+    # intake ran under the default policy; the frame is audited under one that calls a feature
+    # group's column PII (an event column so named is not even read: the builder refuses it)
+    strict = GovernancePolicy(pii_columns=["cust_fg__spend"])
+    audit = build_with(tmp_path / "group", data, policy=strict).audit
     assert_caught(audit, "no_denied_features")
-    assert "amount" in audit.pii_columns_found and "amount" in audit.denied_features
+    assert "cust_fg__spend" in audit.pii_columns_found
+    assert "cust_fg__spend" in audit.denied_features
+    with pytest.raises(PolicyViolationError, match="amount"):
+        build_with(tmp_path / "event", data, policy=GovernancePolicy(pii_columns=["amount"]))
 
 
 def with_event_column(data: CatalogData, name: str, values: pl.Expr | pl.Series) -> CatalogData:
