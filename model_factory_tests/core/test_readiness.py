@@ -15,12 +15,14 @@ from scipy.stats import spearmanr
 
 from model_factory.cli import main
 from model_factory.contracts import (
+    CanarySettings,
     ChampionRef,
     ConfidenceInterval,
     DayDecisions,
     DecisionChanges,
     DecisionPolicy,
     EvaluationReport,
+    EvaluationSettings,
     OperationalLimits,
     OutcomeDeltas,
     OutcomeValue,
@@ -50,11 +52,17 @@ from model_factory.core.reproduce import reproduce_bundle
 from model_factory.core.runs import load_readiness
 from model_factory.core.storage import ArtifactStore
 from model_factory.core.training import TrainedModel, feature_matrix
-from model_factory_tests.core.test_bundles_registry import LENIENT, build, fresh_env, point_gates
+from model_factory_tests.core.test_bundles_registry import build, fresh_env, point_gates
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "contracts" / "mf_public_contracts_v0.schema.json")
                     .read_text())
 WEEKS = ["2026-02-23", "2026-03-02", "2026-03-09"]
+# Readiness reads the report's policy and operating points, not its intervals, SHAP or controls.
+CHEAP = TrainingConfig(gates=point_gates(), evaluation=EvaluationSettings(
+    bootstrap_resamples=0, slice_bootstrap_resamples=0, shap_sample_rows=0,
+    shuffled_label_canary=CanarySettings(enabled=False)))
+# The real-model tests share one module fixture: keep them on one xdist worker.
+ON_THE_DEMO_WEEKS = pytest.mark.xdist_group("readiness_weeks")
 RULE = ThresholdRule(basis="alert_rate", target=0.01)
 
 
@@ -338,11 +346,12 @@ def weeks(tmp_path_factory):
     env = fresh_env(root / "catalog", root)
     out = []
     for week in WEEKS:
-        bundle, uri, _ = build(env, LENIENT, week)
+        bundle, uri, _ = build(env, CHEAP, week)
         if bundle.gate_receipt.gate_status == "PASS":
             env.registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
         out.append((bundle, uri))
-    failed = build(env, TrainingConfig(gates=point_gates(roc_auc_lower=0.9999)), WEEKS[1])
+    failed = build(env, CHEAP.model_copy(update={"gates": point_gates(roc_auc_lower=0.9999)}),
+                   WEEKS[1])
     return env, out, failed
 
 
@@ -360,6 +369,7 @@ def _op(report: EvaluationReport, name: str):
     return next(p for p in report.operating_points if p.name == name)
 
 
+@ON_THE_DEMO_WEEKS
 def test_every_pass_bundle_carries_a_document_bound_to_it(weeks):
     env, built, _ = weeks
     assert all(b.gate_receipt.gate_status == "PASS" for b, _ in built)
@@ -384,6 +394,7 @@ def test_every_pass_bundle_carries_a_document_bound_to_it(weeks):
     assert all(d.champion is not None and d.decisions is not None for d in later)
 
 
+@ON_THE_DEMO_WEEKS
 def test_numbers_tie_out_with_both_models_evaluation_reports(weeks):
     _, built, _ = weeks
     for bundle, uri in built[1:]:
@@ -420,28 +431,32 @@ def test_numbers_tie_out_with_both_models_evaluation_reports(weeks):
                          outcomes=doc.outcomes) == doc.recommendation
 
 
+@ON_THE_DEMO_WEEKS
 def test_rerunning_a_week_gives_the_same_document_digest(weeks):
     env, built, _ = weeks
     bundle, uri = built[1]
     path = Path(readiness_uri_for(uri))
     before, stored = content_digest(load_readiness(uri)), path.read_bytes()
-    again, again_uri, created = build(env, LENIENT, WEEKS[1])
+    again, again_uri, created = build(env, CHEAP, WEEKS[1])
     assert not created and again_uri == uri and again.bundle_id == bundle.bundle_id
     assert content_digest(load_readiness(uri)) == before and path.read_bytes() == stored
 
 
+@ON_THE_DEMO_WEEKS
 def test_a_fail_bundle_has_no_readiness(weeks):
     _, _, (failed, uri, _) = weeks
     assert failed.gate_receipt.gate_status == "FAIL"
     assert load_readiness(uri) is None and not Path(readiness_uri_for(uri)).exists()
 
 
+@ON_THE_DEMO_WEEKS
 def test_bundle_with_a_champion_still_reproduces_identically(weeks):
     env, built, _ = weeks
     report = reproduce_bundle(built[1][1], env)
     assert report.verdict == "IDENTICAL", report.comparisons
 
 
+@ON_THE_DEMO_WEEKS
 def test_registry_refuses_a_readiness_document_of_another_bundle(weeks, tmp_path):
     _, built, _ = weeks
     (b1, uri1), (b2, uri2) = built[0], built[1]
@@ -459,6 +474,7 @@ def test_registry_refuses_a_readiness_document_of_another_bundle(weeks, tmp_path
     assert response.status == "published" and response.record.readiness_ref is not None
 
 
+@ON_THE_DEMO_WEEKS
 def test_registry_show_lists_the_readiness(weeks, monkeypatch):
     env, built, _ = weeks
     bundle, _ = built[1]
