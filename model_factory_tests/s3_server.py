@@ -84,6 +84,8 @@ def serve() -> None:
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, make_app(), threaded=True)
+    # The parent holds our stdin open: when it goes, even killed, the server goes too.
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
     print(f"READY {server.server_port}", flush=True)
     server.serve_forever()
 
@@ -104,8 +106,8 @@ class S3Server:
     def start(self, timeout: float = 60) -> S3Server:
         log = (self.home / "s3-server.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "model_factory_tests.s3_server"], stdout=subprocess.PIPE,
-            stderr=log, cwd=Path(__file__).resolve().parents[1])
+            [sys.executable, "-m", "model_factory_tests.s3_server"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=log, cwd=Path(__file__).resolve().parents[1])
         ready: list[str] = []
         reader = threading.Thread(target=lambda: ready.append(self.process.stdout.readline().decode()),
                                   daemon=True)
