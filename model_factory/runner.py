@@ -7,6 +7,8 @@ Then the publish sensor is evaluated once and its requests are executed as publi
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -24,6 +26,47 @@ TRAIN_JOB = "weekly_training"
 BACKTEST_JOB = "backtest"
 # Runs started here print our own progress lines; Dagster's step-by-step log stays in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Which process runs an in-process run, so a later run can tell one whose process died from one
+# still going (see fail_orphaned_runs).
+PID_TAG = "model_factory/pid"
+HOST_TAG = "model_factory/host"
+_LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _process_tags() -> dict[str, str]:
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the in-process runs of this host whose process is gone (SIGKILL, OOM, power
+    loss), and free their pool slots; returns their run ids.
+
+    Such a run stays STARTED forever, and if it died inside the ``model`` step it keeps the
+    ``training`` pool's only slot: every later run would wait for that slot forever. Dagster
+    frees slots only for finished runs, so the run is reported failed and its slots freed.
+    """
+    host, orphans = socket.gethostname(), []
+    for record in instance.get_run_records(filters=dg.RunsFilter(
+            statuses=_LIVE, tags={HOST_TAG: host})):
+        run = record.dagster_run
+        pid = run.tags.get(PID_TAG, "")
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the process that ran it (pid {pid} on {host}) is gone: "
+                                        "killed or crashed before the run ended")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        orphans.append(run.run_id)
+    return orphans
 
 
 @dataclass
@@ -90,11 +133,12 @@ def _latest(instance: dg.DagsterInstance, asset: str, week: str) -> dict | None:
 def run_week(instance: dg.DagsterInstance, defs: dg.Definitions, week: str,
              run_config: dict | None = None, tags: dict[str, str] | None = None) -> WeekSummary:
     """One run of the six stages for ``week``; failures are reported, not raised."""
+    fail_orphaned_runs(instance)
     job = defs.resolve_job_def(TRAIN_JOB)
     result = job.execute_in_process(
         partition_key=week, instance=instance, run_config={**QUIET, **(run_config or {})},
         raise_on_error=False,
-        tags={"model_factory/triggered_by": "cli", **(tags or {})})
+        tags={"model_factory/triggered_by": "cli", **_process_tags(), **(tags or {})})
     if not result.success:
         error = _first_failure(result)
         return WeekSummary(week, None, None, None, None, None, None, None, False, "failed", error)
@@ -149,7 +193,8 @@ def tick_publish_sensor(instance: dg.DagsterInstance, defs: dg.Definitions,
             continue
         outcome = job.execute_in_process(
             run_config={**QUIET, **request.run_config}, instance=instance, raise_on_error=False,
-            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME})
+            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME,
+                  **_process_tags()})
         if not outcome.success:
             raise ModelFactoryError(f"publishing {request.run_key} failed: {_first_failure(outcome)}",
                                     field="publish")
@@ -186,7 +231,7 @@ def refresh_backtest(instance: dg.DagsterInstance, defs: dg.Definitions) -> int 
     backfill); returns how many weeks it holds, or None if the run failed."""
     result = defs.resolve_job_def(BACKTEST_JOB).execute_in_process(
         instance=instance, run_config=QUIET, raise_on_error=False,
-        tags={"model_factory/triggered_by": "cli"})
+        tags={"model_factory/triggered_by": "cli", **_process_tags()})
     if not result.success:
         return None
     meta = result.asset_materializations_for_node("backtest_summary")[0].metadata

@@ -24,6 +24,7 @@ from model_factory.contracts import (
 from model_factory.core.bundles import model_ref, smoke_test, stored_bundle_digest, verify_bundle
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
+from model_factory.core.faults import crash_point
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.readiness import READINESS_NAME, readiness_uri_for
 from model_factory.core.storage import Location, join, read_bytes, write_exclusive
@@ -108,6 +109,7 @@ class FileRegistry:
             record, status = existing, "already_published"
         # Also on a repeat, so a publisher that died before journaling its record is completed.
         self._journal_file("registry_record", path)
+        crash_point("publish.recorded")
         # Also on a repeat: a publisher that died between the two writes is completed here.
         changed = self._maybe_promote(record)
         return PublishBundleResponse(status=status, bundle_id=record.bundle_id,

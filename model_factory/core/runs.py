@@ -45,6 +45,7 @@ from model_factory.core.bundles import (
 from model_factory.core.canonical import canonical_json, content_digest
 from model_factory.core.documents import parse_document
 from model_factory.core.evaluation import evaluate_run
+from model_factory.core.faults import crash_point
 from model_factory.core.frames import (
     TrainingFrame,
     build_training_frame,
@@ -123,6 +124,7 @@ def stage_intake(env: FactoryEnv, config: TrainingConfig, partition_key: str,
     champion = env.registry.champion_before(config.model_family, partition_key)
     receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance,
                              env.policy_source, champion, gate_history)
+    crash_point("intake.verified")
     ref = env.store.put_document("intake_receipt.json", receipt)
     counts = {"manifests": len(receipt.input_dataset_manifests),
               "event_rows": sum(e.manifest.row_count for e in inputs.events),
@@ -156,6 +158,7 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
         train_run_id=receipt.train_run_id, intake_digest=intake_ref.sha256, frame=frame_ref,
         feature_schema=built.feature_schema, feature_group_versions=groups,
         leakage_audit=built.audit, rows=rows, positives=positives)
+    crash_point("frame.built")
     ref = env.store.put_document("training_frame_record.json", record)
     counts = {f"{s}_rows": rows.get(s, 0) for s in ("train", "val", "test")}
     counts |= {f"{s}_positives": positives.get(s, 0) for s in ("train", "val", "test")}
@@ -179,6 +182,7 @@ def stage_model(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef
     frame = load_frame(record)
     trained = train_xgboost(frame, [f.name for f in record.feature_schema], receipt.config.hyperparams,
                             source=record.frame.uri)
+    crash_point("training.fitted")
     ref = env.store.put_bytes(MODEL_ARTIFACT, trained.model_bytes, suffix=".ubj")
     counts = {"best_iteration": trained.best_iteration, "model_bytes": len(trained.model_bytes)}
     return StageResult(ref, None, counts, time.perf_counter() - started)
@@ -199,6 +203,7 @@ def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: Artifa
     html = env.store.put_bytes("evaluation_report.html", render_report_html(report),
                                media_type="text/html", suffix=".html")
     report = report.model_copy(update={"html": html})
+    crash_point("report.evaluated")
     ref = env.store.put_document("evaluation_report.json", report)
     test = report.metrics["test"]
     counts = {"test_rows": test.rows, "test_positives": test.positives}
@@ -246,6 +251,7 @@ def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
         score_test=model.predict(feature_matrix(test, features)), champion=receipt.champion,
         champion_score_test=champion_scores, champion_problem=problem, history=history)
     gate = decide_gate(receipt.config.gates, env.policy, evidence)
+    crash_point("gate.decided")
     ref = env.store.put_document("gate_receipt.json", gate)
     return StageResult(ref, gate, {}, time.perf_counter() - started)
 
@@ -268,6 +274,7 @@ def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRe
         report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256), receipt=gate,
         policy_config=report.policy, provenance=provenance)
     uri, created = write_bundle(env.store, bundle) if write else ("", False)
+    crash_point("bundle.written")
     if write and gate.gate_status == "PASS":
         # After the bundle: the document names the bundle_id, so it cannot be inside it.
         stage_readiness(env, receipt, record, report, bundle, uri, model_ref)

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from model_factory.contracts import ArtifactRef
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
+from model_factory.core.faults import crash_point
 from model_factory.errors import (
     ConfigError,
     DigestMismatchError,
@@ -123,11 +124,13 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
         if isinstance(fs, LocalFileSystem):
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            crash_point("link", path)
             try:
                 os.link(tmp, path)  # atomic, and fails if another writer won the race
             except FileExistsError:
                 return False
             return True
+        crash_point("link", path)
         if fs.exists(path):
             return False
         fs.mv(tmp, path)
