@@ -6,6 +6,7 @@ directly, so there is one code path whatever runs it.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,9 +53,10 @@ from model_factory.core.frames import (
     check_frame_schema,
     frame_from_parquet,
     frame_to_parquet,
+    write_training_frame,
 )
 from model_factory.core.gates import GateEvidence, decide_gate
-from model_factory.core.intake import feature_columns, intake, reload_inputs
+from model_factory.core.intake import FrameInputs, feature_columns, intake, reload_inputs
 from model_factory.core.journal import Journal
 from model_factory.core.manifests import Catalog
 from model_factory.core.readiness import (
@@ -66,7 +68,7 @@ from model_factory.core.readiness import (
 )
 from model_factory.core.registry import FileRegistry
 from model_factory.core.report_html import render_readiness_html, render_report_html
-from model_factory.core.settings import Settings
+from model_factory.core.settings import DEFAULT_STREAM_ABOVE_BYTES, Settings
 from model_factory.core.storage import ArtifactStore, file_sha256, join, open_uri, read_json
 from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
 from model_factory.errors import LeakageError, MissingInputError, ModelFactoryError
@@ -83,12 +85,22 @@ class FactoryEnv:
     registry: FileRegistry
     policy: GovernancePolicy
     policy_source: str = "built-in default policy"
+    frame_mode: str = "auto"  # see Settings.frame_mode
+    stream_frames_above_bytes: int = DEFAULT_STREAM_ABOVE_BYTES
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FactoryEnv:
         return cls(Catalog(settings.catalog_url), ArtifactStore(settings.store_url),
                    FileRegistry(settings.registry_url), settings.policy(),
-                   settings.policy_path or "built-in default policy")
+                   settings.policy_path or "built-in default policy",
+                   settings.frame_mode, settings.stream_frames_above_bytes)
+
+    def streams_frame(self, inputs: FrameInputs) -> bool:
+        """Whether this run's frame is built in streaming mode."""
+        if self.frame_mode != "auto":
+            return self.frame_mode == "streaming"
+        size = sum(f.size_bytes for e in inputs.all_entries() for f in e.manifest.files)
+        return size > self.stream_frames_above_bytes
 
 
 @dataclass
@@ -141,9 +153,23 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
     inputs = reload_inputs(receipt)
-    built = build_training_frame(receipt, inputs, env.policy)
-    frame_ref = env.store.put_bytes("training_frame.parquet", frame_to_parquet(built.frame),
-                                    media_type="application/vnd.apache.parquet", suffix=".parquet")
+    parquet = {"media_type": "application/vnd.apache.parquet", "suffix": ".parquet"}
+    if env.streams_frame(inputs):
+        # the same bytes as the in-memory build, without the frame's features in memory at once
+        with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
+            written = write_training_frame(receipt, inputs, env.policy, f"{tmp}/frame.parquet")
+            frame_ref = env.store.put_file("training_frame.parquet", written.path, **parquet)
+        schema, audit = written.feature_schema, written.audit
+        rows, positives = written.rows, written.positives
+    else:
+        built = build_training_frame(receipt, inputs, env.policy)
+        frame_ref = env.store.put_bytes("training_frame.parquet", frame_to_parquet(built.frame),
+                                        **parquet)
+        schema, audit = built.feature_schema, built.audit
+        by_split = built.frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
+        rows = {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)}
+        positives = {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)}
+        del built
     groups = [
         FeatureGroupVersion(
             name=name, version=entries[0].manifest.version, keys=entries[0].manifest.keys,
@@ -151,13 +177,10 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
             columns=[c for c in entries[0].manifest.columns if c.name in feature_columns(entries[0])])
         for name, entries in inputs.feature_groups.items()
     ]
-    by_split = built.frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
-    rows = {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)}
-    positives = {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)}
     record = TrainingFrameRecord(
         train_run_id=receipt.train_run_id, intake_digest=intake_ref.sha256, frame=frame_ref,
-        feature_schema=built.feature_schema, feature_group_versions=groups,
-        leakage_audit=built.audit, rows=rows, positives=positives)
+        feature_schema=schema, feature_group_versions=groups,
+        leakage_audit=audit, rows=rows, positives=positives)
     crash_point("frame.built")
     ref = env.store.put_document("training_frame_record.json", record)
     counts = {f"{s}_rows": rows.get(s, 0) for s in ("train", "val", "test")}

@@ -15,6 +15,8 @@ from model_factory.errors import ConfigError, PolicyViolationError
 
 DEFAULT_START_WEEK = "2026-02-23"  # first trainable week of the default demo data (7 weeks in)
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FRAME_MODES = ("auto", "memory", "streaming")
+DEFAULT_STREAM_ABOVE_BYTES = 2 << 30  # of input parquet: about 5M events with 60 features
 # MODEL_FACTORY_INSTANCE -> the instance settings copied into $DAGSTER_HOME/dagster.yaml.
 INSTANCE_TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 # What dagster.postgres.yaml reads from the environment when the instance loads.
@@ -33,6 +35,11 @@ class Settings:
     dagster_home: Path
     # None: keep whatever $DAGSTER_HOME/dagster.yaml holds (SQLite on first use).
     instance: str | None = None
+    # How training frames are built: "memory", "streaming" (features gathered chunk by chunk to
+    # a file), or "auto": streaming when the run's input files exceed stream_frames_above_bytes.
+    # Both give the same bytes, so this is an execution choice, not part of any run identity.
+    frame_mode: str = "auto"
+    stream_frames_above_bytes: int = DEFAULT_STREAM_ABOVE_BYTES
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -50,6 +57,14 @@ class Settings:
         if instance is not None and instance not in INSTANCE_TEMPLATES:
             raise ConfigError(f"'{instance}' is not one of {', '.join(INSTANCE_TEMPLATES)}",
                               field="MODEL_FACTORY_INSTANCE")
+        frame_mode = env.get("MODEL_FACTORY_FRAME_MODE") or "auto"
+        if frame_mode not in FRAME_MODES:
+            raise ConfigError(f"'{frame_mode}' is not one of {', '.join(FRAME_MODES)}",
+                              field="MODEL_FACTORY_FRAME_MODE")
+        above = env.get("MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES") or str(DEFAULT_STREAM_ABOVE_BYTES)
+        if not above.isdigit():
+            raise ConfigError(f"'{above}' is not a number of bytes",
+                              field="MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES")
         return cls(
             home=home,
             catalog_url=env.get("MODEL_FACTORY_CATALOG") or str(home / "catalog"),
@@ -59,6 +74,8 @@ class Settings:
             policy_path=env.get("MODEL_FACTORY_POLICY") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),
             instance=instance,
+            frame_mode=frame_mode,
+            stream_frames_above_bytes=int(above),
         )
 
     def policy(self) -> GovernancePolicy:

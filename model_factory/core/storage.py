@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -138,6 +139,28 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
+
+
+def _copy_exclusive(source: str, path: str) -> bool:
+    """write_exclusive for a local file copied to a local path, streamed rather than read whole."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(path):
+        return False
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}.partial"
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        crash_point("link", path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 # -- S3 ------------------------------------------------------------------------------------------
@@ -279,6 +302,21 @@ class ArtifactStore:
         write_exclusive(self.location.fs, path, data)
         return ArtifactRef(name=name, uri=self.location.uri(path), sha256=digest,
                            size_bytes=len(data), media_type=media_type)
+
+    def put_file(self, name: str, local_path: str, media_type: str = "application/octet-stream",
+                 suffix: str = "") -> ArtifactRef:
+        """Store a local file by content; on a local store it is never read into memory whole
+        (frames built in streaming mode)."""
+        digest, size = file_sha256(LocalFileSystem(), local_path)
+        path = self._blob_path(digest, suffix)
+        fs = self.location.fs
+        if isinstance(fs, LocalFileSystem):
+            _copy_exclusive(local_path, path)
+        else:  # remote stores create an object in one conditional PUT: write_exclusive's rules
+            with open(local_path, "rb") as f:
+                write_exclusive(fs, path, f.read())
+        return ArtifactRef(name=name, uri=self.location.uri(path), sha256=digest,
+                           size_bytes=size, media_type=media_type)
 
     def put_document(self, name: str, doc: BaseModel) -> ArtifactRef:
         """Store a JSON document addressed by its content digest (volatile fields left out).
