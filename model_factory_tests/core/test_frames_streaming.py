@@ -126,3 +126,18 @@ def test_the_frame_stage_stores_the_same_frame_in_either_mode(tmp_path: Path) ->
     assert len(list((tmp_path / "store").rglob("*.parquet"))) == 1
     record = results[("streaming", 0)][0].doc
     assert record.rows["train"] > 1000 and record.leakage_audit.passed
+
+
+def test_the_dagster_resource_keeps_the_frame_mode_from_the_environment(monkeypatch) -> None:
+    """The resource overrides only what it is given: the mode set in the environment (or on the
+    launchpad) reaches the run, and a wrong one is refused naming the field."""
+    from model_factory.defs.resources import ModelFactoryResource
+    from model_factory.errors import ConfigError
+
+    monkeypatch.setenv("MODEL_FACTORY_FRAME_MODE", "streaming")
+    monkeypatch.setenv("MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES", "123")
+    env = ModelFactoryResource().factory_env()
+    assert (env.frame_mode, env.stream_frames_above_bytes) == ("streaming", 123)
+    assert ModelFactoryResource(frame_mode="memory").factory_env().frame_mode == "memory"
+    with pytest.raises(ConfigError, match="frame_mode"):
+        ModelFactoryResource(frame_mode="fast").factory_env()
