@@ -142,10 +142,22 @@ def _load_config(path: str | None) -> TrainingConfig:
 
 
 def _instance(settings: Settings):
+    import fcntl
+
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
-    return dg.DagsterInstance.get()
+    settings.dagster_home.mkdir(parents=True, exist_ok=True)
+    # The first open of a SQLite instance creates its tables, and two processes doing that at
+    # once fail ("table secondary_indexes already exists"): set up and open under a lock, and
+    # touch every storage so it is created before the lock is let go.
+    with open(settings.dagster_home / ".model_factory.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
+        instance = dg.DagsterInstance.get()
+        instance.get_runs_count()
+        instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1)
+        instance.all_instigator_state()
+    return instance
 
 
 def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:

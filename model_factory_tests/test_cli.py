@@ -198,3 +198,28 @@ def test_demo_data_creates_the_catalog_and_prints_a_json_summary(home):
     events = Catalog(catalog_url).entries("events", "transactions", "v1")
     assert sum(e.manifest.row_count for e in events) == summary["rows"]["transactions"]
     assert all(e.digest == manifest_digest(e.manifest) for e in events)
+
+
+@pytest.mark.slow
+def test_several_processes_opening_a_fresh_home_at_once_all_succeed(tmp_path: Path) -> None:
+    """The first open of a SQLite instance creates its tables; processes starting together on a
+    fresh home (two runs of a backfill, a run and `ledger`) must not race on that. Without the
+    lock in `cli._instance` about one round in three lost a process ("already exists",
+    "more than one head")."""
+    import os
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "model-factory")
+    for round_ in range(4):
+        home = tmp_path / f"home{round_}"
+        env = {**os.environ, "MODEL_FACTORY_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+        procs = [
+            subprocess.Popen([cli, "ledger", "--json"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        results = [(p.communicate(timeout=300), p.returncode) for p in procs]
+        failed = [err[-400:] for (_, err), code in results if code != 0]
+        assert not failed, failed
+        assert (home / "dagster" / "dagster.yaml").exists()
