@@ -20,6 +20,8 @@ row) must be the same for all, or the run is marked MISMATCH.
 
   factory            model_factory.core.frames.build_training_frame (intake not timed), including
                      its leakage audit, label maturity and evidence columns
+  factory_to_file    factory, then the frame written to parquet (what the frame stage does in
+                     memory mode): the peer of factory_streaming
   factory_streaming  model_factory.core.frames.write_training_frame: the same frame built in
                      streaming mode straight to a parquet file (the write is timed too)
   duckdb_asof        DuckDB SQL: ASOF LEFT JOIN per group, labels by arg_max
@@ -201,6 +203,17 @@ def run_factory(folder: Path):
     seconds = time.perf_counter() - started
     assert built.audit.passed, built.audit.violations
     return built.frame, seconds
+
+
+def run_factory_to_file(folder: Path):
+    """The in-memory build followed by writing the frame's parquet, as the frame stage does."""
+    from model_factory.core.frames import frame_to_parquet
+
+    frame, seconds = run_factory(folder)
+    out = folder / "memory_frame.parquet"
+    started = time.perf_counter()
+    out.write_bytes(frame_to_parquet(frame))
+    return out, seconds + time.perf_counter() - started
 
 
 def run_factory_streaming(folder: Path):
@@ -441,6 +454,7 @@ def run_read_and_sort(folder: Path):
 
 RUNNERS = {
     "factory": run_factory,
+    "factory_to_file": run_factory_to_file,
     "factory_streaming": run_factory_streaming,
     "duckdb_asof": run_duckdb,
     "polars_join_asof": run_polars,

@@ -644,7 +644,10 @@ def write_training_frame(
         frame = pl.concat(
             [pl.scan_parquet(path), pl.scan_parquet(evidence_path)], how="horizontal"
         )
-        audit = plan.audit(frame)
+        # batch by batch: the two files are read side by side, so no filter can be pushed
+        # into one of them, and the in-memory engine would load every column a rule reads
+        with pl.Config(engine_affinity="streaming"):
+            audit = plan.audit(frame)
     except BaseException:
         Path(path).unlink(missing_ok=True)
         raise
