@@ -143,19 +143,19 @@ def run_partition(workdir: Path, events: int) -> dict:
 
 def print_partition_table(results: dict[int, dict]) -> None:
     sizes = list(results)
-    head = f"{'stage':<10}" + "".join(f"{f'{n:,} events: core s':>24}{'step s':>9}" for n in sizes)
+    head = f"{'stage':<10}" + "".join(f"{f'{n:,} events: core s':>26}{'step s':>9}" for n in sizes)
     print(head)
     for name in STAGES.values():
         print(f"{name:<10}" + "".join(
-            f"{results[n]['stages'][name]['core']:>24.2f}{results[n]['stages'][name]['step']:>9.2f}"
+            f"{results[n]['stages'][name]['core']:>26.2f}{results[n]['stages'][name]['step']:>9.2f}"
             for n in sizes))
-    print(f"{'run':<10}" + "".join(f"{results[n]['run']:>33.2f}" for n in sizes))
+    print(f"{'run':<10}" + "".join(f"{results[n]['run']:>35.2f}" for n in sizes))
     shares = []
     for n in sizes:
         core = sum(s["core"] for s in results[n]["stages"].values())
         shares.append((results[n]["run"] - core, (results[n]["run"] - core) / results[n]["run"]))
-    print(f"{'dagster':<10}" + "".join(f"{f'{s:.2f}s = {p:.0%}':>33}" for s, p in shares))
-    print(f"{'frame rows':<10}" + "".join(f"{sum(results[n]['rows'].values()):>33,}" for n in sizes))
+    print(f"{'dagster':<10}" + "".join(f"{f'{s:.2f}s = {p:.0%}':>35}" for s, p in shares))
+    print(f"{'frame rows':<10}" + "".join(f"{sum(results[n]['rows'].values()):>35,}" for n in sizes))
     print(f"{'peak RSS':<10}" + "".join(f"{results[n]['peak_rss_mb']:>30,.0f} MB" for n in sizes))
 
 
