@@ -39,6 +39,26 @@ def artifacts_dir() -> Path:
     return path
 
 
+# The small demo catalog of the bad-input, hostile-input and governance tests: 10 weeks, the last
+# trainable one 2026-03-09.
+SMALL_DEMO = DemoDataSpec(customers=300, terminals=600, weeks=10)
+
+
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SMALL_DEMO, generated once per test process; tests copy it before changing anything."""
+    root = tmp_path_factory.mktemp("pristine") / "catalog"
+    generate_demo_data(str(root), SMALL_DEMO)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path: Path, pristine: Path) -> Path:
+    """A private copy of the small demo catalog, next to a store and registry not made yet."""
+    shutil.copytree(pristine, tmp_path / "catalog")
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def dagster_server(tmp_path_factory) -> Iterator[DagsterServer]:
     """`dagster dev` on a temporary DAGSTER_HOME and a free port, over a small demo catalog."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from model_factory.contracts import (
     TimeWindow,
     TrainingConfig,
 )
-from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.intake import intake
 from model_factory.core.manifests import Catalog, read_manifest, verify_manifest_files
 from model_factory.core.registry import FileRegistry
@@ -36,8 +34,9 @@ from model_factory.errors import (
     PolicyViolationError,
     SchemaMismatchError,
 )
+from model_factory_tests.conftest import SMALL_DEMO
 
-SPEC = DemoDataSpec(customers=300, terminals=600, weeks=10)
+SPEC = SMALL_DEMO  # the `pristine` and `home` fixtures of conftest.py hold it
 WEEK = "2026-03-09"  # the last trainable week of SPEC: its data span covers weeks 3..10
 TAMPERED_WINDOW = "20260202T000000Z_20260209T000000Z"  # inside that span for every dataset
 DATASETS = [
@@ -45,20 +44,6 @@ DATASETS = [
     pytest.param("labels/chargebacks/v1", id="labels"),
     pytest.param("feature_group/terminal_risk/v1", id="feature-group"),
 ]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine") / "catalog"
-    generate_demo_data(str(root), SPEC)
-    return root
-
-
-@pytest.fixture
-def home(tmp_path: Path, pristine: Path) -> Path:
-    """A private copy of the demo catalog, next to a store and registry that do not exist yet."""
-    shutil.copytree(pristine, tmp_path / "catalog")
-    return tmp_path
 
 
 def _env(home: Path, policy: GovernancePolicy | None = None) -> FactoryEnv:

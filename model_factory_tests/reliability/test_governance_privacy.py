@@ -43,24 +43,12 @@ from model_factory.defs.resources import ModelFactoryResource
 from model_factory.errors import PolicyViolationError
 from model_factory.ledger import read_ledger
 from model_factory.runner import run_week, run_weeks
+from model_factory_tests.conftest import SMALL_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = DemoDataSpec(customers=300, terminals=600, weeks=10)
+SPEC = SMALL_DEMO  # the `pristine` and `home` fixtures of conftest.py hold it
 WEEK = "2026-03-09"
 PII_IN_DEMO = ("card_number", "customer_email")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine") / "catalog"
-    generate_demo_data(str(root), SPEC)
-    return root
-
-
-@pytest.fixture
-def home(tmp_path: Path, pristine: Path) -> Path:
-    shutil.copytree(pristine, tmp_path / "catalog")
-    return tmp_path
 
 
 def _env(home: Path, policy: GovernancePolicy | None = None, source: str = "test policy"

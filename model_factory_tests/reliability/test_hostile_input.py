@@ -28,7 +28,6 @@ from hypothesis import strategies as st
 
 from model_factory.contracts import GovernancePolicy, TrainingConfig
 from model_factory.core.canonical import sha256_hex
-from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.intake import intake
 from model_factory.core.manifests import Catalog, create_manifest
 from model_factory.core.registry import FileRegistry
@@ -48,8 +47,9 @@ from model_factory.errors import (
     PolicyViolationError,
     SchemaMismatchError,
 )
+from model_factory_tests.conftest import SMALL_DEMO
 
-SPEC = DemoDataSpec(customers=300, terminals=600, weeks=10)
+SPEC = SMALL_DEMO  # the `pristine` and `home` fixtures of conftest.py hold it
 WEEK = "2026-03-09"  # the last trainable week of SPEC: train 02-02..03-02 (+gap), test 03-02..03-09
 WINDOW = "20260202T000000Z_20260209T000000Z"  # a week inside that span for every dataset
 TEST_WINDOW = "20260302T000000Z_20260309T000000Z"
@@ -59,20 +59,6 @@ LABELS = "labels/chargebacks/v1"
 TERMINAL = "feature_group/terminal_risk/v1"
 # hypothesis examples per fuzz strategy; derandomized so CI runs the same inputs every time
 EXAMPLES = 120
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pristine") / "catalog"
-    generate_demo_data(str(root), SPEC)
-    return root
-
-
-@pytest.fixture
-def home(tmp_path: Path, pristine: Path) -> Path:
-    """A private copy of the demo catalog next to a store and a registry that do not exist yet."""
-    shutil.copytree(pristine, tmp_path / "catalog")
-    return tmp_path
 
 
 def _env(home: Path, policy: GovernancePolicy | None = None) -> FactoryEnv:
