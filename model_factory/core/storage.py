@@ -16,9 +16,10 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -113,24 +114,16 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     """
     if _is_s3(fs):
         return _write_exclusive_s3(fs, path, data)
+    if isinstance(fs, LocalFileSystem):
+        return _create_local(path, lambda f: f.write(data))
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if fs.exists(path):
         return False
-    # Hidden and with a suffix of its own, so no glob for final names ever matches it.
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}.partial"
+    tmp = _temporary_name(parent, path)
     with fs.open(tmp, "wb") as f:
         f.write(data)
     try:
-        if isinstance(fs, LocalFileSystem):
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            crash_point("link", path)
-            try:
-                os.link(tmp, path)  # atomic, and fails if another writer won the race
-            except FileExistsError:
-                return False
-            return True
         crash_point("link", path)
         if fs.exists(path):
             return False
@@ -141,16 +134,23 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
             fs.rm(tmp)
 
 
-def _copy_exclusive(source: str, path: str) -> bool:
-    """write_exclusive for a local file copied to a local path, streamed rather than read whole."""
+def _temporary_name(parent: str, path: str) -> str:
+    # Hidden and with a suffix of its own, so no glob for final names ever matches it.
+    return f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}.partial"
+
+
+def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
+    """Exclusive create on a local disk: ``fill`` writes the bytes under a temporary name, they
+    are fsynced, then linked to ``path`` (atomic, and fails if another writer won the race)."""
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     if os.path.exists(path):
         return False
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}.partial"
+    tmp = _temporary_name(parent, path)
     try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb+") as f:
+        with open(tmp, "wb") as f:
+            fill(f)
+            f.flush()
             os.fsync(f.fileno())
         crash_point("link", path)
         try:
@@ -161,6 +161,14 @@ def _copy_exclusive(source: str, path: str) -> bool:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _copy_from(source: str) -> Callable[[BinaryIO], object]:
+    def fill(f: BinaryIO) -> None:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, f, _CHUNK)
+
+    return fill
 
 
 # -- S3 ------------------------------------------------------------------------------------------
@@ -311,7 +319,7 @@ class ArtifactStore:
         path = self._blob_path(digest, suffix)
         fs = self.location.fs
         if isinstance(fs, LocalFileSystem):
-            _copy_exclusive(local_path, path)
+            _create_local(path, _copy_from(local_path))
         else:  # remote stores create an object in one conditional PUT: write_exclusive's rules
             with open(local_path, "rb") as f:
                 write_exclusive(fs, path, f.read())
