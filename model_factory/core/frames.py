@@ -23,8 +23,9 @@ two at a time in threads (the sorts and searches release the GIL).
 from __future__ import annotations
 
 import io
+import mmap
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -38,8 +39,10 @@ from model_factory.contracts import (
     FeatureSpec,
     GovernancePolicy,
     IntakeReceipt,
+    LabelMaturity,
     LeakageAudit,
     LeakagePolicy,
+    TrainingConfig,
 )
 from model_factory.core.governance import check_no_pii
 from model_factory.core.intake import FrameInputs, feature_columns
@@ -59,6 +62,7 @@ TS = pl.Datetime("us", "UTC")
 SPLITS = ("train", "val", "test")
 ID_COLUMNS = ("event_id", "event_time", "split", "label")
 JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_at
+ROW = "__row"  # an event's row before the missing-label rule
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
 _INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _COMPOSITE_LIMIT = 1 << 62
@@ -66,10 +70,14 @@ _COMPOSITE_LIMIT = 1 << 62
 # values at most this many times the rows (the per-key index is a dense array).
 _WALK_MAX_SNAPSHOTS = 24
 _WALK_KEY_SPAN_PER_ROW = 4
-# ... and its per-entity tables at most this many cells per row (they are int64), walked in
-# chunks of this many events.
+# ... and its per-entity tables at most this many cells per row (or this many in all), walked
+# in chunks of this many events.
 _WALK_CELLS_PER_ROW = 4
-_WALK_CHUNK = 1 << 14
+_WALK_CELLS_ALWAYS = 1 << 16
+_WALK_CHUNK = 1 << 13
+# The feature gather: events per chunk (its rows stay in cache), and two threads above this.
+_GATHER_CHUNK = 1 << 12
+_GATHER_THREADS_ABOVE = 1 << 16
 # Rows per parquet row group of every frame file, in both build modes (same rows, same bytes).
 FRAME_ROW_GROUP = 1 << 17
 
@@ -222,6 +230,9 @@ def _snapshots(
 
 
 def _epoch_us(s: pl.Series) -> np.ndarray:
+    """Microseconds since the epoch; for microsecond timestamps (the frame's), a view."""
+    if s.dtype == pl.Datetime("us", s.dtype.time_zone):  # type: ignore[union-attr]
+        return s.to_physical().to_numpy()
     return s.dt.epoch("us").to_numpy()
 
 
@@ -276,12 +287,13 @@ def _walk_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarra
     """Index of each event's snapshot (or -1) for one integer key with few snapshots per entity,
     or None when the keys are too sparse or an entity has too many snapshots.
 
-    The snapshots go into two small tables indexed by entity: ``times[j, k]``, the time of
-    entity k's j-th snapshot in (time, tiebreak, written) order (padded with the largest time),
-    and ``rows[j, k]``, its row (row 0: -1, "none"). An event of entity k at time t then reads
-    ``rows[c, k]`` where c counts the entity's snapshots with time <= t: no sort of the events
-    and no search, a few gathers from tables that stay in cache. Events go in chunks so every
-    temporary array stays in cache too (fresh large arrays cost more than the work here).
+    The snapshots go into two small tables with one row per entity: ``times[k]``, the times of
+    entity k's snapshots in (time, tiebreak, written) order, padded with the largest time to a
+    multiple of 8 columns, and ``rows[k]``, their row numbers after a leading -1 ("none"). An
+    event of entity k at time t reads ``rows[k, c]`` where c counts the times <= t: one row
+    of each table (a cache line or two) per event, no sort of the events and no search. The
+    count is a popcount of the comparison's bytes, 8 at a time. Events go in chunks so every
+    temporary array stays in cache.
     """
     ev_key, snap_key = frame[key], right[key]
     if ev_key.null_count() or snap_key.null_count() or right.height == 0 or frame.height == 0:
@@ -293,38 +305,37 @@ def _walk_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarra
         return None
     snap_k = snap_key.to_numpy().astype(np.int64, copy=False) - k0
     counts = np.bincount(snap_k, minlength=span)
-    longest = int(counts.max())
-    if longest > _WALK_MAX_SNAPSHOTS or longest * span > _WALK_CELLS_PER_ROW * (
-        frame.height + right.height
-    ):
+    width = -(-int(counts.max()) // 8) * 8  # the longest entity, in whole words of 8 bytes
+    cells = max(_WALK_CELLS_PER_ROW * (frame.height + right.height), _WALK_CELLS_ALWAYS)
+    if width > _WALK_MAX_SNAPSHOTS or width * span > cells:
         return None
     snap_t = _epoch_us(right[JOIN_AT])
     order = _snapshot_order(right, snap_k, snap_t)
     slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
     entity = snap_k[order]
-    times = np.full((longest, span), np.iinfo(np.int64).max, dtype=np.int64)
-    times[slot, entity] = snap_t[order]
-    rows = np.full((longest + 1, span), -1, dtype=np.int64)
-    rows[slot + 1, entity] = order
+    times = np.full((span, width), np.iinfo(np.int64).max, dtype=np.int64)
+    times[entity, slot] = snap_t[order]
+    rows = np.full((span, width + 1), -1, dtype=np.int32 if right.height < 2**31 else np.int64)
+    rows[entity, slot + 1] = order
     rows = rows.ravel()
 
     ev_k = ev_key.to_numpy().astype(np.int64, copy=False) - k0
     ev_t = _epoch_us(frame["event_time"])
-    found = np.empty(frame.height, dtype=np.int64)
+    found = _unhuge_empty((frame.height,), rows.dtype)
     size = min(_WALK_CHUNK, frame.height)
-    seen, fits, count = np.empty(size, np.int64), np.empty(size, bool), np.empty(size, np.int64)
+    seen, fits = np.empty((size, width), np.int64), np.empty((size, width), bool)
+    words, at = np.empty((size, width // 8), np.uint8), np.empty(size, np.int64)
     for start in range(0, frame.height, size):
         k, t = ev_k[start : start + size], ev_t[start : start + size]
         n = k.size
-        c = count[:n]
-        c[:] = 0
-        for j in range(longest):  # an entity's snapshots are in time order: count those <= t
-            np.take(times[j], k, out=seen[:n], mode="clip")
-            np.less_equal(seen[:n], t, out=fits[:n])
-            np.add(c, fits[:n], out=c)
-        np.multiply(c, span, out=c)
-        np.add(c, k, out=c)
-        np.take(rows, c, out=found[start : start + n], mode="clip")
+        np.take(times, k, axis=0, out=seen[:n], mode="clip")
+        np.less_equal(seen[:n], t[:, None], out=fits[:n])
+        np.bitwise_count(fits[:n].view(np.uint64), out=words[:n])  # True is one bit per byte
+        np.multiply(k, width + 1, out=at[:n])
+        np.add(at[:n], words[:n, 0], out=at[:n])
+        for w in range(1, width // 8):
+            np.add(at[:n], words[:n, w], out=at[:n])
+        np.take(rows, at[:n], out=found[start : start + n], mode="clip")
     return found
 
 
@@ -374,28 +385,140 @@ def match_snapshots(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -
     return _by_join_match(frame, right, keys)
 
 
-def _null_stale(
-    match: np.ndarray, avail_us: np.ndarray, event_us: np.ndarray, ttl: timedelta | None
-) -> np.ndarray:
-    """The snapshot row each event reads its features from: none when past the TTL."""
-    if ttl is None:
-        return match
-    stale = (match >= 0) & (event_us - avail_us > ttl // timedelta(microseconds=1))
-    return np.where(stale, -1, match)
+@dataclass(frozen=True)
+class _FeatureSource:
+    """One group's feature values, ready to be gathered by snapshot row (-1: no snapshot).
+
+    Float columns that hold no NaN go into one row-major matrix per dtype, nulls as NaN, plus a
+    last all-NaN row that index -1 reads: an event's values come from one place in memory
+    instead of one per column, and NaN marks exactly the nulls again after the gather. Every
+    other column (integers, strings, floats that hold NaN) is gathered by Polars.
+    """
+
+    schema: pl.Schema  # the features, in order
+    blocks: list[tuple[list[str], np.ndarray]]
+    other: pl.DataFrame
+
+    @classmethod
+    def of(cls, right: pl.DataFrame, features: list[str]) -> _FeatureSource:
+        values = right.select(features)
+        floats = [c for c, t in values.schema.items() if t in (pl.Float32, pl.Float64)]
+        if floats:
+            has_nan = values.select(pl.col(floats).is_nan().any()).row(0)
+            floats = [c for c, nan in zip(floats, has_nan, strict=True) if not nan]
+        blocks = []
+        for dtype in (pl.Float32, pl.Float64):
+            names = [c for c in floats if values.schema[c] == dtype]
+            if names:
+                by_column = values.select(names).to_numpy()  # nulls become NaN
+                matrix = np.empty((values.height + 1, len(names)), by_column.dtype)
+                matrix[:-1] = by_column
+                matrix[-1] = np.nan
+                blocks.append((names, matrix))
+        return cls(values.schema, blocks, values.drop(floats))
+
+    def gather(self, used: np.ndarray) -> pl.DataFrame:
+        """The features of snapshot row ``used[i]`` for every i (nulls where it is -1)."""
+        columns: dict[str, pl.Series] = {}
+        for names, matrix in self.blocks:
+            columns |= dict(zip(names, _gather_rows(matrix, used), strict=True))
+        if self.other.width:
+            index = pl.Series(np.where(used >= 0, used, 0).astype(np.uint32)).scatter(
+                np.flatnonzero(used < 0), None
+            )
+            columns |= self.other.select(pl.all().gather(index)).to_dict()
+        return pl.DataFrame([columns[c].alias(c) for c in self.schema])
+
+
+def _unhuge_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array in its own anonymous mapping, on ordinary pages.
+
+    NumPy asks the kernel for transparent huge pages on large arrays; on a virtual machine
+    whose free memory is handed back to the host, each fresh huge page can cost far more to
+    fault in than the 512 small ones the kernel otherwise reuses (measured: the frame's
+    feature columns took 4x longer to first touch). The frame's largest arrays skip that.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size == 0:
+        return np.empty(shape, dtype)
+    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(pages, dtype=dtype).reshape(shape)
+
+
+def _gather_rows(matrix: np.ndarray, used: np.ndarray) -> list[pl.Series]:
+    """Rows ``used`` of a row-major matrix (-1: its last, all-NaN row), as one Series per
+    column, with a null wherever the value is NaN.
+
+    Events go in chunks small enough for the cache: the chunk's rows are gathered, transposed
+    into the output columns and their validity bits packed from the NaNs, while in cache.
+    Two threads take half the events each (numpy releases the GIL).
+    """
+    n, width = used.size, matrix.shape[1]
+    values = _unhuge_empty((width, n), matrix.dtype)
+    valid = _unhuge_empty((width, (n + 7) // 8), np.uint8)
+
+    def part(lo: int, hi: int) -> None:
+        rows = np.empty((_GATHER_CHUNK, width), matrix.dtype)
+        ok = np.empty((width, _GATHER_CHUNK), bool)
+        for start in range(lo, hi, _GATHER_CHUNK):
+            size = min(_GATHER_CHUNK, hi - start)
+            np.take(matrix, used[start : start + size], axis=0, out=rows[:size], mode="wrap")
+            out = values[:, start : start + size]
+            out[...] = rows[:size].T
+            np.isnan(out, out=ok[:, :size])
+            np.logical_not(ok[:, :size], out=ok[:, :size])
+            valid[:, start // 8 : (start + size + 7) // 8] = np.packbits(
+                ok[:, :size], axis=1, bitorder="little"
+            )
+
+    # halves start at a multiple of 8 (and of the chunk) so each thread owns whole bytes
+    middle = (n // 2 // _GATHER_CHUNK) * _GATHER_CHUNK
+    if n < _GATHER_THREADS_ABOVE or middle == 0:
+        part(0, n)
+    else:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(part, (0, middle), (middle, n)))
+    arrow_type = pa.from_numpy_dtype(matrix.dtype)
+    return [
+        pl.Series(pa.Array.from_buffers(arrow_type, n, [pa.py_buffer(valid[j]), pa.py_buffer(values[j])]))
+        for j in range(width)
+    ]
 
 
 @dataclass(frozen=True)
 class _GroupPlan:
-    """Which snapshot row each event reads (before and after the TTL), for one group."""
+    """Which snapshot row each event of one group reads. The per-event arrays derived from it
+    (the matched available_at, the row after the TTL) are computed when the features are
+    attached, for the rows attached, so a plan holds one array per event."""
 
-    right: pl.DataFrame
+    source: _FeatureSource
     match: np.ndarray  # matched snapshot row or -1, before the TTL
-    matched_avail: np.ndarray  # its available_at in microseconds (0 where none)
-    used: np.ndarray  # the row the features come from, or -1 (none, or past the TTL)
+    avail: np.ndarray  # available_at of each snapshot row (us), then 0 for "none" (index -1)
+    event_us: np.ndarray  # event_time of each event (us), shared by the groups of a frame
+    ttl_us: int | None
+
+    def rows(self, start: int, end: int) -> _GroupPlan:
+        return replace(self, match=self.match[start:end], event_us=self.event_us[start:end])
+
+    def matched_avail(self) -> np.ndarray:
+        """available_at of each event's matched snapshot (0 where none)."""
+        return np.take(self.avail, self.match, mode="wrap")
+
+    def used(self, matched_avail: np.ndarray) -> np.ndarray:
+        """The row each event reads its features from: -1 for none, or past the TTL."""
+        if self.ttl_us is None:
+            return self.match
+        stale = self.event_us - matched_avail > self.ttl_us
+        stale &= self.match >= 0
+        return np.where(stale, -1, self.match)
 
 
 def _plan_group(
-    frame: pl.DataFrame, snapshots: pl.DataFrame, keys: list[str], ttl: timedelta | None
+    frame: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    keys: list[str],
+    features: list[str],
+    ttl: timedelta | None,
 ) -> _GroupPlan:
     right = (
         snapshots
@@ -406,32 +529,31 @@ def _plan_group(
     right = right.with_columns(
         [pl.col(k).cast(frame.schema[k]) for k in keys if right.schema[k] != frame.schema[k]]
     )
-    match = match_snapshots(frame, right, keys)
-    avail = np.append(_epoch_us(right["available_at"]), 0)
-    matched_avail = avail[np.where(match >= 0, match, right.height)]
-    used = _null_stale(match, matched_avail, _epoch_us(frame["event_time"]), ttl)
-    return _GroupPlan(right, match, matched_avail, used)
+    return _GroupPlan(
+        source=_FeatureSource.of(right, features),
+        match=match_snapshots(frame, right, keys),
+        avail=np.append(_epoch_us(right["available_at"]), 0),
+        event_us=_epoch_us(frame["event_time"]),
+        ttl_us=None if ttl is None else ttl // timedelta(microseconds=1),
+    )
+
+
+def _timestamps(name: str, us: np.ndarray, present: np.ndarray) -> pl.Series:
+    """UTC timestamps from microseconds, null where not ``present``, without copying ``us``."""
+    valid = pa.py_buffer(np.packbits(present, bitorder="little"))
+    arrow = pa.Array.from_buffers(pa.timestamp("us", "UTC"), us.size, [valid, pa.py_buffer(us)])
+    return pl.Series(name, arrow)
 
 
 def _attach(
     frame: pl.DataFrame, plan: _GroupPlan, features: list[str], prefix: str
 ) -> pl.DataFrame:
-    # a null index gathers nulls: events with no snapshot, or only one past the TTL
-    index = pl.Series(np.where(plan.used >= 0, plan.used, 0).astype(np.uint32)).scatter(
-        np.flatnonzero(plan.used < 0), None
-    )
-    gathered = (
-        plan.right.select(features)
-        .select(pl.all().gather(index))
-        .rename({f: f"{prefix}__{f}" for f in features})
-    )
-    evidence = (
-        pl.Series(avail_column(prefix), plan.matched_avail)
-        .cast(pl.Datetime("us"))
-        .dt.replace_time_zone("UTC")
-        .scatter(np.nonzero(plan.match < 0)[0], None)
-    )
-    return frame.hstack(gathered).with_columns(evidence)
+    matched_avail = plan.matched_avail()
+    # events with no snapshot, or only one past the TTL, get nulls
+    gathered = plan.source.gather(plan.used(matched_avail))
+    gathered = gathered.rename({f: f"{prefix}__{f}" for f in features})
+    evidence = _timestamps(avail_column(prefix), matched_avail, plan.match >= 0)
+    return frame.hstack([*gathered.get_columns(), evidence])
 
 
 def join_group(
@@ -449,7 +571,7 @@ def join_group(
     ``frame`` must be sorted by event_time; ``snapshots`` may come in any order. A ``__join_at``
     column, when present, is what the join matches on (the reader sets it to available_at).
     """
-    return _attach(frame, _plan_group(frame, snapshots, keys, ttl), features, prefix)
+    return _attach(frame, _plan_group(frame, snapshots, keys, features, ttl), features, prefix)
 
 
 def asof_join_group(
@@ -509,26 +631,18 @@ class _FramePlan:
         chunk = self.rows.slice(start, length)
         end = start + chunk.height
         for name, plan, features in self.plans:
-            part = _GroupPlan(
-                plan.right, plan.match[start:end], plan.matched_avail[start:end],
-                plan.used[start:end],
-            )
-            chunk = _attach(chunk, part, features, name)
+            chunk = _attach(chunk, plan.rows(start, end), features, name)
         return chunk
 
     def audit(self, frame: pl.DataFrame | pl.LazyFrame) -> LeakageAudit:
         return audit_frame(frame, groups=self.groups, schema=self.schema, **self.audit_inputs)
 
 
-def _plan_frame(
-    receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
-) -> _FramePlan:
-    cfg, windows = receipt.config, receipt.windows
-    # Intake refused these already; the frame builder checks again against the policy it runs
-    # under, so no receipt (however made) gets a PII column read into a frame.
-    check_no_pii(policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id,
-                 "event_features")
-    events = _events(inputs, receipt)
+def _labelled(
+    events: pl.DataFrame, inputs: FrameInputs, cfg: TrainingConfig, windows: LeakagePolicy
+) -> tuple[pl.DataFrame, dict[str, int], dict[str, int], dict[str, float | None], LabelMaturity]:
+    """The events with their visible label (and its observed_time, the evidence), after the
+    missing-label rule; the label counts the audit needs and the label maturity."""
     latest, hidden, shown, gap, late = _visible_labels(
         events, _scan(inputs.labels), cfg.label_family
     )
@@ -540,7 +654,7 @@ def _plan_frame(
         maintain_order="left",
     )
     frame = events.hstack(labels.drop("event_id"))
-    del events, labels, latest
+    del labels, latest
     maturity = label_maturity(frame, windows, late)
     frame = _apply_missing_label(frame, windows.missing_label)
     after = dict(frame.group_by("split").len().iter_rows())
@@ -553,15 +667,20 @@ def _plan_frame(
             }
         }
     )
+    return frame, hidden, shown, gap, maturity
 
-    schema: list[FeatureSpec] = [
-        FeatureSpec(name=c, dtype=str(frame.schema[c]), source="event") for c in cfg.event_features
-    ]
-    groups: list[GroupJoin] = []
+
+def _plan_frame(
+    receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
+) -> _FramePlan:
+    cfg, windows = receipt.config, receipt.windows
+    # Intake refused these already; the frame builder checks again against the policy it runs
+    # under, so no receipt (however made) gets a PII column read into a frame.
+    check_no_pii(policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id,
+                 "event_features")
+    events = _events(inputs, receipt)
     groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
-    # Reading a group's snapshots and finding each event's row are independent per group and
-    # mostly outside the GIL: two threads overlap them.
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
 
     def plan(
@@ -572,13 +691,29 @@ def _plan_frame(
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
         features = feature_columns(entries[0])
         snaps = _snapshots(entries, m.keys, features, span.end)
-        return _plan_group(base, snaps, m.keys, ttl), features, ttl
+        return _plan_group(base, snaps, m.keys, features, ttl), features, ttl
 
-    base = frame.select(*key_columns, "event_time")
+    # Each group's snapshots are read and matched to the events in two worker threads (numpy
+    # and Polars release the GIL) while this thread settles the labels: neither needs the other.
+    base = events.select(*key_columns, "event_time")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        found = list(pool.map(plan, groups_cfg, [base] * len(groups_cfg)))
-    # entity keys and the label cut have served: drop them so their memory can go
+        planned = [pool.submit(plan, sel, base) for sel in groups_cfg]
+        labelled = _labelled(events.with_row_index(ROW), inputs, cfg, windows)
+        frame, hidden, shown, gap, maturity = labelled
+        del events
+        found = [f.result() for f in planned]
+    if found and frame.height != base.height:  # the missing-label rule excluded events
+        rows = frame[ROW].to_numpy()
+        event_us = found[0][0].event_us[rows]
+        found = [(replace(p, match=p.match[rows], event_us=event_us), f, t) for p, f, t in found]
     del base
+    frame = frame.drop(ROW)
+
+    schema: list[FeatureSpec] = [
+        FeatureSpec(name=c, dtype=str(frame.schema[c]), source="event") for c in cfg.event_features
+    ]
+    groups: list[GroupJoin] = []
+    # entity keys and the label cut have served: drop them so their memory can go
     frame = frame.drop(
         [c for c in [*key_columns, "label_cut"] if c not in {*ID_COLUMNS, *cfg.event_features}]
     )
@@ -591,7 +726,7 @@ def _plan_frame(
         schema += [
             FeatureSpec(
                 name=c,
-                dtype=str(group_plan.right.schema[f]),
+                dtype=str(group_plan.source.schema[f]),
                 source=f"feature_group:{sel.name}/{sel.version}",
             )
             for c, f in zip(columns, features, strict=True)

@@ -34,6 +34,7 @@ from model_factory.core.frames import (
     TrainingFrame,
     _by_join_match,
     _composite_match,
+    _FeatureSource,
     _walk_match,
     asof_join_group,
     build_training_frame,
@@ -385,6 +386,76 @@ def test_composite_and_by_join_paths_pick_the_same_snapshot(case: dict) -> None:
         walked = _walk_match(case["events"], snaps, "k")
         if walked is not None:  # None only for no rows, or keys too sparse for its index
             assert walked.tolist() == expected
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_entity_walk_counts_across_words_of_eight_snapshots(in_time_order: bool) -> None:
+    """Entities with 1 to 24 snapshots (one, two and three words of the walk's count), ties on
+    available_at broken by valid_from then written order, events before, between, on and after
+    every snapshot: the walk picks what Polars' by-join picks; 25 snapshots leave it to the
+    composite path."""
+    rng = np.random.default_rng(5)
+    per_entity = [1, 7, 8, 9, 15, 16, 17, 23, 24]
+    k = np.repeat(np.arange(len(per_entity)), per_entity)
+    at = T0 + rng.integers(0, 30, k.size) * HOUR  # many equal instants within an entity
+    snaps = pl.DataFrame(
+        {
+            "k": k,
+            JOIN_AT: ts(at),
+            TIEBREAK: ts(at - rng.integers(0, 3, k.size) * HOUR),
+        }
+    )
+    snaps = snaps.sort(JOIN_AT, TIEBREAK) if in_time_order else snaps.sample(fraction=1.0, seed=3)
+    ev_k = rng.integers(0, len(per_entity) + 1, 2_000)  # one entity has no snapshot at all
+    events = pl.DataFrame(
+        {"k": ev_k, "event_time": ts(T0 + rng.integers(-2, 33, ev_k.size) * HOUR + jitter(rng, ev_k.size))}
+    ).sort("event_time")
+    walked = _walk_match(events, snaps, "k")
+    assert walked is not None
+    expected = _by_join_match(events, snaps, ["k"])
+    assert walked.tolist() == expected.tolist()
+    assert {int(m) for m in walked} > {-1}  # some events match, some do not
+
+    crowded = pl.concat([snaps, snaps.head(25).with_columns(pl.lit(99, dtype=pl.Int64).alias("k"))])
+    assert _walk_match(events, crowded, "k") is None
+    assert _composite_match(events, crowded, "k").tolist() == (
+        _by_join_match(events, crowded, ["k"]).tolist()
+    )
+
+
+def test_feature_gather_keeps_every_dtype_null_and_nan() -> None:
+    """Float columns without NaN are gathered row-major with NaN as the null marker; every
+    other column (floats holding NaN, integers, booleans, strings) by Polars. Both must give
+    what Polars' gather gives, nulls where the row is -1, columns in their order."""
+    rng = np.random.default_rng(9)
+    n = 5_000
+    nulls = pl.Series(rng.random(n) < 0.1)
+    source = pl.DataFrame(
+        {
+            "f32": pl.Series(rng.normal(size=n).astype(np.float32)).set(nulls, None),
+            "i64": pl.Series(rng.integers(-5, 5, n)).set(nulls, None),
+            "f64": rng.normal(size=n),
+            "nan64": pl.Series(np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n))).set(
+                nulls, None
+            ),
+            "s": pl.Series([f"v{i % 7}" for i in range(n)]).set(nulls, None),
+            "b": pl.Series(rng.random(n) < 0.5),
+            "f32b": rng.normal(size=n).astype(np.float32),
+        }
+    )
+    used = rng.integers(-1, n, 200_000)  # above the size where two threads share the work
+    got = _FeatureSource.of(source, source.columns).gather(used)
+    index = pl.Series(np.where(used >= 0, used, 0).astype(np.uint32)).scatter(
+        np.flatnonzero(used < 0), None
+    )
+    expected = source.select(pl.all().gather(index))
+    assert got.schema == expected.schema
+    assert_frame_equal(got, expected)
+    assert got["nan64"].is_nan().sum() > 0 and got["f32"].null_count() > (used < 0).sum()
+    assert [names for names, _ in _FeatureSource.of(source, source.columns).blocks] == [
+        ["f32", "f32b"],
+        ["f64"],
+    ]
 
 
 def test_equal_timestamps_across_groups_and_an_empty_group() -> None:
