@@ -78,6 +78,10 @@ _WALK_CHUNK = 1 << 13
 # The feature gather: events per chunk (its rows stay in cache), and two threads above this.
 _GATHER_CHUNK = 1 << 12
 _GATHER_THREADS_ABOVE = 1 << 16
+# Events per chunk when their matched available_at and TTL are resolved.
+_RESOLVE_CHUNK = 1 << 15
+# Snapshot rows per block when their float features are copied into a row-major matrix.
+_SOURCE_BLOCK = 1 << 16
 # Rows per parquet row group of every frame file, in both build modes (same rows, same bytes).
 FRAME_ROW_GROUP = 1 << 17
 
@@ -147,7 +151,8 @@ def _events(inputs: FrameInputs, receipt: IntakeReceipt) -> pl.DataFrame:
         .with_columns(label_cut=_label_cut_expr(windows))
         .collect()
     )
-    return _sorted_by_time_then_id(events)
+    # one chunk per column: later selects and joins would otherwise align the chunks each time
+    return _sorted_by_time_then_id(events).rechunk()
 
 
 def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -> pl.DataFrame:
@@ -407,12 +412,15 @@ class _FeatureSource:
             has_nan = values.select(pl.col(floats).is_nan().any()).row(0)
             floats = [c for c, nan in zip(floats, has_nan, strict=True) if not nan]
         blocks = []
-        for dtype in (pl.Float32, pl.Float64):
+        for dtype, np_dtype in ((pl.Float32, np.float32), (pl.Float64, np.float64)):
             names = [c for c in floats if values.schema[c] == dtype]
             if names:
-                by_column = values.select(names).to_numpy()  # nulls become NaN
-                matrix = np.empty((values.height + 1, len(names)), by_column.dtype)
-                matrix[:-1] = by_column
+                matrix = _unhuge_empty((values.height + 1, len(names)), np_dtype)
+                block = values.select(names)
+                # a block of rows at a time: the column-major copy Polars makes stays small
+                for start in range(0, block.height, _SOURCE_BLOCK):
+                    rows = block.slice(start, _SOURCE_BLOCK)
+                    matrix[start : start + rows.height] = rows.to_numpy()  # nulls become NaN
                 matrix[-1] = np.nan
                 blocks.append((names, matrix))
         return cls(values.schema, blocks, values.drop(floats))
@@ -465,8 +473,7 @@ def _gather_rows(matrix: np.ndarray, used: np.ndarray) -> list[pl.Series]:
             np.take(matrix, used[start : start + size], axis=0, out=rows[:size], mode="wrap")
             out = values[:, start : start + size]
             out[...] = rows[:size].T
-            np.isnan(out, out=ok[:, :size])
-            np.logical_not(ok[:, :size], out=ok[:, :size])
+            np.equal(out, out, out=ok[:, :size])  # False exactly where NaN
             valid[:, start // 8 : (start + size + 7) // 8] = np.packbits(
                 ok[:, :size], axis=1, bitorder="little"
             )
@@ -500,17 +507,25 @@ class _GroupPlan:
     def rows(self, start: int, end: int) -> _GroupPlan:
         return replace(self, match=self.match[start:end], event_us=self.event_us[start:end])
 
-    def matched_avail(self) -> np.ndarray:
-        """available_at of each event's matched snapshot (0 where none)."""
-        return np.take(self.avail, self.match, mode="wrap")
-
-    def used(self, matched_avail: np.ndarray) -> np.ndarray:
-        """The row each event reads its features from: -1 for none, or past the TTL."""
+    def resolve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per event: the available_at of its matched snapshot (0 where none), and the row its
+        features come from (-1 for none, or past the TTL). In cache-sized chunks: the only
+        full-size arrays are the two results."""
+        n = self.match.size
+        matched_avail = _unhuge_empty((n,), np.int64)
         if self.ttl_us is None:
-            return self.match
-        stale = self.event_us - matched_avail > self.ttl_us
-        stale &= self.match >= 0
-        return np.where(stale, -1, self.match)
+            np.take(self.avail, self.match, out=matched_avail, mode="wrap")
+            return matched_avail, self.match
+        used = _unhuge_empty((n,), self.match.dtype)
+        for start in range(0, n, _RESOLVE_CHUNK):
+            part = slice(start, start + _RESOLVE_CHUNK)
+            match, avail = self.match[part], matched_avail[part]
+            np.take(self.avail, match, out=avail, mode="wrap")
+            stale = self.event_us[part] - avail > self.ttl_us
+            stale &= match >= 0
+            used[part] = match
+            used[part][stale] = -1
+        return matched_avail, used
 
 
 def _plan_group(
@@ -529,8 +544,12 @@ def _plan_group(
     right = right.with_columns(
         [pl.col(k).cast(frame.schema[k]) for k in keys if right.schema[k] != frame.schema[k]]
     )
+    del snapshots
+    source = _FeatureSource.of(right, features)
+    # the features live in the source now: let their columns go before the match
+    right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
     return _GroupPlan(
-        source=_FeatureSource.of(right, features),
+        source=source,
         match=match_snapshots(frame, right, keys),
         avail=np.append(_epoch_us(right["available_at"]), 0),
         event_us=_epoch_us(frame["event_time"]),
@@ -548,9 +567,9 @@ def _timestamps(name: str, us: np.ndarray, present: np.ndarray) -> pl.Series:
 def _attach(
     frame: pl.DataFrame, plan: _GroupPlan, features: list[str], prefix: str
 ) -> pl.DataFrame:
-    matched_avail = plan.matched_avail()
+    matched_avail, used = plan.resolve()
     # events with no snapshot, or only one past the TTL, get nulls
-    gathered = plan.source.gather(plan.used(matched_avail))
+    gathered = plan.source.gather(used)
     gathered = gathered.rename({f: f"{prefix}__{f}" for f in features})
     evidence = _timestamps(avail_column(prefix), matched_avail, plan.match >= 0)
     return frame.hstack([*gathered.get_columns(), evidence])
@@ -690,8 +709,11 @@ def _plan_frame(
         m = entries[0].manifest
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
         features = feature_columns(entries[0])
-        snaps = _snapshots(entries, m.keys, features, span.end)
-        return _plan_group(base, snaps, m.keys, features, ttl), features, ttl
+        # no name here holds the snapshots: _plan_group lets their feature columns go early
+        group_plan = _plan_group(
+            base, _snapshots(entries, m.keys, features, span.end), m.keys, features, ttl
+        )
+        return group_plan, features, ttl
 
     # Each group's snapshots are read and matched to the events in two worker threads (numpy
     # and Polars release the GIL) while this thread settles the labels: neither needs the other.

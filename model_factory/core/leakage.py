@@ -74,35 +74,43 @@ def _stale(g: GroupJoin) -> pl.Expr:
     return (avail.is_not_null() & (t - avail > g.ttl)) if g.ttl is not None else pl.lit(False)
 
 
-def _group_exprs(g: GroupJoin) -> list[pl.Expr]:
+def _group_columns(g: GroupJoin) -> list[pl.Expr]:
+    """Per row, what the group's figures aggregate: joined, past the TTL, available_at -
+    event_time and event_time - available_at of joined rows (null otherwise)."""
     t, avail = pl.col("event_time"), pl.col(avail_column(g.name))
     stale = _stale(g)
     used = avail.is_not_null() & ~stale
     return [
+        used.alias(f"{g.name}|used"),
+        stale.alias(f"{g.name}|stale"),
+        pl.when(used).then(avail - t).alias(f"{g.name}|ahead_row"),
+        pl.when(used).then(t - avail).alias(f"{g.name}|age_row"),
+    ]
+
+
+def _group_aggs(g: GroupJoin) -> list[pl.Expr]:
+    # plain sums and maxima over _group_columns: they aggregate fast within group_by
+    return [
         pl.len().alias(f"{g.name}|rows"),
-        used.sum().alias(f"{g.name}|joined"),
-        stale.sum().alias(f"{g.name}|ttl_dropped"),
-        pl.when(used).then(avail - t).max().alias(f"{g.name}|ahead"),
-        pl.when(used).then(t - avail).max().alias(f"{g.name}|age"),
+        pl.col(f"{g.name}|used").sum().alias(f"{g.name}|joined"),
+        pl.col(f"{g.name}|stale").sum().alias(f"{g.name}|ttl_dropped"),
+        pl.col(f"{g.name}|ahead_row").max().alias(f"{g.name}|ahead"),
+        pl.col(f"{g.name}|age_row").max().alias(f"{g.name}|age"),
         pl.lit(0, dtype=pl.UInt32).alias(f"{g.name}|stale_values"),
     ]
 
 
 def _stale_values(frame: pl.LazyFrame, g: GroupJoin) -> dict[str, dict]:
-    """Per split, rows past the TTL that still carry values of the group, and their max age
-    (only the few stale rows are read)."""
+    """Per split, rows past the TTL that still carry values of the group, and their max age."""
     if g.ttl is None or not g.columns:
         return {}
-    columns = ["split", "event_time", avail_column(g.name), *g.columns]
+    # the test is one boolean per row over every column: no row's values are copied
+    carries = _stale(g) & pl.any_horizontal([pl.col(c).is_not_null() for c in g.columns])
     found = (
-        frame.select(columns)
-        .filter(_stale(g))
-        .select(
-            "split",
-            age=pl.col("event_time") - pl.col(avail_column(g.name)),
-            has_value=pl.any_horizontal([pl.col(c).is_not_null() for c in g.columns]),
+        frame.select(
+            "split", age=pl.col("event_time") - pl.col(avail_column(g.name)), bad=carries
         )
-        .filter("has_value")
+        .filter("bad")
         .group_by("split")
         .agg(n=pl.len(), age=pl.col("age").max())
         .collect()
@@ -124,18 +132,23 @@ def _split_audit(row: dict, name: str) -> tuple[GroupSplitAudit, int]:
 
 def group_join_stats(frame: pl.DataFrame, g: GroupJoin) -> GroupSplitAudit:
     """One group's counts over the joined rows of the whole frame (evidence column present)."""
-    return _split_audit(frame.select(_group_exprs(g)).row(0, named=True), g.name)[0]
+    row = frame.select(_group_columns(g)).select(_group_aggs(g)).row(0, named=True)
+    return _split_audit(row, g.name)[0]
 
 
 def _feature_groups(
     frame: pl.LazyFrame, groups: list[GroupJoin]
 ) -> tuple[list[FeatureGroupAudit], dict[str, int]]:
-    exprs = [e for g in groups for e in _group_exprs(g)]
-    if not exprs:
+    if not groups:
         return [], {}
     # one pass per split; the whole frame's figures are their sums and maxima
+    columns = [e for g in groups for e in _group_columns(g)]
+    aggs = [e for g in groups for e in _group_aggs(g)]
     per_split = {
-        r["split"]: r for r in frame.group_by("split").agg(exprs).collect().iter_rows(named=True)
+        r["split"]: r
+        for r in frame.select("split", *columns).group_by("split").agg(aggs).collect().iter_rows(
+            named=True
+        )
     }
     audits, stale_values = [], {}
     for g in groups:

@@ -164,8 +164,9 @@ def test_join_on_valid_from_fails_features_available_before_event(
 def test_stale_snapshots_past_the_ttl_fail(
     tmp_path: Path, data: CatalogData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # test-only: the TTL is never applied
-    monkeypatch.setattr(frames._GroupPlan, "used", lambda plan, _matched_avail: plan.match)
+    # test-only: the TTL is never applied (every event reads its matched snapshot)
+    resolve = frames._GroupPlan.resolve
+    monkeypatch.setattr(frames._GroupPlan, "resolve", lambda plan: (resolve(plan)[0], plan.match))
     audit = build_with(tmp_path, data).audit
     assert_caught(audit, "snapshots_within_ttl", "cust_fg")
     cust = next(g for g in audit.feature_groups if g.name == "cust_fg")
