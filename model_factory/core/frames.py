@@ -8,23 +8,31 @@ matched snapshot and the ``observed_time`` of the label. The leakage audit
 (``core/leakage.py``) measures every rule on that evidence rather than trusting the code that
 built the frame, then the evidence columns are dropped.
 
-Speed: a single integer entity key (the usual case) is joined without Polars' by-join. With
-few snapshots per entity (feature snapshots are daily or weekly), the snapshots are indexed by
-entity and every event walks its entity's few rows in lockstep (``_walk_match``: no sort of the
-events at all). Otherwise each snapshot and event gets one int64 composite key ``(entity - min) * span + (time - first)``, so
-"same entity and available_at <= event_time" becomes "composite of the snapshot <= composite of
-the event, with the same entity part": one sort of the events' composites and a binary search in
-the snapshots' find every match, and the features are gathered once by row index (nulls where no
-snapshot qualifies). Keys that do not fit (several columns, strings, a range too wide for 62
-bits) go through Polars' ``join_asof(by=...)`` on a right side sorted by time. Groups are matched
-two at a time in threads (the sorts and searches release the GIL).
+Speed (the design, measured in ``benchmarks/frame_build.py``):
+
+- Matching. A single integer entity key (the usual case) is matched without Polars' by-join.
+  With few snapshots per entity (they are daily or weekly), each entity's snapshot times go
+  into one row of a small table and each event counts those at or before its time
+  (``_walk_match``: no sort of the events, no search). Otherwise each snapshot and event gets
+  one int64 composite key ``(entity - min) * span + (time - first)``: one sort of the events'
+  composites and a binary search in the snapshots' (``_composite_match``). Keys that fit
+  neither (several columns, strings, a range too wide for 62 bits) go through Polars'
+  ``join_asof(by=...)``.
+- Gathering. A group's float features are copied once into a row-major matrix (NaN for null),
+  so an event's values are read from one place; chunks of events are gathered, transposed and
+  their validity packed while in cache (``_gather_rows``).
+- Overlap. Groups are read and matched in two threads while the main thread settles the
+  labels; numpy and Polars release the GIL.
+- Memory. Per-event work runs in cache-sized chunks, and the large result arrays live on
+  ordinary pages (``_unhuge_empty``): on this class of virtual machine, fresh memory is the
+  most expensive thing the builder touches.
 """
 
 from __future__ import annotations
 
 import io
 import mmap
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,8 +74,8 @@ ROW = "__row"  # an event's row before the missing-label rule
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
 _INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _COMPOSITE_LIMIT = 1 << 62
-# The entity walk: at most this many snapshots per entity (passes over the events), and key
-# values at most this many times the rows (the per-key index is a dense array).
+# The entity walk: at most this many snapshots per entity (a multiple of 8: one word of its
+# count), and key values at most this many times the rows (its tables have a row per value).
 _WALK_MAX_SNAPSHOTS = 24
 _WALK_KEY_SPAN_PER_ROW = 4
 # ... and its per-entity tables at most this many cells per row (or this many in all), walked
@@ -528,26 +536,32 @@ class _GroupPlan:
         return matched_avail, used
 
 
-def _plan_group(
-    frame: pl.DataFrame,
-    snapshots: pl.DataFrame,
-    keys: list[str],
-    features: list[str],
-    ttl: timedelta | None,
-) -> _GroupPlan:
+def _prepare_snapshots(
+    snapshots: pl.DataFrame, keys: list[str], features: list[str]
+) -> tuple[_FeatureSource, pl.DataFrame]:
+    """A group's features, ready to gather, and the columns its match reads (keys, the join
+    time, available_at and the tiebreak). Needs nothing of the events."""
     right = (
         snapshots
         if JOIN_AT in snapshots.columns
         else snapshots.with_columns(pl.col("available_at").alias(JOIN_AT))
     )
+    del snapshots  # the feature columns go once they are in the source
     right = right.with_columns(pl.col(JOIN_AT).cast(TS), pl.col("available_at").cast(TS))
+    source = _FeatureSource.of(right, features)
+    return source, right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
+
+
+def _match_group(
+    frame: pl.DataFrame,
+    source: _FeatureSource,
+    right: pl.DataFrame,
+    keys: list[str],
+    ttl: timedelta | None,
+) -> _GroupPlan:
     right = right.with_columns(
         [pl.col(k).cast(frame.schema[k]) for k in keys if right.schema[k] != frame.schema[k]]
     )
-    del snapshots
-    source = _FeatureSource.of(right, features)
-    # the features live in the source now: let their columns go before the match
-    right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
     return _GroupPlan(
         source=source,
         match=match_snapshots(frame, right, keys),
@@ -555,6 +569,16 @@ def _plan_group(
         event_us=_epoch_us(frame["event_time"]),
         ttl_us=None if ttl is None else ttl // timedelta(microseconds=1),
     )
+
+
+def _plan_group(
+    frame: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    keys: list[str],
+    features: list[str],
+    ttl: timedelta | None,
+) -> _GroupPlan:
+    return _match_group(frame, *_prepare_snapshots(snapshots, keys, features), keys, ttl)
 
 
 def _timestamps(name: str, us: np.ndarray, present: np.ndarray) -> pl.Series:
@@ -697,32 +721,41 @@ def _plan_frame(
     # under, so no receipt (however made) gets a PII column read into a frame.
     check_no_pii(policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id,
                  "event_features")
-    events = _events(inputs, receipt)
     groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
+    events_read: Future[pl.DataFrame] = Future()
 
-    def plan(
-        sel: DatasetSelector, base: pl.DataFrame
-    ) -> tuple[_GroupPlan, list[str], timedelta | None]:
+    def prepare(sel: DatasetSelector) -> tuple[_FeatureSource, pl.DataFrame]:
         entries = inputs.feature_groups[sel.name]
-        m = entries[0].manifest
-        ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
-        features = feature_columns(entries[0])
-        # no name here holds the snapshots: _plan_group lets their feature columns go early
-        group_plan = _plan_group(
-            base, _snapshots(entries, m.keys, features, span.end), m.keys, features, ttl
-        )
-        return group_plan, features, ttl
+        keys, features = entries[0].manifest.keys, feature_columns(entries[0])
+        return _prepare_snapshots(_snapshots(entries, keys, features, span.end), keys, features)
 
-    # Each group's snapshots are read and matched to the events in two worker threads (numpy
-    # and Polars release the GIL) while this thread settles the labels: neither needs the other.
-    base = events.select(*key_columns, "event_time")
+    def match(
+        sel: DatasetSelector, prepared: Future[tuple[_FeatureSource, pl.DataFrame]]
+    ) -> tuple[_GroupPlan, list[str], timedelta | None]:
+        m = inputs.feature_groups[sel.name][0].manifest
+        ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
+        group_plan = _match_group(events_read.result(), *prepared.result(), m.keys, ttl)
+        return group_plan, feature_columns(inputs.feature_groups[sel.name][0]), ttl
+
+    # Two worker threads read every group's snapshots (while this thread reads the events),
+    # then match them to the events (while this thread settles the labels): none of these
+    # needs another's result but the events, and numpy and Polars release the GIL. Tasks run
+    # in the order submitted, so all reads come before any match.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        planned = [pool.submit(plan, sel, base) for sel in groups_cfg]
+        prepared = [pool.submit(prepare, sel) for sel in groups_cfg]
+        planned = [pool.submit(match, sel, p) for sel, p in zip(groups_cfg, prepared, strict=True)]
+        try:
+            events = _events(inputs, receipt)
+        except BaseException as error:
+            events_read.set_exception(error)
+            raise
+        base = events.select(*key_columns, "event_time")
+        events_read.set_result(base)
         labelled = _labelled(events.with_row_index(ROW), inputs, cfg, windows)
         frame, hidden, shown, gap, maturity = labelled
-        del events
+        del events, prepared
         found = [f.result() for f in planned]
     if found and frame.height != base.height:  # the missing-label rule excluded events
         rows = frame[ROW].to_numpy()
