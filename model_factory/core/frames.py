@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import mmap
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -83,9 +84,10 @@ _WALK_KEY_SPAN_PER_ROW = 4
 _WALK_CELLS_PER_ROW = 4
 _WALK_CELLS_ALWAYS = 1 << 16
 _WALK_CHUNK = 1 << 13
-# The feature gather: events per chunk (its rows stay in cache), and two threads above this.
+# The feature gather: events per chunk (its rows stay in cache); per-event work goes to two
+# threads above this many events.
 _GATHER_CHUNK = 1 << 12
-_GATHER_THREADS_ABOVE = 1 << 16
+_THREADS_ABOVE = 1 << 16
 # Events per chunk when their matched available_at and TTL are resolved.
 _RESOLVE_CHUNK = 1 << 15
 # Snapshot rows per block when their float features are copied into a row-major matrix.
@@ -461,6 +463,17 @@ def _unhuge_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(pages, dtype=dtype).reshape(shape)
 
 
+def _in_two_halves(part: Callable[[int, int], None], n: int, align: int = 8) -> None:
+    """``part(0, n)``, or above ``_THREADS_ABOVE`` rows ``part(0, m)`` and ``part(m, n)`` in
+    two threads, m a multiple of ``align`` (numpy releases the GIL in each part's work)."""
+    middle = (n // 2 // align) * align
+    if n < _THREADS_ABOVE or middle == 0:
+        part(0, n)
+        return
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(part, (0, middle), (middle, n)))
+
+
 def _gather_rows(matrix: np.ndarray, used: np.ndarray) -> list[pl.Series]:
     """Rows ``used`` of a row-major matrix (-1: its last, all-NaN row), as one Series per
     column, with a null wherever the value is NaN.
@@ -486,13 +499,7 @@ def _gather_rows(matrix: np.ndarray, used: np.ndarray) -> list[pl.Series]:
                 ok[:, :size], axis=1, bitorder="little"
             )
 
-    # halves start at a multiple of 8 (and of the chunk) so each thread owns whole bytes
-    middle = (n // 2 // _GATHER_CHUNK) * _GATHER_CHUNK
-    if n < _GATHER_THREADS_ABOVE or middle == 0:
-        part(0, n)
-    else:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(part, (0, middle), (middle, n)))
+    _in_two_halves(part, n, align=_GATHER_CHUNK)  # each half owns whole bytes of validity
     arrow_type = pa.from_numpy_dtype(matrix.dtype)
     return [
         pl.Series(pa.Array.from_buffers(arrow_type, n, [pa.py_buffer(valid[j]), pa.py_buffer(values[j])]))
@@ -517,22 +524,24 @@ class _GroupPlan:
 
     def resolve(self) -> tuple[np.ndarray, np.ndarray]:
         """Per event: the available_at of its matched snapshot (0 where none), and the row its
-        features come from (-1 for none, or past the TTL). In cache-sized chunks: the only
-        full-size arrays are the two results."""
+        features come from (-1 for none, or past the TTL). In cache-sized chunks, two threads
+        each taking half the events: the only full-size arrays are the two results."""
         n = self.match.size
         matched_avail = _unhuge_empty((n,), np.int64)
-        if self.ttl_us is None:
-            np.take(self.avail, self.match, out=matched_avail, mode="wrap")
-            return matched_avail, self.match
-        used = _unhuge_empty((n,), self.match.dtype)
-        for start in range(0, n, _RESOLVE_CHUNK):
-            part = slice(start, start + _RESOLVE_CHUNK)
-            match, avail = self.match[part], matched_avail[part]
-            np.take(self.avail, match, out=avail, mode="wrap")
-            stale = self.event_us[part] - avail > self.ttl_us
-            stale &= match >= 0
-            used[part] = match
-            used[part][stale] = -1
+        used = self.match if self.ttl_us is None else _unhuge_empty((n,), self.match.dtype)
+
+        def part(lo: int, hi: int) -> None:
+            for start in range(lo, hi, _RESOLVE_CHUNK):
+                rows = slice(start, min(start + _RESOLVE_CHUNK, hi))
+                match, avail = self.match[rows], matched_avail[rows]
+                np.take(self.avail, match, out=avail, mode="wrap")
+                if self.ttl_us is not None:
+                    stale = self.event_us[rows] - avail > self.ttl_us
+                    stale &= match >= 0
+                    used[rows] = match
+                    used[rows][stale] = -1
+
+        _in_two_halves(part, n)
         return matched_avail, used
 
 
