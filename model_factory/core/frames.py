@@ -170,7 +170,12 @@ def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -
     return (
         labels.filter(pl.col("label_family") == label_family)
         .select("event_id", "label_value", pl.col("observed_time").cast(TS))
-        .join(events.lazy().select("event_id", "split", "label_cut"), on="event_id", how="inner")
+        .join(
+            # the event's row too, when the caller numbered them (ROW)
+            events.lazy().select("event_id", "split", "label_cut", *({ROW} & set(events.columns))),
+            on="event_id",
+            how="inner",
+        )
         .with_columns(visible=pl.col("observed_time") < pl.col("label_cut"))
         .collect()
     )
@@ -219,7 +224,11 @@ def _visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: st
         joined.filter(pl.col("visible"))
         .sort(["event_id", "observed_time", "label_value"])
         .group_by("event_id", maintain_order=True)
-        .agg(label=pl.col("label_value").last(), observed_time=pl.col("observed_time").last())
+        .agg(
+            *([pl.col(ROW).first()] if ROW in joined.columns else []),
+            label=pl.col("label_value").last(),
+            observed_time=pl.col("observed_time").last(),
+        )
     )
     return latest, hidden, shown, gap, late
 
@@ -298,60 +307,86 @@ def _snapshot_order(right: pl.DataFrame, snap_k: np.ndarray, snap_t: np.ndarray)
     return order.to_series().to_numpy().astype(np.int64)
 
 
+@dataclass(frozen=True)
+class _EntityIndex:
+    """What the entity walk reads, built from the snapshots alone (so while the events are
+    still being read): a row per entity value ``k - first`` plus a last row for values without
+    any snapshot. ``times[k]`` holds entity k's snapshot times in (time, tiebreak, written)
+    order, padded with the largest time to a multiple of 8 columns; ``rows[k]`` their row
+    numbers after a leading -1 ("none")."""
+
+    first: int
+    width: int
+    times: np.ndarray  # (entities + 1, width) int64
+    rows: np.ndarray  # flat (entities + 1) * (width + 1)
+
+    @classmethod
+    def of(cls, right: pl.DataFrame, key: str) -> _EntityIndex | None:
+        """None when the walk does not fit: keys null, not integers, too sparse for a row per
+        value, or an entity with too many snapshots."""
+        snap_key = right[key]
+        if snap_key.dtype not in _INT_KEYS or snap_key.null_count() or right.height == 0:
+            return None
+        first, last = int(snap_key.min()), int(snap_key.max())  # type: ignore[arg-type]
+        span = last - first + 1
+        if span > _WALK_KEY_SPAN_PER_ROW * right.height + _WALK_CELLS_ALWAYS or last >= 2**62:
+            return None
+        snap_k = snap_key.to_numpy().astype(np.int64, copy=False) - first
+        counts = np.bincount(snap_k, minlength=span)
+        width = -(-int(counts.max()) // 8) * 8  # the longest entity, in whole words of 8 bytes
+        cells = max(_WALK_CELLS_PER_ROW * right.height, _WALK_CELLS_ALWAYS)
+        if width > _WALK_MAX_SNAPSHOTS or width * span > cells:
+            return None
+        snap_t = _epoch_us(right[JOIN_AT])
+        order = _snapshot_order(right, snap_k, snap_t)
+        slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        entity = snap_k[order]
+        times = np.full((span + 1, width), np.iinfo(np.int64).max, dtype=np.int64)
+        times[entity, slot] = snap_t[order]
+        rows = np.full((span + 1, width + 1), -1, np.int32 if right.height < 2**31 else np.int64)
+        rows[entity, slot + 1] = order
+        return cls(first, width, times, rows.ravel())
+
+    def walk(self, frame: pl.DataFrame, key: str) -> np.ndarray:
+        """Per event of ``frame``, its snapshot row or -1: the event of entity k at time t reads
+        ``rows[k, c]`` where c counts entity k's times <= t. One row of each table (a cache line
+        or two) per event, no sort of the events and no search; the count is a popcount of the
+        comparison's bytes, 8 at a time. Events go in chunks so every temporary array stays in
+        cache."""
+        ev_k, ev_t = frame[key].to_numpy(), _epoch_us(frame["event_time"])
+        found = _unhuge_empty((frame.height,), self.rows.dtype)
+        if frame.height == 0:
+            return found
+        width, none = self.width, self.times.shape[0] - 1
+        size = min(_WALK_CHUNK, frame.height)
+        seen, fits = np.empty((size, width), np.int64), np.empty((size, width), bool)
+        words, at = np.empty((size, width // 8), np.uint8), np.empty(size, np.int64)
+        entity, outside = np.empty(size, np.int64), np.empty(size, bool)
+        for start in range(0, frame.height, size):
+            t = ev_t[start : start + size]
+            n = t.size
+            k = entity[:n]
+            np.subtract(ev_k[start : start + n], self.first, out=k, casting="unsafe")
+            # keys no snapshot has read the last row, where no time is <= any event's
+            np.logical_or(k < 0, k >= none, out=outside[:n])
+            k[outside[:n]] = none
+            np.take(self.times, k, axis=0, out=seen[:n], mode="clip")
+            np.less_equal(seen[:n], t[:, None], out=fits[:n])
+            np.bitwise_count(fits[:n].view(np.uint64), out=words[:n])  # True: 1 bit per byte
+            np.multiply(k, width + 1, out=at[:n])
+            for w in range(width // 8):
+                np.add(at[:n], words[:n, w], out=at[:n])
+            np.take(self.rows, at[:n], out=found[start : start + n], mode="clip")
+        return found
+
+
 def _walk_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarray | None:
-    """Index of each event's snapshot (or -1) for one integer key with few snapshots per entity,
-    or None when the keys are too sparse or an entity has too many snapshots.
-
-    The snapshots go into two small tables with one row per entity: ``times[k]``, the times of
-    entity k's snapshots in (time, tiebreak, written) order, padded with the largest time to a
-    multiple of 8 columns, and ``rows[k]``, their row numbers after a leading -1 ("none"). An
-    event of entity k at time t reads ``rows[k, c]`` where c counts the times <= t: one row
-    of each table (a cache line or two) per event, no sort of the events and no search. The
-    count is a popcount of the comparison's bytes, 8 at a time. Events go in chunks so every
-    temporary array stays in cache.
-    """
-    ev_key, snap_key = frame[key], right[key]
-    if ev_key.null_count() or snap_key.null_count() or right.height == 0 or frame.height == 0:
+    """Index of each event's snapshot (or -1) for one integer key with few snapshots per
+    entity, or None when the walk does not fit (see ``_EntityIndex.of``)."""
+    if frame[key].dtype not in _INT_KEYS or frame[key].null_count():
         return None
-    k0 = min(int(ev_key.min()), int(snap_key.min()))  # type: ignore[arg-type]
-    k1 = max(int(ev_key.max()), int(snap_key.max()))  # type: ignore[arg-type]
-    span = k1 - k0 + 1
-    if span > _WALK_KEY_SPAN_PER_ROW * (frame.height + right.height):
-        return None
-    snap_k = snap_key.to_numpy().astype(np.int64, copy=False) - k0
-    counts = np.bincount(snap_k, minlength=span)
-    width = -(-int(counts.max()) // 8) * 8  # the longest entity, in whole words of 8 bytes
-    cells = max(_WALK_CELLS_PER_ROW * (frame.height + right.height), _WALK_CELLS_ALWAYS)
-    if width > _WALK_MAX_SNAPSHOTS or width * span > cells:
-        return None
-    snap_t = _epoch_us(right[JOIN_AT])
-    order = _snapshot_order(right, snap_k, snap_t)
-    slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    entity = snap_k[order]
-    times = np.full((span, width), np.iinfo(np.int64).max, dtype=np.int64)
-    times[entity, slot] = snap_t[order]
-    rows = np.full((span, width + 1), -1, dtype=np.int32 if right.height < 2**31 else np.int64)
-    rows[entity, slot + 1] = order
-    rows = rows.ravel()
-
-    ev_k = ev_key.to_numpy().astype(np.int64, copy=False) - k0
-    ev_t = _epoch_us(frame["event_time"])
-    found = _unhuge_empty((frame.height,), rows.dtype)
-    size = min(_WALK_CHUNK, frame.height)
-    seen, fits = np.empty((size, width), np.int64), np.empty((size, width), bool)
-    words, at = np.empty((size, width // 8), np.uint8), np.empty(size, np.int64)
-    for start in range(0, frame.height, size):
-        k, t = ev_k[start : start + size], ev_t[start : start + size]
-        n = k.size
-        np.take(times, k, axis=0, out=seen[:n], mode="clip")
-        np.less_equal(seen[:n], t[:, None], out=fits[:n])
-        np.bitwise_count(fits[:n].view(np.uint64), out=words[:n])  # True is one bit per byte
-        np.multiply(k, width + 1, out=at[:n])
-        np.add(at[:n], words[:n, 0], out=at[:n])
-        for w in range(1, width // 8):
-            np.add(at[:n], words[:n, w], out=at[:n])
-        np.take(rows, at[:n], out=found[start : start + n], mode="clip")
-    return found
+    index = _EntityIndex.of(right, key)
+    return None if index is None else index.walk(frame, key)
 
 
 def _tiebreak(right: pl.DataFrame) -> np.ndarray:
@@ -388,11 +423,18 @@ def _by_join_match(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) ->
     return joined["__snap"].fill_null(-1).to_numpy().astype(np.int64)
 
 
-def match_snapshots(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> np.ndarray:
+def match_snapshots(
+    frame: pl.DataFrame,
+    right: pl.DataFrame,
+    keys: list[str],
+    index: _EntityIndex | None = None,
+) -> np.ndarray:
     """Per event (``frame`` sorted by event_time), the row of ``right`` with the same keys and
-    the latest ``__join_at <= event_time``, or -1."""
+    the latest ``__join_at <= event_time``, or -1. ``index``: the entity walk's tables for
+    ``right``, when already built."""
     if len(keys) == 1 and frame.schema[keys[0]] in _INT_KEYS and right.schema[keys[0]] in _INT_KEYS:
-        found = _walk_match(frame, right, keys[0])
+        ready = index is not None and not frame[keys[0]].null_count()
+        found = index.walk(frame, keys[0]) if ready else _walk_match(frame, right, keys[0])
         if found is None:
             found = _composite_match(frame, right, keys[0])
         if found is not None:
@@ -545,11 +587,20 @@ class _GroupPlan:
         return matched_avail, used
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A group's snapshots before the events are known: its features ready to gather, the
+    columns its match reads (keys, the join time, available_at, the tiebreak) and, for one
+    integer key, the entity walk's tables."""
+
+    source: _FeatureSource
+    right: pl.DataFrame
+    index: _EntityIndex | None
+
+
 def _prepare_snapshots(
     snapshots: pl.DataFrame, keys: list[str], features: list[str]
-) -> tuple[_FeatureSource, pl.DataFrame]:
-    """A group's features, ready to gather, and the columns its match reads (keys, the join
-    time, available_at and the tiebreak). Needs nothing of the events."""
+) -> _Prepared:
     right = (
         snapshots
         if JOIN_AT in snapshots.columns
@@ -558,22 +609,20 @@ def _prepare_snapshots(
     del snapshots  # the feature columns go once they are in the source
     right = right.with_columns(pl.col(JOIN_AT).cast(TS), pl.col("available_at").cast(TS))
     source = _FeatureSource.of(right, features)
-    return source, right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
+    right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
+    index = _EntityIndex.of(right, keys[0]) if len(keys) == 1 else None
+    return _Prepared(source, right, index)
 
 
 def _match_group(
-    frame: pl.DataFrame,
-    source: _FeatureSource,
-    right: pl.DataFrame,
-    keys: list[str],
-    ttl: timedelta | None,
+    frame: pl.DataFrame, prepared: _Prepared, keys: list[str], ttl: timedelta | None
 ) -> _GroupPlan:
-    right = right.with_columns(
-        [pl.col(k).cast(frame.schema[k]) for k in keys if right.schema[k] != frame.schema[k]]
+    right = prepared.right.with_columns(
+        [pl.col(k).cast(frame.schema[k]) for k in keys if prepared.right.schema[k] != frame.schema[k]]
     )
     return _GroupPlan(
-        source=source,
-        match=match_snapshots(frame, right, keys),
+        source=prepared.source,
+        match=match_snapshots(frame, right, keys, prepared.index),
         avail=np.append(_epoch_us(right["available_at"]), 0),
         event_us=_epoch_us(frame["event_time"]),
         ttl_us=None if ttl is None else ttl // timedelta(microseconds=1),
@@ -587,7 +636,7 @@ def _plan_group(
     features: list[str],
     ttl: timedelta | None,
 ) -> _GroupPlan:
-    return _match_group(frame, *_prepare_snapshots(snapshots, keys, features), keys, ttl)
+    return _match_group(frame, _prepare_snapshots(snapshots, keys, features), keys, ttl)
 
 
 def _timestamps(name: str, us: np.ndarray, present: np.ndarray) -> pl.Series:
@@ -698,15 +747,16 @@ def _labelled(
     latest, hidden, shown, gap, late = _visible_labels(
         events, _scan(inputs.labels), cfg.label_family
     )
-    # a narrow join, row-aligned with the events, so the event columns are not copied
-    labels = events.select("event_id").join(
-        latest.rename({"observed_time": LABEL_OBSERVED}),
-        on="event_id",
-        how="left",
-        maintain_order="left",
+    # each visible label is put at its event's row (numbered by ROW in the label join): no
+    # second join of all the events
+    rows = latest[ROW].to_numpy()
+    frame = events.with_columns(
+        pl.repeat(None, events.height, dtype=latest.schema[c], eager=True)
+        .scatter(rows, latest[c])
+        .alias(name)
+        for c, name in (("label", "label"), ("observed_time", LABEL_OBSERVED))
     )
-    frame = events.hstack(labels.drop("event_id"))
-    del labels, latest
+    del latest
     maturity = label_maturity(frame, windows, late)
     frame = _apply_missing_label(frame, windows.missing_label)
     after = dict(frame.group_by("split").len().iter_rows())
@@ -735,23 +785,23 @@ def _plan_frame(
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
     events_read: Future[pl.DataFrame] = Future()
 
-    def prepare(sel: DatasetSelector) -> tuple[_FeatureSource, pl.DataFrame]:
+    def prepare(sel: DatasetSelector) -> _Prepared:
         entries = inputs.feature_groups[sel.name]
         keys, features = entries[0].manifest.keys, feature_columns(entries[0])
         return _prepare_snapshots(_snapshots(entries, keys, features, span.end), keys, features)
 
     def match(
-        sel: DatasetSelector, prepared: Future[tuple[_FeatureSource, pl.DataFrame]]
+        sel: DatasetSelector, prepared: Future[_Prepared]
     ) -> tuple[_GroupPlan, list[str], timedelta | None]:
         m = inputs.feature_groups[sel.name][0].manifest
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
-        group_plan = _match_group(events_read.result(), *prepared.result(), m.keys, ttl)
+        group_plan = _match_group(events_read.result(), prepared.result(), m.keys, ttl)
         return group_plan, feature_columns(inputs.feature_groups[sel.name][0]), ttl
 
-    # Two worker threads read every group's snapshots (while this thread reads the events),
-    # then match them to the events (while this thread settles the labels): none of these
-    # needs another's result but the events, and numpy and Polars release the GIL. Tasks run
-    # in the order submitted, so all reads come before any match.
+    # Two worker threads read and index every group's snapshots (while this thread reads the
+    # events), then match them to the events (while this thread settles the labels): none of
+    # these needs another's result but the events, and numpy and Polars release the GIL.
+    # Tasks run in the order submitted, so all reads come before any match.
     with ThreadPoolExecutor(max_workers=2) as pool:
         prepared = [pool.submit(prepare, sel) for sel in groups_cfg]
         planned = [pool.submit(match, sel, p) for sel, p in zip(groups_cfg, prepared, strict=True)]
