@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/frame_build.py --events 1000000 [--events 3000000 ...]
         [--methods factory,duckdb_asof,polars_join_asof,pandas_merge_asof,feast_style,read_and_sort]
-        [--workdir /tmp/mf_frame_bench]
+        [--workdir /tmp/mf_frame_bench] [--repeat 3]
 
 Not a test: it prints a table. Per size it writes (once, cached in the workdir) the same parquet
 inputs for every method: N events over the windows of one weekly partition (default split
