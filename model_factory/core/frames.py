@@ -13,7 +13,7 @@ Speed (the design, measured in ``benchmarks/frame_build.py``):
 - Matching. A single integer entity key (the usual case) is matched without Polars' by-join.
   With few snapshots per entity (they are daily or weekly), each entity's snapshot times go
   into one row of a small table and each event counts those at or before its time
-  (``_walk_match``: no sort of the events, no search). Otherwise each snapshot and event gets
+  (``_EntityIndex``: no sort of the events, no search). Otherwise each snapshot and event gets
   one int64 composite key ``(entity - min) * span + (time - first)``: one sort of the events'
   composites and a binary search in the snapshots' (``_composite_match``). Keys that fit
   neither (several columns, strings, a range too wide for 62 bits) go through Polars'
@@ -21,8 +21,9 @@ Speed (the design, measured in ``benchmarks/frame_build.py``):
 - Gathering. A group's float features are copied once into a row-major matrix (NaN for null),
   so an event's values are read from one place; chunks of events are gathered, transposed and
   their validity packed while in cache (``_gather_rows``).
-- Overlap. Groups are read and matched in two threads while the main thread settles the
-  labels; numpy and Polars release the GIL.
+- Overlap. Two worker threads read and index the groups' snapshots while the main thread
+  reads the events, then match them while it settles the labels; numpy and Polars release
+  the GIL.
 - Memory. Per-event work runs in cache-sized chunks, and the large result arrays live on
   ordinary pages (``_unhuge_empty``): on this class of virtual machine, fresh memory is the
   most expensive thing the builder touches.
@@ -428,15 +429,18 @@ def match_snapshots(
     right: pl.DataFrame,
     keys: list[str],
     index: _EntityIndex | None = None,
+    *,
+    indexed: bool = False,
 ) -> np.ndarray:
     """Per event (``frame`` sorted by event_time), the row of ``right`` with the same keys and
-    the latest ``__join_at <= event_time``, or -1. ``index``: the entity walk's tables for
-    ``right``, when already built."""
+    the latest ``__join_at <= event_time``, or -1. ``indexed``: the caller has already built
+    the entity walk's tables for ``right`` (``index``; None when the walk does not fit)."""
     if len(keys) == 1 and frame.schema[keys[0]] in _INT_KEYS and right.schema[keys[0]] in _INT_KEYS:
-        ready = index is not None and not frame[keys[0]].null_count()
-        found = index.walk(frame, keys[0]) if ready else _walk_match(frame, right, keys[0])
-        if found is None:
-            found = _composite_match(frame, right, keys[0])
+        key = keys[0]
+        if not indexed:
+            index = _EntityIndex.of(right, key)
+        walkable = index is not None and not frame[key].null_count()
+        found = index.walk(frame, key) if walkable else _composite_match(frame, right, key)
         if found is not None:
             return found
     return _by_join_match(frame, right, keys)
@@ -622,7 +626,7 @@ def _match_group(
     )
     return _GroupPlan(
         source=prepared.source,
-        match=match_snapshots(frame, right, keys, prepared.index),
+        match=match_snapshots(frame, right, keys, prepared.index, indexed=True),
         avail=np.append(_epoch_us(right["available_at"]), 0),
         event_us=_epoch_us(frame["event_time"]),
         ttl_us=None if ttl is None else ttl // timedelta(microseconds=1),
