@@ -8,7 +8,7 @@ export MODEL_FACTORY_HOME ?= $(CURDIR)/.model_factory
 export DAGSTER_HOME ?= $(MODEL_FACTORY_HOME)/dagster
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test ui lint format contracts clean
+.PHONY: demo test ui lint format contracts clean bench-feast
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ format: $(STAMP)
 
 contracts: $(STAMP)
 	$(VENV)/bin/model-factory contracts export
+
+# The real Feast as a peer in benchmarks/frame_build.py (feast_offline_store), in a venv of its
+# own: its pins could clash with dagster's. Not needed by demo or test.
+.venv-feast/.installed: benchmarks/requirements-feast.txt
+	$(PYTHON) -m venv .venv-feast
+	.venv-feast/bin/python -m pip install --quiet --upgrade pip
+	.venv-feast/bin/python -m pip install --quiet -r benchmarks/requirements-feast.txt
+	touch .venv-feast/.installed
+
+bench-feast: .venv-feast/.installed
 
 clean:
 	rm -rf $(MODEL_FACTORY_HOME)

@@ -1,7 +1,8 @@
 """Benchmark of the training-frame build against what a user would otherwise pick (issue 3).
 
     .venv/bin/python benchmarks/frame_build.py --events 1000000 [--events 3000000 ...]
-        [--methods factory,duckdb_asof,polars_join_asof,pandas_merge_asof,feast_style,read_and_sort]
+        [--methods factory,duckdb_asof,polars_join_asof,pandas_merge_asof,feast_style,
+                   feast_offline_store,read_and_sort,read_and_sort_by_key]
         [--workdir /tmp/mf_frame_bench] [--repeat 3]
 
 Not a test: it prints a table. Per size it writes (once, cached in the workdir) the same parquet
@@ -30,7 +31,14 @@ row) must be the same for all, or the run is marked MISMATCH.
   feast_style        the point-in-time join of Feast's local offline store in pandas: merge on
                      the entity, keep snapshots in [event_time - ttl, event_time], latest per
                      event (rows without one are kept with nulls, unlike Feast)
+  feast_offline_store  the real Feast 0.67, offline store "file" (its dask store, DaskOfflineStore):
+                     get_historical_features, in its own venv (`make bench-feast`); it drops every
+                     event whose entity has snapshots but none in [event_time - ttl, event_time]
+                     (most of them here), so MISMATCH: the rows it keeps carry the factory's values
   read_and_sort      only reads every input and sorts events by time and snapshots by entity
+  read_and_sort_by_key  reads every input and sorts what a sort-based as-of join sorts: the
+                     events by (key, event_time) for each of the three keys, each group's
+                     snapshots by (key, available_at), the labels by (event_id, observed_time)
 """
 
 from __future__ import annotations
@@ -60,19 +68,59 @@ METHODS = [
     "polars_join_asof",
     "pandas_merge_asof",
     "feast_style",
+    "feast_offline_store",
     "read_and_sort",
+    "read_and_sort_by_key",
 ]
+# Feast lives in its own venv (its pins could clash with dagster's): `make bench-feast`
+FEAST_PYTHON = Path(__file__).resolve().parents[1] / ".venv-feast" / "bin" / "python"
 DAY_US = 86_400 * 1_000_000
 
 
 # ---------------------------------------------------------------------------------- the data
 
 
+_WINDOWS = None  # set in a child whose venv has no model_factory (--windows from the parent)
+
+
 def windows():
+    if _WINDOWS is not None:
+        return _WINDOWS
     from model_factory.contracts import SplitPolicy
     from model_factory.core.windows import resolve_windows
 
     return resolve_windows(PARTITION, SplitPolicy())
+
+
+def windows_to_json(w) -> str:
+    """What the runners use of the windows, for a child without model_factory (Feast's venv)."""
+    spans = {"train": w.train_window, **w.eval_windows}
+    return json.dumps(
+        {
+            "cut": w.cut.isoformat(),
+            "train_cut": w.train_cut.isoformat(),
+            "windows": {
+                s: [win.start.isoformat(), win.end.isoformat()] for s, win in spans.items()
+            },
+        }
+    )
+
+
+def windows_from_json(text: str):
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    raw = json.loads(text)
+    span = {
+        s: SimpleNamespace(start=datetime.fromisoformat(a), end=datetime.fromisoformat(b))
+        for s, (a, b) in raw["windows"].items()
+    }
+    return SimpleNamespace(
+        cut=datetime.fromisoformat(raw["cut"]),
+        train_cut=datetime.fromisoformat(raw["train_cut"]),
+        train_window=span.pop("train"),
+        eval_windows=span,
+    )
 
 
 def _us(t) -> int:
@@ -438,6 +486,65 @@ def run_feast_style(folder: Path):
     return frame, time.perf_counter() - started
 
 
+def run_feast_offline_store(folder: Path):
+    """The real Feast (0.67, in .venv-feast): a feature repo made here, its dask offline store."""
+    import tempfile
+
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig, ValueType
+    from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
+    from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
+    from feast.repo_config import RegistryConfig
+    from feast.types import Float32, Int64
+
+    w = windows()
+    with tempfile.TemporaryDirectory(prefix="mf_feast_") as repo:
+        store = FeatureStore(
+            config=RepoConfig(
+                project="frame_bench",
+                provider="local",
+                registry=RegistryConfig(registry_type="file", path=f"{repo}/registry.db"),
+                offline_store=DaskOfflineStoreConfig(type="file"),  # "file" = the dask store
+                online_store=SqliteOnlineStoreConfig(path=f"{repo}/online.db"),
+                entity_key_serialization_version=3,
+                repo_path=Path(repo),
+            )
+        )
+        objects = []
+        for name, (key, _, ttl) in GROUPS.items():
+            entity = Entity(name=key, join_keys=[key], value_type=ValueType.INT64)
+            source = FileSource(
+                name=f"{name}_source",
+                path=str(folder / f"{name}.parquet"),
+                timestamp_field="available_at",
+                # no created_timestamp_column: the inputs have no two snapshots with one (key,
+                # available_at), and on such ties Feast 0.67's dask store did not keep the latest
+                # created timestamp reliably (46% of 20,000 tied entities in a test: its second
+                # sort, by timestamp_field, is not stable), so "valid_from" (the factory's
+                # tiebreak) would only cost a sort here (~1 s of ~10 s at 1M events)
+            )
+            view = FeatureView(
+                name=name,
+                entities=[entity],
+                ttl=ttl or timedelta(0),  # Feast: a ttl of 0 is no TTL
+                schema=[Field(name=key, dtype=Int64)]
+                + [Field(name=f, dtype=Float32) for f in FEATURES],
+                source=source,
+                online=False,
+            )
+            objects += [entity, view]
+        store.apply(objects)  # setup, like the factory's intake: not timed
+
+        started = time.perf_counter()
+        entity_df = _pandas_events(folder, w).rename(columns={"event_time": "event_timestamp"})
+        frame = store.get_historical_features(
+            entity_df=entity_df,
+            features=[f"{g}:{f}" for g in GROUPS for f in FEATURES],
+            full_feature_names=True,  # customer__f00, as the other methods name them
+        ).to_df()
+        seconds = time.perf_counter() - started
+    return frame.rename(columns={"event_timestamp": "event_time"}), seconds
+
+
 def run_read_and_sort(folder: Path):
     import polars as pl
 
@@ -452,6 +559,22 @@ def run_read_and_sort(folder: Path):
     return (events, labels, snaps), seconds
 
 
+def run_read_and_sort_by_key(folder: Path):
+    """What a sort-based as-of join has to sort, all of it alive when the clock stops."""
+    import polars as pl
+
+    started = time.perf_counter()
+    events = pl.read_parquet(folder / "events.parquet")
+    by_key = [events.sort(key, "event_time") for key, _, _ in GROUPS.values()]
+    labels = pl.read_parquet(folder / "labels.parquet").sort("event_id", "observed_time")
+    snaps = [
+        pl.read_parquet(folder / f"{g}.parquet").sort(key, "available_at")
+        for g, (key, _, _) in GROUPS.items()
+    ]
+    seconds = time.perf_counter() - started
+    return (events, by_key, labels, snaps), seconds
+
+
 RUNNERS = {
     "factory": run_factory,
     "factory_to_file": run_factory_to_file,
@@ -460,16 +583,18 @@ RUNNERS = {
     "polars_join_asof": run_polars,
     "pandas_merge_asof": run_pandas,
     "feast_style": run_feast_style,
+    "feast_offline_store": run_feast_offline_store,
     "read_and_sort": run_read_and_sort,
+    "read_and_sort_by_key": run_read_and_sort_by_key,
 }
 
 
-def checksum(result) -> tuple[int, str]:
-    """Rows and a digest of every value, independent of row order and of the source library."""
+def canonical(result):
+    """The frame as one polars DataFrame in canonical types, sorted by event_id (None: no frame)."""
     import polars as pl
 
-    if isinstance(result, tuple):  # read_and_sort builds no frame
-        return result[0].height, "-"
+    if isinstance(result, tuple):  # read_and_sort(_by_key) builds no frame
+        return None
     if isinstance(result, Path):  # a frame written to a file (streaming mode)
         frame = pl.read_parquet(result)
         result.unlink()
@@ -480,39 +605,40 @@ def checksum(result) -> tuple[int, str]:
     else:
         frame = pl.from_arrow(result)
     assert isinstance(frame, pl.DataFrame)
-    cols = [
-        "event_id",
-        "event_time",
-        "split",
-        "label",
-        "amount",
-        *(f"{g}__{f}" for g in GROUPS for f in FEATURES),
-    ]
-    canon = frame.select(
+    features = [f"{g}__{f}" for g in GROUPS for f in FEATURES]
+    return frame.select(
         pl.col("event_id").cast(pl.Int64),
         pl.col("event_time").dt.convert_time_zone("UTC").dt.epoch("us"),
         pl.col("split").cast(pl.String),
         pl.col("label").cast(pl.Int64),
         pl.col("amount").cast(pl.Float64),
-        *(pl.col(c).cast(pl.Float32).fill_nan(None) for c in cols[5:]),
+        *(pl.col(c).cast(pl.Float32).fill_nan(None) for c in features),
     ).sort("event_id")
+
+
+def digest(canon) -> str:
+    """A digest of every value, independent of row order and of the source library (but not of
+    the polars release: rows are hashed with hash_rows)."""
     hashes = canon.hash_rows(seed=1).to_numpy()
     weights = np.arange(1, hashes.size + 1, dtype=np.uint64)
-    return canon.height, f"{int(np.sum(hashes * weights, dtype=np.uint64)):016x}"
+    return f"{int(np.sum(hashes * weights, dtype=np.uint64)):016x}"
 
 
-def child(method: str, folder: Path) -> None:
+def child(method: str, folder: Path, keep: Path | None = None) -> None:
     result, seconds = RUNNERS[method](folder)
     # the high-water mark of the build, before the checksum copies anything
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rows, digest = checksum(result)
+    canon = canonical(result)
+    rows, value_digest = (result[0].height, "-") if canon is None else (canon.height, digest(canon))
+    if keep is not None and canon is not None:  # for the parent's checks (see compare_kept)
+        canon.write_parquet(keep)
     print(
         json.dumps(
             {
                 "method": method,
                 "seconds": seconds,
                 "rows": rows,
-                "checksum": digest,
+                "checksum": value_digest,
                 "peak_rss_bytes": peak,
             }
         )
@@ -522,8 +648,15 @@ def child(method: str, folder: Path) -> None:
 # ----------------------------------------------------------------------------------- driver
 
 
-def measure(method: str, folder: Path, timeout: float) -> dict:
+def measure(method: str, folder: Path, timeout: float, keep: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--data", str(folder)]
+    if keep is not None:
+        cmd += ["--keep", str(keep)]
+    if method == "feast_offline_store":  # Feast's own venv, which has no model_factory
+        if not FEAST_PYTHON.exists():
+            return {"method": method, "error": f"no {FEAST_PYTHON}: run `make bench-feast`"}
+        cmd[0] = str(FEAST_PYTHON)
+        cmd += ["--windows", windows_to_json(windows())]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -532,6 +665,26 @@ def measure(method: str, folder: Path, timeout: float) -> dict:
         tail = (out.stderr.strip().splitlines() or ["?"])[-1]
         return {"method": method, "error": f"exit {out.returncode}: {tail[:120]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+KEPT = ("factory", "feast_offline_store")
+
+
+def compare_kept(results: list[dict], kept: dict[str, Path]) -> None:
+    """Feast's frame against the factory's, both digested here (one polars release): its
+    checksum, and whether the factory's frame cut to Feast's event ids gives the same one."""
+    import polars as pl
+
+    if not all(path.exists() for path in kept.values()):
+        return
+    ours = pl.read_parquet(kept["factory"])
+    theirs = pl.read_parquet(kept["feast_offline_store"])
+    for path in kept.values():
+        path.unlink()
+    feast = next(r for r in results if r["method"] == "feast_offline_store")
+    feast["checksum"] = digest(theirs)
+    cut = ours.filter(pl.col("event_id").is_in(theirs["event_id"].implode()))
+    feast["same_on_its_rows"] = cut.height == theirs.height and digest(cut) == feast["checksum"]
 
 
 def table(n: int, results: list[dict]) -> str:
@@ -554,6 +707,8 @@ def table(n: int, results: list[dict]) -> str:
             if r["checksum"] != "-"
             else "(no frame)"
         )
+        if same == "MISMATCH" and r.get("same_on_its_rows"):
+            same = "other rows; the factory's values on them"
         lines.append(
             f"| {r['method']} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | "
             f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {r['rows']:,} | {same} |"
@@ -572,9 +727,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--windows", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.data))
+        if args.windows:
+            global _WINDOWS
+            _WINDOWS = windows_from_json(args.windows)
+        child(args.child, Path(args.data), Path(args.keep) if args.keep else None)
         return
     for n in args.events or [1_000_000]:
         folder = Path(args.workdir) / f"n{n}"
@@ -585,8 +745,14 @@ def main() -> None:
             flush=True,
         )
         results = []
-        for method in args.methods.split(","):
-            runs = [measure(method, folder, args.timeout) for _ in range(args.repeat)]
+        methods = args.methods.split(",")
+        # Feast's frame has other rows (see the docstring): its rows are checked against the
+        # factory's in this process (compare_kept), so both frames are kept in files
+        kept = {m: folder / f"_kept_{m}.parquet" for m in KEPT if "feast_offline_store" in methods}
+        for method in methods:
+            runs = [
+                measure(method, folder, args.timeout, kept.get(method)) for _ in range(args.repeat)
+            ]
             # the median run (seconds and its peak memory): this machine class varies by
             # +-15% from run to run, and the best of N would flatter every method
             ok = sorted((r for r in runs if "seconds" in r), key=lambda r: r["seconds"])
@@ -594,6 +760,8 @@ def main() -> None:
             median["all_seconds"] = [round(r["seconds"], 2) for r in ok]
             print(f"  {method}: {json.dumps(median)}", flush=True)
             results.append(median)
+        if len(kept) == len(KEPT):
+            compare_kept(results, kept)
         print(table(n, results), flush=True)
 
 
