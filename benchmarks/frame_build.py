@@ -749,14 +749,17 @@ def main() -> None:
         # Feast's frame has other rows (see the docstring): its rows are checked against the
         # factory's in this process (compare_kept), so both frames are kept in files
         kept = {m: folder / f"_kept_{m}.parquet" for m in KEPT if "feast_offline_store" in methods}
+        # rounds: each method once per round, so that a drift of this machine's speed over the
+        # minutes of a run (it moves by a third between hours here) hits every method alike
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for _ in range(args.repeat):
+            for method in methods:
+                runs[method].append(measure(method, folder, args.timeout, kept.get(method)))
         for method in methods:
-            runs = [
-                measure(method, folder, args.timeout, kept.get(method)) for _ in range(args.repeat)
-            ]
-            # the median run (seconds and its peak memory): this machine class varies by
-            # +-15% from run to run, and the best of N would flatter every method
-            ok = sorted((r for r in runs if "seconds" in r), key=lambda r: r["seconds"])
-            median = ok[(len(ok) - 1) // 2] if ok else runs[-1]
+            # the median run (seconds and its peak memory): runs vary by +-15% here, and the
+            # best of N would flatter every method
+            ok = sorted((r for r in runs[method] if "seconds" in r), key=lambda r: r["seconds"])
+            median = ok[(len(ok) - 1) // 2] if ok else runs[method][-1]
             median["all_seconds"] = [round(r["seconds"], 2) for r in ok]
             print(f"  {method}: {json.dumps(median)}", flush=True)
             results.append(median)

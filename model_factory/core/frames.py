@@ -707,6 +707,37 @@ def _apply_missing_label(frame: pl.DataFrame, rule: str) -> pl.DataFrame:
     return frame.with_columns(pl.col("label").fill_null(0).cast(pl.Int8))
 
 
+class _Matching:
+    """One group's match, still running in a worker thread when the frame plan is made: the
+    first group's features can be gathered while the last group is matched. ``get`` waits for
+    it and keeps only the rows the missing-label rule kept (``kept``: shared by the groups, so
+    the selected event times are computed once)."""
+
+    def __init__(self, future: Future[_GroupPlan], kept: _KeptRows | None):
+        self._future, self._kept, self._plan = future, kept, None
+
+    def get(self) -> _GroupPlan:
+        if self._plan is None:
+            plan = self._future.result()
+            if self._kept is not None:
+                rows = self._kept.rows
+                plan = replace(plan, match=plan.match[rows], event_us=self._kept.event_us(plan))
+            self._plan, self._future = plan, None
+        return self._plan
+
+
+class _KeptRows:
+    """The events' rows the missing-label rule kept, and their times (taken once)."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self._event_us = rows, None
+
+    def event_us(self, plan: _GroupPlan) -> np.ndarray:
+        if self._event_us is None:
+            self._event_us = plan.event_us[self.rows]
+        return self._event_us
+
+
 @dataclass
 class _FramePlan:
     """Everything about a frame but its feature values: the narrow rows (ids, split, label,
@@ -714,7 +745,7 @@ class _FramePlan:
     and the label figures the audit needs. Both build modes gather the features from it."""
 
     rows: pl.DataFrame
-    plans: list[tuple[str, _GroupPlan, list[str]]]  # (group, plan, source feature columns)
+    plans: list[tuple[str, _Matching, list[str]]]  # (group, its match, source feature columns)
     groups: list[GroupJoin]
     schema: list[FeatureSpec]
     audit_inputs: dict
@@ -735,8 +766,8 @@ class _FramePlan:
         """Rows [start, start + length) with every group's features and evidence columns."""
         chunk = self.rows.slice(start, length)
         end = start + chunk.height
-        for name, plan, features in self.plans:
-            chunk = _attach(chunk, plan.rows(start, end), features, name)
+        for name, matching, features in self.plans:
+            chunk = _attach(chunk, matching.get().rows(start, end), features, name)
         return chunk
 
     def audit(self, frame: pl.DataFrame | pl.LazyFrame) -> LeakageAudit:
@@ -794,19 +825,18 @@ def _plan_frame(
         keys, features = entries[0].manifest.keys, feature_columns(entries[0])
         return _prepare_snapshots(_snapshots(entries, keys, features, span.end), keys, features)
 
-    def match(
-        sel: DatasetSelector, prepared: Future[_Prepared]
-    ) -> tuple[_GroupPlan, list[str], timedelta | None]:
+    def match(sel: DatasetSelector, prepared: Future[_Prepared]) -> _GroupPlan:
         m = inputs.feature_groups[sel.name][0].manifest
         ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
-        group_plan = _match_group(events_read.result(), prepared.result(), m.keys, ttl)
-        return group_plan, feature_columns(inputs.feature_groups[sel.name][0]), ttl
+        return _match_group(events_read.result(), prepared.result(), m.keys, ttl)
 
     # Two worker threads read and index every group's snapshots (while this thread reads the
-    # events), then match them to the events (while this thread settles the labels): none of
-    # these needs another's result but the events, and numpy and Polars release the GIL.
-    # Tasks run in the order submitted, so all reads come before any match.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # events), then match them to the events (while this thread settles the labels, and then
+    # gathers the groups already matched): none of these needs another's result but the events,
+    # and numpy and Polars release the GIL. Tasks run in the order submitted, so all reads come
+    # before any match.
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
         prepared = [pool.submit(prepare, sel) for sel in groups_cfg]
         planned = [pool.submit(match, sel, p) for sel, p in zip(groups_cfg, prepared, strict=True)]
         try:
@@ -818,12 +848,15 @@ def _plan_frame(
         events_read.set_result(base)
         labelled = _labelled(events.with_row_index(ROW), inputs, cfg, windows)
         frame, hidden, shown, gap, maturity = labelled
-        del events, prepared
-        found = [f.result() for f in planned]
-    if found and frame.height != base.height:  # the missing-label rule excluded events
-        rows = frame[ROW].to_numpy()
-        event_us = found[0][0].event_us[rows]
-        found = [(replace(p, match=p.match[rows], event_us=event_us), f, t) for p, f, t in found]
+        sources = [p.result().source for p in prepared]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    # the matches still running finish in the pool's threads, which then exit
+    pool.shutdown(wait=False)
+    del events, prepared
+    # the missing-label rule excluded events: each match keeps the rows kept
+    kept = _KeptRows(frame[ROW].to_numpy()) if frame.height != base.height else None
     del base
     frame = frame.drop(ROW)
 
@@ -836,20 +869,22 @@ def _plan_frame(
         [c for c in [*key_columns, "label_cut"] if c not in {*ID_COLUMNS, *cfg.event_features}]
     )
     plans = []
-    for sel, (group_plan, features, ttl) in zip(groups_cfg, found, strict=True):
-        plans.append((sel.name, group_plan, features))
+    for sel, future, source in zip(groups_cfg, planned, sources, strict=True):
+        entry = inputs.feature_groups[sel.name][0]
+        features = feature_columns(entry)
+        ttl = timedelta(seconds=entry.manifest.ttl_seconds) if entry.manifest.ttl_seconds else None
+        plans.append((sel.name, _Matching(future, kept), features))
         columns = [f"{sel.name}__{f}" for f in features]
-        keys = inputs.feature_groups[sel.name][0].manifest.keys
-        groups.append(GroupJoin(sel.name, sel.version, keys, ttl, columns))
+        groups.append(GroupJoin(sel.name, sel.version, entry.manifest.keys, ttl, columns))
         schema += [
             FeatureSpec(
                 name=c,
-                dtype=str(group_plan.source.schema[f]),
+                dtype=str(source.schema[f]),
                 source=f"feature_group:{sel.name}/{sel.version}",
             )
             for c, f in zip(columns, features, strict=True)
         ]
-    del found
+    del planned, sources
 
     label_columns = {c for e in inputs.labels for c in e.manifest.column_names()} - {"event_id"}
     return _FramePlan(
@@ -878,9 +913,9 @@ def build_training_frame(
     plan = _plan_frame(receipt, inputs, policy)
     frame = plan.rows
     while plan.plans:  # attach group by group, releasing each group's snapshots once attached
-        name, group_plan, features = plan.plans.pop(0)
-        frame = _attach(frame, group_plan, features, name)
-        del group_plan
+        name, matching, features = plan.plans.pop(0)
+        frame = _attach(frame, matching.get(), features, name)
+        del matching
     audit = plan.audit(frame)
     return TrainingFrame(
         frame=frame.select(*ID_COLUMNS, *plan.names), audit=audit, feature_schema=plan.schema
