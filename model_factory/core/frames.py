@@ -22,8 +22,8 @@ Speed (the design, measured in ``benchmarks/frame_build.py``):
   so an event's values are read from one place; chunks of events are gathered, transposed and
   their validity packed while in cache (``_gather_rows``).
 - Overlap. Two worker threads read and index the groups' snapshots while the main thread
-  reads the events, then match them while it settles the labels; numpy and Polars release
-  the GIL.
+  reads the events, then match them while it settles the labels and gathers the groups
+  already matched (``_Matching``); numpy and Polars release the GIL.
 - Memory. Per-event work runs in cache-sized chunks, and the large result arrays live on
   ordinary pages (``_unhuge_empty``): on this class of virtual machine, fresh memory is the
   most expensive thing the builder touches.
