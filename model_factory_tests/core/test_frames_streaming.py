@@ -8,6 +8,7 @@ the content-addressed frame (and with it every id downstream) does not depend on
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
 from model_factory.core.runs import FactoryEnv, stage_frame, stage_intake
 from model_factory.core.storage import ArtifactStore
+from model_factory.errors import SchemaMismatchError
 from model_factory_tests.core.test_frames_asof import (
     PARTITION,
     config,
@@ -97,6 +99,35 @@ def test_streaming_audit_still_catches_the_valid_from_trap(
     assert not written.audit.passed
     assert any(v.startswith("features_available_before_event") for v in written.audit.violations)
     assert written.audit == built.audit
+
+
+@pytest.mark.parametrize("mode", ["memory", "streaming"])
+def test_a_group_whose_match_fails_fails_the_build_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Matches still run in worker threads when the first group is gathered: an error in a
+    later one reaches the caller as raised, and the streaming build removes its file."""
+    catalog = write_catalog(tmp_path / "catalog", random_catalog_data(6))
+    receipt, inputs = intake(catalog, config("negative"), PARTITION, GovernancePolicy())
+    match_group, calls, lock = frames._match_group, [], threading.Lock()
+
+    def one_fails(frame, prepared, keys, ttl):
+        with lock:
+            calls.append(keys)
+            nth = len(calls)
+        if nth == 2:  # one group matched, the next one fails
+            raise SchemaMismatchError("planted", source="snapshots", field=keys[0])
+        return match_group(frame, prepared, keys, ttl)
+
+    monkeypatch.setattr(frames, "_match_group", one_fails)
+    path = tmp_path / "frame.parquet"
+    with pytest.raises(SchemaMismatchError, match="planted"):
+        if mode == "memory":
+            build_training_frame(receipt, inputs, GovernancePolicy())
+        else:
+            write_training_frame(receipt, inputs, GovernancePolicy(), str(path), chunk_rows=16)
+    assert len(inputs.feature_groups) > 1 and len(calls) >= 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
 
 
 def test_an_empty_frame_is_written_with_its_columns(tmp_path: Path) -> None:
