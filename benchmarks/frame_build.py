@@ -17,7 +17,8 @@ frame is built, imports included; the clock starts after imports and stops when 
 memory) and builds the same frame:
 the events of the three splits with split, label and every feature as of ``available_at <=
 event_time`` within the TTL. A checksum of the rows and values (sorted by event_id, a hash per
-row) must be the same for all, or the run is marked MISMATCH.
+row) must be the same for all, or the run is marked MISMATCH. With --repeat N the methods run
+in N rounds (each once per round) and the median run of each counts.
 
   factory            model_factory.core.frames.build_training_frame (intake not timed), including
                      its leakage audit, label maturity and evidence columns
@@ -34,7 +35,9 @@ row) must be the same for all, or the run is marked MISMATCH.
   feast_offline_store  the real Feast 0.67, offline store "file" (its dask store, DaskOfflineStore):
                      get_historical_features, in its own venv (`make bench-feast`); it drops every
                      event whose entity has snapshots but none in [event_time - ttl, event_time]
-                     (most of them here), so MISMATCH: the rows it keeps carry the factory's values
+                     (most of them here): its checksum differs, and the parent checks that the
+                     factory's frame cut to Feast's event ids gives Feast's checksum ("other
+                     rows; the factory's values on them", else MISMATCH)
   read_and_sort      only reads every input and sorts events by time and snapshots by entity
   read_and_sort_by_key  reads every input and sorts what a sort-based as-of join sorts: the
                      events by (key, event_time) for each of the three keys, each group's
