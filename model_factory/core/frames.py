@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model_factory.contracts import (
+    DatasetManifest,
     DatasetSelector,
     FeatureSpec,
     GovernancePolicy,
@@ -710,32 +711,20 @@ def _apply_missing_label(frame: pl.DataFrame, rule: str) -> pl.DataFrame:
 class _Matching:
     """One group's match, still running in a worker thread when the frame plan is made: the
     first group's features can be gathered while the last group is matched. ``get`` waits for
-    it and keeps only the rows the missing-label rule kept (``kept``: shared by the groups, so
-    the selected event times are computed once)."""
+    it and keeps only the rows the missing-label rule kept (``kept``: those rows and their
+    event times, shared by the groups)."""
 
-    def __init__(self, future: Future[_GroupPlan], kept: _KeptRows | None):
+    def __init__(self, future: Future[_GroupPlan], kept: tuple[np.ndarray, np.ndarray] | None):
         self._future, self._kept, self._plan = future, kept, None
 
     def get(self) -> _GroupPlan:
         if self._plan is None:
             plan = self._future.result()
             if self._kept is not None:
-                rows = self._kept.rows
-                plan = replace(plan, match=plan.match[rows], event_us=self._kept.event_us(plan))
+                rows, event_us = self._kept
+                plan = replace(plan, match=plan.match[rows], event_us=event_us)
             self._plan, self._future = plan, None
         return self._plan
-
-
-class _KeptRows:
-    """The events' rows the missing-label rule kept, and their times (taken once)."""
-
-    def __init__(self, rows: np.ndarray):
-        self.rows, self._event_us = rows, None
-
-    def event_us(self, plan: _GroupPlan) -> np.ndarray:
-        if self._event_us is None:
-            self._event_us = plan.event_us[self.rows]
-        return self._event_us
 
 
 @dataclass
@@ -807,6 +796,10 @@ def _labelled(
     return frame, hidden, shown, gap, maturity
 
 
+def _ttl(manifest: DatasetManifest) -> timedelta | None:
+    return timedelta(seconds=manifest.ttl_seconds) if manifest.ttl_seconds else None
+
+
 def _plan_frame(
     receipt: IntakeReceipt, inputs: FrameInputs, policy: GovernancePolicy
 ) -> _FramePlan:
@@ -825,10 +818,11 @@ def _plan_frame(
         keys, features = entries[0].manifest.keys, feature_columns(entries[0])
         return _prepare_snapshots(_snapshots(entries, keys, features, span.end), keys, features)
 
+    ttls = {sel.name: _ttl(inputs.feature_groups[sel.name][0].manifest) for sel in groups_cfg}
+
     def match(sel: DatasetSelector, prepared: Future[_Prepared]) -> _GroupPlan:
-        m = inputs.feature_groups[sel.name][0].manifest
-        ttl = timedelta(seconds=m.ttl_seconds) if m.ttl_seconds else None
-        return _match_group(events_read.result(), prepared.result(), m.keys, ttl)
+        keys = inputs.feature_groups[sel.name][0].manifest.keys
+        return _match_group(events_read.result(), prepared.result(), keys, ttls[sel.name])
 
     # Two worker threads read and index every group's snapshots (while this thread reads the
     # events), then match them to the events (while this thread settles the labels, and then
@@ -856,7 +850,10 @@ def _plan_frame(
     pool.shutdown(wait=False)
     del events, prepared
     # the missing-label rule excluded events: each match keeps the rows kept
-    kept = _KeptRows(frame[ROW].to_numpy()) if frame.height != base.height else None
+    kept = None
+    if frame.height != base.height:
+        rows = frame[ROW].to_numpy()
+        kept = (rows, _epoch_us(base["event_time"])[rows])
     del base
     frame = frame.drop(ROW)
 
@@ -872,10 +869,9 @@ def _plan_frame(
     for sel, future, source in zip(groups_cfg, planned, sources, strict=True):
         entry = inputs.feature_groups[sel.name][0]
         features = feature_columns(entry)
-        ttl = timedelta(seconds=entry.manifest.ttl_seconds) if entry.manifest.ttl_seconds else None
         plans.append((sel.name, _Matching(future, kept), features))
         columns = [f"{sel.name}__{f}" for f in features]
-        groups.append(GroupJoin(sel.name, sel.version, entry.manifest.keys, ttl, columns))
+        groups.append(GroupJoin(sel.name, sel.version, entry.manifest.keys, ttls[sel.name], columns))
         schema += [
             FeatureSpec(
                 name=c,
