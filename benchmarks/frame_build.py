@@ -678,12 +678,12 @@ def compare_kept(results: list[dict], kept: dict[str, Path]) -> None:
     checksum, and whether the factory's frame cut to Feast's event ids gives the same one."""
     import polars as pl
 
-    if not all(path.exists() for path in kept.values()):
-        return
-    ours = pl.read_parquet(kept["factory"])
-    theirs = pl.read_parquet(kept["feast_offline_store"])
+    frames = {m: pl.read_parquet(path) for m, path in kept.items() if path.exists()}
     for path in kept.values():
-        path.unlink()
+        path.unlink(missing_ok=True)
+    if len(frames) < len(kept):  # a method failed, or was not run (factory left out)
+        return
+    ours, theirs = frames["factory"], frames["feast_offline_store"]
     feast = next(r for r in results if r["method"] == "feast_offline_store")
     feast["checksum"] = digest(theirs)
     cut = ours.filter(pl.col("event_id").is_in(theirs["event_id"].implode()))
@@ -705,11 +705,12 @@ def table(n: int, results: list[dict]) -> str:
             lines.append(f"| {r['method']} | - | - | - | - | - | {r['error']} |")
             continue
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
-        same = (
-            ("same" if r["checksum"] == reference else "MISMATCH")
-            if r["checksum"] != "-"
-            else "(no frame)"
-        )
+        if r["checksum"] == "-":
+            same = "(no frame)"
+        elif reference is None:
+            same = "(no factory run to compare with)"
+        else:
+            same = "same" if r["checksum"] == reference else "MISMATCH"
         if same == "MISMATCH" and r.get("same_on_its_rows"):
             same = "other rows; the factory's values on them"
         lines.append(
