@@ -18,7 +18,9 @@ memory) and builds the same frame:
 the events of the three splits with split, label and every feature as of ``available_at <=
 event_time`` within the TTL. A checksum of the rows and values (sorted by event_id, a hash per
 row) must be the same for all, or the run is marked MISMATCH. With --repeat N the methods run
-in N rounds (each once per round) and the median run of each counts.
+in N rounds (each once per round) and the median run of each counts; the table then also gives
+each method's time over the factory's of the same round, as the median and range over the
+rounds (a drift of the machine's speed between rounds cancels out of that ratio).
 
   factory            model_factory.core.frames.build_training_frame (intake not timed), including
                      its leakage audit, label maturity and evidence columns
@@ -690,6 +692,21 @@ def compare_kept(results: list[dict], kept: dict[str, Path]) -> None:
     feast["same_on_its_rows"] = cut.height == theirs.height and digest(cut) == feast["checksum"]
 
 
+def round_ratios(mine: list[dict], factory: list[dict]) -> list[float]:
+    """Per round where both ran, this method's seconds over the factory's, sorted."""
+    return sorted(
+        round(m["seconds"] / f["seconds"], 3)
+        for m, f in zip(mine, factory, strict=False)
+        if "seconds" in m and "seconds" in f
+    )
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def table(n: int, results: list[dict]) -> str:
     ours = next((r for r in results if r["method"] == "factory" and "seconds" in r), None)
     reference = next(
@@ -697,14 +714,21 @@ def table(n: int, results: list[dict]) -> str:
     )
     lines = [
         f"\n{n:,} events",
-        "| method | seconds | events/s | peak RSS GiB | vs factory | rows | checksum |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| method | seconds | events/s | peak RSS GiB | vs factory | same round: median (range)"
+        " | rows | checksum |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['method']} | - | - | - | - | - | {r['error']} |")
+            lines.append(f"| {r['method']} | - | - | - | - | - | - | {r['error']} |")
             continue
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
+        paired = r.get("round_ratios") or []
+        per_round = (
+            f"{_median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f}, {len(paired)} rounds)"
+            if len(paired) > 1
+            else "-"
+        )
         if r["checksum"] == "-":
             same = "(no frame)"
         elif reference is None:
@@ -715,7 +739,7 @@ def table(n: int, results: list[dict]) -> str:
             same = "other rows; the factory's values on them"
         lines.append(
             f"| {r['method']} | {r['seconds']:.2f} | {n / r['seconds']:,.0f} | "
-            f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {r['rows']:,} | {same} |"
+            f"{r['peak_rss_bytes'] / 2**30:.2f} | {ratio} | {per_round} | {r['rows']:,} | {same} |"
         )
     return "\n".join(lines)
 
@@ -765,6 +789,7 @@ def main() -> None:
             ok = sorted((r for r in runs[method] if "seconds" in r), key=lambda r: r["seconds"])
             median = ok[(len(ok) - 1) // 2] if ok else runs[method][-1]
             median["all_seconds"] = [round(r["seconds"], 2) for r in ok]
+            median["round_ratios"] = round_ratios(runs[method], runs.get("factory", []))
             print(f"  {method}: {json.dumps(median)}", flush=True)
             results.append(median)
         if len(kept) == len(KEPT):
