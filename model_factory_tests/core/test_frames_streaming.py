@@ -66,6 +66,9 @@ def test_streaming_frame_is_byte_identical_to_the_in_memory_frame(
     assert built.frame.height > 40
     assert sha256_hex(data) == sha256_hex(frame_to_parquet(built.frame))
     assert frame_from_parquet(data).equals(built.frame)
+    # the split is an Enum while the frame is built; the frame holds (and stores) a String
+    assert built.frame.schema["split"] == pl.String
+    assert pl.read_parquet_schema(written.path)["split"] == pl.String
     assert pq.ParquetFile(written.path).metadata.num_row_groups == -(-built.frame.height // 16)
     assert written.audit == built.audit and written.audit.passed
     assert written.feature_schema == built.feature_schema

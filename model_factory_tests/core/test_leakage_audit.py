@@ -114,7 +114,7 @@ def test_overlapping_windows_fail_windows_ordered(tmp_path: Path, data: CatalogD
 def test_rows_outside_their_split_window_fail(
     tmp_path: Path, data: CatalogData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest = frames._split_expr
+    honest = frames._split_windows
 
     def shifted(windows):  # test-only: validation swallows the day of maturity gap after it
         val = windows.eval_windows["val"]
@@ -128,7 +128,8 @@ def test_rows_outside_their_split_window_fail(
         )
         return honest(wider)
 
-    monkeypatch.setattr(frames, "_split_expr", shifted)
+    # the builder reads and labels events by these windows; the audit checks the policy's own
+    monkeypatch.setattr(frames, "_split_windows", shifted)
     assert_caught(build_with(tmp_path, data).audit, "events_inside_split_windows")
 
 
