@@ -77,8 +77,11 @@ def _catalog(workdir: Path, events: int) -> Path:
         started = time.perf_counter()
         generate_demo_data(str(path), spec)
         (path / ".complete").write_text("")
-        print(f"  demo data for ~{events:,} events/partition ({spec.customers:,} customers): "
-              f"{time.perf_counter() - started:.0f}s", flush=True)
+        print(
+            f"  demo data for ~{events:,} events/partition ({spec.customers:,} customers): "
+            f"{time.perf_counter() - started:.0f}s",
+            flush=True,
+        )
     return path
 
 
@@ -87,10 +90,14 @@ def _catalog(workdir: Path, events: int) -> Path:
 
 def partition_child(catalog: Path, scratch: Path) -> dict:
     """Runs in its own process: one week through the job on a fresh instance and store."""
-    os.environ.update({"MODEL_FACTORY_CATALOG": str(catalog),
-                       "MODEL_FACTORY_STORE": str(scratch / "store"),
-                       "MODEL_FACTORY_REGISTRY": str(scratch / "registry"),
-                       "MODEL_FACTORY_HOME": str(scratch / "home")})
+    os.environ.update(
+        {
+            "MODEL_FACTORY_CATALOG": str(catalog),
+            "MODEL_FACTORY_STORE": str(scratch / "store"),
+            "MODEL_FACTORY_REGISTRY": str(scratch / "registry"),
+            "MODEL_FACTORY_HOME": str(scratch / "home"),
+        }
+    )
     os.environ.pop("MODEL_FACTORY_POLICY", None)
     import dagster as dg
 
@@ -110,30 +117,49 @@ def partition_child(catalog: Path, scratch: Path) -> dict:
             raise SystemExit(f"week {week} failed: {summary.error}")
         [run] = instance.get_run_records(filters=dg.RunsFilter(job_name="weekly_training"))
         steps: dict[str, dict[str, float]] = {}
-        for rec in instance.get_records_for_run(run.dagster_run.run_id, of_type={
-                dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records:
+        for rec in instance.get_records_for_run(
+            run.dagster_run.run_id,
+            of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS},
+        ).records:
             entry = rec.event_log_entry
-            steps.setdefault(entry.step_key, {})[entry.dagster_event.event_type_value] = entry.timestamp
+            steps.setdefault(entry.step_key, {})[entry.dagster_event.event_type_value] = (
+                entry.timestamp
+            )
         stages, rows = {}, {}
         for asset, name in STAGES.items():
             [mat] = instance.fetch_materializations(dg.AssetKey(asset), limit=1).records
-            meta = {k: getattr(v, "value", v) for k, v in mat.asset_materialization.metadata.items()}
+            meta = {
+                k: getattr(v, "value", v) for k, v in mat.asset_materialization.metadata.items()
+            }
             step = steps[asset]
-            stages[name] = {"core": float(meta["seconds"]),
-                            "step": step["STEP_SUCCESS"] - step["STEP_START"]}
+            stages[name] = {
+                "core": float(meta["seconds"]),
+                "step": step["STEP_SUCCESS"] - step["STEP_START"],
+            }
             if asset == "training_frame":
-                rows = {k: int(meta[k]) for k in ("train_rows", "val_rows", "test_rows") if k in meta}
-    return {"week": week, "run": run_seconds, "stages": stages, "rows": rows,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                rows = {
+                    k: int(meta[k]) for k in ("train_rows", "val_rows", "test_rows") if k in meta
+                }
+    return {
+        "week": week,
+        "run": run_seconds,
+        "stages": stages,
+        "rows": rows,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_partition(workdir: Path, events: int) -> dict:
     catalog = _catalog(workdir, events)
     scratch = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     try:
-        out = subprocess.run([sys.executable, __file__, "--_partition-child", str(catalog),
-                              str(scratch)], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        out = subprocess.run(
+            [sys.executable, __file__, "--_partition-child", str(catalog), str(scratch)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
         if out.returncode != 0:
             raise SystemExit(f"partition run at {events:,} events failed:\n{out.stderr[-4000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -146,16 +172,22 @@ def print_partition_table(results: dict[int, dict]) -> None:
     head = f"{'stage':<10}" + "".join(f"{f'{n:,} events: core s':>26}{'step s':>9}" for n in sizes)
     print(head)
     for name in STAGES.values():
-        print(f"{name:<10}" + "".join(
-            f"{results[n]['stages'][name]['core']:>26.2f}{results[n]['stages'][name]['step']:>9.2f}"
-            for n in sizes))
+        print(
+            f"{name:<10}"
+            + "".join(
+                f"{results[n]['stages'][name]['core']:>26.2f}{results[n]['stages'][name]['step']:>9.2f}"
+                for n in sizes
+            )
+        )
     print(f"{'run':<10}" + "".join(f"{results[n]['run']:>35.2f}" for n in sizes))
     shares = []
     for n in sizes:
         core = sum(s["core"] for s in results[n]["stages"].values())
         shares.append((results[n]["run"] - core, (results[n]["run"] - core) / results[n]["run"]))
     print(f"{'dagster':<10}" + "".join(f"{f'{s:.2f}s = {p:.0%}':>35}" for s, p in shares))
-    print(f"{'frame rows':<10}" + "".join(f"{sum(results[n]['rows'].values()):>35,}" for n in sizes))
+    print(
+        f"{'frame rows':<10}" + "".join(f"{sum(results[n]['rows'].values()):>35,}" for n in sizes)
+    )
     print(f"{'peak RSS':<10}" + "".join(f"{results[n]['peak_rss_mb']:>30,.0f} MB" for n in sizes))
 
 
@@ -188,34 +220,58 @@ def run_backfill(workdir: Path, weeks: int, concurrency: int) -> dict:
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     config["concurrency"]["runs"]["max_concurrent_runs"] = concurrency
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MODEL_FACTORY_HOME": str(root / "home"),
-           "MODEL_FACTORY_CATALOG": str(catalog), "MODEL_FACTORY_STORE": str(root / "store"),
-           "MODEL_FACTORY_REGISTRY": str(root / "registry"), "OMP_WAIT_POLICY": "PASSIVE",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MODEL_FACTORY_HOME": str(root / "home"),
+        "MODEL_FACTORY_CATALOG": str(catalog),
+        "MODEL_FACTORY_STORE": str(root / "store"),
+        "MODEL_FACTORY_REGISTRY": str(root / "registry"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("MODEL_FACTORY_POLICY", None)
     env.pop("MODEL_FACTORY_INSTANCE", None)
     server = DagsterServer(root=root, env=env, port=free_port(), log=root / "dagster-dev.log")
     try:
         server.start()
         started = time.time()
-        launched = server.graphql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": {
-            "partitionNames": keys, "assetSelection": [{"path": [a]} for a in STAGES],
-            "title": f"benchmark, {concurrency} concurrent run(s)"}})["launchPartitionBackfill"]
+        launched = server.graphql(
+            LAUNCH_PARTITION_BACKFILL_MUTATION,
+            {
+                "backfillParams": {
+                    "partitionNames": keys,
+                    "assetSelection": [{"path": [a]} for a in STAGES],
+                    "title": f"benchmark, {concurrency} concurrent run(s)",
+                }
+            },
+        )["launchPartitionBackfill"]
         assert launched["__typename"] == "LaunchBackfillSuccess", launched
         instance = server.instance()
 
         def finished():
             runs = instance.get_run_records(
-                filters=dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]}))
-            return runs if len(runs) == len(keys) and all(
-                r.dagster_run.is_finished for r in runs) else None
+                filters=dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
+            )
+            return (
+                runs
+                if len(runs) == len(keys) and all(r.dagster_run.is_finished for r in runs)
+                else None
+            )
 
         runs = wait_for("the backfill's runs", finished, timeout=3600, every=2, log=server.log)
         wall = max(r.end_time for r in runs) - started
         failed = [r for r in runs if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS]
         busy = sum(r.end_time - r.start_time for r in runs)
-        return {"weeks": len(keys), "concurrency": concurrency, "wall": wall,
-                "run_seconds": busy, "failed": len(failed), "first": keys[0], "last": keys[-1]}
+        return {
+            "weeks": len(keys),
+            "concurrency": concurrency,
+            "wall": wall,
+            "run_seconds": busy,
+            "failed": len(failed),
+            "first": keys[0],
+            "last": keys[-1],
+        }
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -223,43 +279,68 @@ def run_backfill(workdir: Path, weeks: int, concurrency: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, action="append",
-                        help="events per partition frame (repeatable; default 1,000,000)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        action="append",
+        help="events per partition frame (repeatable; default 1,000,000)",
+    )
     parser.add_argument("--backfill-weeks", type=int, default=12)
-    parser.add_argument("--concurrency", type=int, action="append",
-                        help="max concurrent runs for the backfill (repeatable; default 1 and 2)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="max concurrent runs for the backfill (repeatable; default 1 and 2)",
+    )
     parser.add_argument("--skip-partition", action="store_true")
     parser.add_argument("--skip-backfill", action="store_true")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "mf_pipeline_bench"))
     parser.add_argument("--_partition-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._partition_child:
-        print(json.dumps(partition_child(Path(args._partition_child[0]),
-                                         Path(args._partition_child[1]))))
+        print(
+            json.dumps(
+                partition_child(Path(args._partition_child[0]), Path(args._partition_child[1]))
+            )
+        )
         return
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     # Other work on the machine inflates every number here: say how busy it was.
-    print(f"benchmarks/pipeline.py on {os.cpu_count()} cores, workdir {workdir}, load average "
-          f"{os.getloadavg()[0]:.1f} at the start", flush=True)
+    print(
+        f"benchmarks/pipeline.py on {os.cpu_count()} cores, workdir {workdir}, load average "
+        f"{os.getloadavg()[0]:.1f} at the start",
+        flush=True,
+    )
     if not args.skip_partition:
         sizes = args.events or [1_000_000]
-        print(f"\none partition end to end, sizes run: {', '.join(f'{n:,}' for n in sizes)} events",
-              flush=True)
+        print(
+            f"\none partition end to end, sizes run: {', '.join(f'{n:,}' for n in sizes)} events",
+            flush=True,
+        )
         results = {n: run_partition(workdir, n) for n in sizes}
-        print(f"(week {next(iter(results.values()))['week']}, one run of weekly_training "
-              "in-process on a fresh instance and store)\n")
+        print(
+            f"(week {next(iter(results.values()))['week']}, one run of weekly_training "
+            "in-process on a fresh instance and store)\n"
+        )
         print_partition_table(results)
     if not args.skip_backfill:
         levels = args.concurrency or [1, 2]
-        print(f"\n{args.backfill_weeks}-week backfill through dagster dev, max concurrent runs "
-              f"{', '.join(map(str, levels))} (default demo data)", flush=True)
+        print(
+            f"\n{args.backfill_weeks}-week backfill through dagster dev, max concurrent runs "
+            f"{', '.join(map(str, levels))} (default demo data)",
+            flush=True,
+        )
         rows = [run_backfill(workdir, args.backfill_weeks, c) for c in levels]
-        print(f"\n{'max runs':>9}{'weeks':>7}{'wall s':>9}{'sum of run s':>14}{'s/week':>8}"
-              f"{'failed':>8}")
+        print(
+            f"\n{'max runs':>9}{'weeks':>7}{'wall s':>9}{'sum of run s':>14}{'s/week':>8}"
+            f"{'failed':>8}"
+        )
         for r in rows:
-            print(f"{r['concurrency']:>9}{r['weeks']:>7}{r['wall']:>9.0f}{r['run_seconds']:>14.0f}"
-                  f"{r['wall'] / r['weeks']:>8.1f}{r['failed']:>8}")
+            print(
+                f"{r['concurrency']:>9}{r['weeks']:>7}{r['wall']:>9.0f}{r['run_seconds']:>14.0f}"
+                f"{r['wall'] / r['weeks']:>8.1f}{r['failed']:>8}"
+            )
         print(f"(weeks {rows[0]['first']} .. {rows[0]['last']})")
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
 

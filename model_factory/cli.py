@@ -64,8 +64,13 @@ def demo_data(catalog, start, weeks, customers, terminals, seed) -> None:
     from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 
     url = catalog or Settings.from_env().catalog_url
-    spec = DemoDataSpec(start=date.fromisoformat(start), weeks=weeks, customers=customers,
-                        terminals=terminals, seed=seed)
+    spec = DemoDataSpec(
+        start=date.fromisoformat(start),
+        weeks=weeks,
+        customers=customers,
+        terminals=terminals,
+        seed=seed,
+    )
     started = time.perf_counter()
     summary = generate_demo_data(url, spec, progress=_say)
     _say(f"demo data written to {url} in {time.perf_counter() - started:.1f}s")
@@ -93,7 +98,9 @@ def _utc(value: str | None) -> datetime | None:
 @click.option("--name", required=True)
 @click.option("--version", "version", required=True)
 @click.option("--keys", required=True, help="Comma-separated join keys.")
-@click.option("--time-column", default=None, help="Default: event_time / available_at / observed_time.")
+@click.option(
+    "--time-column", default=None, help="Default: event_time / available_at / observed_time."
+)
 @click.option("--start", default=None, help="Window start (UTC ISO); default: from the data.")
 @click.option("--end", default=None, help="Window end, exclusive (UTC ISO).")
 @click.option("--valid-from-column", default=None)
@@ -102,8 +109,22 @@ def _utc(value: str | None) -> datetime | None:
 @click.option("--description", default="")
 @click.option("--catalog", default=None, help="Add the manifest to this catalog URL.")
 @click.option("--out", default=None, help="Write the manifest JSON here instead.")
-def manifest_create(files, kind, name, version, keys, time_column, start, end, valid_from_column,
-                    ttl_seconds, label_family, description, catalog, out) -> None:
+def manifest_create(
+    files,
+    kind,
+    name,
+    version,
+    keys,
+    time_column,
+    start,
+    end,
+    valid_from_column,
+    ttl_seconds,
+    label_family,
+    description,
+    catalog,
+    out,
+) -> None:
     """Build a manifest from parquet FILES (schema, sha256 and rows read from the files)."""
     window = None
     if start or end:
@@ -111,9 +132,19 @@ def manifest_create(files, kind, name, version, keys, time_column, start, end, v
             raise ConfigError("give both --start and --end, or neither", field="--start/--end")
         window = TimeWindow(start=_utc(start), end=_utc(end))
     uris = [str(Path(f).resolve()) if "://" not in f else f for f in files]
-    m = create_manifest(uris, kind=kind, name=name, version=version, keys=keys.split(","),
-                        time_column=time_column, window=window, valid_from_column=valid_from_column,
-                        ttl_seconds=ttl_seconds, label_family=label_family, description=description)
+    m = create_manifest(
+        uris,
+        kind=kind,
+        name=name,
+        version=version,
+        keys=keys.split(","),
+        time_column=time_column,
+        window=window,
+        valid_from_column=valid_from_column,
+        ttl_seconds=ttl_seconds,
+        label_family=label_family,
+        description=description,
+    )
     if out:
         Path(out).write_text(m.model_dump_json(indent=2))
         _say(f"manifest written to {out}")
@@ -129,7 +160,9 @@ def manifest_validate(uris) -> None:
     for uri in uris:
         m = read_manifest(uri)
         verify_manifest_files(m, uri)
-        click.echo(f"ok  {uri}  {m.kind}:{m.name}/{m.version}  {m.row_count} rows in {len(m.files)} file(s)")
+        click.echo(
+            f"ok  {uri}  {m.kind}:{m.name}/{m.version}  {m.row_count} rows in {len(m.files)} file(s)"
+        )
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -169,37 +202,62 @@ def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
     config = _load_config(config_path)
     run_config = None
     if config_path:
-        run_config = {"ops": {"dataset_manifests": {"config": config.model_dump(
-            mode="json", exclude={"schema_version"})}}}
+        run_config = {
+            "ops": {
+                "dataset_manifests": {
+                    "config": config.model_dump(mode="json", exclude={"schema_version"})
+                }
+            }
+        }
     with _instance(settings) as instance:
         _say(f"Dagster instance: {settings.dagster_home}")
         started = time.perf_counter()
-        results = run_weeks(instance, defs(), weeks, FileRegistry(settings.registry_url),
-                            run_config, progress=_say)
+        results = run_weeks(
+            instance, defs(), weeks, FileRegistry(settings.registry_url), run_config, progress=_say
+        )
         _say(f"{len(weeks)} week(s) in {time.perf_counter() - started:.0f}s")
     if as_json:
         for r in results:
             out = r.as_json()
-            click.echo(json.dumps({k: out[k] for k in (
-                "week", "train_run_id", "train_rows", "test_rows", "roc_auc", "pr_auc", "gate",
-                "bundle_id", "published")}))
+            click.echo(
+                json.dumps(
+                    {
+                        k: out[k]
+                        for k in (
+                            "week",
+                            "train_run_id",
+                            "train_rows",
+                            "test_rows",
+                            "roc_auc",
+                            "pr_auc",
+                            "gate",
+                            "bundle_id",
+                            "published",
+                        )
+                    }
+                )
+            )
     else:
         _print_table(results)
     return results
 
 
 def _print_table(results: list) -> None:
-    header = f"{'week':<10}  {'train run id':<24}  {'train':>7}  {'test':>6}  {'ROC-AUC':>7}  " \
-             f"{'PR-AUC':>6}  {'gate':<4}  {'bundle id':<24}  published"
+    header = (
+        f"{'week':<10}  {'train run id':<24}  {'train':>7}  {'test':>6}  {'ROC-AUC':>7}  "
+        f"{'PR-AUC':>6}  {'gate':<4}  {'bundle id':<24}  published"
+    )
     click.echo(header)
     click.echo("-" * len(header))
     for r in results:
         if r.status == "failed":
             click.echo(f"{r.week:<10}  FAILED: {r.error}")
             continue
-        click.echo(f"{r.week:<10}  {r.train_run_id:<24}  {r.train_rows:>7}  {r.test_rows:>6}  "
-                   f"{r.roc_auc:>7.4f}  {r.pr_auc:>6.4f}  {r.gate:<4}  {r.bundle_id:<24}  "
-                   f"{'yes' if r.published else 'no'}")
+        click.echo(
+            f"{r.week:<10}  {r.train_run_id:<24}  {r.train_rows:>7}  {r.test_rows:>6}  "
+            f"{r.roc_auc:>7.4f}  {r.pr_auc:>6.4f}  {r.gate:<4}  {r.bundle_id:<24}  "
+            f"{'yes' if r.published else 'no'}"
+        )
 
 
 @main.command("run")
@@ -231,8 +289,10 @@ def demo() -> None:
     _say(f"{len(weeks)} trainable weeks: {weeks[0]} .. {weeks[-1]}")
     results = _run(weeks, None, False)
     passed = sum(1 for r in results if r.published)
-    _say(f"demo finished in {time.perf_counter() - started:.0f}s: {passed} bundle(s) in the registry "
-         f"at {settings.registry_url}")
+    _say(
+        f"demo finished in {time.perf_counter() - started:.0f}s: {passed} bundle(s) in the registry "
+        f"at {settings.registry_url}"
+    )
     _say(f"open the UI on this instance: DAGSTER_HOME={settings.dagster_home} make ui")
     if any(r.status == "failed" for r in results):
         sys.exit(1)
@@ -265,16 +325,20 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
             click.echo(r.model_dump_json())
         return
     _say(f"Dagster instance: {settings.dagster_home}: {len(records)} train run(s)")
-    header = (f"{'week':<10}  {'train run id':<24}  {'status':<11}  {'tries':>5}  "
-              f"{'triggered by (latest)':<34}  {'config':<12}  {'bundle id':<24}  error")
+    header = (
+        f"{'week':<10}  {'train run id':<24}  {'status':<11}  {'tries':>5}  "
+        f"{'triggered by (latest)':<34}  {'config':<12}  {'bundle id':<24}  error"
+    )
     click.echo(header)
     click.echo("-" * len(header))
     for r in records:
         latest = r.attempts[-1] if r.attempts else None
         error = (r.error or "")[:160]
-        click.echo(f"{r.partition_key:<10}  {r.train_run_id or '-':<24}  {r.status:<11}  "
-                   f"{len(r.attempts):>5}  {(latest.triggered_by if latest else '-'):<34}  "
-                   f"{(r.config_hash or '-')[:12]:<12}  {r.bundle_id or '-':<24}  {error}")
+        click.echo(
+            f"{r.partition_key:<10}  {r.train_run_id or '-':<24}  {r.status:<11}  "
+            f"{len(r.attempts):>5}  {(latest.triggered_by if latest else '-'):<34}  "
+            f"{(r.config_hash or '-')[:12]:<12}  {r.bundle_id or '-':<24}  {error}"
+        )
 
 
 def _anchor(value: str | None) -> tuple[int, str] | None:
@@ -282,12 +346,16 @@ def _anchor(value: str | None) -> tuple[int, str] | None:
         return None
     seq, _, digest = value.partition(":")
     if not seq.isdigit() or len(digest) != 64:
-        raise ConfigError(f"'{value}' is not SEQUENCE:SHA256 (as a verify printed it)", field="--anchor")
+        raise ConfigError(
+            f"'{value}' is not SEQUENCE:SHA256 (as a verify printed it)", field="--anchor"
+        )
     return int(seq), digest
 
 
-_ANCHOR_HELP = ("SEQUENCE:SHA256 of a head an earlier verify printed: that entry must still be "
-                "there unchanged (catches a truncated or rewritten tail).")
+_ANCHOR_HELP = (
+    "SEQUENCE:SHA256 of a head an earlier verify printed: that entry must still be "
+    "there unchanged (catches a truncated or rewritten tail)."
+)
 
 
 def _report_integrity(report, as_json: bool) -> None:
@@ -302,8 +370,10 @@ def _report_integrity(report, as_json: bool) -> None:
             click.echo(f"note     {n}")
         checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.checked.items())
         verdict = "OK" if report.ok else f"{len(report.problems)} PROBLEM(S)"
-        click.echo(f"{report.target} journal {report.journal}: {report.entries} entries, head "
-                   f"{report.head_sequence}:{report.head_digest}; checked {checked}: {verdict}")
+        click.echo(
+            f"{report.target} journal {report.journal}: {report.entries} entries, head "
+            f"{report.head_sequence}:{report.head_digest}; checked {checked}: {verdict}"
+        )
     if not report.ok:
         sys.exit(1)
 
@@ -353,10 +423,12 @@ def frame_build(partition, config_path, out) -> None:
     if fs.exists(path):
         fs.rm(path)
     write_exclusive(fs, path, frame_to_parquet(built.frame))
-    _say(f"frame of week {partition}: {built.frame.height} rows "
-         f"({', '.join(f'{s} {built.rows(s)}' for s in ('train', 'val', 'test'))}), "
-         f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out} "
-         f"(sha256 {sha256_hex(frame_to_parquet(built.frame))})")
+    _say(
+        f"frame of week {partition}: {built.frame.height} rows "
+        f"({', '.join(f'{s} {built.rows(s)}' for s in ('train', 'val', 'test'))}), "
+        f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out} "
+        f"(sha256 {sha256_hex(frame_to_parquet(built.frame))})"
+    )
 
 
 # -------------------------------------------------------------------------- contracts etc.
@@ -398,13 +470,18 @@ def registry_list(family, as_json) -> None:
         if as_json:
             click.echo(r.model_dump_json())
         else:
-            click.echo(f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  {r.bundle_uri}")
+            click.echo(
+                f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  {r.bundle_uri}"
+            )
 
 
 @registry.command("show")
 @click.argument("bundle_id")
-@click.option("--readiness", is_flag=True,
-              help="Print the bundle's promotion readiness document instead of the record.")
+@click.option(
+    "--readiness",
+    is_flag=True,
+    help="Print the bundle's promotion readiness document instead of the record.",
+)
 def registry_show(bundle_id, readiness) -> None:
     """One registry record as JSON (its `readiness_ref` names the promotion readiness document);
     a summary of the readiness on stderr."""
@@ -414,8 +491,9 @@ def registry_show(bundle_id, readiness) -> None:
     record = _registry().get(bundle_id)
     doc = None
     if record.readiness_ref is not None:
-        doc = ArtifactStore.get_document(record.readiness_ref.uri, PromotionReadiness,
-                                         record.readiness_ref.sha256)
+        doc = ArtifactStore.get_document(
+            record.readiness_ref.uri, PromotionReadiness, record.readiness_ref.sha256
+        )
     if readiness:
         if doc is None:
             raise click.ClickException(f"{bundle_id} was published without a readiness document")
@@ -437,8 +515,10 @@ def registry_history(family, as_json) -> None:
         if as_json:
             click.echo(c.model_dump_json())
         else:
-            click.echo(f"#{c.sequence}  {c.changed_at_utc:%Y-%m-%d %H:%M:%S}Z  {c.bundle_id}  "
-                       f"week {c.partition_key}  {c.reason}")
+            click.echo(
+                f"#{c.sequence}  {c.changed_at_utc:%Y-%m-%d %H:%M:%S}Z  {c.bundle_id}  "
+                f"week {c.partition_key}  {c.reason}"
+            )
 
 
 @registry.command("verify")
@@ -459,8 +539,11 @@ def registry_publish(bundle, requested_by) -> None:
     from model_factory.core.bundles import load_bundle
 
     uri = _bundle_uri(bundle)
-    response = _registry().publish(PublishBundleRequest(
-        bundle_uri=uri, bundle_id=load_bundle(uri).bundle_id, requested_by=requested_by))
+    response = _registry().publish(
+        PublishBundleRequest(
+            bundle_uri=uri, bundle_id=load_bundle(uri).bundle_id, requested_by=requested_by
+        )
+    )
     click.echo(response.model_dump_json(indent=2))
     if response.status == "refused":
         sys.exit(1)
@@ -496,8 +579,10 @@ def bundle_verify(bundle_ref, as_json) -> None:
         click.echo(result.model_dump_json(indent=2))
     else:
         for c in result.checks:
-            click.echo(f"{c.status:<8}  {c.name:<34}  {c.expected}"
-                       + ("" if c.status == "ok" else f"  found {c.actual or 'nothing'}"))
+            click.echo(
+                f"{c.status:<8}  {c.name:<34}  {c.expected}"
+                + ("" if c.status == "ok" else f"  found {c.actual or 'nothing'}")
+            )
         click.echo(f"{result.bundle_id}: {'VALID' if result.valid else 'INVALID'}")
     if not result.valid:
         sys.exit(1)
@@ -519,8 +604,10 @@ def bundle_reproduce(bundle_ref, as_json) -> None:
         click.echo(report.model_dump_json(indent=2))
     else:
         for c in report.comparisons:
-            click.echo(f"{c.status:<8}  {c.name:<24}  {c.expected}"
-                       + ("" if c.status == "ok" else f"  rebuilt {c.actual}"))
+            click.echo(
+                f"{c.status:<8}  {c.name:<24}  {c.expected}"
+                + ("" if c.status == "ok" else f"  rebuilt {c.actual}")
+            )
         click.echo(f"{report.bundle_id}: {report.verdict}")
     if report.verdict != "IDENTICAL":
         sys.exit(1)
@@ -534,12 +621,20 @@ def _record_reproduction(settings: Settings, report) -> None:
 
     week = load_bundle(_bundle_uri(report.bundle_id)).partition_key
     with _instance(settings) as instance:
-        instance.report_runless_asset_event(dg.AssetObservation(
-            asset_key="model_bundle", partition=week,
-            metadata={"bundle_id": report.bundle_id, "reproduce_verdict": report.verdict,
-                      "code_version_now": report.code_version_now,
-                      "comparisons": dg.MetadataValue.json(
-                          [c.model_dump() for c in report.comparisons])}))
+        instance.report_runless_asset_event(
+            dg.AssetObservation(
+                asset_key="model_bundle",
+                partition=week,
+                metadata={
+                    "bundle_id": report.bundle_id,
+                    "reproduce_verdict": report.verdict,
+                    "code_version_now": report.code_version_now,
+                    "comparisons": dg.MetadataValue.json(
+                        [c.model_dump() for c in report.comparisons]
+                    ),
+                },
+            )
+        )
 
 
 if __name__ == "__main__":

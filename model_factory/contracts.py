@@ -43,7 +43,9 @@ def _require_utc(value: datetime) -> datetime:
     # Another offset is refused, not converted: a document whose author thought in local time
     # is more likely wrong by that offset than meant as the instant it denotes.
     if value.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
-        raise ValueError(f"datetime must be UTC (offset +00:00 or Z), found offset {value.utcoffset()}")
+        raise ValueError(
+            f"datetime must be UTC (offset +00:00 or Z), found offset {value.utcoffset()}"
+        )
     return value.astimezone(UTC)
 
 
@@ -52,7 +54,9 @@ Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 TrainRunId = Annotated[str, StringConstraints(pattern=r"^mfr-[0-9a-f]{20}$")]
 BundleId = Annotated[str, StringConstraints(pattern=r"^mfb-[0-9a-f]{20}$")]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
-VersionTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=32)]
+VersionTag = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=32)
+]
 
 
 class _Contract(BaseModel):
@@ -228,17 +232,25 @@ class GateCriterionSpec(_Contract):
     """One configured gate criterion."""
 
     name: Identifier = Field(description="Unique name; governance floors refer to it.")
-    metric: GateMetric = Field(description="Test-window metric: roc_auc, pr_auc, brier, log_loss, positives.")
+    metric: GateMetric = Field(
+        description="Test-window metric: roc_auc, pr_auc, brier, log_loss, positives."
+    )
     kind: GateKind = Field(
         description="point: the value; ci_lower_bound: the lower bound of its bootstrap CI; "
         "non_inferiority: lower CI bound of candidate minus champion on the same rows > -threshold; "
-        "stability: max - min over this and the previous `weeks` weeks <= threshold.")
-    threshold: float = Field(description="Bound, margin (non_inferiority) or maximum spread (stability).")
+        "stability: max - min over this and the previous `weeks` weeks <= threshold."
+    )
+    threshold: float = Field(
+        description="Bound, margin (non_inferiority) or maximum spread (stability)."
+    )
     weeks: int = Field(0, ge=0, le=52, description="stability: how many previous weeks to include.")
 
     @model_validator(mode="after")
     def _applicable(self) -> GateCriterionSpec:
-        if self.kind in ("ci_lower_bound", "non_inferiority") and self.metric not in ("roc_auc", "pr_auc"):
+        if self.kind in ("ci_lower_bound", "non_inferiority") and self.metric not in (
+            "roc_auc",
+            "pr_auc",
+        ):
             raise ValueError(f"kind '{self.kind}' needs a ranking metric (roc_auc or pr_auc)")
         if self.kind == "stability" and self.weeks < 1:
             raise ValueError("a stability criterion needs weeks >= 1")
@@ -254,13 +266,19 @@ class GateCriterionSpec(_Contract):
 def _default_criteria() -> list[GateCriterionSpec]:
     return [
         GateCriterionSpec(name="test_positives", metric="positives", kind="point", threshold=20),
-        GateCriterionSpec(name="roc_auc_lower", metric="roc_auc", kind="ci_lower_bound", threshold=0.85),
-        GateCriterionSpec(name="pr_auc_lower", metric="pr_auc", kind="ci_lower_bound", threshold=0.20),
+        GateCriterionSpec(
+            name="roc_auc_lower", metric="roc_auc", kind="ci_lower_bound", threshold=0.85
+        ),
+        GateCriterionSpec(
+            name="pr_auc_lower", metric="pr_auc", kind="ci_lower_bound", threshold=0.20
+        ),
         GateCriterionSpec(name="brier", metric="brier", kind="point", threshold=0.05),
-        GateCriterionSpec(name="roc_auc_vs_champion", metric="roc_auc", kind="non_inferiority",
-                          threshold=0.02),
-        GateCriterionSpec(name="roc_auc_stability", metric="roc_auc", kind="stability", threshold=0.08,
-                          weeks=3),
+        GateCriterionSpec(
+            name="roc_auc_vs_champion", metric="roc_auc", kind="non_inferiority", threshold=0.02
+        ),
+        GateCriterionSpec(
+            name="roc_auc_stability", metric="roc_auc", kind="stability", threshold=0.08, weeks=3
+        ),
     ]
 
 
@@ -272,7 +290,7 @@ class GateOverride(_Contract):
 
 
 class LeakageGuard(_Contract):
-    """"Too good to be true": ceilings on test metrics and the shuffled-label canary's tolerance.
+    """ "Too good to be true": ceilings on test metrics and the shuffled-label canary's tolerance.
 
     A model above a ceiling, or whose shuffled-label control scores far from chance, is FAIL with
     reason ``suspected_leakage``; an override cannot lift that verdict.
@@ -281,30 +299,41 @@ class LeakageGuard(_Contract):
     ceilings: dict[GateMetric, float] = Field(
         default_factory=lambda: {"roc_auc": 0.99, "pr_auc": 0.95},
         description="Per metric: the highest credible validation and test value; above it the "
-        "gate suspects leakage (fraud models that good usually read the answer).")
+        "gate suspects leakage (fraud models that good usually read the answer).",
+    )
     canary_max_deviation: float = Field(
-        0.1, gt=0, le=0.5,
+        0.1,
+        gt=0,
+        le=0.5,
         description="The shuffled-label controls' mean test ROC-AUC must lie within 0.5 +/- the "
-        "larger of this and canary_max_z standard errors of that mean.")
+        "larger of this and canary_max_z standard errors of that mean.",
+    )
     canary_max_z: float = Field(
-        4.0, gt=0, le=20,
-        description="Tolerance in standard errors of the controls' mean (from their spread).")
+        4.0,
+        gt=0,
+        le=20,
+        description="Tolerance in standard errors of the controls' mean (from their spread).",
+    )
 
 
 class GateSettings(_Contract):
     """The quality gate: criteria, bootstrap settings, and an optional audited override."""
 
     criteria: list[GateCriterionSpec] = Field(
-        default_factory=_default_criteria, description="Every criterion must pass for PASS.")
-    bootstrap_resamples: int = Field(1000, ge=100, le=20000,
-                                     description="Resamples for CIs and the champion comparison.")
+        default_factory=_default_criteria, description="Every criterion must pass for PASS."
+    )
+    bootstrap_resamples: int = Field(
+        1000, ge=100, le=20000, description="Resamples for CIs and the champion comparison."
+    )
     bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap the gate runs.")
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
     override: GateOverride | None = Field(
-        None, description="Force PASS with a reason and approver (recorded, never silent).")
+        None, description="Force PASS with a reason and approver (recorded, never silent)."
+    )
     leakage: LeakageGuard = Field(
         default_factory=LeakageGuard,
-        description="Suspected-leakage checks: metric ceilings and the shuffled-label canary.")
+        description="Suspected-leakage checks: metric ceilings and the shuffled-label canary.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> GateSettings:
@@ -319,7 +348,8 @@ class ThresholdRule(_Contract):
 
     basis: Literal["alert_rate", "precision"] = Field(
         description="alert_rate: alert on the top `target` share of transactions; precision: the "
-        "lowest threshold whose validation precision reaches `target` (the most recall).")
+        "lowest threshold whose validation precision reaches `target` (the most recall)."
+    )
     target: float = Field(gt=0, lt=1, description="The alert rate or precision aimed at.")
 
 
@@ -331,28 +361,39 @@ class SliceSpec(_Contract):
     edges: list[float] = Field(
         default_factory=list,
         description="Band edges, increasing: bands (-inf, e1), [e1, e2), ..., [ek, inf). "
-        "Empty: one segment per distinct value (at most 20). Nulls form a segment of their own.")
+        "Empty: one segment per distinct value (at most 20). Nulls form a segment of their own.",
+    )
     labels: list[str] | None = Field(
-        None, description="Names of the bands (one more than the edges); default: the ranges.")
+        None, description="Names of the bands (one more than the edges); default: the ranges."
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> SliceSpec:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"slice {self.name}: edges must be strictly increasing")
         if self.labels is not None and len(self.labels) != len(self.edges) + 1:
-            raise ValueError(f"slice {self.name}: {len(self.edges) + 1} labels needed, "
-                             f"found {len(self.labels)}")
+            raise ValueError(
+                f"slice {self.name}: {len(self.edges) + 1} labels needed, found {len(self.labels)}"
+            )
         return self
 
 
 def _default_slices() -> list[SliceSpec]:
     return [
-        SliceSpec(name="amount_band", column="amount", edges=[20, 50, 100, 200],
-                  labels=["< 20", "20 – 50", "50 – 100", "100 – 200", ">= 200"]),
+        SliceSpec(
+            name="amount_band",
+            column="amount",
+            edges=[20, 50, 100, 200],
+            labels=["< 20", "20 – 50", "50 – 100", "100 – 200", ">= 200"],
+        ),
         SliceSpec(name="night", column="is_night"),
         SliceSpec(name="weekend", column="is_weekend"),
-        SliceSpec(name="customer_history", column="customer_spending__cust_tx_count_30d",
-                  edges=[1, 20], labels=["new (0 tx in 30d)", "light (1 – 19)", "known (20+)"]),
+        SliceSpec(
+            name="customer_history",
+            column="customer_spending__cust_tx_count_30d",
+            edges=[1, 20],
+            labels=["new (0 tx in 30d)", "light (1 – 19)", "known (20+)"],
+        ),
     ]
 
 
@@ -367,7 +408,8 @@ class CanarySettings(_Contract):
     enabled: bool = Field(True, description="Train the controls (false: the gate skips the check).")
     controls: int = Field(8, ge=2, le=64, description="Controls, each on its own label shuffle.")
     train_rows: int = Field(
-        20_000, ge=100, description="Training rows sampled (seeded) for each control.")
+        20_000, ge=100, description="Training rows sampled (seeded) for each control."
+    )
     rounds: int = Field(10, ge=1, le=500, description="Boosting rounds of each control.")
     max_depth: int = Field(3, ge=1, le=16, description="Tree depth of each control.")
     seed: int = Field(20260105, description="Seed of the row samples, the shuffles and XGBoost.")
@@ -377,45 +419,65 @@ class EvaluationSettings(_Contract):
     """What the evaluation report computes: intervals, operating points, slices, drift, SHAP."""
 
     bootstrap_resamples: int = Field(
-        1000, ge=0, le=20000, description="Stratified bootstrap resamples per interval; 0: none.")
+        1000, ge=0, le=20000, description="Stratified bootstrap resamples per interval; 0: none."
+    )
     bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap in the report.")
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided interval level.")
     alert_rates: list[float] = Field(
         default_factory=lambda: [0.005, 0.01, 0.02],
-        description="Operating points: alert on this top share of validation transactions.")
+        description="Operating points: alert on this top share of validation transactions.",
+    )
     target_precisions: list[float] = Field(
         default_factory=lambda: [0.5, 0.8],
-        description="Operating points: lowest threshold reaching this validation precision.")
+        description="Operating points: lowest threshold reaching this validation precision.",
+    )
     review: ThresholdRule = Field(
         default_factory=lambda: ThresholdRule(basis="alert_rate", target=0.01),
-        description="Policy: how the review threshold is chosen on validation.")
+        description="Policy: how the review threshold is chosen on validation.",
+    )
     decline: ThresholdRule = Field(
         default_factory=lambda: ThresholdRule(basis="precision", target=0.9),
-        description="Policy: how the decline threshold is chosen on validation.")
+        description="Policy: how the decline threshold is chosen on validation.",
+    )
     top_k_per_day: list[int] = Field(
         default_factory=lambda: [20, 50],
-        description="k for precision in the top k alerts per day (transactions and entities).")
+        description="k for precision in the top k alerts per day (transactions and entities).",
+    )
     entity_column: str | None = Field(
         "customer_id",
-        description="Event column naming the card/customer for entity precision@k; null: skip.")
+        description="Event column naming the card/customer for entity precision@k; null: skip.",
+    )
     calibration_bins: int = Field(10, ge=2, le=100, description="Reliability curve bins.")
     slices: list[SliceSpec] = Field(
-        default_factory=_default_slices, description="Test-window segments evaluated separately.")
+        default_factory=_default_slices, description="Test-window segments evaluated separately."
+    )
     slice_bootstrap_resamples: int = Field(
-        200, ge=0, le=20000,
-        description="Resamples per slice interval (slices are many: fewer than the headline's).")
-    min_slice_rows: int = Field(500, ge=1, description="Smaller segments are reported as too small.")
+        200,
+        ge=0,
+        le=20000,
+        description="Resamples per slice interval (slices are many: fewer than the headline's).",
+    )
+    min_slice_rows: int = Field(
+        500, ge=1, description="Smaller segments are reported as too small."
+    )
     min_slice_positives: int = Field(
-        10, ge=0, description="Segments with fewer positives are reported as too small.")
-    drift_bins: int = Field(10, ge=2, le=100, description="Quantile bins of the training window (PSI).")
-    top_drifting: int = Field(5, ge=0, description="How many of the most drifting features to list.")
+        10, ge=0, description="Segments with fewer positives are reported as too small."
+    )
+    drift_bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins of the training window (PSI)."
+    )
+    top_drifting: int = Field(
+        5, ge=0, description="How many of the most drifting features to list."
+    )
     shap_sample_rows: int = Field(
-        1000, ge=0, description="Test rows (seeded sample) for mean |SHAP|; 0: skip SHAP.")
+        1000, ge=0, description="Test rows (seeded sample) for mean |SHAP|; 0: skip SHAP."
+    )
     latency_batch_rows: int = Field(1000, ge=1, description="Batch size of the latency probe.")
     latency_repeats: int = Field(100, ge=1, description="Timed predictions per latency probe.")
     shuffled_label_canary: CanarySettings = Field(
         default_factory=CanarySettings,
-        description="A control trained on shuffled training labels; its test ROC-AUC must be ~0.5.")
+        description="A control trained on shuffled training labels; its test ROC-AUC must be ~0.5.",
+    )
 
     @model_validator(mode="after")
     def _sane(self) -> EvaluationSettings:
@@ -434,51 +496,79 @@ class ReadinessSettings(_Contract):
     evidence into a recommended rollout stage (shadow, canary at a share, ramp)."""
 
     review_capacity_per_day: int = Field(
-        200, ge=1, description="Alerts (score >= review threshold) the review team can work per day.")
+        200,
+        ge=1,
+        description="Alerts (score >= review threshold) the review team can work per day.",
+    )
     latency_budget_p50_us: float = Field(
-        5_000.0, gt=0,
+        5_000.0,
+        gt=0,
         description="Budget for the median single-row prediction latency, microseconds, as the "
-        "evaluation's latency probe measured it (its p99 on a shared machine is scheduler noise).")
+        "evaluation's latency probe measured it (its p99 on a shared machine is scheduler noise).",
+    )
     min_test_positives: int = Field(
-        30, ge=0, description="Fewer test frauds than this: the evidence is thin, shadow only.")
+        30, ge=0, description="Fewer test frauds than this: the evidence is thin, shadow only."
+    )
     shadow_below_alert_overlap: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="Alert overlap (both alert / either alerts) below this: decisions differ a lot, "
-        "shadow only.")
+        "shadow only.",
+    )
     ramp_min_alert_overlap: float = Field(
-        0.8, ge=0, le=1, description="Ramp needs at least this alert overlap.")
+        0.8, ge=0, le=1, description="Ramp needs at least this alert overlap."
+    )
     ramp_min_decline_overlap: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="Ramp needs at least this decline overlap (both decline / either declines): "
-        "declines are the decisions customers feel.")
+        "declines are the decisions customers feel.",
+    )
     ramp_max_fraud_loss_per_day: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description="Ramp needs the CI lower bound of frauds caught per day (candidate minus "
-        "champion) at or above minus this.")
+        "champion) at or above minus this.",
+    )
     ramp_max_extra_false_alerts_per_day: float = Field(
-        10.0, ge=0, description="Ramp needs at most this many more false alerts per day.")
+        10.0, ge=0, description="Ramp needs at most this many more false alerts per day."
+    )
     canary_traffic_share: float = Field(
-        0.05, gt=0, lt=1, description="Traffic share suggested for a canary (lowered to fit the "
-        "review capacity).")
+        0.05,
+        gt=0,
+        lt=1,
+        description="Traffic share suggested for a canary (lowered to fit the review capacity).",
+    )
     min_canary_traffic_share: float = Field(
-        0.01, gt=0, lt=1,
-        description="A canary that fits the review capacity only below this share: shadow instead.")
+        0.01,
+        gt=0,
+        lt=1,
+        description="A canary that fits the review capacity only below this share: shadow instead.",
+    )
     bootstrap_resamples: int = Field(
-        1000, ge=100, le=20000, description="Resamples (rows within each test day) for outcome CIs.")
+        1000, ge=100, le=20000, description="Resamples (rows within each test day) for outcome CIs."
+    )
     bootstrap_seed: int = Field(20260105, description="Seed of the outcome bootstrap.")
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
-    psi_bins: int = Field(10, ge=2, le=100, description="Quantile bins (champion scores) of the PSI.")
+    psi_bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins (champion scores) of the PSI."
+    )
     amount_column: str | None = Field(
-        "amount", description="Frame column summed for the fraud amount caught; null: skip.")
+        "amount", description="Frame column summed for the fraud amount caught; null: skip."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ReadinessSettings:
         if self.ramp_min_alert_overlap < self.shadow_below_alert_overlap:
-            raise ValueError("readiness: ramp_min_alert_overlap must be at least "
-                             "shadow_below_alert_overlap")
+            raise ValueError(
+                "readiness: ramp_min_alert_overlap must be at least shadow_below_alert_overlap"
+            )
         if self.min_canary_traffic_share > self.canary_traffic_share:
-            raise ValueError("readiness: min_canary_traffic_share must not exceed "
-                             "canary_traffic_share")
+            raise ValueError(
+                "readiness: min_canary_traffic_share must not exceed canary_traffic_share"
+            )
         return self
 
 
@@ -512,8 +602,12 @@ class TrainingConfig(_Contract):
         description="Labels dataset (the Label Store).",
     )
     label_family: str = Field("fraud", description="Label family to train on.")
-    split_policy: SplitPolicy = Field(default_factory=SplitPolicy, description="Train/val/test windows.")
-    hyperparams: XGBoostParams = Field(default_factory=XGBoostParams, description="XGBoost parameters.")
+    split_policy: SplitPolicy = Field(
+        default_factory=SplitPolicy, description="Train/val/test windows."
+    )
+    hyperparams: XGBoostParams = Field(
+        default_factory=XGBoostParams, description="XGBoost parameters."
+    )
     thresholds: list[float] = Field(
         default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
         description="Score thresholds for precision/recall in the report.",
@@ -521,10 +615,12 @@ class TrainingConfig(_Contract):
     gates: GateSettings = Field(default_factory=GateSettings, description="Quality gate criteria.")
     evaluation: EvaluationSettings = Field(
         default_factory=EvaluationSettings,
-        description="Evaluation report: intervals, operating points, policy, slices, drift, SHAP.")
+        description="Evaluation report: intervals, operating points, policy, slices, drift, SHAP.",
+    )
     readiness: ReadinessSettings = Field(
         default_factory=ReadinessSettings,
-        description="Promotion readiness: review capacity, latency budget, stage thresholds.")
+        description="Promotion readiness: review capacity, latency budget, stage thresholds.",
+    )
     notes: str = Field("", description="Free text kept with the run.")
 
     @model_validator(mode="after")
@@ -546,7 +642,9 @@ class LeakagePolicy(_Contract):
     label_as_of_basis: Literal["observed_time"] = "observed_time"
     feature_as_of_basis: Literal["available_at"] = "available_at"
     cut: UtcDatetime = Field(description="Everything used was known strictly before this instant.")
-    train_cut: UtcDatetime = Field(description="Simulated deploy time: labels for train/val before it.")
+    train_cut: UtcDatetime = Field(
+        description="Simulated deploy time: labels for train/val before it."
+    )
     train_window: TimeWindow
     eval_windows: dict[Literal["val", "test"], TimeWindow]
     missing_label: Literal["negative", "exclude"]
@@ -564,19 +662,23 @@ class GroupSplitAudit(_Contract):
     null_rows: int
     ttl_dropped_rows: int
     max_available_minus_event_seconds: float | None = Field(
-        description="Max of available_at - event_time over joined rows; must be <= 0.")
+        description="Max of available_at - event_time over joined rows; must be <= 0."
+    )
     max_snapshot_age_seconds: float | None = Field(
         description="Max of event_time - available_at over rows that read their snapshot's "
-        "values (joined rows, and any row past the TTL still carrying them); must be <= the TTL.")
+        "values (joined rows, and any row past the TTL still carrying them); must be <= the TTL."
+    )
 
 
 class AuditRule(_Contract):
     """One leakage rule as measured on the frame: what it checks, the verdict, the evidence."""
 
-    rule: str = Field(description="windows_ordered, events_inside_split_windows, "
-                      "features_available_before_event, snapshots_within_ttl, "
-                      "labels_observed_before_cut, unlabeled_events_handled, no_denied_features, "
-                      "no_label_derived_features.")
+    rule: str = Field(
+        description="windows_ordered, events_inside_split_windows, "
+        "features_available_before_event, snapshots_within_ttl, "
+        "labels_observed_before_cut, unlabeled_events_handled, no_denied_features, "
+        "no_label_derived_features."
+    )
     subject: str | None = Field(None, description="The feature group or split it is about.")
     passed: bool
     detail: str
@@ -589,16 +691,20 @@ class SplitLabelMaturity(_Contract):
     events: int = Field(description="Events of the split before any exclusion.")
     events_with_visible_label: int
     events_without_visible_label: int = Field(
-        description="No label observed before the cut: negative or excluded per missing_label.")
+        description="No label observed before the cut: negative or excluded per missing_label."
+    )
     events_excluded_unlabeled: int = Field(description="Dropped by missing_label = exclude.")
     events_with_label_only_after_cut: int = Field(
-        description="Events whose every pinned label was observed at or after the cut.")
+        description="Events whose every pinned label was observed at or after the cut."
+    )
     visible_positives: int
     expected_visible_share_of_positives: float | None = Field(
         description="Mean over the split's events of F(cut - event_time), F the estimated "
-        "reporting-delay distribution: the share of its frauds expected to be known at the cut.")
+        "reporting-delay distribution: the share of its frauds expected to be known at the cut."
+    )
     expected_positives_not_yet_visible: float | None = Field(
-        description="visible_positives x (1 / share - 1).")
+        description="visible_positives x (1 / share - 1)."
+    )
 
 
 class LabelMaturity(_Contract):
@@ -607,9 +713,11 @@ class LabelMaturity(_Contract):
     method: str = Field(description="How the delay distribution was estimated.")
     positives_used: int = Field(description="Visible positive labels the estimate rests on.")
     delay_quantiles_days: dict[str, float] = Field(
-        description="p50, p90, p99 of the estimated reporting delay, in days.")
+        description="p50, p90, p99 of the estimated reporting delay, in days."
+    )
     max_observable_delay_days: float | None = Field(
-        description="The longest delay any positive could have shown (the estimate's horizon).")
+        description="The longest delay any positive could have shown (the estimate's horizon)."
+    )
     splits: dict[str, SplitLabelMaturity]
 
 
@@ -620,15 +728,20 @@ class FeatureGroupAudit(_Contract):
     ttl_seconds: int | None
     joined_rows: int
     null_rows: int = Field(description="Events for which no snapshot qualified (features null).")
-    ttl_dropped_rows: int = Field(description="Events whose latest snapshot was older than the TTL.")
+    ttl_dropped_rows: int = Field(
+        description="Events whose latest snapshot was older than the TTL."
+    )
     max_available_minus_event_seconds: float | None = Field(
         description="Max of available_at - event_time over joined rows; must be <= 0."
     )
     max_snapshot_age_seconds: float | None = Field(
-        None, description="Max of event_time - available_at over rows that read their snapshot's "
-        "values; must be <= the TTL.")
+        None,
+        description="Max of event_time - available_at over rows that read their snapshot's "
+        "values; must be <= the TTL.",
+    )
     splits: dict[str, GroupSplitAudit] = Field(
-        default_factory=dict, description="The same measures per split.")
+        default_factory=dict, description="The same measures per split."
+    )
 
 
 class LeakageAudit(_Contract):
@@ -644,14 +757,17 @@ class LeakageAudit(_Contract):
     windows: LeakagePolicy
     pii_columns_found: list[str]
     rules: list[AuditRule] = Field(
-        default_factory=list, description="Every rule measured on the frame, with its verdict.")
+        default_factory=list, description="Every rule measured on the frame, with its verdict."
+    )
     label_maturity: LabelMaturity | None = None
     denied_features: list[str] = Field(
-        default_factory=list, description="Features that are PII or label-derived (must be empty).")
+        default_factory=list, description="Features that are PII or label-derived (must be empty)."
+    )
     feature_label_auc: dict[str, float | None] = Field(
         default_factory=dict,
         description="ROC-AUC of each feature alone against the label on a seeded sample of "
-        "training rows (nulls lowest); near 0 or 1 means the feature is the label.")
+        "training rows (nulls lowest); near 0 or 1 means the feature is the label.",
+    )
 
 
 class ConfidenceInterval(_Contract):
@@ -694,19 +810,25 @@ class MetricSet(_Contract):
     roc_auc: float | None
     pr_auc: float | None = Field(description="Average precision (sum of recall steps x precision).")
     roc_auc_ci: ConfidenceInterval | None = Field(
-        None, description="Stratified bootstrap interval; None when a class is missing.")
+        None, description="Stratified bootstrap interval; None when a class is missing."
+    )
     pr_auc_ci: ConfidenceInterval | None = Field(
-        None, description="Stratified bootstrap interval; None when a class is missing.")
+        None, description="Stratified bootstrap interval; None when a class is missing."
+    )
     roc_auc_delong_ci: ConfidenceInterval | None = Field(
-        None, description="DeLong's analytic interval, a cross-check of the bootstrap.")
+        None, description="DeLong's analytic interval, a cross-check of the bootstrap."
+    )
     brier: float
     log_loss: float
-    ece: float = Field(description="Expected calibration error: sum over bins of rows/n x "
-                       "|mean score - observed rate|, over the uniform bins of `calibration`.")
+    ece: float = Field(
+        description="Expected calibration error: sum over bins of rows/n x "
+        "|mean score - observed rate|, over the uniform bins of `calibration`."
+    )
     at_thresholds: list[ThresholdMetrics]
     calibration: list[CalibrationBin] = Field(description="Reliability curve, uniform score bins.")
     calibration_quantile: list[CalibrationBin] = Field(
-        default_factory=list, description="Reliability curve, equal-count bins (rare positives).")
+        default_factory=list, description="Reliability curve, equal-count bins (rare positives)."
+    )
 
 
 class OperatingMetrics(_Contract):
@@ -732,7 +854,8 @@ class OperatingPoint(_Contract):
     name: str = Field(description="'review', 'decline', 'alert_rate_1%', 'precision_80%', ...")
     rule: ThresholdRule
     threshold: float | None = Field(
-        description="Alert when score >= threshold; None: the target was not attainable on val.")
+        description="Alert when score >= threshold; None: the target was not attainable on val."
+    )
     val: OperatingMetrics | None
     test: OperatingMetrics | None
 
@@ -747,7 +870,8 @@ class DecisionPolicy(_Contract):
     review_threshold: float | None = Field(description="None: no threshold met the rule on val.")
     review_rule: ThresholdRule
     decline_threshold: float | None = Field(
-        description="None: no automatic decline (the rule was not attainable on val).")
+        description="None: no automatic decline (the rule was not attainable on val)."
+    )
     decline_rule: ThresholdRule
     chosen_on: Literal["val"] = "val"
     notes: list[str] = Field(default_factory=list, description="Adjustments and unmet targets.")
@@ -768,10 +892,13 @@ class TopKPrecision(_Contract):
     unit: Literal["transaction", "entity"]
     entity_column: str | None = Field(
         description="Entity: ranked by its highest score that day; compromised if any of its "
-        "transactions that day is a fraud.")
+        "transactions that day is a fraud."
+    )
     k: int
     precision: float | None = Field(description="Pooled over days: hits / flagged.")
-    precision_ci: ConfidenceInterval | None = Field(description="Wilson interval of the pooled precision.")
+    precision_ci: ConfidenceInterval | None = Field(
+        description="Wilson interval of the pooled precision."
+    )
     recall: float | None = Field(description="Pooled: hits / positives.")
     days: list[DayTopK]
 
@@ -800,7 +927,8 @@ class FeatureDrift(_Contract):
     feature: str
     psi: float
     level: Literal["stable", "moderate", "major"] = Field(
-        description="PSI < 0.1 stable, < 0.25 moderate, else major.")
+        description="PSI < 0.1 stable, < 0.25 moderate, else major."
+    )
     reference_null_share: float
     current_null_share: float
 
@@ -822,7 +950,9 @@ class DriftReport(_Contract):
 class FeatureAttribution(_Contract):
     feature: str
     gain: float = Field(description="Total gain over the model's trees.")
-    mean_abs_shap: float | None = Field(description="Mean |SHAP| (XGBoost pred_contribs), log-odds.")
+    mean_abs_shap: float | None = Field(
+        description="Mean |SHAP| (XGBoost pred_contribs), log-odds."
+    )
 
 
 class Explainability(_Contract):
@@ -836,7 +966,9 @@ class LabelContext(_Contract):
     """Which truth the metrics rest on: label cuts, maturity, what the frame saw."""
 
     label_family: str
-    test_label_cut: UtcDatetime = Field(description="Test labels were observed before this instant.")
+    test_label_cut: UtcDatetime = Field(
+        description="Test labels were observed before this instant."
+    )
     train_label_cut: UtcDatetime = Field(description="Train/val labels were observed before it.")
     label_maturity_days: int
     missing_label: Literal["negative", "exclude"]
@@ -845,11 +977,13 @@ class LabelContext(_Contract):
     labels_visible: dict[str, int]
     labels_hidden_by_cut: dict[str, int]
     matured_share: dict[str, float | None] = Field(
-        description="Per split: visible / (visible + hidden by cut) over the pinned label manifests.")
+        description="Per split: visible / (visible + hidden by cut) over the pinned label manifests."
+    )
     test_label_completeness_estimate: float | None = Field(
         description="The validation window's matured share: it ends the same maturity gap before "
         "its label cut as test does before its cut, so this estimates (from above: labels after "
-        "the cut are not pinned) the share of test frauds already labelled.")
+        "the cut are not pinned) the share of test frauds already labelled."
+    )
 
 
 class Curve(_Contract):
@@ -890,13 +1024,16 @@ class EvaluationReport(_Contract):
     curves: dict[str, SplitCurves] = Field(description="Per split: val and test.")
     feature_importance: dict[str, float] = Field(description="Total gain per feature.")
     html: ArtifactRef | None = Field(
-        None, description="Self-contained HTML view of this report (deterministic content).")
+        None, description="Self-contained HTML view of this report (deterministic content)."
+    )
     leakage_canary: ShuffledLabelCanary | None = Field(
-        None, description="The shuffled-label control (None: disabled).")
+        None, description="The shuffled-label control (None: disabled)."
+    )
     timings: dict[str, float] = Field(
         default_factory=dict,
         description="Volatile: seconds per part, prediction latency (p50/p99 single row and batch), "
-        "batch size and threads of the latency probe.")
+        "batch size and threads of the latency probe.",
+    )
     emitted_at_utc: UtcDatetime | None = None
 
 
@@ -905,10 +1042,12 @@ class ShuffledLabelCanary(_Contract):
 
     roc_auc: float | None = Field(description="Mean test ROC-AUC of the controls; chance is 0.5.")
     roc_auc_ci: ConfidenceInterval | None = Field(
-        None, description="Normal interval of that mean over the controls (their spread).")
+        None, description="Normal interval of that mean over the controls (their spread)."
+    )
     control_roc_auc: list[float] = Field(description="Each control's test ROC-AUC.")
     spread_standard_error: float = Field(
-        description="Standard deviation of the controls' ROC-AUC over sqrt(controls).")
+        description="Standard deviation of the controls' ROC-AUC over sqrt(controls)."
+    )
     controls: int
     train_rows: int = Field(description="Training rows of each control.")
     train_positives: int = Field(description="Positive (shuffled) labels of the first control.")
@@ -916,7 +1055,8 @@ class ShuffledLabelCanary(_Contract):
     test_positives: int
     null_standard_error: float = Field(
         description="Standard error of one chance ROC-AUC on these test rows: "
-        "sqrt((P + N + 1) / (12 P N)).")
+        "sqrt((P + N + 1) / (12 P N))."
+    )
     rounds: int
     max_depth: int
     seed: int
@@ -941,7 +1081,9 @@ class GateCriterion(_Contract):
     kind: GateKind
     comparator: Literal[">=", "<="]
     threshold: float
-    policy_floor: float | None = Field(description="The governance bound this criterion may not relax.")
+    policy_floor: float | None = Field(
+        description="The governance bound this criterion may not relax."
+    )
     mandatory: bool
     observed: float | None = Field(description="The value compared with the threshold.")
     ci: ConfidenceInterval | None = None
@@ -988,7 +1130,8 @@ class GateReceipt(_Contract):
     bootstrap: dict[str, float] = Field(description="resamples, seed and level of every interval.")
     override: GateOverride | None = None
     leakage: LeakageVerdict | None = Field(
-        None, description="Suspected-leakage checks (FAIL with reason suspected_leakage).")
+        None, description="Suspected-leakage checks (FAIL with reason suspected_leakage)."
+    )
     emitted_at_utc: UtcDatetime | None = None
 
 
@@ -1019,12 +1162,14 @@ class DecisionChanges(_Contract):
     days: list[DayDecisions]
     total: DayDecisions
     alert_overlap: float | None = Field(
-        description="Both alert / either alerts (Jaccard); None when neither alerts.")
+        description="Both alert / either alerts (Jaccard); None when neither alerts."
+    )
     decline_overlap: float | None
     newly_flagged_share: float | None = Field(description="Newly flagged / candidate alerts.")
     newly_cleared_share: float | None = Field(description="Newly cleared / champion alerts.")
     changed_decision_share: float = Field(
-        description="(Newly flagged + newly cleared) / rows: transactions whose alert decision changes.")
+        description="(Newly flagged + newly cleared) / rows: transactions whose alert decision changes."
+    )
 
 
 class OutcomeValue(_Contract):
@@ -1035,7 +1180,8 @@ class OutcomeValue(_Contract):
     champion: float
     delta: float = Field(description="Candidate minus champion.")
     delta_ci: ConfidenceInterval | None = Field(
-        None, description="Bootstrap over the test rows (resampled within each day), paired.")
+        None, description="Bootstrap over the test rows (resampled within each day), paired."
+    )
 
 
 class DayOutcomes(_Contract):
@@ -1048,10 +1194,13 @@ class DayOutcomes(_Contract):
 class OutcomeDeltas(_Contract):
     """Frauds caught and missed, false alerts and fraud amount caught, per test day."""
 
-    amount_column: str | None = Field(description="Column summed for the fraud amount; None: absent.")
+    amount_column: str | None = Field(
+        description="Column summed for the fraud amount; None: absent."
+    )
     days: list[DayOutcomes]
     per_day: list[OutcomeValue] = Field(
-        description="Mean per test day; its CI resamples every day's rows independently.")
+        description="Mean per test day; its CI resamples every day's rows independently."
+    )
 
 
 class ScoreAgreement(_Contract):
@@ -1073,18 +1222,21 @@ class OperationalLimits(_Contract):
     within_review_capacity: bool = Field(description="The candidate alone, at full traffic.")
     max_traffic_share_within_capacity: float = Field(
         description="Largest share s in [0, 1] with s x candidate + (1 - s) x champion alerts "
-        "within the capacity on every test day.")
+        "within the capacity on every test day."
+    )
     latency_budget_p50_us: float
     latency_within_budget: bool | None = Field(
         description="The candidate's measured median single-row latency (volatile: in `timings`) "
-        "within the budget; None when not measured.")
+        "within the budget; None when not measured."
+    )
 
 
 class ReadinessRecommendation(_Contract):
     stage: Literal["shadow", "canary", "ramp"]
     traffic_share: float | None = Field(
         description="Live traffic share: 0 in shadow (scored, not acted on), the suggested share "
-        "for a canary, None for ramp (the rollout process steps it up).")
+        "for a canary, None for ramp (the rollout process steps it up)."
+    )
     reasons: list[str]
 
 
@@ -1113,7 +1265,8 @@ class PromotionReadiness(_Contract):
     recommendation: ReadinessRecommendation
     html: ArtifactRef | None = Field(None, description="HTML view of this document.")
     timings: dict[str, float] = Field(
-        default_factory=dict, description="Volatile: the latencies the budget was checked with.")
+        default_factory=dict, description="Volatile: the latencies the budget was checked with."
+    )
     created_at_utc: UtcDatetime | None = None
 
 
@@ -1131,7 +1284,8 @@ class RunAttempt(_Contract):
     dagster_run_id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled"]
     triggered_by: str = Field(
-        description="ui, user:<name>, schedule:<name>, sensor:<name>, backfill:<id> or cli.")
+        description="ui, user:<name>, schedule:<name>, sensor:<name>, backfill:<id> or cli."
+    )
     backfill_id: str | None = Field(None, description="The Dagster backfill the run belongs to.")
     stages: list[str] = Field(default_factory=list, description="Stages this attempt materialized.")
     failed_stage: str | None = Field(None, description="The step (or check) that failed.")
@@ -1149,9 +1303,11 @@ class TrainingRunRecord(_Contract):
 
     schema_version: _versioned("TrainingRunRecord")
     train_run_id: TrainRunId | None = Field(
-        description="Null only while no attempt has pinned the run (status failed or running).")
+        description="Null only while no attempt has pinned the run (status failed or running)."
+    )
     status: Literal["running", "succeeded", "failed", "gate_failed"] = Field(
-        description="gate_failed: every stage ran and the bundle's gate verdict is FAIL.")
+        description="gate_failed: every stage ran and the bundle's gate verdict is FAIL."
+    )
     partition_key: str
     model_family: str
     config_hash: Sha256 | None = Field(description="Null only when the config itself was invalid.")
@@ -1164,17 +1320,25 @@ class TrainingRunRecord(_Contract):
     gate_status: Literal["PASS", "FAIL"] | None = None
     bundle_id: BundleId | None = None
     config: dict[str, Any] | None = Field(
-        None, description="The effective TrainingConfig as recorded at intake (or as launched).")
+        None, description="The effective TrainingConfig as recorded at intake (or as launched)."
+    )
     attempts: list[RunAttempt] = Field(
-        default_factory=list, description="Dagster runs of this train run, oldest first.")
+        default_factory=list, description="Dagster runs of this train run, oldest first."
+    )
     timings: dict[str, float] = Field(
-        default_factory=dict, description="Volatile: seconds per stage (latest materialization).")
+        default_factory=dict, description="Volatile: seconds per stage (latest materialization)."
+    )
 
     @model_validator(mode="after")
     def _pinned_when_finished(self) -> TrainingRunRecord:
         if self.status in ("succeeded", "gate_failed") and None in (
-                self.train_run_id, self.config_hash, self.code_version):
-            raise ValueError(f"a {self.status} record needs train_run_id, config_hash and code_version")
+            self.train_run_id,
+            self.config_hash,
+            self.code_version,
+        ):
+            raise ValueError(
+                f"a {self.status} record needs train_run_id, config_hash and code_version"
+            )
         return self
 
 
@@ -1248,17 +1412,21 @@ class ModelBundle(_Contract):
     input_dataset_manifests: list[DatasetManifestRef]
     evaluation_report_ref: EvaluationReportRef
     policy_config: DecisionPolicy = Field(
-        description="The decision policy (review/decline thresholds) the model was evaluated with.")
+        description="The decision policy (review/decline thresholds) the model was evaluated with."
+    )
     gate_receipt: GateReceipt
     gate_history: list[WeekReportRef] = Field(
-        default_factory=list, description="Earlier weeks' reports the gate's stability used.")
+        default_factory=list, description="Earlier weeks' reports the gate's stability used."
+    )
     leakage_audit: LeakageAudit
     config: TrainingConfig
     config_hash: Sha256
     code_version: str
     policy_digest: Sha256 | None = Field(
-        None, description="sha256 of the canonical governance policy the run obeyed, as pinned at "
-        "intake; null only in bundles written before policies were pinned.")
+        None,
+        description="sha256 of the canonical governance policy the run obeyed, as pinned at "
+        "intake; null only in bundles written before policies were pinned.",
+    )
     training_run_record: TrainingRunRecord
     created_at_utc: UtcDatetime | None = None
 
@@ -1285,7 +1453,8 @@ class RegistryRecord(_Contract):
     published_by: str
     published_at_utc: UtcDatetime | None = None
     readiness_ref: ArtifactRef | None = Field(
-        None, description="The bundle's PromotionReadiness document (None: published without one).")
+        None, description="The bundle's PromotionReadiness document (None: published without one)."
+    )
 
 
 class PublishBundleResponse(_Contract):
@@ -1363,8 +1532,14 @@ class ErrorResponse(_Contract):
 
 
 def _default_floors() -> dict[str, float]:
-    return {"test_positives": 10, "roc_auc_lower": 0.75, "pr_auc_lower": 0.10, "brier": 0.10,
-            "roc_auc_vs_champion": 0.05, "roc_auc_stability": 0.15}
+    return {
+        "test_positives": 10,
+        "roc_auc_lower": 0.75,
+        "pr_auc_lower": 0.10,
+        "brier": 0.10,
+        "roc_auc_vs_champion": 0.05,
+        "roc_auc_stability": 0.15,
+    }
 
 
 class GovernancePolicy(_Contract):
@@ -1372,35 +1547,56 @@ class GovernancePolicy(_Contract):
 
     schema_version: _versioned("GovernancePolicy")
     policy_version: VersionTag = Field(
-        "1", description="The policy's own version, bumped on every edit; its digest pins the exact "
-        "content in every intake receipt and bundle.")
+        "1",
+        description="The policy's own version, bumped on every edit; its digest pins the exact "
+        "content in every intake receipt and bundle.",
+    )
     allowed_data_window: TimeWindow | None = Field(
-        None, description="All event, label and feature time used must lie inside it.")
+        None, description="All event, label and feature time used must lie inside it."
+    )
     excluded_ranges: list[TimeWindow] = Field(
-        default_factory=list, description="Time ranges no training window may touch.")
+        default_factory=list, description="Time ranges no training window may touch."
+    )
     pii_columns: list[str] = Field(
-        default_factory=lambda: ["card_number", "email", "phone", "full_name", "address", "ip_address"])
+        default_factory=lambda: [
+            "card_number",
+            "email",
+            "phone",
+            "full_name",
+            "address",
+            "ip_address",
+        ]
+    )
     pii_patterns: list[str] = Field(
         default_factory=lambda: [r"(?i)(card_?num|\bpan\b|e_?mail|phone|ssn|passport|iban)"],
-        description="Regular expressions; a column name matching any is PII.")
+        description="Regular expressions; a column name matching any is PII.",
+    )
     gate_floors: dict[str, float] = Field(
         default_factory=_default_floors,
         description="Per criterion name: the weakest threshold a config may set (a minimum for "
-        "'higher is better', a maximum for margins, spreads and lower-is-better metrics).")
+        "'higher is better', a maximum for margins, spreads and lower-is-better metrics).",
+    )
     mandatory_criteria: list[str] = Field(
         default_factory=lambda: ["test_positives", "roc_auc_lower", "pr_auc_lower"],
-        description="Criterion names no config may drop.")
+        description="Criterion names no config may drop.",
+    )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
     allowed_triggerers: list[str] | None = Field(
-        None, description="fnmatch patterns of who may trigger training, e.g. 'schedule:*'; null = anyone.")
-    allowed_url_schemes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*$")]] = Field(
-        default_factory=lambda: ["file", "s3", "memory"],
-        description="URL schemes a manifest's data files may use (a plain path is 'file'); any "
-        "other (http, ftp, data, chained caches) is refused at intake.")
+        None,
+        description="fnmatch patterns of who may trigger training, e.g. 'schedule:*'; null = anyone.",
+    )
+    allowed_url_schemes: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9+.-]*$")]] = (
+        Field(
+            default_factory=lambda: ["file", "s3", "memory"],
+            description="URL schemes a manifest's data files may use (a plain path is 'file'); any "
+            "other (http, ftp, data, chained caches) is refused at intake.",
+        )
+    )
     data_roots: list[str] = Field(
         default_factory=list,
         description="URL prefixes data files may live under besides the catalog root (for data "
-        "registered in place with `manifest create`); files elsewhere are refused at intake.")
+        "registered in place with `manifest create`); files elsewhere are refused at intake.",
+    )
 
     @field_validator("pii_patterns")
     @classmethod
@@ -1426,12 +1622,16 @@ class IntakeReceipt(_Contract):
     windows: LeakagePolicy
     input_dataset_manifests: list[DatasetManifestRef]
     champion: ChampionRef | None = Field(
-        None, description="The family's champion before this week, pinned at intake.")
+        None, description="The family's champion before this week, pinned at intake."
+    )
     gate_history: list[WeekReportRef] = Field(
-        default_factory=list, description="Earlier weeks' reports, pinned for stability criteria.")
+        default_factory=list, description="Earlier weeks' reports, pinned for stability criteria."
+    )
     policy_digest: Sha256 | None = Field(
-        None, description="sha256 of the canonical governance policy the run obeyed (part of the "
-        "train run id); null only in receipts written before policies were pinned.")
+        None,
+        description="sha256 of the canonical governance policy the run obeyed (part of the "
+        "train run id); null only in receipts written before policies were pinned.",
+    )
     provenance: Provenance | None = None
 
 
@@ -1447,7 +1647,6 @@ class TrainingFrameRecord(_Contract):
     leakage_audit: LeakageAudit
     rows: dict[str, int]
     positives: dict[str, int]
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1469,27 +1668,41 @@ class JournalEntry(_Contract):
     schema_version: _versioned("JournalEntry")
     sequence: int = Field(ge=1, description="Position in the journal, 1 for the first entry.")
     prev_digest: Sha256 = Field(
-        description="sha256 of the previous entry's stored bytes; 64 zeros for the first entry.")
+        description="sha256 of the previous entry's stored bytes; 64 zeros for the first entry."
+    )
     kind: JournalKind
     subject: str = Field(
         description="What is recorded: a registry file relative to the registry root "
         "('records/<bundle_id>.json', 'champions/<family>/<sequence>.json'), or "
-        "'<train_run_id>/<stage>' for a stage of a train run.")
+        "'<train_run_id>/<stage>' for a stage of a train run."
+    )
     uri: str = Field(description="Where the recorded file is.")
     sha256: Sha256 = Field(description="sha256 of the recorded file's bytes as stored.")
     train_run_id: TrainRunId | None = None
     stage: str | None = Field(None, description="Ledger entries: the asset (stage) that ran.")
     partition_key: str | None = None
     document: ArtifactRef | None = Field(
-        None, description="Ledger entries: the stage's output as its materialization records it.")
+        None, description="Ledger entries: the stage's output as its materialization records it."
+    )
     dagster_run_id: str | None = Field(None, description="Ledger entries: the Dagster run.")
     recorded_at_utc: UtcDatetime
 
 
 IntegrityProblemKind = Literal[
-    "entry_missing", "entry_corrupt", "entry_out_of_place", "entry_edited", "stray_file",
-    "anchor_mismatch", "duplicate_entry", "record_missing", "record_edited", "record_unjournaled",
-    "document_missing", "document_edited", "materialization_unjournaled", "entry_unmaterialized",
+    "entry_missing",
+    "entry_corrupt",
+    "entry_out_of_place",
+    "entry_edited",
+    "stray_file",
+    "anchor_mismatch",
+    "duplicate_entry",
+    "record_missing",
+    "record_edited",
+    "record_unjournaled",
+    "document_missing",
+    "document_edited",
+    "materialization_unjournaled",
+    "entry_unmaterialized",
 ]
 
 
@@ -1510,12 +1723,14 @@ class IntegrityReport(_Contract):
     head_sequence: int = Field(ge=0, description="The last entry's sequence (0: empty journal).")
     head_digest: Sha256 = Field(
         description="sha256 of the last entry; remember it and pass it as --anchor later to detect "
-        "a truncated or rewritten tail.")
+        "a truncated or rewritten tail."
+    )
     checked: dict[str, int] = Field(default_factory=dict, description="What was cross-checked.")
     problems: list[IntegrityProblem] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="Findings that are not problems.")
     ok: bool
     verified_at_utc: UtcDatetime | None = None
+
 
 PUBLIC_CONTRACTS: tuple[type[BaseModel], ...] = (
     TimeWindow,

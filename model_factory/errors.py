@@ -17,7 +17,9 @@ class ModelFactoryError(Exception):
         self.field = field
         self.detail = message
         where = ", ".join(
-            part for part in (f"file {source}" if source else "", f"field '{field}'" if field else "") if part
+            part
+            for part in (f"file {source}" if source else "", f"field '{field}'" if field else "")
+            if part
         )
         super().__init__(f"{where}: {message}" if where else message)
 

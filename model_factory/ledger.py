@@ -33,18 +33,29 @@ from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
 from model_factory.defs.ledger import triggered_by
 
-STAGES = ("dataset_manifests", "training_frame", "model", "evaluation_report", "gate_receipt",
-          "model_bundle")
+STAGES = (
+    "dataset_manifests",
+    "training_frame",
+    "model",
+    "evaluation_report",
+    "gate_receipt",
+    "model_bundle",
+)
 INTAKE = STAGES[0]
 TRAIN_JOB = "weekly_training"
 _PAGE = 500
 
 _RUN_STATUS = {
-    dg.DagsterRunStatus.QUEUED: "queued", dg.DagsterRunStatus.NOT_STARTED: "queued",
-    dg.DagsterRunStatus.MANAGED: "queued", dg.DagsterRunStatus.STARTING: "queued",
-    dg.DagsterRunStatus.STARTED: "running", dg.DagsterRunStatus.SUCCESS: "succeeded",
-    dg.DagsterRunStatus.FAILURE: "failed", dg.DagsterRunStatus.CANCELING: "canceled",
-    dg.DagsterRunStatus.CANCELED: "canceled", dg.DagsterRunStatus.SUSPENDED: "running",
+    dg.DagsterRunStatus.QUEUED: "queued",
+    dg.DagsterRunStatus.NOT_STARTED: "queued",
+    dg.DagsterRunStatus.MANAGED: "queued",
+    dg.DagsterRunStatus.STARTING: "queued",
+    dg.DagsterRunStatus.STARTED: "running",
+    dg.DagsterRunStatus.SUCCESS: "succeeded",
+    dg.DagsterRunStatus.FAILURE: "failed",
+    dg.DagsterRunStatus.CANCELING: "canceled",
+    dg.DagsterRunStatus.CANCELED: "canceled",
+    dg.DagsterRunStatus.SUSPENDED: "running",
 }
 _ACTIVE = frozenset({"queued", "running"})
 
@@ -59,8 +70,9 @@ class StageMaterialization:
     meta: dict[str, Any]
 
 
-def read_ledger(instance: dg.DagsterInstance, week: str | None = None,
-                train_run_id: str | None = None) -> list[TrainingRunRecord]:
+def read_ledger(
+    instance: dg.DagsterInstance, week: str | None = None, train_run_id: str | None = None
+) -> list[TrainingRunRecord]:
     """Every train run (and every unpinned failed attempt) in the instance, oldest week first."""
     mats = stage_materializations(instance, week)
     runs = {r.dagster_run.run_id: r for r in _run_records(instance, week)}
@@ -98,25 +110,33 @@ def read_ledger(instance: dg.DagsterInstance, week: str | None = None,
 # ------------------------------------------------------------------------------ reading Dagster
 
 
-def stage_materializations(instance: dg.DagsterInstance, week: str | None = None,
-                           stages: tuple[str, ...] = STAGES) -> list[StageMaterialization]:
+def stage_materializations(
+    instance: dg.DagsterInstance, week: str | None = None, stages: tuple[str, ...] = STAGES
+) -> list[StageMaterialization]:
     """Every materialization of the stages (of one week, or all), in storage-id order."""
     out: list[StageMaterialization] = []
     for stage in stages:
         after = None
         while True:
             batch = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(stage),
-                                      asset_partitions=[week] if week else None,
-                                      after_storage_id=after),
-                limit=_PAGE, ascending=True).records
+                dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey(stage),
+                    asset_partitions=[week] if week else None,
+                    after_storage_id=after,
+                ),
+                limit=_PAGE,
+                ascending=True,
+            ).records
             for rec in batch:
                 m = rec.asset_materialization
                 if m is None or m.partition is None:
                     continue
                 meta = {k: getattr(v, "value", v) for k, v in m.metadata.items()}
-                out.append(StageMaterialization(rec.storage_id, stage, m.partition, rec.run_id,
-                                            rec.timestamp, meta))
+                out.append(
+                    StageMaterialization(
+                        rec.storage_id, stage, m.partition, rec.run_id, rec.timestamp, meta
+                    )
+                )
             if len(batch) < _PAGE:
                 break
             after = batch[-1].storage_id
@@ -125,8 +145,11 @@ def stage_materializations(instance: dg.DagsterInstance, week: str | None = None
 
 def _run_records(instance: dg.DagsterInstance, week: str | None) -> list[dg.RunRecord]:
     filters = dg.RunsFilter(tags={"dagster/partition": week}) if week else None
-    return [r for r in instance.get_run_records(filters=filters)
-            if "dagster/partition" in r.dagster_run.tags]
+    return [
+        r
+        for r in instance.get_run_records(filters=filters)
+        if "dagster/partition" in r.dagster_run.tags
+    ]
 
 
 def _run_stages(run: dg.DagsterRun) -> set[str]:
@@ -146,10 +169,13 @@ def _intake_before(instance: dg.DagsterInstance, record: dg.RunRecord) -> str | 
         return None
     before = record.end_time or datetime.now(UTC).timestamp()
     recs = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(INTAKE),
-                              asset_partitions=[run.tags["dagster/partition"]],
-                              before_timestamp=before),
-        limit=1).records
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(INTAKE),
+            asset_partitions=[run.tags["dagster/partition"]],
+            before_timestamp=before,
+        ),
+        limit=1,
+    ).records
     if not recs:
         return None
     value = recs[0].asset_materialization.metadata.get("train_run_id")
@@ -181,8 +207,11 @@ def _message(error: Any) -> str | None:
 
 def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
     """(failed step or check, error) of a failed run."""
-    types = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-             dg.DagsterEventType.RUN_FAILURE}
+    types = {
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        dg.DagsterEventType.RUN_FAILURE,
+    }
     run_failure = None
     for rec in instance.get_records_for_run(run_id, of_type=types).records:
         event = rec.event_log_entry.dagster_event
@@ -202,14 +231,19 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str
     return None, run_failure
 
 
-def _attempt(instance: dg.DagsterInstance, record: dg.RunRecord | None,
-             mats: list[StageMaterialization]) -> RunAttempt:
+def _attempt(
+    instance: dg.DagsterInstance, record: dg.RunRecord | None, mats: list[StageMaterialization]
+) -> RunAttempt:
     stages = [s for s in STAGES if any(m.stage == s for m in mats)]
     if record is None:  # the run was deleted; its materializations remain
         meta = mats[0].meta
-        return RunAttempt(dagster_run_id=mats[0].run_id, status="succeeded",
-                          triggered_by=str(meta.get("triggered_by", "unknown")), stages=stages,
-                          started_at_utc=_utc(mats[0].timestamp))
+        return RunAttempt(
+            dagster_run_id=mats[0].run_id,
+            status="succeeded",
+            triggered_by=str(meta.get("triggered_by", "unknown")),
+            stages=stages,
+            started_at_utc=_utc(mats[0].timestamp),
+        )
     run = record.dagster_run
     status = _RUN_STATUS.get(run.status, "running")
     failed_stage = error = None
@@ -218,10 +252,16 @@ def _attempt(instance: dg.DagsterInstance, record: dg.RunRecord | None,
     elif status == "canceled":
         error = "the run was canceled"
     return RunAttempt(
-        dagster_run_id=run.run_id, status=status, triggered_by=triggered_by(dict(run.tags)),
-        backfill_id=run.tags.get("dagster/backfill"), stages=stages, failed_stage=failed_stage,
-        error=error, started_at_utc=_utc(record.start_time) or record.create_timestamp,
-        ended_at_utc=_utc(record.end_time))
+        dagster_run_id=run.run_id,
+        status=status,
+        triggered_by=triggered_by(dict(run.tags)),
+        backfill_id=run.tags.get("dagster/backfill"),
+        stages=stages,
+        failed_stage=failed_stage,
+        error=error,
+        started_at_utc=_utc(record.start_time) or record.create_timestamp,
+        ended_at_utc=_utc(record.end_time),
+    )
 
 
 # ------------------------------------------------------------------------------ building records
@@ -236,9 +276,13 @@ def _latest_by_stage(mats: list[StageMaterialization]) -> dict[str, StageMateria
 
 def _output(m: StageMaterialization) -> ArtifactRef | None:
     try:
-        return ArtifactRef(name=m.meta["output_name"], uri=m.meta["output_uri"],
-                           sha256=m.meta["output_sha256"], size_bytes=m.meta["output_size_bytes"],
-                           media_type=m.meta.get("output_media_type", "application/octet-stream"))
+        return ArtifactRef(
+            name=m.meta["output_name"],
+            uri=m.meta["output_uri"],
+            sha256=m.meta["output_sha256"],
+            size_bytes=m.meta["output_size_bytes"],
+            media_type=m.meta.get("output_media_type", "application/octet-stream"),
+        )
     except (KeyError, ValidationError):
         return None
 
@@ -248,16 +292,21 @@ def _manifests(intake: StageMaterialization | None) -> list[DatasetManifestRef]:
     if intake is None:
         return []
     try:
-        return [DatasetManifestRef.model_validate(m) for m in intake.meta.get("input_manifests", [])]
+        return [
+            DatasetManifestRef.model_validate(m) for m in intake.meta.get("input_manifests", [])
+        ]
     except ValidationError:
         ref = _output(intake)
         if ref is None:
             return []
-        return list(ArtifactStore.get_document(ref.uri, IntakeReceipt, ref.sha256).input_dataset_manifests)
+        return list(
+            ArtifactStore.get_document(ref.uri, IntakeReceipt, ref.sha256).input_dataset_manifests
+        )
 
 
-def _record_status(attempts: list[RunAttempt], bundle: StageMaterialization | None
-                   ) -> tuple[str, str | None]:
+def _record_status(
+    attempts: list[RunAttempt], bundle: StageMaterialization | None
+) -> tuple[str, str | None]:
     if any(a.status in _ACTIVE for a in attempts):
         return "running", None
     if bundle is not None:
@@ -270,12 +319,17 @@ def _record_status(attempts: list[RunAttempt], bundle: StageMaterialization | No
 
 def _provenance(record: dg.RunRecord | None, attempt: RunAttempt) -> Provenance:
     tags = {k: str(v) for k, v in record.dagster_run.tags.items()} if record else {}
-    return Provenance(triggered_by=attempt.triggered_by, dagster_run_id=attempt.dagster_run_id,
-                      tags=tags)
+    return Provenance(
+        triggered_by=attempt.triggered_by, dagster_run_id=attempt.dagster_run_id, tags=tags
+    )
 
 
-def _pinned_record(trid: str, mats: list[StageMaterialization],
-                   attempts: list[RunAttempt], runs: dict[str, dg.RunRecord]) -> TrainingRunRecord:
+def _pinned_record(
+    trid: str,
+    mats: list[StageMaterialization],
+    attempts: list[RunAttempt],
+    runs: dict[str, dg.RunRecord],
+) -> TrainingRunRecord:
     latest = _latest_by_stage(mats)
     intake = latest.get(INTAKE)
     first = intake or (mats[0] if mats else None)
@@ -286,17 +340,25 @@ def _pinned_record(trid: str, mats: list[StageMaterialization],
     status, error = _record_status(attempts, bundle)
     partition = first.partition if first else ""
     return TrainingRunRecord(
-        train_run_id=trid, status=status, partition_key=partition,
+        train_run_id=trid,
+        status=status,
+        partition_key=partition,
         model_family=(config or {}).get("model_family") or TrainingConfig().model_family,
-        config_hash=meta.get("config_hash"), code_version=meta.get("code_version"),
+        config_hash=meta.get("config_hash"),
+        code_version=meta.get("code_version"),
         input_dataset_manifests=_manifests(intake),
         outputs=[ref for s in STAGES if s in latest and (ref := _output(latest[s])) is not None],
         created_at_utc=attempts[0].started_at_utc if attempts else None,
-        provenance=_provenance(runs.get(attempts[0].dagster_run_id), attempts[0]) if attempts else None,
-        error=error, gate_status=gate.meta.get("gate_status") if gate else None,
-        bundle_id=bundle.meta.get("bundle_id") if bundle else None, config=config,
+        provenance=_provenance(runs.get(attempts[0].dagster_run_id), attempts[0])
+        if attempts
+        else None,
+        error=error,
+        gate_status=gate.meta.get("gate_status") if gate else None,
+        bundle_id=bundle.meta.get("bundle_id") if bundle else None,
+        config=config,
         attempts=attempts,
-        timings={s: float(m.meta["seconds"]) for s, m in latest.items() if "seconds" in m.meta})
+        timings={s: float(m.meta["seconds"]) for s, m in latest.items() if "seconds" in m.meta},
+    )
 
 
 def _launched_config(run: dg.DagsterRun) -> tuple[dict[str, Any], str | None]:
@@ -315,21 +377,34 @@ def _unpinned_record(record: dg.RunRecord, attempt: RunAttempt) -> TrainingRunRe
     status = "running" if attempt.status in _ACTIVE else "failed"
     error = None
     if status == "failed":
-        error = attempt.error or ("the run was canceled" if attempt.status == "canceled"
-                                  else "the run ended before its intake pinned a train run")
+        error = attempt.error or (
+            "the run was canceled"
+            if attempt.status == "canceled"
+            else "the run ended before its intake pinned a train run"
+        )
     return TrainingRunRecord(
-        train_run_id=None, status=status, partition_key=run.tags["dagster/partition"],
+        train_run_id=None,
+        status=status,
+        partition_key=run.tags["dagster/partition"],
         model_family=str(config.get("model_family") or TrainingConfig().model_family),
-        config_hash=cfg_hash, code_version=None, input_dataset_manifests=[], outputs=[],
-        created_at_utc=attempt.started_at_utc, provenance=_provenance(record, attempt),
-        error=error, config=config, attempts=[attempt])
+        config_hash=cfg_hash,
+        code_version=None,
+        input_dataset_manifests=[],
+        outputs=[],
+        created_at_utc=attempt.started_at_utc,
+        provenance=_provenance(record, attempt),
+        error=error,
+        config=config,
+        attempts=[attempt],
+    )
 
 
 # ------------------------------------------------------------------------------ integrity
 
 
-def verify_ledger(instance: dg.DagsterInstance, journal: Journal,
-                  anchor: tuple[int, str] | None = None) -> IntegrityReport:
+def verify_ledger(
+    instance: dg.DagsterInstance, journal: Journal, anchor: tuple[int, str] | None = None
+) -> IntegrityReport:
     """The ledger journal's chain; every entry's document against the bytes it pinned; and the
     instance's stage materializations against the entries, both ways.
 
@@ -354,41 +429,78 @@ def verify_ledger(instance: dg.DagsterInstance, journal: Journal,
         try:
             actual, _ = file_sha256(fs, path)
         except FileNotFoundError:
-            add("document_missing", e.uri, f"journal entry {e.sequence} ({e.subject}) points at "
-                "this document, which is gone (deleted)")
+            add(
+                "document_missing",
+                e.uri,
+                f"journal entry {e.sequence} ({e.subject}) points at "
+                "this document, which is gone (deleted)",
+            )
             continue
         if actual != e.sha256:
-            add("document_edited", e.uri, f"the document has sha256 {actual}; journal entry "
-                f"{e.sequence} ({e.subject}) pinned {e.sha256}: it was edited", "sha256")
+            add(
+                "document_edited",
+                e.uri,
+                f"the document has sha256 {actual}; journal entry "
+                f"{e.sequence} ({e.subject}) pinned {e.sha256}: it was edited",
+                "sha256",
+            )
 
     mats = stage_materializations(instance)
     claimed: set[int] = set()
     for m in mats:
-        where = (f"dagster materialization of {m.stage}[{m.partition}] in run {m.run_id} "
-                 f"(storage id {m.storage_id})")
+        where = (
+            f"dagster materialization of {m.stage}[{m.partition}] in run {m.run_id} "
+            f"(storage id {m.storage_id})"
+        )
         seq, digest = m.meta.get("ledger_sequence"), m.meta.get("ledger_entry_sha256")
         s = stored.get(seq) if isinstance(seq, int) else None
         if seq is None:
-            add("materialization_unjournaled", where, "it names no ledger journal entry (made "
-                "before the journal existed, or by code that bypasses it)", "ledger_sequence")
+            add(
+                "materialization_unjournaled",
+                where,
+                "it names no ledger journal entry (made "
+                "before the journal existed, or by code that bypasses it)",
+                "ledger_sequence",
+            )
         elif s is None:
-            add("materialization_unjournaled", journal.location.uri(journal.entry_path(seq)),
+            add(
+                "materialization_unjournaled",
+                journal.location.uri(journal.entry_path(seq)),
                 f"{where} names journal entry {seq}, which is missing or unreadable (deleted)",
-                "ledger_sequence")
+                "ledger_sequence",
+            )
         elif s.digest != digest:
-            add("entry_edited", journal.location.uri(s.path),
+            add(
+                "entry_edited",
+                journal.location.uri(s.path),
                 f"entry {seq} has sha256 {s.digest}, but {where} recorded {digest}: the entry was "
-                "edited or replaced", "ledger_entry_sha256")
-        elif (s.entry.stage, s.entry.partition_key, s.entry.dagster_run_id,  # type: ignore[union-attr]
-              s.entry.document.sha256 if s.entry.document else None) != (  # type: ignore[union-attr]
-                m.stage, m.partition, m.run_id, m.meta.get("output_sha256")):
-            add("materialization_unjournaled", where, f"it differs from journal entry {seq} "
-                "(stage, week, run or output digest)", "output_sha256")
+                "edited or replaced",
+                "ledger_entry_sha256",
+            )
+        elif (
+            s.entry.stage,
+            s.entry.partition_key,
+            s.entry.dagster_run_id,  # type: ignore[union-attr]
+            s.entry.document.sha256 if s.entry.document else None,
+        ) != (  # type: ignore[union-attr]
+            m.stage,
+            m.partition,
+            m.run_id,
+            m.meta.get("output_sha256"),
+        ):
+            add(
+                "materialization_unjournaled",
+                where,
+                f"it differs from journal entry {seq} (stage, week, run or output digest)",
+                "output_sha256",
+            )
         else:
             claimed.add(seq)
 
-    materialized_steps = {(stored[q].entry.dagster_run_id, stored[q].entry.stage)  # type: ignore[union-attr]
-                          for q in claimed}
+    materialized_steps = {
+        (stored[q].entry.dagster_run_id, stored[q].entry.stage)  # type: ignore[union-attr]
+        for q in claimed
+    }
     for s in entries:
         e = s.entry
         if s.sequence in claimed:
@@ -396,22 +508,46 @@ def verify_ledger(instance: dg.DagsterInstance, journal: Journal,
         source = journal.location.uri(s.path)
         record = instance.get_run_record_by_id(e.dagster_run_id) if e.dagster_run_id else None
         if record is None:
-            add("entry_unmaterialized", source, f"entry {e.sequence} ({e.subject}) was written by "
+            add(
+                "entry_unmaterialized",
+                source,
+                f"entry {e.sequence} ({e.subject}) was written by "
                 f"run {e.dagster_run_id}, which is not in this Dagster instance (the run was "
-                "deleted, or the journal belongs to another instance)", "dagster_run_id")
+                "deleted, or the journal belongs to another instance)",
+                "dagster_run_id",
+            )
         elif (e.dagster_run_id, e.stage) in materialized_steps:
-            notes.append(f"entry {e.sequence} ({e.subject}): an earlier try of a step its run "
-                         "retried and then materialized")
+            notes.append(
+                f"entry {e.sequence} ({e.subject}): an earlier try of a step its run "
+                "retried and then materialized"
+            )
         elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
-            add("entry_unmaterialized", source, f"entry {e.sequence} ({e.subject}) has no "
+            add(
+                "entry_unmaterialized",
+                source,
+                f"entry {e.sequence} ({e.subject}) has no "
                 f"materialization, yet its run {e.dagster_run_id} succeeded: the materialization "
-                "was wiped from the instance", "ledger_sequence")
+                "was wiped from the instance",
+                "ledger_sequence",
+            )
         else:
-            notes.append(f"entry {e.sequence} ({e.subject}): run {e.dagster_run_id} "
-                         f"({record.dagster_run.status.value}) ended before materializing it")
+            notes.append(
+                f"entry {e.sequence} ({e.subject}): run {e.dagster_run_id} "
+                f"({record.dagster_run.status.value}) ended before materializing it"
+            )
     return IntegrityReport(
-        target="ledger", journal=journal.url, entries=len(chain.entries),
-        head_sequence=chain.head_sequence, head_digest=chain.head_digest,
-        checked={"ledger_entries": len(entries), "documents": len(entries),
-                 "materializations": len(mats)},
-        problems=problems, notes=notes, ok=not problems, verified_at_utc=datetime.now(UTC))
+        target="ledger",
+        journal=journal.url,
+        entries=len(chain.entries),
+        head_sequence=chain.head_sequence,
+        head_digest=chain.head_digest,
+        checked={
+            "ledger_entries": len(entries),
+            "documents": len(entries),
+            "materializations": len(mats),
+        },
+        problems=problems,
+        notes=notes,
+        ok=not problems,
+        verified_at_utc=datetime.now(UTC),
+    )

@@ -56,14 +56,18 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
     frees slots only for finished runs, so the run is reported failed and its slots freed.
     """
     host, orphans = socket.gethostname(), []
-    for record in instance.get_run_records(filters=dg.RunsFilter(
-            statuses=_LIVE, tags={HOST_TAG: host})):
+    for record in instance.get_run_records(
+        filters=dg.RunsFilter(statuses=_LIVE, tags={HOST_TAG: host})
+    ):
         run = record.dagster_run
         pid = run.tags.get(PID_TAG, "")
         if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
-        instance.report_run_failed(run, f"the process that ran it (pid {pid} on {host}) is gone: "
-                                        "killed or crashed before the run ended")
+        instance.report_run_failed(
+            run,
+            f"the process that ran it (pid {pid} on {host}) is gone: "
+            "killed or crashed before the run ended",
+        )
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         orphans.append(run.run_id)
     return orphans
@@ -103,11 +107,16 @@ def trainable_weeks(catalog: Catalog, config: TrainingConfig) -> list[str]:
     events = catalog.entries("events", config.events.name, config.events.version)
     labels = catalog.entries("labels", config.labels.name, config.labels.version)
     if not events or not labels:
-        raise ModelFactoryError("the catalog holds no events or labels for the config",
-                                source=catalog.url, field="events")
+        raise ModelFactoryError(
+            "the catalog holds no events or labels for the config",
+            source=catalog.url,
+            field="events",
+        )
     first_event = min(e.manifest.time_window.start for e in events)
-    last_end = min(max(e.manifest.time_window.end for e in events),
-                   max(e.manifest.time_window.end for e in labels))
+    last_end = min(
+        max(e.manifest.time_window.end for e in events),
+        max(e.manifest.time_window.end for e in labels),
+    )
     d = first_event.date()
     d += timedelta(days=(7 - d.weekday()) % 7)
     weeks = []
@@ -124,21 +133,30 @@ def trainable_weeks(catalog: Catalog, config: TrainingConfig) -> list[str]:
 
 def _latest(instance: dg.DagsterInstance, asset: str, week: str) -> dict | None:
     recs = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1
+    ).records
     if not recs:
         return None
     return {k: getattr(v, "value", v) for k, v in recs[0].asset_materialization.metadata.items()}
 
 
-def run_week(instance: dg.DagsterInstance, defs: dg.Definitions, week: str,
-             run_config: dict | None = None, tags: dict[str, str] | None = None) -> WeekSummary:
+def run_week(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    week: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> WeekSummary:
     """One run of the six stages for ``week``; failures are reported, not raised."""
     fail_orphaned_runs(instance)
     job = defs.resolve_job_def(TRAIN_JOB)
     result = job.execute_in_process(
-        partition_key=week, instance=instance, run_config={**QUIET, **(run_config or {})},
+        partition_key=week,
+        instance=instance,
+        run_config={**QUIET, **(run_config or {})},
         raise_on_error=False,
-        tags={"model_factory/triggered_by": "cli", **_process_tags(), **(tags or {})})
+        tags={"model_factory/triggered_by": "cli", **_process_tags(), **(tags or {})},
+    )
     if not result.success:
         error = _first_failure(result)
         return WeekSummary(week, None, None, None, None, None, None, None, False, "failed", error)
@@ -153,13 +171,17 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
             while error.cause is not None:
                 error = error.cause
             return f"{event.step_key}: {error.message.strip()}"
-        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+        if (
+            event.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not event.event_specific_data.passed
+        ):
             return f"check {event.event_specific_data.check_name} failed"
     return "run failed"
 
 
-def summarize_week(instance: dg.DagsterInstance, week: str, registry: FileRegistry | None = None
-                   ) -> WeekSummary:
+def summarize_week(
+    instance: dg.DagsterInstance, week: str, registry: FileRegistry | None = None
+) -> WeekSummary:
     frame = _latest(instance, "training_frame", week) or {}
     report = _latest(instance, "evaluation_report", week) or {}
     bundle = _latest(instance, "model_bundle", week) or {}
@@ -167,44 +189,70 @@ def summarize_week(instance: dg.DagsterInstance, week: str, registry: FileRegist
     if registry is not None and bundle.get("bundle_id"):
         published = any(r.bundle_id == bundle["bundle_id"] for r in registry.records())
     return WeekSummary(
-        week=week, train_run_id=bundle.get("train_run_id"), train_rows=frame.get("train_rows"),
-        test_rows=frame.get("test_rows"), roc_auc=report.get("roc_auc"), pr_auc=report.get("pr_auc"),
-        gate=bundle.get("gate_status"), bundle_id=bundle.get("bundle_id"), published=published)
+        week=week,
+        train_run_id=bundle.get("train_run_id"),
+        train_rows=frame.get("train_rows"),
+        test_rows=frame.get("test_rows"),
+        roc_auc=report.get("roc_auc"),
+        pr_auc=report.get("pr_auc"),
+        gate=bundle.get("gate_status"),
+        bundle_id=bundle.get("bundle_id"),
+        published=published,
+    )
 
 
-def tick_publish_sensor(instance: dg.DagsterInstance, defs: dg.Definitions,
-                        cursor: str | None = None) -> tuple[list[str], str | None]:
+def tick_publish_sensor(
+    instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None
+) -> tuple[list[str], str | None]:
     """Evaluate the publish sensor once and execute each new request as a publish run.
 
     Requests whose run_key already has a successful run are skipped, as the daemon would.
     Returns the bundle ids published by this tick and the sensor's new cursor.
     """
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                 sensor_name=SENSOR_NAME) as ctx:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, sensor_name=SENSOR_NAME
+    ) as ctx:
         result = sensor.evaluate_tick(ctx)
     job = defs.resolve_job_def(PUBLISH_JOB)
     done = []
     for request in result.run_requests or []:
-        prior = instance.get_runs(filters=dg.RunsFilter(
-            tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME},
-            statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+        prior = instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME},
+                statuses=[dg.DagsterRunStatus.SUCCESS],
+            ),
+            limit=1,
+        )
         if prior:
             continue
         outcome = job.execute_in_process(
-            run_config={**QUIET, **request.run_config}, instance=instance, raise_on_error=False,
-            tags={**request.tags, "dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME,
-                  **_process_tags()})
+            run_config={**QUIET, **request.run_config},
+            instance=instance,
+            raise_on_error=False,
+            tags={
+                **request.tags,
+                "dagster/run_key": request.run_key,
+                "dagster/sensor_name": SENSOR_NAME,
+                **_process_tags(),
+            },
+        )
         if not outcome.success:
-            raise ModelFactoryError(f"publishing {request.run_key} failed: {_first_failure(outcome)}",
-                                    field="publish")
+            raise ModelFactoryError(
+                f"publishing {request.run_key} failed: {_first_failure(outcome)}", field="publish"
+            )
         done.append(request.run_key)
     return done, result.cursor
 
 
-def run_weeks(instance: dg.DagsterInstance, defs: dg.Definitions, weeks: list[str],
-              registry: FileRegistry, run_config: dict | None = None,
-              progress: Callable[[str], None] | None = None) -> list[WeekSummary]:
+def run_weeks(
+    instance: dg.DagsterInstance,
+    defs: dg.Definitions,
+    weeks: list[str],
+    registry: FileRegistry,
+    run_config: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[WeekSummary]:
     """Run the weeks in order, ticking the publish sensor after each; summarize each week."""
     say = progress or (lambda _msg: None)
     results: dict[str, WeekSummary] = {}
@@ -216,22 +264,29 @@ def run_weeks(instance: dg.DagsterInstance, defs: dg.Definitions, weeks: list[st
         # Publish before the next week trains, so that week is judged against this champion,
         # as it would be when the schedule runs week after week.
         published, cursor = tick_publish_sensor(instance, defs, cursor)
-        say(f"[{i}/{len(weeks)}] week {week}: {summary.status}"
+        say(
+            f"[{i}/{len(weeks)}] week {week}: {summary.status}"
             + (f" ({summary.error})" if summary.error else f", gate {summary.gate}")
-            + (", published" if published else ""))
+            + (", published" if published else "")
+        )
     weeks_in_summary = refresh_backtest(instance, defs)
     if weeks_in_summary is not None:
         say(f"backtest_summary refreshed: {weeks_in_summary} week(s) side by side")
-    return [results[w] if results[w].status == "failed" else summarize_week(instance, w, registry)
-            for w in weeks]
+    return [
+        results[w] if results[w].status == "failed" else summarize_week(instance, w, registry)
+        for w in weeks
+    ]
 
 
 def refresh_backtest(instance: dg.DagsterInstance, defs: dg.Definitions) -> int | None:
     """Materialize backtest_summary over every evaluated week (as its automation does after a
     backfill); returns how many weeks it holds, or None if the run failed."""
     result = defs.resolve_job_def(BACKTEST_JOB).execute_in_process(
-        instance=instance, run_config=QUIET, raise_on_error=False,
-        tags={"model_factory/triggered_by": "cli", **_process_tags()})
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+        tags={"model_factory/triggered_by": "cli", **_process_tags()},
+    )
     if not result.success:
         return None
     meta = result.asset_materializations_for_node("backtest_summary")[0].metadata

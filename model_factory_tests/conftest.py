@@ -20,8 +20,14 @@ from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory_tests.dagster_server import ROOT, DagsterServer, free_port, wait_for
 
-STAGES = ("dataset_manifests", "training_frame", "model", "evaluation_report", "gate_receipt",
-          "model_bundle")
+STAGES = (
+    "dataset_manifests",
+    "training_frame",
+    "model",
+    "evaluation_report",
+    "gate_receipt",
+    "model_bundle",
+)
 # DemoDataSpec(weeks=10) starts 2026-01-05: three weeks are trainable, the fourth has no data.
 TRAINABLE_WEEKS = ("2026-02-23", "2026-03-02", "2026-03-09")
 WEEK_WITHOUT_DATA = "2026-03-16"
@@ -67,18 +73,25 @@ def dagster_server(tmp_path_factory) -> Iterator[DagsterServer]:
     home = root / "dagster"
     home.mkdir()
     shutil.copyfile(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ,
-           "DAGSTER_HOME": str(home), "MODEL_FACTORY_HOME": str(root / "home"),
-           "MODEL_FACTORY_CATALOG": str(root / "catalog"), "MODEL_FACTORY_STORE": str(root / "store"),
-           "MODEL_FACTORY_REGISTRY": str(root / "registry"),
-           "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS": "5",
-           "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MODEL_FACTORY_HOME": str(root / "home"),
+        "MODEL_FACTORY_CATALOG": str(root / "catalog"),
+        "MODEL_FACTORY_STORE": str(root / "store"),
+        "MODEL_FACTORY_REGISTRY": str(root / "registry"),
+        "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS": "5",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("MODEL_FACTORY_POLICY", None)
     server = DagsterServer(root=root, env=env, port=free_port(), log=root / "dagster-dev.log")
     try:
         server.start()
-        print(f"\ndagster dev on {server.url} (DAGSTER_HOME={home}), up in {server.started_in:.0f}s; "
-              f"log {server.log}")
+        print(
+            f"\ndagster dev on {server.url} (DAGSTER_HOME={home}), up in {server.started_in:.0f}s; "
+            f"log {server.log}"
+        )
         yield server
     finally:
         server.stop()
@@ -104,7 +117,8 @@ def _finished_runs(instance: dg.DagsterInstance, backfill_id: str, expected: int
 def _pass_bundles(instance: dg.DagsterInstance) -> dict[str, str]:
     out = {}
     for rec in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle")), limit=1000).records:
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle")), limit=1000
+    ).records:
         meta = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
         if meta.get("gate_status") == "PASS":
             out[meta["bundle_id"]] = rec.asset_materialization.partition
@@ -119,15 +133,18 @@ def _publications_settled(server: DagsterServer, expected: set[str]) -> bool:
     failed = [r.dagster_run for r in runs if r.dagster_run.status == dg.DagsterRunStatus.FAILURE]
     if failed:  # fail now with the reason rather than time out
         events = server.instance().all_logs(failed[0].run_id)
-        raise RuntimeError(f"publish run {failed[0].run_id} failed: "
-                           + " | ".join(e.message or "" for e in events if e.message)[-3000:])
+        raise RuntimeError(
+            f"publish run {failed[0].run_id} failed: "
+            + " | ".join(e.message or "" for e in events if e.message)[-3000:]
+        )
     return published >= expected and all(r.dagster_run.is_finished for r in runs)
 
 
 def _backtest_after(instance: dg.DagsterInstance, after: float) -> bool:
     recs = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("backtest_summary"), after_timestamp=after),
-        limit=1).records
+        limit=1,
+    ).records
     return bool(recs)
 
 
@@ -137,29 +154,56 @@ def backfill(dagster_server: DagsterServer) -> Backfill:
     through GraphQL as the UI does; then the publish sensor and the backtest automation settle."""
     weeks = (*TRAINABLE_WEEKS, WEEK_WITHOUT_DATA)
     started = time.monotonic()
-    launched = dagster_server.graphql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": {
-        "partitionNames": list(weeks), "assetSelection": [{"path": [s]} for s in STAGES],
-        "title": "walk-forward backtest (test)",
-        "tags": [{"key": "model_factory/test", "value": "server_backfill"}]}})["launchPartitionBackfill"]
+    launched = dagster_server.graphql(
+        LAUNCH_PARTITION_BACKFILL_MUTATION,
+        {
+            "backfillParams": {
+                "partitionNames": list(weeks),
+                "assetSelection": [{"path": [s]} for s in STAGES],
+                "title": "walk-forward backtest (test)",
+                "tags": [{"key": "model_factory/test", "value": "server_backfill"}],
+            }
+        },
+    )["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
     instance = dagster_server.instance()
-    runs = wait_for("one finished run per week", lambda: _finished_runs(instance, backfill_id, len(weeks)),
-                    timeout=420, every=2, log=dagster_server.log)
+    runs = wait_for(
+        "one finished run per week",
+        lambda: _finished_runs(instance, backfill_id, len(weeks)),
+        timeout=420,
+        every=2,
+        log=dagster_server.log,
+    )
     ended = max(r.end_time or 0 for r in runs)
 
     def status():
-        s = dagster_server.graphql(_BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        s = dagster_server.graphql(_BACKFILL_STATUS, {"id": backfill_id})[
+            "partitionBackfillOrError"
+        ]
         return s["status"] if s.get("status") in _FINISHED else None
 
-    final = wait_for("the backfill to complete", status, timeout=120, every=2, log=dagster_server.log)
+    final = wait_for(
+        "the backfill to complete", status, timeout=120, every=2, log=dagster_server.log
+    )
     pass_bundles = _pass_bundles(instance)
-    wait_for("the sensor to publish every PASS bundle",
-             lambda: _publications_settled(dagster_server, set(pass_bundles)), timeout=150, every=2,
-             log=dagster_server.log)
-    wait_for("backtest_summary to refresh after the backfill",
-             lambda: _backtest_after(instance, ended), timeout=150, every=2, log=dagster_server.log)
+    wait_for(
+        "the sensor to publish every PASS bundle",
+        lambda: _publications_settled(dagster_server, set(pass_bundles)),
+        timeout=150,
+        every=2,
+        log=dagster_server.log,
+    )
+    wait_for(
+        "backtest_summary to refresh after the backfill",
+        lambda: _backtest_after(instance, ended),
+        timeout=150,
+        every=2,
+        log=dagster_server.log,
+    )
     seconds = time.monotonic() - started
-    print(f"\nbackfill {backfill_id}: {len(weeks)} weeks, {final}; publications and backtest settled "
-          f"{seconds:.0f}s after launch")
+    print(
+        f"\nbackfill {backfill_id}: {len(weeks)} weeks, {final}; publications and backtest settled "
+        f"{seconds:.0f}s after launch"
+    )
     return Backfill(backfill_id, weeks, final, runs, pass_bundles, seconds)

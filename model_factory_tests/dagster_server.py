@@ -36,14 +36,17 @@ def free_port() -> int:
 
 # Resets SIGINT/SIGTERM to their defaults, then execs `python -m dagster ...` (no preexec_fn:
 # it is unsafe in a threaded parent such as an xdist worker).
-_EXEC_DAGSTER = ("import os, signal, sys\n"
-                 "for s in (signal.SIGINT, signal.SIGTERM):\n"
-                 "    signal.signal(s, signal.SIG_DFL)\n"
-                 "os.execv(sys.executable, [sys.executable, '-m', 'dagster', *sys.argv[1:]])")
+_EXEC_DAGSTER = (
+    "import os, signal, sys\n"
+    "for s in (signal.SIGINT, signal.SIGTERM):\n"
+    "    signal.signal(s, signal.SIG_DFL)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'dagster', *sys.argv[1:]])"
+)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 1.0,
-             log: Path | None = None) -> Any:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float, every: float = 1.0, log: Path | None = None
+) -> Any:
     """Poll ``check`` until it returns something truthy; fail with ``what`` (and the log's tail)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -78,10 +81,25 @@ class DagsterServer:
         started = time.monotonic()
         out = self.log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _EXEC_DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-             "-p", str(self.port)],
-            cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                _EXEC_DAGSTER,
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         out.close()
         wait_for("the code location to load", self._location_loaded, timeout, log=self.log)
         self.started_in = time.monotonic() - started
@@ -89,8 +107,10 @@ class DagsterServer:
 
     def _location_loaded(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {self.process.returncode}:\n"
-                               + self.log.read_text(errors="replace")[-4000:])
+            raise RuntimeError(
+                f"dagster dev exited with {self.process.returncode}:\n"
+                + self.log.read_text(errors="replace")[-4000:]
+            )
         try:
             data = self.graphql("""{ workspaceOrError { ... on Workspace { locationEntries {
                 name locationOrLoadError { __typename } } } } }""")
@@ -104,8 +124,9 @@ class DagsterServer:
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        req = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             payload = json.loads(resp.read())
         if payload.get("errors"):

@@ -34,11 +34,15 @@ class NoServer(RuntimeError):
 
 def pg_bindir() -> Path:
     """The newest installed `/usr/lib/postgresql/<major>/bin` holding initdb and pg_ctl."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if not found:
-        raise NoServer("no /usr/lib/postgresql/*/bin/initdb: run 'bash scripts/ensure-postgres.sh' "
-                       "(as root it installs Debian's postgresql package)")
+        raise NoServer(
+            "no /usr/lib/postgresql/*/bin/initdb: run 'bash scripts/ensure-postgres.sh' "
+            "(as root it installs Debian's postgresql package)"
+        )
     return Path(found[-1]).parent
 
 
@@ -67,9 +71,13 @@ class PostgresServer:
     @property
     def env(self) -> dict[str, str]:
         """The environment variables dagster.postgres.yaml reads."""
-        return {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.port),
-                "DAGSTER_PG_USER": self.user, "DAGSTER_PG_PASSWORD": self.password,
-                "DAGSTER_PG_DB": self.db_name}
+        return {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": self.db_name,
+        }
 
     @property
     def log(self) -> Path:
@@ -80,8 +88,10 @@ class PostgresServer:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
         if out.returncode != 0:
             tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise NoServer(f"{' '.join(argv[:2])} failed ({out.returncode}): "
-                           f"{out.stderr.strip()[-2000:]}\n{tail}")
+            raise NoServer(
+                f"{' '.join(argv[:2])} failed ({out.returncode}): "
+                f"{out.stderr.strip()[-2000:]}\n{tail}"
+            )
         return out
 
     def start(self) -> PostgresServer:
@@ -97,15 +107,38 @@ class PostgresServer:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         # scram-sha-256 for every connection: the test really goes through DAGSTER_PG_PASSWORD.
-        self._run(str(bindir / "initdb"), "-D", str(data), "-U", self.user,
-                  f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                  "--locale=C", "--no-sync")
+        self._run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            self.user,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
         # Loopback only, the unix socket in our folder (not /var/run/postgresql), no fsync: a
         # throwaway cluster; max_connections above the default for webserver + daemon + runs.
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=200")
-        self._run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self.log), "-o", options,
-                  "-w", "-t", "60", "start")
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200"
+        )
+        self._run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.log),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         with contextlib.closing(self.connect("postgres")) as conn:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -115,9 +148,14 @@ class PostgresServer:
     def connect(self, db_name: str | None = None):
         import psycopg2  # installed with dagster-postgres
 
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user,
-                                password=self.password, dbname=db_name or self.db_name,
-                                connect_timeout=10)
+        return psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=db_name or self.db_name,
+            connect_timeout=10,
+        )
 
     def query(self, sql: str, *params) -> list[tuple]:
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
@@ -128,8 +166,17 @@ class PostgresServer:
         data = self.root / "data"
         if (data / "postmaster.pid").exists():
             with contextlib.suppress(NoServer, subprocess.TimeoutExpired):
-                self._run(str(pg_bindir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                          "-t", "60", "stop")
+                self._run(
+                    str(pg_bindir() / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "60",
+                    "stop",
+                )
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 REJECTS_CONDITIONAL = "mf-no-cond-501-"
 IGNORES_CONDITIONAL = "mf-no-cond-drop-"
 
-_NOT_IMPLEMENTED = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
-                    b"<Message>A header you provided implies functionality that is not "
-                    b"implemented</Message><Header>If-None-Match</Header></Error>")
+_NOT_IMPLEMENTED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
+    b"<Message>A header you provided implies functionality that is not "
+    b"implemented</Message><Header>If-None-Match</Header></Error>"
+)
 
 
 def _bucket(environ: dict) -> str:
@@ -47,8 +49,13 @@ def make_app():
         bucket = _bucket(environ)
         if "HTTP_IF_NONE_MATCH" in environ:
             if bucket.startswith(REJECTS_CONDITIONAL):
-                start_response("501 Not Implemented", [("Content-Type", "application/xml"),
-                                                       ("Content-Length", str(len(_NOT_IMPLEMENTED)))])
+                start_response(
+                    "501 Not Implemented",
+                    [
+                        ("Content-Type", "application/xml"),
+                        ("Content-Length", str(len(_NOT_IMPLEMENTED))),
+                    ],
+                )
                 return [_NOT_IMPLEMENTED]
             if bucket.startswith(IGNORES_CONDITIONAL):
                 del environ["HTTP_IF_NONE_MATCH"]
@@ -76,8 +83,11 @@ def race_publish(args: tuple[str, str, str]) -> str:
     from model_factory.core.registry import FileRegistry
 
     registry_url, uri, bundle_id = args
-    return FileRegistry(registry_url).publish(
-        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle_id)).status
+    return (
+        FileRegistry(registry_url)
+        .publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle_id))
+        .status
+    )
 
 
 def serve() -> None:
@@ -106,27 +116,37 @@ class S3Server:
     def start(self, timeout: float = 60) -> S3Server:
         log = (self.home / "s3-server.log").open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "model_factory_tests.s3_server"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=log, cwd=Path(__file__).resolve().parents[1])
+            [sys.executable, "-m", "model_factory_tests.s3_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(self.process.stdout.readline().decode()),
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: ready.append(self.process.stdout.readline().decode()), daemon=True
+        )
         reader.start()
         reader.join(timeout)
         if not ready or not ready[0].startswith("READY "):
             self.stop()
-            raise RuntimeError(f"the S3 server did not start: {ready} "
-                               f"{(self.home / 's3-server.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"the S3 server did not start: {ready} "
+                f"{(self.home / 's3-server.log').read_text()[-2000:]}"
+            )
         self.port = int(ready[0].split()[1])
         # Dummy credentials and empty config files: no real AWS profile is ever read.
         self.env = {
-            "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "model-factory-test",
-            "AWS_SECRET_ACCESS_KEY": "model-factory-test", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "model-factory-test",
+            "AWS_SECRET_ACCESS_KEY": "model-factory-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_CONFIG_FILE": str(self.home / "aws-config"),
             "AWS_SHARED_CREDENTIALS_FILE": str(self.home / "aws-credentials"),
             "AWS_EC2_METADATA_DISABLED": "true",
             # Polars' own object store (scan_parquet on s3:// URLs) reads these too.
-            "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1",
         }
         return self
 

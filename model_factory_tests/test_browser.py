@@ -26,9 +26,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SERVER_GROUP)]
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # No network here: nothing may phone home, update itself or try QUIC.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1600,1200")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1200",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,8 @@ def browser(dagster_server) -> Iterator[webdriver.Chrome]:
     for binary in (CHROMIUM, CHROMEDRIVER):
         assert os.access(binary, os.X_OK), (
             f"{binary} is missing: run scripts/ensure-browser.sh (apt-get install chromium "
-            f"chromium-driver), as `make test` and .ci/run do")
+            f"chromium-driver), as `make test` and .ci/run do"
+        )
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver
     # What the first-visit "join the community" dialog's Skip button records on the server.
     dagster_server.graphql("mutation { setNuxSeen }")
@@ -77,8 +87,9 @@ def shot(driver: webdriver.Chrome, name: str) -> Path:
 
 
 def test_asset_graph_shows_the_six_stages(dagster_server, backfill, browser):
-    text = visit(browser, f"{dagster_server.url}/locations/{LOCATION}/asset-groups/training",
-                 list(STAGES))
+    text = visit(
+        browser, f"{dagster_server.url}/locations/{LOCATION}/asset-groups/training", list(STAGES)
+    )
     assert "training" in text
     assert shot(browser, "asset_graph").stat().st_size > 10_000
 
@@ -86,14 +97,30 @@ def test_asset_graph_shows_the_six_stages(dagster_server, backfill, browser):
 def test_bundle_partition_page_shows_partitions_and_the_ledger(dagster_server, backfill, browser):
     bundle_id, week = sorted(backfill.pass_bundles.items(), key=lambda kv: kv[1])[0]
     instance = dagster_server.instance()
-    meta = {k: getattr(v, "value", v) for k, v in instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), asset_partitions=[week]),
-        limit=1).records[0].asset_materialization.metadata.items()}
-    text = visit(browser, f"{dagster_server.url}/assets/model_bundle?view=partitions&partition={week}",
-                 [f"Materialized ({len(TRAINABLE_WEEKS)})", "Failed (1)", bundle_id,
-                  meta["train_run_id"]])
-    for key in ("train_run_id", "config_hash", "code_version", "input_manifests", "output_uri",
-                "output_sha256", "triggered_by", "gate_status"):
+    meta = {
+        k: getattr(v, "value", v)
+        for k, v in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), asset_partitions=[week]),
+            limit=1,
+        )
+        .records[0]
+        .asset_materialization.metadata.items()
+    }
+    text = visit(
+        browser,
+        f"{dagster_server.url}/assets/model_bundle?view=partitions&partition={week}",
+        [f"Materialized ({len(TRAINABLE_WEEKS)})", "Failed (1)", bundle_id, meta["train_run_id"]],
+    )
+    for key in (
+        "train_run_id",
+        "config_hash",
+        "code_version",
+        "input_manifests",
+        "output_uri",
+        "output_sha256",
+        "triggered_by",
+        "gate_status",
+    ):
         assert key in text, f"ledger field {key} not shown"
     assert f"backfill:{backfill.id}" in text
     assert meta["output_sha256"] in text
@@ -106,7 +133,10 @@ def test_bundle_partition_page_shows_partitions_and_the_ledger(dagster_server, b
 
 def test_backtest_summary_page_shows_every_week(dagster_server, backfill, browser):
     # the automation condition's label renders in its own panel, after the metadata: wait for it
-    text = visit(browser, f"{dagster_server.url}/assets/backtest_summary",
-                 ["trained_weeks", *TRAINABLE_WEEKS, "after new weeks"])
+    text = visit(
+        browser,
+        f"{dagster_server.url}/assets/backtest_summary",
+        ["trained_weeks", *TRAINABLE_WEEKS, "after new weeks"],
+    )
     assert all(week in text for week in TRAINABLE_WEEKS)
     assert shot(browser, "backtest_summary").stat().st_size > 10_000

@@ -215,8 +215,13 @@ def test_several_processes_opening_a_fresh_home_at_once_all_succeed(tmp_path: Pa
         home = tmp_path / f"home{round_}"
         env = {**os.environ, "MODEL_FACTORY_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
         procs = [
-            subprocess.Popen([cli, "ledger", "--json"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [cli, "ledger", "--json"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(3)
         ]
         results = [(p.communicate(timeout=300), p.returncode) for p in procs]

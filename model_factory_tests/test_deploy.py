@@ -29,7 +29,9 @@ def values() -> dict:
 
 def errors(doc: dict) -> list[str]:
     validator = jsonschema.Draft7Validator(SCHEMA)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
+    ]
 
 
 def code_location(doc: dict) -> dict:
@@ -41,12 +43,15 @@ def test_values_use_only_keys_the_chart_knows():
     assert errors(values()) == []
 
 
-@pytest.mark.parametrize("path, key", [
-    (("runLauncher", "config", "k8sRunLauncher"), "envSecret"),        # misspelt
-    (("concurrency", "pools"), "trainingLimit"),                         # not a chart key
-    (("dagster-user-deployments", "deployments", 0), "codeServerArg"),
-    ((), "userDeployments"),                                             # the pre-1.0 name
-])
+@pytest.mark.parametrize(
+    "path, key",
+    [
+        (("runLauncher", "config", "k8sRunLauncher"), "envSecret"),  # misspelt
+        (("concurrency", "pools"), "trainingLimit"),  # not a chart key
+        (("dagster-user-deployments", "deployments", 0), "codeServerArg"),
+        ((), "userDeployments"),  # the pre-1.0 name
+    ],
+)
 def test_the_schema_refuses_keys_the_chart_does_not_know(path, key):
     doc = copy.deepcopy(values())
     node = doc
@@ -72,7 +77,9 @@ def test_the_code_location_is_the_projects_definitions_module():
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert f"EXPOSE {deployment['port']}" in dockerfile
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
-    assert cmd[cmd.index("-m") + 1] == module and cmd[cmd.index("-p") + 1] == str(deployment["port"])
+    assert cmd[cmd.index("-m") + 1] == module and cmd[cmd.index("-p") + 1] == str(
+        deployment["port"]
+    )
 
 
 def test_environment_variables_and_secrets_exist_in_the_project():
@@ -89,8 +96,10 @@ def test_environment_variables_and_secrets_exist_in_the_project():
     assert not any(re.search(r"SECRET|PASSWORD|ACCESS_KEY", name) for name in env)
     assert doc["postgresql"]["postgresqlPassword"] == ""
     assert doc["generatePostgresqlPasswordSecret"] is False
-    secrets = {d["metadata"]["name"]: d for d in
-               yaml.safe_load_all((DEPLOY / "secrets.example.yaml").read_text())}
+    secrets = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((DEPLOY / "secrets.example.yaml").read_text())
+    }
     assert "postgresql-password" in secrets[doc["global"]["postgresqlSecretName"]]["stringData"]
     named = {s["name"] for s in code_location(doc)["envSecrets"]}
     named |= {s["name"] for s in doc["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]}
@@ -105,12 +114,22 @@ def test_k8s_run_launcher_postgres_and_the_training_pool_limit():
     assert doc["postgresql"]["enabled"] is False and doc["postgresql"]["postgresqlHost"]
     # The same driver choice as dagster.postgres.yaml (SQLAlchemy 2.1 defaults to psycopg 3).
     local = yaml.safe_load((ROOT / "dagster.postgres.yaml").read_text())
-    assert doc["postgresql"]["postgresqlScheme"] == local["storage"]["postgres"]["postgres_db"]["scheme"]
-    assert {v["env"] for v in local["storage"]["postgres"]["postgres_db"].values()
-            if isinstance(v, dict)} == set(POSTGRES_ENV)
+    assert (
+        doc["postgresql"]["postgresqlScheme"]
+        == local["storage"]["postgres"]["postgres_db"]["scheme"]
+    )
+    assert {
+        v["env"]
+        for v in local["storage"]["postgres"]["postgres_db"].values()
+        if isinstance(v, dict)
+    } == set(POSTGRES_ENV)
     # The run limit in one place only (the chart fails when both are set).
-    assert doc["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"][
-        "maxConcurrentRuns"] is None
+    assert (
+        doc["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"][
+            "maxConcurrentRuns"
+        ]
+        is None
+    )
     assert doc["concurrency"]["enabled"] is True
     assert doc["concurrency"]["runs"]["maxConcurrentRuns"] >= 1
     assert doc["concurrency"]["pools"]["defaultLimit"] >= 1

@@ -33,27 +33,45 @@ from model_factory.runner import run_week, run_weeks, tick_publish_sensor
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
 
 SCHEMA = json.loads(
-    (Path(__file__).parents[1] / "contracts" / "mf_public_contracts_v0.schema.json").read_text())
+    (Path(__file__).parents[1] / "contracts" / "mf_public_contracts_v0.schema.json").read_text()
+)
 WEEKS = ["2026-02-23", "2026-03-02"]
-LEDGER_KEYS = {"train_run_id", "config_hash", "code_version", "input_manifests", "output_uri",
-               "output_sha256", "triggered_by", "seconds", "partition_key"}
+LEDGER_KEYS = {
+    "train_run_id",
+    "config_hash",
+    "code_version",
+    "input_manifests",
+    "output_uri",
+    "output_sha256",
+    "triggered_by",
+    "seconds",
+    "partition_key",
+}
 
 
 def validate(doc: dict, contract: str) -> None:
     jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}).validate(doc)
+        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}
+    ).validate(doc)
 
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory):
     root = tmp_path_factory.mktemp("factory")
     generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    resource = ModelFactoryResource(catalog_url=str(root / "catalog"), store_url=str(root / "store"),
-                                    registry_url=str(root / "registry"))
+    resource = ModelFactoryResource(
+        catalog_url=str(root / "catalog"),
+        store_url=str(root / "store"),
+        registry_url=str(root / "registry"),
+    )
     (root / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-        yield {"root": root, "defs": build_definitions(resource), "instance": instance,
-               "registry": FileRegistry(str(root / "registry"))}
+        yield {
+            "root": root,
+            "defs": build_definitions(resource),
+            "instance": instance,
+            "registry": FileRegistry(str(root / "registry")),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +142,13 @@ def test_leakage_checks_pass_and_audit_is_recorded(factory, first_pass):
 def test_emitted_documents_match_the_committed_contracts(factory, first_pass):
     instance = factory["instance"]
     week = WEEKS[0]
-    for asset, contract in (("dataset_manifests", "IntakeReceipt"),
-                            ("training_frame", "TrainingFrameRecord"),
-                            ("evaluation_report", "EvaluationReport"),
-                            ("gate_receipt", "GateReceipt"),
-                            ("model_bundle", "ModelBundle")):
+    for asset, contract in (
+        ("dataset_manifests", "IntakeReceipt"),
+        ("training_frame", "TrainingFrameRecord"),
+        ("evaluation_report", "EvaluationReport"),
+        ("gate_receipt", "GateReceipt"),
+        ("model_bundle", "ModelBundle"),
+    ):
         meta, _ = latest_metadata(instance, asset, week)
         doc = json.loads(Path(meta["output_uri"]).read_text())
         validate(doc, contract)
@@ -150,15 +170,23 @@ def test_bundle_embeds_its_evidence(factory, first_pass):
     assert bundle.config_hash == intake.config_hash
     assert bundle.training_run_record.train_run_id == bundle.train_run_id
     assert {g.name for g in bundle.feature_group_versions} == {
-        "customer_spending", "terminal_risk", "card_status"}
+        "customer_spending",
+        "terminal_risk",
+        "card_status",
+    }
     assert not any("card_number" in f.name for f in bundle.feature_schema)
-    report = EvaluationReport.model_validate_json(Path(bundle.evaluation_report_ref.uri).read_text())
+    report = EvaluationReport.model_validate_json(
+        Path(bundle.evaluation_report_ref.uri).read_text()
+    )
     assert bundle.gate_receipt.model_sha256 == report.model_sha256 == bundle.artifact_refs[0].sha256
     frame_meta, _ = latest_metadata(factory["instance"], "training_frame", WEEKS[0])
     record = TrainingFrameRecord.model_validate_json(Path(frame_meta["output_uri"]).read_text())
     assert report.frame_sha256 == record.frame.sha256
     gate = GateReceipt.model_validate_json(
-        Path(latest_metadata(factory["instance"], "gate_receipt", WEEKS[0])[0]["output_uri"]).read_text())
+        Path(
+            latest_metadata(factory["instance"], "gate_receipt", WEEKS[0])[0]["output_uri"]
+        ).read_text()
+    )
     assert gate.gate_status == bundle.gate_receipt.gate_status
 
 
@@ -174,27 +202,36 @@ def test_sensor_cursor_never_requests_a_bundle_twice(factory, first_pass):
     assert second.run_requests == []
 
 
-def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(factory, first_pass,
-                                                                            tmp_path):
+def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(
+    factory, first_pass, tmp_path
+):
     """Files are re-verified against the pinned digests when the frame is built."""
     catalog = factory["root"] / "catalog"
     copy = tmp_path / "catalog"
     shutil.copytree(catalog, copy)
-    resource = ModelFactoryResource(catalog_url=str(copy), store_url=str(tmp_path / "store"),
-                                    registry_url=str(tmp_path / "registry"))
+    resource = ModelFactoryResource(
+        catalog_url=str(copy),
+        store_url=str(tmp_path / "store"),
+        registry_url=str(tmp_path / "registry"),
+    )
     defs = build_definitions(resource)
     instance = factory["instance"]
     job = defs.resolve_job_def("weekly_training")
     week = "2026-03-09"
-    ok = job.execute_in_process(partition_key=week, instance=instance,
-                                asset_selection=[dg.AssetKey("dataset_manifests")])
+    ok = job.execute_in_process(
+        partition_key=week, instance=instance, asset_selection=[dg.AssetKey("dataset_manifests")]
+    )
     assert ok.success
     victim = next(copy.glob("datasets/events/transactions/v1/*/part-0.parquet"))
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    bad = job.execute_in_process(partition_key=week, instance=instance, raise_on_error=False,
-                                 asset_selection=[dg.AssetKey(k) for k in ("training_frame", "model")])
+    bad = job.execute_in_process(
+        partition_key=week,
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey(k) for k in ("training_frame", "model")],
+    )
     assert not bad.success
     failure = next(e for e in bad.all_events if e.is_step_failure)
     error, messages = failure.step_failure_data.error, []
@@ -216,11 +253,14 @@ def test_weekly_schedule_targets_the_week_that_just_closed(factory):
 
 
 def test_publish_runs_are_tagged_with_their_bundle(factory, first_pass):
-    runs = factory["instance"].get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME}))
+    runs = factory["instance"].get_runs(
+        filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})
+    )
     keys = {r.tags["dagster/run_key"] for r in runs}
     assert keys == {r.bundle_id for r in first_pass if r.gate == "PASS"}
     record = RegistryRecord.model_validate_json(
-        (factory["root"] / "registry" / "records" / f"{next(iter(keys))}.json").read_text())
+        (factory["root"] / "registry" / "records" / f"{next(iter(keys))}.json").read_text()
+    )
     assert record.published_by.startswith("sensor:")
 
 
@@ -230,7 +270,9 @@ def test_frame_export_is_the_assets_frame(factory, first_pass, tmp_path, monkeyp
     monkeypatch.setenv("MODEL_FACTORY_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MODEL_FACTORY_CATALOG", str(root / "catalog"))
     out = tmp_path / "frame.parquet"
-    result = CliRunner().invoke(main, ["frame", "build", "--partition", WEEKS[0], "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["frame", "build", "--partition", WEEKS[0], "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert sha256_hex(out.read_bytes()) in result.output
     meta, _ = latest_metadata(factory["instance"], "training_frame", WEEKS[0])
@@ -250,11 +292,21 @@ def test_bundle_reproduce_is_identical_and_joins_the_ledger(factory, first_pass,
     result = runner.invoke(main, ["bundle", "reproduce", bundle_id, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["verdict"] == "IDENTICAL"
-    observations = factory["instance"].fetch_observations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), asset_partitions=[WEEKS[0]]),
-        limit=10).records
-    verdicts = [o.asset_observation.metadata["reproduce_verdict"].value for o in observations
-                if "reproduce_verdict" in o.asset_observation.metadata]
+    observations = (
+        factory["instance"]
+        .fetch_observations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("model_bundle"), asset_partitions=[WEEKS[0]]
+            ),
+            limit=10,
+        )
+        .records
+    )
+    verdicts = [
+        o.asset_observation.metadata["reproduce_verdict"].value
+        for o in observations
+        if "reproduce_verdict" in o.asset_observation.metadata
+    ]
     assert verdicts == ["IDENTICAL"]
 
 

@@ -33,14 +33,17 @@ NO_DATA = "2026-03-16"
 BAD_CONFIGS = {
     "negative_window": ({"split_policy": {"train_days": -3}}, "split_policy.train_days"),
     "threshold_outside_0_1": ({"thresholds": [0.5, 1.5]}, "thresholds"),
-    "unknown_feature_group": ({"feature_group_versions": [{"name": "no_such_group", "version": "v1"}]},
-                              "no_such_group"),
+    "unknown_feature_group": (
+        {"feature_group_versions": [{"name": "no_such_group", "version": "v1"}]},
+        "no_such_group",
+    ),
 }
 
 
 def validate(doc: dict, contract: str) -> None:
     jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}).validate(doc)
+        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}
+    ).validate(doc)
 
 
 def files(folder: Path) -> list[Path]:
@@ -51,8 +54,11 @@ def files(folder: Path) -> list[Path]:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ledger")
     generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    resource = ModelFactoryResource(catalog_url=str(root / "catalog"), store_url=str(root / "store"),
-                                    registry_url=str(root / "registry"))
+    resource = ModelFactoryResource(
+        catalog_url=str(root / "catalog"),
+        store_url=str(root / "store"),
+        registry_url=str(root / "registry"),
+    )
     defs = build_definitions(resource)
     home = root / "dagster"
     home.mkdir()
@@ -64,29 +70,41 @@ def world(tmp_path_factory):
     out["automation_before"] = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     # A second attempt of the first train run: only its last stage again.
     job = defs.resolve_job_def("weekly_training")
-    job.execute_in_process(partition_key=TRAINED[0], instance=instance,
-                           asset_selection=[dg.AssetKey("model_bundle")],
-                           tags={"model_factory/triggered_by": "cli"})
+    job.execute_in_process(
+        partition_key=TRAINED[0],
+        instance=instance,
+        asset_selection=[dg.AssetKey("model_bundle")],
+        tags={"model_factory/triggered_by": "cli"},
+    )
     out["automation_after"] = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, cursor=out["automation_before"].cursor)
+        defs=defs, instance=instance, cursor=out["automation_before"].cursor
+    )
 
     store_before = files(root / "store")
     out["no_data"] = run_week(instance, defs, NO_DATA)
-    out["bad"] = {name: run_week(instance, defs, TRAINED[1],
-                                 {"ops": {"dataset_manifests": {"config": cfg}}})
-                  for name, (cfg, _) in BAD_CONFIGS.items()}
+    out["bad"] = {
+        name: run_week(instance, defs, TRAINED[1], {"ops": {"dataset_manifests": {"config": cfg}}})
+        for name, (cfg, _) in BAD_CONFIGS.items()
+    }
     out["store_unchanged"] = files(root / "store") == store_before
 
     # Intake pins the week, then one of its event files changes before the frame is built.
-    job.execute_in_process(partition_key=TAMPERED, instance=instance,
-                           asset_selection=[dg.AssetKey("dataset_manifests")])
+    job.execute_in_process(
+        partition_key=TAMPERED,
+        instance=instance,
+        asset_selection=[dg.AssetKey("dataset_manifests")],
+    )
     # The events of the week before: inside the test window of TAMPERED.
     [victim] = (root / "catalog").glob("datasets/events/transactions/v1/20260302T*/part-0.parquet")
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    job.execute_in_process(partition_key=TAMPERED, instance=instance, raise_on_error=False,
-                           asset_selection=[dg.AssetKey(s) for s in STAGES[1:]])
+    job.execute_in_process(
+        partition_key=TAMPERED,
+        instance=instance,
+        raise_on_error=False,
+        asset_selection=[dg.AssetKey(s) for s in STAGES[1:]],
+    )
     out["tampered_intake"] = run_week(instance, defs, TAMPERED)  # intake re-verifies: refused
     out["records"] = read_ledger(instance)
     yield out
@@ -115,13 +133,18 @@ def test_a_trained_week_is_one_record_with_every_output_and_its_trigger(world):
         assert record.provenance.triggered_by == "cli"
         assert record.outputs[0].name == "intake_receipt.json"
         assert len(record.outputs) == len(STAGES) and set(record.timings) == set(STAGES)
-        intake = instance.fetch_materializations(dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("dataset_manifests"), asset_partitions=[week]), limit=1).records[0]
+        intake = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("dataset_manifests"), asset_partitions=[week]
+            ),
+            limit=1,
+        ).records[0]
         meta = intake.asset_materialization.metadata
         assert record.config_hash == meta["config_hash"].value
         assert record.config == meta["config"].value
         assert [m.digest for m in record.input_dataset_manifests] == [
-            m["digest"] for m in meta["input_manifests"].value]
+            m["digest"] for m in meta["input_manifests"].value
+        ]
 
 
 def test_a_second_attempt_joins_its_train_run(world):
@@ -160,7 +183,10 @@ def test_a_tampered_file_fails_the_pinned_train_run_and_then_the_intake(world):
     assert pinned.attempts[1].failed_stage == "training_frame"
     assert [o.name for o in pinned.outputs] == ["intake_receipt.json"]
     [refused] = [r for r in records if r.train_run_id is None]
-    assert "DigestMismatchError" in refused.error and refused.attempts[0].failed_stage == "dataset_manifests"
+    assert (
+        "DigestMismatchError" in refused.error
+        and refused.attempts[0].failed_stage == "dataset_manifests"
+    )
 
 
 def test_ledger_command_filters_and_prints(world, monkeypatch):
@@ -179,7 +205,9 @@ def test_ledger_command_filters_and_prints(world, monkeypatch):
 
 
 def test_backtest_summary_lists_every_trained_week(world):
-    rec = world["instance"].fetch_materializations(dg.AssetKey("backtest_summary"), limit=10).records
+    rec = (
+        world["instance"].fetch_materializations(dg.AssetKey("backtest_summary"), limit=10).records
+    )
     assert len(rec) == 1  # refreshed once, by run_weeks
     meta = {k: getattr(v, "value", v) for k, v in rec[0].asset_materialization.metadata.items()}
     doc = json.loads(Path(meta["output_uri"]).read_text())

@@ -75,7 +75,9 @@ def test_postgres_template_is_a_valid_instance_config_reading_every_variable():
 def test_postgres_instance_refuses_missing_variables_a_foreign_file_and_unknown_kinds(tmp_path):
     settings = _settings(tmp_path, MODEL_FACTORY_INSTANCE="postgres")
     with pytest.raises(ConfigError) as missing:
-        settings.ensure_dagster_home({k: v for k, v in PG_ENV.items() if k != "DAGSTER_PG_PASSWORD"})
+        settings.ensure_dagster_home(
+            {k: v for k, v in PG_ENV.items() if k != "DAGSTER_PG_PASSWORD"}
+        )
     assert missing.value.field == "DAGSTER_PG_PASSWORD"
     assert not (settings.dagster_home / "dagster.yaml").exists()
 
@@ -110,13 +112,19 @@ class PgBackfill:
 def pg_backfill(postgres_server: PostgresServer, tmp_path_factory) -> Iterator[PgBackfill]:  # noqa: F811
     root = tmp_path_factory.mktemp("pg_instance")
     generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    env = {**os.environ, **postgres_server.env,
-           "MODEL_FACTORY_INSTANCE": "postgres", "DAGSTER_HOME": str(root / "dagster"),
-           "MODEL_FACTORY_HOME": str(root / "home"), "MODEL_FACTORY_CATALOG": str(root / "catalog"),
-           "MODEL_FACTORY_STORE": str(root / "store"),
-           "MODEL_FACTORY_REGISTRY": str(root / "registry"),
-           "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS": "5",
-           "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **postgres_server.env,
+        "MODEL_FACTORY_INSTANCE": "postgres",
+        "DAGSTER_HOME": str(root / "dagster"),
+        "MODEL_FACTORY_HOME": str(root / "home"),
+        "MODEL_FACTORY_CATALOG": str(root / "catalog"),
+        "MODEL_FACTORY_STORE": str(root / "store"),
+        "MODEL_FACTORY_REGISTRY": str(root / "registry"),
+        "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS": "5",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("MODEL_FACTORY_POLICY", None)
     # DAGSTER_HOME is prepared exactly as `model-factory` and `make ui` prepare it.
     Settings.from_env(env).ensure_dagster_home(env)
@@ -125,24 +133,40 @@ def pg_backfill(postgres_server: PostgresServer, tmp_path_factory) -> Iterator[P
     with mock.patch.dict(os.environ, postgres_server.env):
         try:
             server.start()
-            launched = server.graphql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": {
-                "partitionNames": list(TRAINABLE_WEEKS),
-                "assetSelection": [{"path": [s]} for s in STAGES],
-                "title": "backfill on PostgreSQL (test)"}})["launchPartitionBackfill"]
+            launched = server.graphql(
+                LAUNCH_PARTITION_BACKFILL_MUTATION,
+                {
+                    "backfillParams": {
+                        "partitionNames": list(TRAINABLE_WEEKS),
+                        "assetSelection": [{"path": [s]} for s in STAGES],
+                        "title": "backfill on PostgreSQL (test)",
+                    }
+                },
+            )["launchPartitionBackfill"]
             assert launched["__typename"] == "LaunchBackfillSuccess", launched
             instance = server.instance()
-            runs = wait_for("one finished run per week",
-                            lambda: _finished_runs(instance, launched["backfillId"],
-                                                   len(TRAINABLE_WEEKS)),
-                            timeout=420, every=2, log=server.log)
+            runs = wait_for(
+                "one finished run per week",
+                lambda: _finished_runs(instance, launched["backfillId"], len(TRAINABLE_WEEKS)),
+                timeout=420,
+                every=2,
+                log=server.log,
+            )
             pass_bundles = _pass_bundles(instance)
-            wait_for("the sensor to publish every PASS bundle",
-                     lambda: _publications_settled(server, set(pass_bundles)), timeout=150,
-                     every=2, log=server.log)
-            print(f"\nbackfill {launched['backfillId']} on PostgreSQL 127.0.0.1:{postgres_server.port}"
-                  f": {len(runs)} runs, {len(pass_bundles)} PASS bundle(s)")
-            yield PgBackfill(postgres_server, server, instance, launched["backfillId"], runs,
-                             pass_bundles)
+            wait_for(
+                "the sensor to publish every PASS bundle",
+                lambda: _publications_settled(server, set(pass_bundles)),
+                timeout=150,
+                every=2,
+                log=server.log,
+            )
+            print(
+                f"\nbackfill {launched['backfillId']} on PostgreSQL 127.0.0.1:{postgres_server.port}"
+                f": {len(runs)} runs, {len(pass_bundles)} PASS bundle(s)"
+            )
+            yield PgBackfill(
+                postgres_server, server, instance, launched["backfillId"], runs, pass_bundles
+            )
         finally:
             server.stop()
 
@@ -153,7 +177,8 @@ def test_every_week_of_the_backfill_succeeded_two_runs_at_a_time(pg_backfill):
     by_week = {r.dagster_run.tags["dagster/partition"]: r.dagster_run for r in pg_backfill.runs}
     assert sorted(by_week) == sorted(TRAINABLE_WEEKS)
     assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in by_week.values()), {
-        w: r.status for w, r in by_week.items()}
+        w: r.status for w, r in by_week.items()
+    }
     # The queued run coordinator really ran two weeks at once on this instance, never three.
     spans = sorted((r.start_time, r.end_time) for r in pg_backfill.runs)
     overlap = max(sum(s <= start < e for s, e in spans) for start, _ in spans)
@@ -163,11 +188,18 @@ def test_every_week_of_the_backfill_succeeded_two_runs_at_a_time(pg_backfill):
     for record in pg_backfill.runs:
         events = pg_backfill.instance.get_records_for_run(
             record.dagster_run.run_id,
-            of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
-        times = {(e.event_log_entry.dagster_event.event_type, e.event_log_entry.step_key): e.timestamp
-                 for e in events}
-        fits.append((times[(dg.DagsterEventType.STEP_START, "model")],
-                     times[(dg.DagsterEventType.STEP_SUCCESS, "model")]))
+            of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS},
+        ).records
+        times = {
+            (e.event_log_entry.dagster_event.event_type, e.event_log_entry.step_key): e.timestamp
+            for e in events
+        }
+        fits.append(
+            (
+                times[(dg.DagsterEventType.STEP_START, "model")],
+                times[(dg.DagsterEventType.STEP_SUCCESS, "model")],
+            )
+        )
     fits.sort()
     assert all(later[0] >= earlier[1] for earlier, later in pairwise(fits)), fits
 
@@ -176,15 +208,21 @@ def test_every_week_of_the_backfill_succeeded_two_runs_at_a_time(pg_backfill):
 @pytest.mark.xdist_group(POSTGRES_GROUP)
 def test_runs_and_event_log_live_in_postgresql_not_in_local_files(pg_backfill):
     run_ids = [r.dagster_run.run_id for r in pg_backfill.runs]
-    [(runs_in_pg,)] = pg_backfill.pg.query("SELECT count(*) FROM runs WHERE run_id = ANY(%s)",
-                                           run_ids)
+    [(runs_in_pg,)] = pg_backfill.pg.query(
+        "SELECT count(*) FROM runs WHERE run_id = ANY(%s)", run_ids
+    )
     assert runs_in_pg == len(run_ids)
-    per_run = dict(pg_backfill.pg.query(
-        "SELECT run_id, count(*) FROM event_logs WHERE run_id = ANY(%s) "
-        "AND dagster_event_type = 'ASSET_MATERIALIZATION' GROUP BY run_id", run_ids))
+    per_run = dict(
+        pg_backfill.pg.query(
+            "SELECT run_id, count(*) FROM event_logs WHERE run_id = ANY(%s) "
+            "AND dagster_event_type = 'ASSET_MATERIALIZATION' GROUP BY run_id",
+            run_ids,
+        )
+    )
     assert per_run == dict.fromkeys(run_ids, len(STAGES))  # six materializations per week
     [(pool_slots,)] = pg_backfill.pg.query(
-        "SELECT count(*) FROM concurrency_limits WHERE concurrency_key = 'training'")
+        "SELECT count(*) FROM concurrency_limits WHERE concurrency_key = 'training'"
+    )
     assert pool_slots == 1
     home = pg_backfill.server.dagster_home
     assert not [p for p in home.rglob("*.db")], "SQLite storage under DAGSTER_HOME"
@@ -206,14 +244,22 @@ def test_ledger_reads_the_runs_from_postgresql_also_from_a_fresh_home(pg_backfil
     # The CLI on an empty DAGSTER_HOME with MODEL_FACTORY_INSTANCE=postgres: it writes
     # dagster.yaml from the template and sees the same train runs, so they are in the database.
     env = {**pg_backfill.server.env, "DAGSTER_HOME": str(tmp_path / "fresh")}
-    out = subprocess.run([MODEL_FACTORY, "ledger", "--json"], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [MODEL_FACTORY, "ledger", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "fresh" / "dagster.yaml").read_bytes() == (
-        ROOT / "dagster.postgres.yaml").read_bytes()
+        ROOT / "dagster.postgres.yaml"
+    ).read_bytes()
     listed = {(r.train_run_id, r.partition_key) for r in records}
-    from_cli = {(d["train_run_id"], d["partition_key"])
-                for d in map(json.loads, out.stdout.splitlines())}
+    from_cli = {
+        (d["train_run_id"], d["partition_key"]) for d in map(json.loads, out.stdout.splitlines())
+    }
     assert from_cli == listed
 
 
@@ -227,7 +273,9 @@ def test_registry_holds_one_record_per_pass_bundle(pg_backfill):
     for bundle_id, record in registered.items():
         assert record.partition_key == pg_backfill.pass_bundles[bundle_id]
     publish_runs = pg_backfill.instance.get_run_records(
-        filters=dg.RunsFilter(job_name="publish_bundle"))
+        filters=dg.RunsFilter(job_name="publish_bundle")
+    )
     assert sorted(r.dagster_run.tags["dagster/run_key"] for r in publish_runs) == sorted(
-        pg_backfill.pass_bundles)
+        pg_backfill.pass_bundles
+    )
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in publish_runs)

@@ -109,8 +109,9 @@ def test_a_named_record_is_created_once_and_never_replaced(bucket, passed):
     before = fsspec.filesystem("s3").cat_file(uri)
     assert store.put_named_once("bundles/run/bundle.json", bundle) == (uri, False)
     with pytest.raises(ImmutabilityError) as info:
-        store.put_named_once("bundles/run/bundle.json",
-                             bundle.model_copy(update={"partition_key": "2026-03-02"}))
+        store.put_named_once(
+            "bundles/run/bundle.json", bundle.model_copy(update={"partition_key": "2026-03-02"})
+        )
     assert info.value.source == uri and info.value.field == "content digest"
     assert fsspec.filesystem("s3").cat_file(uri) == before
 
@@ -119,8 +120,10 @@ def test_racing_processes_create_a_key_exactly_once(bucket):
     ctx = multiprocessing.get_context("spawn")
     barrier, results = ctx.Barrier(4), ctx.Queue()
     path = f"{bucket}/race/key.json"
-    procs = [ctx.Process(target=race_write, args=(path, f"writer {i}".encode(), barrier, results))
-             for i in range(4)]
+    procs = [
+        ctx.Process(target=race_write, args=(path, f"writer {i}".encode(), barrier, results))
+        for i in range(4)
+    ]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=180) for _ in procs]
@@ -146,8 +149,12 @@ def catalog(tmp_path_factory):
 def s3_env(s3, catalog) -> FactoryEnv:
     """Catalog on disk; every artifact, bundle and record on S3."""
     name = new_bucket()
-    return FactoryEnv(Catalog(str(catalog)), ArtifactStore(f"s3://{name}/store"),
-                      FileRegistry(f"s3://{name}/registry"), Settings.from_env({}).policy())
+    return FactoryEnv(
+        Catalog(str(catalog)),
+        ArtifactStore(f"s3://{name}/store"),
+        FileRegistry(f"s3://{name}/registry"),
+        Settings.from_env({}).policy(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -190,9 +197,11 @@ def test_concurrent_publishers_leave_exactly_one_record(bucket, passed):
     assert statuses == ["already_published"] * 2 + ["published"]
     stored = keys(bucket)
     assert [k for k in stored if "/records/" in k] == [
-        f"{bucket}/registry/records/{bundle.bundle_id}.json"]
+        f"{bucket}/registry/records/{bundle.bundle_id}.json"
+    ]
     assert [k for k in stored if "/champions/" in k] == [
-        f"{bucket}/registry/champions/{bundle.model_family}/00000001.json"]
+        f"{bucket}/registry/champions/{bundle.model_family}/00000001.json"
+    ]
     assert len(FileRegistry(url).history(bundle.model_family)) == 1
 
 
@@ -208,9 +217,11 @@ def test_the_registry_sees_what_other_processes_wrote_since_it_last_listed(bucke
     record = registry.get(bundle.bundle_id).model_copy(update={"bundle_id": later})
     other.pipe_file(registry.record_path(later), canonical_json(record))
     change = registry.champion(bundle.model_family).model_copy(
-        update={"sequence": 2, "bundle_id": later, "previous_bundle_id": bundle.bundle_id})
-    other.pipe_file(f"{bucket}/registry/champions/{bundle.model_family}/00000002.json",
-                    canonical_json(change))
+        update={"sequence": 2, "bundle_id": later, "previous_bundle_id": bundle.bundle_id}
+    )
+    other.pipe_file(
+        f"{bucket}/registry/champions/{bundle.model_family}/00000002.json", canonical_json(change)
+    )
     assert [r.bundle_id for r in registry.records()] == [bundle.bundle_id, later]
     assert registry.champion(bundle.model_family).bundle_id == later
 
@@ -220,8 +231,11 @@ def test_a_different_bundle_under_a_registered_id_is_refused(bucket, passed):
     the record stays as that writer left it."""
     bundle, uri = passed
     registry = FileRegistry(f"s3://{bucket}/registry")
-    theirs = FileRegistry(f"s3://{bucket}/theirs").publish(
-        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id)).record
+    theirs = (
+        FileRegistry(f"s3://{bucket}/theirs")
+        .publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
+        .record
+    )
     other = theirs.model_copy(update={"bundle_sha256": "0" * 64})
     fs = fsspec.filesystem("s3")
     path = registry.record_path(bundle.bundle_id)
@@ -235,10 +249,12 @@ def test_a_different_bundle_under_a_registered_id_is_refused(bucket, passed):
 # -- buckets without conditional writes -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefix", [REJECTS_CONDITIONAL, IGNORES_CONDITIONAL],
-                         ids=["rejects-501", "ignores-header"])
-def test_a_bucket_without_conditional_writes_is_refused_and_nothing_is_overwritten(s3, prefix,
-                                                                                 monkeypatch):
+@pytest.mark.parametrize(
+    "prefix", [REJECTS_CONDITIONAL, IGNORES_CONDITIONAL], ids=["rejects-501", "ignores-header"]
+)
+def test_a_bucket_without_conditional_writes_is_refused_and_nothing_is_overwritten(
+    s3, prefix, monkeypatch
+):
     monkeypatch.delenv(S3_CONDITIONAL_WRITES_ENV, raising=False)
     name = new_bucket(prefix)
     fs = fsspec.filesystem("s3")
@@ -283,19 +299,34 @@ def test_an_unknown_conditional_write_mode_is_a_config_error():
 @pytest.mark.slow
 def test_a_week_runs_end_to_end_on_s3(s3, tmp_path):
     name = new_bucket()
-    env = {**s3.environ(), "MODEL_FACTORY_HOME": str(tmp_path / "home"),
-           "MODEL_FACTORY_CATALOG": f"s3://{name}/catalog", "MODEL_FACTORY_STORE": f"s3://{name}/store",
-           "MODEL_FACTORY_REGISTRY": f"s3://{name}/registry", "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **s3.environ(),
+        "MODEL_FACTORY_HOME": str(tmp_path / "home"),
+        "MODEL_FACTORY_CATALOG": f"s3://{name}/catalog",
+        "MODEL_FACTORY_STORE": f"s3://{name}/store",
+        "MODEL_FACTORY_REGISTRY": f"s3://{name}/registry",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     for var in ("MODEL_FACTORY_POLICY", "DAGSTER_HOME", S3_CONDITIONAL_WRITES_ENV):
         env.pop(var, None)
     cli = [sys.executable, "-m", "model_factory.cli"]
-    made = subprocess.run([*cli, "demo-data", "--weeks", "9", "--customers", "600", "--terminals",
-                           "1200"], env=env, capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [*cli, "demo-data", "--weeks", "9", "--customers", "600", "--terminals", "1200"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr[-3000:]
     config = tmp_path / "config.json"  # point gates: this small week passes, so it is published
     config.write_text(LENIENT.model_dump_json())
-    ran = subprocess.run([*cli, "run", "--from", WEEK, "--to", WEEK, "--config", str(config),
-                          "--json"], env=env, capture_output=True, text=True, timeout=600)
+    ran = subprocess.run(
+        [*cli, "run", "--from", WEEK, "--to", WEEK, "--config", str(config), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     week = json.loads(ran.stdout.strip().splitlines()[-1])
     assert week["week"] == WEEK and week["gate"] == "PASS" and week["published"], week
@@ -303,8 +334,10 @@ def test_a_week_runs_end_to_end_on_s3(s3, tmp_path):
     record = registry.get(week["bundle_id"])
     assert record.bundle_uri.startswith(f"s3://{name}/store/bundles/")
     bundle = verify_bundle(record.bundle_uri)
-    assert bundle.partition_key == WEEK and registry.champion(bundle.model_family).bundle_id == \
-        bundle.bundle_id
+    assert (
+        bundle.partition_key == WEEK
+        and registry.champion(bundle.model_family).bundle_id == bundle.bundle_id
+    )
     stored = keys(name)
     assert any(k.startswith(f"{name}/catalog/") for k in stored)
     assert not [k for k in stored if ".tmp-" in k or k.endswith(".partial")]

@@ -36,13 +36,17 @@ MODEL_FACTORY = str(Path(sys.executable).parent / "model-factory")
 
 def validate(doc: dict, contract: str) -> None:
     jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}).validate(doc)
+        {"$ref": f"#/$defs/{contract}", "$defs": SCHEMA["$defs"]}
+    ).validate(doc)
 
 
 def latest(instance: dg.DagsterInstance, asset: str, week: str | None = None):
     recs = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset),
-                              asset_partitions=[week] if week else None), limit=1).records
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[week] if week else None
+        ),
+        limit=1,
+    ).records
     if not recs:
         return None, None
     meta = {k: getattr(v, "value", v) for k, v in recs[0].asset_materialization.metadata.items()}
@@ -50,14 +54,21 @@ def latest(instance: dg.DagsterInstance, asset: str, week: str | None = None):
 
 
 def ledger(server, *args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([MODEL_FACTORY, "ledger", *args], env=server.env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [MODEL_FACTORY, "ledger", *args],
+        env=server.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out
 
 
-def test_backfill_runs_one_run_per_week_and_materializes_every_trainable_week(dagster_server,
-                                                                              backfill):
+def test_backfill_runs_one_run_per_week_and_materializes_every_trainable_week(
+    dagster_server, backfill
+):
     instance = dagster_server.instance()
     assert backfill.status == "COMPLETED_FAILED"  # the week without data fails, the rest succeed
     by_week = {r.dagster_run.tags["dagster/partition"]: r.dagster_run for r in backfill.runs}
@@ -83,7 +94,8 @@ def test_sensor_published_exactly_the_pass_bundles_once_each(dagster_server, bac
         assert record.partition_key == backfill.pass_bundles[bundle_id]
         assert record.published_by == "sensor:publish_pass_bundles"
     publish_runs = dagster_server.instance().get_run_records(
-        filters=dg.RunsFilter(job_name="publish_bundle"))
+        filters=dg.RunsFilter(job_name="publish_bundle")
+    )
     keys = Counter(r.dagster_run.tags["dagster/run_key"] for r in publish_runs)
     assert keys == Counter(set(backfill.pass_bundles))  # once each, nothing else
     assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in publish_runs)
@@ -102,24 +114,33 @@ def test_ledger_lists_each_train_run_with_its_backfill_id(dagster_server, backfi
         bundle, _ = latest(instance, "model_bundle", week)
         assert record["train_run_id"] == bundle["train_run_id"]
         assert record["bundle_id"] == bundle["bundle_id"]
-        assert record["status"] == {"PASS": "succeeded", "FAIL": "gate_failed"}[bundle["gate_status"]]
+        assert (
+            record["status"] == {"PASS": "succeeded", "FAIL": "gate_failed"}[bundle["gate_status"]]
+        )
         assert record["config_hash"] == bundle["config_hash"] and record["config"]
         assert [o["sha256"] for o in record["outputs"]] == [
-            latest(instance, s, week)[0]["output_sha256"] for s in STAGES]
+            latest(instance, s, week)[0]["output_sha256"] for s in STAGES
+        ]
         assert len(record["input_dataset_manifests"]) > 0
         [attempt] = record["attempts"]
         assert attempt["backfill_id"] == backfill.id
         assert attempt["triggered_by"] == f"backfill:{backfill.id}"
         assert attempt["dagster_run_id"] == runs[week]
         assert attempt["stages"] == list(STAGES)
-    [failed] = [r for r in records if r["partition_key"] == WEEK_WITHOUT_DATA
-                and r["attempts"][0]["backfill_id"] == backfill.id]
+    [failed] = [
+        r
+        for r in records
+        if r["partition_key"] == WEEK_WITHOUT_DATA
+        and r["attempts"][0]["backfill_id"] == backfill.id
+    ]
     assert failed["status"] == "failed" and failed["train_run_id"] is None
     assert "MissingInputError" in failed["error"] and "time_window" in failed["error"]
     assert failed["attempts"][0]["failed_stage"] == "dataset_manifests"
 
-    first, last = ([r["train_run_id"] for r in records if r["partition_key"] == w and r["train_run_id"]]
-                   for w in (TRAINABLE_WEEKS[0], TRAINABLE_WEEKS[-1]))
+    first, last = (
+        [r["train_run_id"] for r in records if r["partition_key"] == w and r["train_run_id"]]
+        for w in (TRAINABLE_WEEKS[0], TRAINABLE_WEEKS[-1])
+    )
     table = ledger(dagster_server, "--week", TRAINABLE_WEEKS[0]).stdout  # what a person reads
     assert first[0] in table and f"backfill:{backfill.id}" in table
     assert last[0] not in table and WEEK_WITHOUT_DATA not in table
@@ -148,12 +169,19 @@ def test_training_steps_share_one_pool_slot_and_runs_are_capped(dagster_server, 
     for record in backfill.runs:
         events = instance.get_records_for_run(
             record.dagster_run.run_id,
-            of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}).records
-        times = {(e.event_log_entry.dagster_event.event_type, e.event_log_entry.step_key): e.timestamp
-                 for e in events}
+            of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS},
+        ).records
+        times = {
+            (e.event_log_entry.dagster_event.event_type, e.event_log_entry.step_key): e.timestamp
+            for e in events
+        }
         if (dg.DagsterEventType.STEP_START, "model") in times:
-            fits.append((times[(dg.DagsterEventType.STEP_START, "model")],
-                         times[(dg.DagsterEventType.STEP_SUCCESS, "model")]))
+            fits.append(
+                (
+                    times[(dg.DagsterEventType.STEP_START, "model")],
+                    times[(dg.DagsterEventType.STEP_SUCCESS, "model")],
+                )
+            )
     assert len(fits) == len(TRAINABLE_WEEKS)
     fits.sort()
     assert all(later[0] >= earlier[1] for earlier, later in pairwise(fits)), fits
@@ -168,29 +196,47 @@ def test_training_steps_share_one_pool_slot_and_runs_are_capped(dagster_server, 
 def test_launchpad_refuses_invalid_config_before_any_work(dagster_server, backfill):
     client = DagsterGraphQLClient("127.0.0.1", port_number=dagster_server.port)
     week = WEEK_WITHOUT_DATA  # already failed: the partition statuses the UI shows stay as they are
-    launch = dict(job_name="weekly_training", repository_location_name=LOCATION,
-                  repository_name="__repository__", tags={"dagster/partition": week})
+    launch = dict(
+        job_name="weekly_training",
+        repository_location_name=LOCATION,
+        repository_name="__repository__",
+        tags={"dagster/partition": week},
+    )
 
     # A misspelt field: Dagster refuses the launch itself, naming the field.
     with pytest.raises(DagsterGraphQLClientError) as refused:
-        client.submit_job_execution(**launch, run_config={"ops": {"dataset_manifests": {
-            "config": {"split_policy": {"train_dayz": 14}}}}})
+        client.submit_job_execution(
+            **launch,
+            run_config={
+                "ops": {"dataset_manifests": {"config": {"split_policy": {"train_dayz": 14}}}}
+            },
+        )
     assert "train_dayz" in str(refused.value)
 
     # An out-of-range value: the run starts, and its first step fails before its body runs.
     store = dagster_server.root / "store"
     before = sorted(p for p in store.rglob("*") if p.is_file())
-    run_id = client.submit_job_execution(**launch, run_config={"ops": {"dataset_manifests": {
-        "config": {"split_policy": {"train_days": -7}}}}})
-    wait_for("the invalid run to fail",
-             lambda: client.get_run_status(run_id) in (dg.DagsterRunStatus.FAILURE,
-                                                       dg.DagsterRunStatus.SUCCESS),
-             timeout=120, every=1, log=dagster_server.log)
+    run_id = client.submit_job_execution(
+        **launch,
+        run_config={"ops": {"dataset_manifests": {"config": {"split_policy": {"train_days": -7}}}}},
+    )
+    wait_for(
+        "the invalid run to fail",
+        lambda: (
+            client.get_run_status(run_id)
+            in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS)
+        ),
+        timeout=120,
+        every=1,
+        log=dagster_server.log,
+    )
     assert client.get_run_status(run_id) == dg.DagsterRunStatus.FAILURE
     time.sleep(1)
     assert sorted(p for p in store.rglob("*") if p.is_file()) == before  # nothing written
-    records = [json.loads(line) for line in ledger(dagster_server, "--week", week, "--json")
-               .stdout.splitlines()]
+    records = [
+        json.loads(line)
+        for line in ledger(dagster_server, "--week", week, "--json").stdout.splitlines()
+    ]
     [failed] = [r for r in records if r["attempts"][0]["dagster_run_id"] == run_id]
     assert failed["status"] == "failed" and failed["train_run_id"] is None
     assert failed["config_hash"] is None  # the config itself was invalid

@@ -47,34 +47,68 @@ def feature_schema_digest(schema: list[FeatureSpec]) -> str:
     return sha256_hex(canonical_json([f.model_dump(mode="json") for f in schema]))
 
 
-def assemble_bundle(*, intake: IntakeReceipt, audit: LeakageAudit, feature_schema: list[FeatureSpec],
-                    feature_groups: list[FeatureGroupVersion], model_ref: ArtifactRef,
-                    frame_ref: ArtifactRef, report_ref: EvaluationReportRef, receipt: GateReceipt,
-                    policy_config: DecisionPolicy, provenance: Provenance | None = None
-                    ) -> ModelBundle:
+def assemble_bundle(
+    *,
+    intake: IntakeReceipt,
+    audit: LeakageAudit,
+    feature_schema: list[FeatureSpec],
+    feature_groups: list[FeatureGroupVersion],
+    model_ref: ArtifactRef,
+    frame_ref: ArtifactRef,
+    report_ref: EvaluationReportRef,
+    receipt: GateReceipt,
+    policy_config: DecisionPolicy,
+    provenance: Provenance | None = None,
+) -> ModelBundle:
     """Everything a registry and a reproducer need, by reference, plus the run's record."""
     record = TrainingRunRecord(
-        train_run_id=intake.train_run_id, status="succeeded", partition_key=intake.partition_key,
-        model_family=intake.config.model_family, config_hash=intake.config_hash,
-        code_version=intake.code_version, input_dataset_manifests=intake.input_dataset_manifests,
-        outputs=[frame_ref, model_ref, ArtifactRef(name="evaluation_report.json", uri=report_ref.uri,
-                                                   sha256=report_ref.digest, size_bytes=0,
-                                                   media_type="application/json")],
-        created_at_utc=datetime.now(UTC), provenance=provenance)
+        train_run_id=intake.train_run_id,
+        status="succeeded",
+        partition_key=intake.partition_key,
+        model_family=intake.config.model_family,
+        config_hash=intake.config_hash,
+        code_version=intake.code_version,
+        input_dataset_manifests=intake.input_dataset_manifests,
+        outputs=[
+            frame_ref,
+            model_ref,
+            ArtifactRef(
+                name="evaluation_report.json",
+                uri=report_ref.uri,
+                sha256=report_ref.digest,
+                size_bytes=0,
+                media_type="application/json",
+            ),
+        ],
+        created_at_utc=datetime.now(UTC),
+        provenance=provenance,
+    )
     fields = dict(
-        train_run_id=intake.train_run_id, partition_key=intake.partition_key,
-        model_family=intake.config.model_family, xgboost_version=xgb.__version__,
-        artifact_refs=[model_ref], feature_schema=feature_schema,
+        train_run_id=intake.train_run_id,
+        partition_key=intake.partition_key,
+        model_family=intake.config.model_family,
+        xgboost_version=xgb.__version__,
+        artifact_refs=[model_ref],
+        feature_schema=feature_schema,
         feature_schema_digest=feature_schema_digest(feature_schema),
         feature_group_versions=feature_groups,
-        input_dataset_manifests=intake.input_dataset_manifests, evaluation_report_ref=report_ref,
-        policy_config=policy_config, gate_receipt=receipt, gate_history=intake.gate_history, leakage_audit=audit,
-        config=intake.config, config_hash=intake.config_hash, code_version=intake.code_version,
-        policy_digest=intake.policy_digest, training_run_record=record,
-        created_at_utc=datetime.now(UTC))
+        input_dataset_manifests=intake.input_dataset_manifests,
+        evaluation_report_ref=report_ref,
+        policy_config=policy_config,
+        gate_receipt=receipt,
+        gate_history=intake.gate_history,
+        leakage_audit=audit,
+        config=intake.config,
+        config_hash=intake.config_hash,
+        code_version=intake.code_version,
+        policy_digest=intake.policy_digest,
+        training_run_record=record,
+        created_at_utc=datetime.now(UTC),
+    )
     draft = ModelBundle.model_construct(bundle_id="mfb-" + "0" * 20, **fields)
-    return ModelBundle.model_validate({**draft.model_dump(mode="json"),
-                                       "bundle_id": bundle_id_of(draft.model_dump(mode="json"))})
+    return ModelBundle.model_validate(
+        {**draft.model_dump(mode="json"), "bundle_id": bundle_id_of(draft.model_dump(mode="json"))}
+    )
 
 
 def write_bundle(store: ArtifactStore, bundle: ModelBundle) -> tuple[str, bool]:
@@ -90,7 +124,9 @@ def find_bundle(store_url: str, bundle_id: str) -> str:
         uri = store.location.uri(path)
         if load_bundle(uri).bundle_id == bundle_id:
             return uri
-    raise ModelFactoryError("no bundle with this id in the store", source=store_url, field="bundle_id")
+    raise ModelFactoryError(
+        "no bundle with this id in the store", source=store_url, field="bundle_id"
+    )
 
 
 def load_bundle(uri: str) -> ModelBundle:
@@ -129,9 +165,14 @@ def verification(uri: str) -> BundleVerification:
     """Recompute every digest the bundle pins and report each one's status."""
     raw = read_json(uri)
     bundle = parse_document(raw, ModelBundle, source=uri)
-    checks = [_check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
-              _check("feature_schema_digest", bundle.feature_schema_digest,
-                     feature_schema_digest(bundle.feature_schema))]
+    checks = [
+        _check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
+        _check(
+            "feature_schema_digest",
+            bundle.feature_schema_digest,
+            feature_schema_digest(bundle.feature_schema),
+        ),
+    ]
     for ref in [*bundle.artifact_refs, artifact_named(bundle, FRAME_ARTIFACT)]:
         checks.append(_check(ref.name, ref.sha256, _blob_digest(ref.uri)))
     report_digest = None
@@ -144,16 +185,25 @@ def verification(uri: str) -> BundleVerification:
     receipt = bundle.gate_receipt
     model_sha = model_ref(bundle).sha256
     checks += [
-        _check("gate_receipt.evaluation_report", bundle.evaluation_report_ref.digest,
-               receipt.evaluation_report_ref.digest),
+        _check(
+            "gate_receipt.evaluation_report",
+            bundle.evaluation_report_ref.digest,
+            receipt.evaluation_report_ref.digest,
+        ),
         _check("gate_receipt.model_sha256", model_sha, receipt.model_sha256),
         _check("gate_receipt.train_run_id", bundle.train_run_id, receipt.train_run_id),
     ]
     if report is not None:
-        checks += [_check("evaluation_report.model_sha256", model_sha, report.model_sha256),
-                   _check("evaluation_report.train_run_id", bundle.train_run_id, report.train_run_id)]
-    return BundleVerification(bundle_uri=uri, bundle_id=bundle.bundle_id,
-                              valid=all(c.status == "ok" for c in checks), checks=checks)
+        checks += [
+            _check("evaluation_report.model_sha256", model_sha, report.model_sha256),
+            _check("evaluation_report.train_run_id", bundle.train_run_id, report.train_run_id),
+        ]
+    return BundleVerification(
+        bundle_uri=uri,
+        bundle_id=bundle.bundle_id,
+        valid=all(c.status == "ok" for c in checks),
+        checks=checks,
+    )
 
 
 def verify_bundle(uri: str) -> ModelBundle:
@@ -161,8 +211,11 @@ def verify_bundle(uri: str) -> ModelBundle:
     result = verification(uri)
     for c in result.checks:
         if c.status != "ok":
-            raise DigestMismatchError(f"{c.name}: expected {c.expected}, found {c.actual or 'nothing'}",
-                                      source=uri, field=c.name)
+            raise DigestMismatchError(
+                f"{c.name}: expected {c.expected}, found {c.actual or 'nothing'}",
+                source=uri,
+                field=c.name,
+            )
     return load_bundle(uri)
 
 
@@ -172,32 +225,49 @@ def smoke_test(bundle: ModelBundle) -> int:
     trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref(bundle)), nthread=1)
     names = [f.name for f in bundle.feature_schema]
     if list(trained.booster.feature_names or []) != names:
-        raise ModelFactoryError(f"model inputs {trained.booster.feature_names} differ from the "
-                                f"bundle's feature schema {names}", field="feature_schema")
+        raise ModelFactoryError(
+            f"model inputs {trained.booster.feature_names} differ from the "
+            f"bundle's feature schema {names}",
+            field="feature_schema",
+        )
     frame = frame_from_parquet(ArtifactStore.get_bytes(artifact_named(bundle, FRAME_ARTIFACT)))
     rows = frame.filter(pl.col("split") == "test").head(SMOKE_ROWS)
     scores = trained.predict(feature_matrix(rows, names))
-    if scores.shape != (rows.height,) or not np.all(np.isfinite(scores)) or \
-            not np.all((scores >= 0) & (scores <= 1)):
-        raise ModelFactoryError("the model's scores on its own frame are not probabilities",
-                                field="artifact_refs")
+    if (
+        scores.shape != (rows.height,)
+        or not np.all(np.isfinite(scores))
+        or not np.all((scores >= 0) & (scores <= 1))
+    ):
+        raise ModelFactoryError(
+            "the model's scores on its own frame are not probabilities", field="artifact_refs"
+        )
     return rows.height
 
 
-def check_serving_schema(bundle: ModelBundle, serving: list[FeatureSpec],
-                         groups: list[FeatureGroupVersion] | None = None) -> CompatibilityReport:
+def check_serving_schema(
+    bundle: ModelBundle, serving: list[FeatureSpec], groups: list[FeatureGroupVersion] | None = None
+) -> CompatibilityReport:
     """Can a serving feature schema (and its feature-group versions) feed this bundle's model?"""
     offered = {f.name: f for f in serving}
     wanted = {f.name: f for f in bundle.feature_schema}
     missing = [n for n in wanted if n not in offered]
-    dtypes = [f"{n}: bundle {wanted[n].dtype}, serving {offered[n].dtype}"
-              for n in wanted if n in offered and offered[n].dtype != wanted[n].dtype]
+    dtypes = [
+        f"{n}: bundle {wanted[n].dtype}, serving {offered[n].dtype}"
+        for n in wanted
+        if n in offered and offered[n].dtype != wanted[n].dtype
+    ]
     versions: list[str] = []
     if groups is not None:
         served = {g.name: g.version for g in groups}
-        versions = [f"{g.name}: bundle {g.version}, serving {served.get(g.name, 'absent')}"
-                    for g in bundle.feature_group_versions if served.get(g.name) != g.version]
-    return CompatibilityReport(compatible=not (missing or dtypes or versions),
-                               missing_features=missing, dtype_mismatches=dtypes,
-                               group_version_mismatches=versions,
-                               extra_features=[n for n in offered if n not in wanted])
+        versions = [
+            f"{g.name}: bundle {g.version}, serving {served.get(g.name, 'absent')}"
+            for g in bundle.feature_group_versions
+            if served.get(g.name) != g.version
+        ]
+    return CompatibilityReport(
+        compatible=not (missing or dtypes or versions),
+        missing_features=missing,
+        dtype_mismatches=dtypes,
+        group_version_mismatches=versions,
+        extra_features=[n for n in offered if n not in wanted],
+    )

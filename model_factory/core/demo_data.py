@@ -438,8 +438,10 @@ def _events_frame(tx: _Transactions, cents: np.ndarray, customers: int) -> pl.Da
             # A second PII column, matched by pattern rather than by name, for the privacy scan.
             "customer_email": pl.Series(tx.customer).cast(pl.String).str.zfill(6),
         }
-    ).with_columns(event_id=pl.lit("tx-") + pl.col("event_id"),
-                   customer_email=pl.lit("holder-") + pl.col("customer_email") + "@mail.example")
+    ).with_columns(
+        event_id=pl.lit("tx-") + pl.col("event_id"),
+        customer_email=pl.lit("holder-") + pl.col("customer_email") + "@mail.example",
+    )
 
 
 def _labels_frame(labels: _Labels, event_ids: pl.Series, family: str) -> pl.DataFrame:

@@ -21,8 +21,13 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
     return field, err.get("msg", "invalid")
 
 
-def parse_document(data: bytes | str | dict[str, Any], model: type[M], *, source: str,
-                   error: type[ModelFactoryError] = ModelFactoryError) -> M:
+def parse_document(
+    data: bytes | str | dict[str, Any],
+    model: type[M],
+    *,
+    source: str,
+    error: type[ModelFactoryError] = ModelFactoryError,
+) -> M:
     """Parse JSON into a contract model, turning any failure into ``error`` naming file+field."""
     try:
         obj = data if isinstance(data, dict) else json.loads(data)
@@ -32,5 +37,8 @@ def parse_document(data: bytes | str | dict[str, Any], model: type[M], *, source
         return model.model_validate(obj)
     except ValidationError as exc:
         field, msg = first_error(exc)
-        raise error(f"{msg} ({exc.error_count()} problem(s) in {model.__name__})",
-                    source=source, field=field) from exc
+        raise error(
+            f"{msg} ({exc.error_count()} problem(s) in {model.__name__})",
+            source=source,
+            field=field,
+        ) from exc

@@ -22,14 +22,14 @@ ENV = "MODEL_FACTORY_CRASH_AT"
 # Every point a run passes, in run order; the crash test kills each one (``link`` once per kind
 # of file: see the test's list).
 POINTS = (
-    "intake.verified",          # manifests found and every file verified, receipt not stored
-    "link",                     # storage.write_exclusive: temp file complete, final name absent
-    "frame.built",              # frame parquet stored, its record not yet
-    "training.fitted",          # XGBoost fitted, model bytes not stored
-    "report.evaluated",         # report computed and its HTML stored, report not stored
-    "gate.decided",             # verdict computed, receipt not stored
-    "bundle.written",           # bundle.json under its final name, the run not yet recorded
-    "publish.recorded",         # registry record written, champion history not yet
+    "intake.verified",  # manifests found and every file verified, receipt not stored
+    "link",  # storage.write_exclusive: temp file complete, final name absent
+    "frame.built",  # frame parquet stored, its record not yet
+    "training.fitted",  # XGBoost fitted, model bytes not stored
+    "report.evaluated",  # report computed and its HTML stored, report not stored
+    "gate.decided",  # verdict computed, receipt not stored
+    "bundle.written",  # bundle.json under its final name, the run not yet recorded
+    "publish.recorded",  # registry record written, champion history not yet
 )
 
 

@@ -136,7 +136,9 @@ def _split_expr(windows: LeakagePolicy) -> pl.Expr:
     t = pl.col("event_time")
     expr = pl.lit(None, dtype=_SPLIT)
     for name, w in _split_windows(windows):
-        expr = pl.when((t >= w.start) & (t < w.end)).then(pl.lit(name, dtype=_SPLIT)).otherwise(expr)
+        expr = (
+            pl.when((t >= w.start) & (t < w.end)).then(pl.lit(name, dtype=_SPLIT)).otherwise(expr)
+        )
     return expr
 
 
@@ -576,7 +578,9 @@ def _gather_rows(matrix: np.ndarray, used: np.ndarray) -> list[pl.Series]:
     _in_two_halves(part, n, align=_GATHER_CHUNK)  # each half owns whole bytes of validity
     arrow_type = pa.from_numpy_dtype(matrix.dtype)
     return [
-        pl.Series(pa.Array.from_buffers(arrow_type, n, [pa.py_buffer(valid[j]), pa.py_buffer(values[j])]))
+        pl.Series(
+            pa.Array.from_buffers(arrow_type, n, [pa.py_buffer(valid[j]), pa.py_buffer(values[j])])
+        )
         for j in range(width)
     ]
 
@@ -630,9 +634,7 @@ class _Prepared:
     index: _EntityIndex | None
 
 
-def _prepare_snapshots(
-    snapshots: pl.DataFrame, keys: list[str], features: list[str]
-) -> _Prepared:
+def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[str]) -> _Prepared:
     right = (
         snapshots
         if JOIN_AT in snapshots.columns
@@ -650,7 +652,11 @@ def _match_group(
     frame: pl.DataFrame, prepared: _Prepared, keys: list[str], ttl: timedelta | None
 ) -> _GroupPlan:
     right = prepared.right.with_columns(
-        [pl.col(k).cast(frame.schema[k]) for k in keys if prepared.right.schema[k] != frame.schema[k]]
+        [
+            pl.col(k).cast(frame.schema[k])
+            for k in keys
+            if prepared.right.schema[k] != frame.schema[k]
+        ]
     )
     return _GroupPlan(
         source=prepared.source,
@@ -833,8 +839,9 @@ def _plan_frame(
     cfg, windows = receipt.config, receipt.windows
     # Intake refused these already; the frame builder checks again against the policy it runs
     # under, so no receipt (however made) gets a PII column read into a frame.
-    check_no_pii(policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id,
-                 "event_features")
+    check_no_pii(
+        policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id, "event_features"
+    )
     groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})
@@ -898,7 +905,9 @@ def _plan_frame(
         features = feature_columns(entry)
         plans.append((sel.name, _Matching(future, kept), features))
         columns = [f"{sel.name}__{f}" for f in features]
-        groups.append(GroupJoin(sel.name, sel.version, entry.manifest.keys, ttls[sel.name], columns))
+        groups.append(
+            GroupJoin(sel.name, sel.version, entry.manifest.keys, ttls[sel.name], columns)
+        )
         schema += [
             FeatureSpec(
                 name=c,
@@ -990,9 +999,7 @@ def write_training_frame(
             frame_writer.close()
             evidence_writer.close()
         plan.plans.clear()  # the snapshots have served
-        frame = pl.concat(
-            [pl.scan_parquet(path), pl.scan_parquet(evidence_path)], how="horizontal"
-        )
+        frame = pl.concat([pl.scan_parquet(path), pl.scan_parquet(evidence_path)], how="horizontal")
         # batch by batch: the two files are read side by side, so no filter can be pushed
         # into one of them, and the in-memory engine would load every column a rule reads
         with pl.Config(engine_affinity="streaming"):
@@ -1030,7 +1037,10 @@ class FrameWriter:
             # useless and make writing several times slower
             strings = [f.name for f in table.schema if f.type in (pa.string(), pa.large_string())]
             self._writer = pq.ParquetWriter(
-                self._sink, table.schema, compression=self._compression, write_statistics=True,
+                self._sink,
+                table.schema,
+                compression=self._compression,
+                write_statistics=True,
                 use_dictionary=strings,
             )
         self._writer.write_table(table, row_group_size=FRAME_ROW_GROUP)

@@ -48,19 +48,32 @@ def _point(report: EvaluationReport, metric: str) -> float | None:
     return float(test.positives) if metric == "positives" else getattr(test, metric)
 
 
-def _report_ci(report: EvaluationReport, metric: str, settings: GateSettings
-               ) -> ConfidenceInterval | None:
+def _report_ci(
+    report: EvaluationReport, metric: str, settings: GateSettings
+) -> ConfidenceInterval | None:
     """The report's interval, when it was made exactly as the gate would make it."""
     ci = getattr(report.metrics["test"], f"{metric}_ci", None)
-    same = ci is not None and abs(ci.level - settings.confidence_level) < 1e-12 and \
-        ci.resamples == settings.bootstrap_resamples and ci.seed == settings.bootstrap_seed
+    same = (
+        ci is not None
+        and abs(ci.level - settings.confidence_level) < 1e-12
+        and ci.resamples == settings.bootstrap_resamples
+        and ci.seed == settings.bootstrap_seed
+    )
     return ci if same else None
 
 
-def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
-           floor: float | None, mandatory: bool) -> GateCriterion:
-    boot = {"resamples": settings.bootstrap_resamples, "seed": settings.bootstrap_seed,
-            "level": settings.confidence_level}
+def _judge(
+    spec: GateCriterionSpec,
+    ev: GateEvidence,
+    settings: GateSettings,
+    floor: float | None,
+    mandatory: bool,
+) -> GateCriterion:
+    boot = {
+        "resamples": settings.bootstrap_resamples,
+        "seed": settings.bootstrap_seed,
+        "level": settings.confidence_level,
+    }
     ci: ConfidenceInterval | None = None
     observed: float | None
     threshold = spec.threshold
@@ -70,7 +83,8 @@ def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
         detail = f"test {spec.metric}"
     elif spec.kind == "ci_lower_bound":
         ci = _report_ci(ev.report, spec.metric, settings) or bootstrap_ci(
-            ev.y_test, ev.score_test, spec.metric, **boot)
+            ev.y_test, ev.score_test, spec.metric, **boot
+        )
         observed = ci.lower if ci is not None else None
         detail = f"lower bound of the {settings.confidence_level:.0%} CI of test {spec.metric}"
     elif spec.kind == "non_inferiority":
@@ -82,13 +96,18 @@ def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
             observed = None
             detail = f"champion {ev.champion.bundle_id} could not be scored: {ev.champion_problem}"
         else:
-            ci = paired_bootstrap_delta(ev.y_test, ev.score_test, ev.champion_score_test, spec.metric,
-                                        **boot)
+            ci = paired_bootstrap_delta(
+                ev.y_test, ev.score_test, ev.champion_score_test, spec.metric, **boot
+            )
             observed = ci.lower if ci is not None else None
-            detail = (f"lower CI bound of {spec.metric}(candidate) - {spec.metric}(champion "
-                      f"{ev.champion.bundle_id}) on the same {ev.y_test.size} test rows")
+            detail = (
+                f"lower CI bound of {spec.metric}(candidate) - {spec.metric}(champion "
+                f"{ev.champion.bundle_id}) on the same {ev.y_test.size} test rows"
+            )
     else:  # stability
-        earlier = [v for _, r in ev.history[-spec.weeks:] if (v := _point(r, spec.metric)) is not None]
+        earlier = [
+            v for _, r in ev.history[-spec.weeks :] if (v := _point(r, spec.metric)) is not None
+        ]
         current = _point(ev.report, spec.metric)
         if not earlier or current is None:
             observed, applicable = None, False
@@ -103,9 +122,19 @@ def _judge(spec: GateCriterionSpec, ev: GateEvidence, settings: GateSettings,
         passed = False
     else:
         passed = observed >= threshold if spec.comparator == ">=" else observed <= threshold
-    return GateCriterion(name=spec.name, metric=spec.metric, kind=spec.kind,
-                         comparator=spec.comparator, threshold=threshold, policy_floor=floor,
-                         mandatory=mandatory, observed=observed, ci=ci, passed=passed, detail=detail)
+    return GateCriterion(
+        name=spec.name,
+        metric=spec.metric,
+        kind=spec.kind,
+        comparator=spec.comparator,
+        threshold=threshold,
+        policy_floor=floor,
+        mandatory=mandatory,
+        observed=observed,
+        ci=ci,
+        passed=passed,
+        detail=detail,
+    )
 
 
 def _reason(c: GateCriterion) -> str:
@@ -116,8 +145,13 @@ def _reason(c: GateCriterion) -> str:
 def decide_gate(settings: GateSettings, policy: GovernancePolicy, ev: GateEvidence) -> GateReceipt:
     """Judge every criterion; an ordinary FAIL is a verdict, not an error."""
     criteria = [
-        _judge(spec, ev, settings, policy.gate_floors.get(spec.name),
-               spec.name in policy.mandatory_criteria)
+        _judge(
+            spec,
+            ev,
+            settings,
+            policy.gate_floors.get(spec.name),
+            spec.name in policy.mandatory_criteria,
+        )
         for spec in settings.criteria
     ]
     failed = [c for c in criteria if not c.passed]
@@ -126,8 +160,10 @@ def decide_gate(settings: GateSettings, policy: GovernancePolicy, ev: GateEviden
     reasons = [_reason(c) for c in failed] + leakage_reasons(leakage)
     reasons = reasons or [f"all {len(criteria)} criteria met"]
     if ev.champion is None:
-        reasons.append("no champion: the first model of family "
-                       f"'{ev.report.model_family}' is judged on absolute criteria only")
+        reasons.append(
+            "no champion: the first model of family "
+            f"'{ev.report.model_family}' is judged on absolute criteria only"
+        )
     status = judged
     if settings.override is not None and judged == "FAIL" and leakage.suspected:
         # An override accepts a weaker model; it cannot vouch for evidence that may be void.
@@ -137,15 +173,29 @@ def decide_gate(settings: GateSettings, policy: GovernancePolicy, ev: GateEviden
         reasons.append(f"FORCED PASS by {settings.override.approver}: {settings.override.reason}")
     test = ev.report.metrics["test"]
     return GateReceipt(
-        train_run_id=ev.report.train_run_id, gate_status=status, judged_status=judged,
+        train_run_id=ev.report.train_run_id,
+        gate_status=status,
+        judged_status=judged,
         criteria=criteria,
-        observed_metrics={"roc_auc": test.roc_auc, "pr_auc": test.pr_auc, "brier": test.brier,
-                          "log_loss": test.log_loss, "positives": float(test.positives),
-                          "rows": float(test.rows)},
-        reasons=reasons, evaluation_report_ref=ev.report_ref, model_sha256=ev.report.model_sha256,
-        frame_sha256=ev.frame_sha256, champion=ev.champion,
-        bootstrap={"resamples": settings.bootstrap_resamples, "seed": settings.bootstrap_seed,
-                   "level": settings.confidence_level},
+        observed_metrics={
+            "roc_auc": test.roc_auc,
+            "pr_auc": test.pr_auc,
+            "brier": test.brier,
+            "log_loss": test.log_loss,
+            "positives": float(test.positives),
+            "rows": float(test.rows),
+        },
+        reasons=reasons,
+        evaluation_report_ref=ev.report_ref,
+        model_sha256=ev.report.model_sha256,
+        frame_sha256=ev.frame_sha256,
+        champion=ev.champion,
+        bootstrap={
+            "resamples": settings.bootstrap_resamples,
+            "seed": settings.bootstrap_seed,
+            "level": settings.confidence_level,
+        },
         override=settings.override if status != judged else None,
         leakage=leakage,
-        emitted_at_utc=datetime.now(UTC))
+        emitted_at_utc=datetime.now(UTC),
+    )

@@ -33,13 +33,17 @@ def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: 
         raise PolicyViolationError(
             f"training data [{span.start:%Y-%m-%d}, {span.end:%Y-%m-%d}) is outside the allowed "
             f"window [{allowed.start:%Y-%m-%d}, {allowed.end:%Y-%m-%d})",
-            source=source, field="allowed_data_window")
+            source=source,
+            field="allowed_data_window",
+        )
     for i, excluded in enumerate(policy.excluded_ranges):
         if excluded.overlaps(span):
             raise PolicyViolationError(
                 f"training data [{span.start:%Y-%m-%d}, {span.end:%Y-%m-%d}) touches the excluded "
                 f"range [{excluded.start:%Y-%m-%d}, {excluded.end:%Y-%m-%d})",
-                source=source, field=f"excluded_ranges[{i}]")
+                source=source,
+                field=f"excluded_ranges[{i}]",
+            )
 
 
 def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
@@ -49,12 +53,14 @@ def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
     return [c for c in columns if c.lower() in named or any(p.search(c) for p in patterns)]
 
 
-def check_no_pii(policy: GovernancePolicy, columns: Iterable[str], source: str | None,
-                 field: str) -> None:
+def check_no_pii(
+    policy: GovernancePolicy, columns: Iterable[str], source: str | None, field: str
+) -> None:
     found = pii_columns(policy, columns)
     if found:
-        raise PolicyViolationError(f"PII columns {found} may never enter a frame or bundle",
-                                   source=source, field=field)
+        raise PolicyViolationError(
+            f"PII columns {found} may never enter a frame or bundle", source=source, field=field
+        )
 
 
 def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | None) -> None:
@@ -63,7 +69,9 @@ def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | N
     if not any(fnmatch(triggered_by, pattern) for pattern in policy.allowed_triggerers):
         raise PolicyViolationError(
             f"'{triggered_by}' may not trigger training (allowed: {policy.allowed_triggerers})",
-            source=source, field="allowed_triggerers")
+            source=source,
+            field="allowed_triggerers",
+        )
 
 
 def floor_is_relaxed(spec: GateCriterionSpec, floor: float) -> bool:
@@ -78,14 +86,20 @@ def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: 
     names = {c.name for c in settings.criteria}
     missing = [m for m in policy.mandatory_criteria if m not in names]
     if missing:
-        raise PolicyViolationError(f"mandatory gate criteria {missing} are missing from the config",
-                                   source=source, field="gates.criteria")
+        raise PolicyViolationError(
+            f"mandatory gate criteria {missing} are missing from the config",
+            source=source,
+            field="gates.criteria",
+        )
     for i, spec in enumerate(settings.criteria):
         floor = policy.gate_floors.get(spec.name)
         if floor is not None and floor_is_relaxed(spec, floor):
             raise PolicyViolationError(
                 f"criterion '{spec.name}' sets {spec.threshold:g}, weaker than the policy floor {floor:g}",
-                source=source, field=f"gates.criteria[{i}].threshold")
+                source=source,
+                field=f"gates.criteria[{i}].threshold",
+            )
     if settings.override is not None and not policy.allow_override:
-        raise PolicyViolationError("the policy does not allow gate overrides", source=source,
-                                   field="gates.override")
+        raise PolicyViolationError(
+            "the policy does not allow gate overrides", source=source, field="gates.override"
+        )

@@ -31,13 +31,22 @@ def code_version() -> str:
     return f"{__version__}+{digest[:12]}"
 
 
-def train_run_id(partition_key: str, cfg_hash: str, manifest_digests: list[str],
-                 code: str, gate_pins: dict | None = None) -> str:
+def train_run_id(
+    partition_key: str,
+    cfg_hash: str,
+    manifest_digests: list[str],
+    code: str,
+    gate_pins: dict | None = None,
+) -> str:
     """Same week + config + inputs + code ⇒ same train run; anything else ⇒ a new one.
 
     ``gate_pins`` (the champion and earlier weeks the gate compares with) are inputs too.
     """
-    payload = {"partition_key": partition_key, "config_hash": cfg_hash,
-               "input_manifests": sorted(manifest_digests), "code_version": code,
-               "gate_pins": gate_pins or {}}
+    payload = {
+        "partition_key": partition_key,
+        "config_hash": cfg_hash,
+        "input_manifests": sorted(manifest_digests),
+        "code_version": code,
+        "gate_pins": gate_pins or {},
+    }
     return short_id("mfr", sha256_hex(canonical_json(payload)))

@@ -55,12 +55,15 @@ def find_inputs(catalog: Catalog, config: TrainingConfig, windows: LeakagePolicy
     """Select the manifests covering the windows; coverage gaps are errors."""
     span = data_span(windows)
     events = catalog.find("events", config.events.name, config.events.version, span.start, span.end)
-    labels = catalog.find("labels", config.labels.name, config.labels.version, span.start, windows.cut)
+    labels = catalog.find(
+        "labels", config.labels.name, config.labels.version, span.start, windows.cut
+    )
     # Every snapshot written before the last event: the join needs only the TTL lookback, but
     # the audit must tell a stale snapshot (dropped by the TTL) from none at all.
     groups = {
-        sel.name: catalog.find("feature_group", sel.name, sel.version, None, span.end,
-                               require_coverage=False)
+        sel.name: catalog.find(
+            "feature_group", sel.name, sel.version, None, span.end, require_coverage=False
+        )
         for sel in config.feature_group_versions
     }
     return FrameInputs(events=events, labels=labels, feature_groups=groups)
@@ -73,8 +76,10 @@ def _drift(first: CatalogEntry, other: CatalogEntry) -> str | None:
     if a == b:
         return None
     retyped = [f"{n}: {a[n]} -> {b[n]}" for n in a if n in b and a[n] != b[n]]
-    return (f"missing {sorted(set(a) - set(b))}, new {sorted(set(b) - set(a))}, "
-            f"retyped {retyped} (compared with {first.uri})")
+    return (
+        f"missing {sorted(set(a) - set(b))}, new {sorted(set(b) - set(a))}, "
+        f"retyped {retyped} (compared with {first.uri})"
+    )
 
 
 def check_same_schema(entries: list[CatalogEntry], what: str) -> None:
@@ -83,52 +88,74 @@ def check_same_schema(entries: list[CatalogEntry], what: str) -> None:
     for e in entries[1:]:
         drift = _drift(entries[0], e)
         if drift:
-            raise SchemaMismatchError(f"{what} schema drifts between weeks: {drift}", source=e.uri,
-                                      field="columns")
+            raise SchemaMismatchError(
+                f"{what} schema drifts between weeks: {drift}", source=e.uri, field="columns"
+            )
 
 
-def check_compatibility(config: TrainingConfig, inputs: FrameInputs, policy: GovernancePolicy) -> None:
+def check_compatibility(
+    config: TrainingConfig, inputs: FrameInputs, policy: GovernancePolicy
+) -> None:
     """Manifests carry the columns, keys and label family the config asks for, keep one schema
     across weeks, and no PII column is selected (as a feature or as a join key)."""
     check_same_schema(inputs.events, "events")
     check_same_schema(inputs.labels, "labels")
     for e in inputs.events:
         names = e.manifest.column_names()
-        for field, cols in (("event_features", config.event_features), ("entity_keys", config.entity_keys)):
+        for field, cols in (
+            ("event_features", config.event_features),
+            ("entity_keys", config.entity_keys),
+        ):
             missing = [c for c in cols if c not in names]
             if missing:
-                raise SchemaMismatchError(f"events lack columns {missing} named in the config",
-                                          source=e.uri, field=field)
+                raise SchemaMismatchError(
+                    f"events lack columns {missing} named in the config", source=e.uri, field=field
+                )
         check_no_pii(policy, config.event_features, e.uri, "event_features")
         check_no_pii(policy, config.entity_keys, e.uri, "entity_keys")
     for e in inputs.labels:
         if e.manifest.label_family != config.label_family:
             raise SchemaMismatchError(
                 f"label family '{e.manifest.label_family}' is not the config's '{config.label_family}'",
-                source=e.uri, field="label_family")
+                source=e.uri,
+                field="label_family",
+            )
         for col in ("event_id", "label_value", "observed_time"):
             if col not in e.manifest.column_names():
-                raise SchemaMismatchError(f"labels lack column '{col}'", source=e.uri, field="columns")
+                raise SchemaMismatchError(
+                    f"labels lack column '{col}'", source=e.uri, field="columns"
+                )
         dtype = next(c.dtype for c in e.manifest.columns if c.name == "label_value")
         if not dtype.startswith(("int", "uint", "bool")):
-            raise SchemaMismatchError(f"label_value must be an integer column, found {dtype}",
-                                      source=e.uri, field="label_value")
+            raise SchemaMismatchError(
+                f"label_value must be an integer column, found {dtype}",
+                source=e.uri,
+                field="label_value",
+            )
     for name, entries in inputs.feature_groups.items():
         first = entries[0]
         for e in entries:
-            if e.manifest.columns != first.manifest.columns or e.manifest.keys != first.manifest.keys:
+            if (
+                e.manifest.columns != first.manifest.columns
+                or e.manifest.keys != first.manifest.keys
+            ):
                 raise SchemaMismatchError(
                     f"feature group '{name}' changes schema between weeks: "
                     f"{_drift(first, e) or f'keys {first.manifest.keys} -> {e.manifest.keys}'}",
-                    source=e.uri, field="columns")
+                    source=e.uri,
+                    field="columns",
+                )
             if e.manifest.ttl_seconds != first.manifest.ttl_seconds:
-                raise SchemaMismatchError(f"feature group '{name}' changes its TTL", source=e.uri,
-                                          field="ttl_seconds")
+                raise SchemaMismatchError(
+                    f"feature group '{name}' changes its TTL", source=e.uri, field="ttl_seconds"
+                )
         unknown = [k for k in first.manifest.keys if k not in config.entity_keys]
         if unknown:
             raise SchemaMismatchError(
                 f"feature group '{name}' is keyed by {unknown}, not among the events' entity_keys",
-                source=first.uri, field="keys")
+                source=first.uri,
+                field="keys",
+            )
         check_no_pii(policy, feature_columns(first), first.uri, "columns")
 
 
@@ -144,7 +171,10 @@ def check_label_values(entries: list[CatalogEntry], label_family: str) -> None:
         if bad:
             raise SchemaMismatchError(
                 f"label family '{label_family}' takes values {sorted(LABEL_VALUES)}, found "
-                f"{bad[:5]}", source=e.uri, field="label_value")
+                f"{bad[:5]}",
+                source=e.uri,
+                field="label_value",
+            )
 
 
 def check_not_empty(events: list[CatalogEntry], windows: LeakagePolicy) -> None:
@@ -156,14 +186,22 @@ def check_not_empty(events: list[CatalogEntry], windows: LeakagePolicy) -> None:
         if covering and not sum(e.manifest.row_count for e in covering):
             raise MissingInputError(
                 f"no events in the {split} window [{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d}): "
-                f"every manifest covering it has 0 rows", source=covering[0].uri, field="row_count")
+                f"every manifest covering it has 0 rows",
+                source=covering[0].uri,
+                field="row_count",
+            )
 
 
 def check_locations(catalog: Catalog, inputs: FrameInputs, policy: GovernancePolicy) -> None:
     root = catalog.location.uri(catalog.location.root)
     for e in inputs.all_entries():
-        check_file_locations(e.manifest, e.uri, root=root,
-                             allowed_schemes=policy.allowed_url_schemes, data_roots=policy.data_roots)
+        check_file_locations(
+            e.manifest,
+            e.uri,
+            root=root,
+            allowed_schemes=policy.allowed_url_schemes,
+            data_roots=policy.data_roots,
+        )
 
 
 def feature_columns(entry: CatalogEntry) -> list[str]:
@@ -172,10 +210,16 @@ def feature_columns(entry: CatalogEntry) -> list[str]:
     return [c for c in m.column_names() if c not in skip]
 
 
-def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy: GovernancePolicy,
-           provenance: Provenance | None = None, policy_source: str = "built-in default policy",
-           champion: ChampionRef | None = None, gate_history: list[WeekReportRef] | None = None,
-           ) -> tuple[IntakeReceipt, FrameInputs]:
+def intake(
+    catalog: Catalog,
+    config: TrainingConfig,
+    partition_key: str,
+    policy: GovernancePolicy,
+    provenance: Provenance | None = None,
+    policy_source: str = "built-in default policy",
+    champion: ChampionRef | None = None,
+    gate_history: list[WeekReportRef] | None = None,
+) -> tuple[IntakeReceipt, FrameInputs]:
     """Resolve windows, check policy, find + verify every manifest file, pin the train run
     (with the champion and the earlier weeks its gate will compare with)."""
     windows = resolve_windows(partition_key, config.split_policy)
@@ -197,26 +241,42 @@ def intake(catalog: Catalog, config: TrainingConfig, partition_key: str, policy:
     history = gate_history or []
     policy_sha = policy_digest(policy)
     # The policy is a pin like the champion: other rules, another train run.
-    pins = {"champion": champion.bundle_id if champion else None,
-            "history": [h.evaluation_report_ref.digest for h in history], "policy": policy_sha}
+    pins = {
+        "champion": champion.bundle_id if champion else None,
+        "history": [h.evaluation_report_ref.digest for h in history],
+        "policy": policy_sha,
+    }
     receipt = IntakeReceipt(
         train_run_id=train_run_id(partition_key, cfg_hash, [r.digest for r in refs], code, pins),
-        partition_key=partition_key, config=config, config_hash=cfg_hash, code_version=code,
-        windows=windows, input_dataset_manifests=refs, champion=champion, gate_history=history,
-        policy_digest=policy_sha, provenance=provenance)
+        partition_key=partition_key,
+        config=config,
+        config_hash=cfg_hash,
+        code_version=code,
+        windows=windows,
+        input_dataset_manifests=refs,
+        champion=champion,
+        gate_history=history,
+        policy_digest=policy_sha,
+        provenance=provenance,
+    )
     return receipt, inputs
 
 
 def reload_inputs(receipt: IntakeReceipt, *, verify_files: bool = True) -> FrameInputs:
     """The pinned manifests again, refusing any whose content changed since intake."""
     by_role: dict[str, list[CatalogEntry]] = {"events": [], "labels": []}
-    groups: dict[str, list[CatalogEntry]] = {g.name: [] for g in receipt.config.feature_group_versions}
+    groups: dict[str, list[CatalogEntry]] = {
+        g.name: [] for g in receipt.config.feature_group_versions
+    }
     for ref in receipt.input_dataset_manifests:
         m = read_manifest(ref.uri)
         digest = manifest_digest(m)
         if digest != ref.digest:
-            raise DigestMismatchError(f"manifest changed since intake: sha256 {digest}, pinned {ref.digest}",
-                                      source=ref.uri, field="digest")
+            raise DigestMismatchError(
+                f"manifest changed since intake: sha256 {digest}, pinned {ref.digest}",
+                source=ref.uri,
+                field="digest",
+            )
         if verify_files:
             verify_manifest_files(m, ref.uri, check_window=False)
         entry = CatalogEntry(ref.uri, m, digest)

@@ -91,7 +91,9 @@ class Journal:
         """Every entry, in sequence order (no checks: see ``verify_chain``)."""
         return [self.read(s) for s in self.sequences()]
 
-    def find(self, kind: str, subject: str, sequences: list[int] | None = None) -> JournalEntry | None:
+    def find(
+        self, kind: str, subject: str, sequences: list[int] | None = None
+    ) -> JournalEntry | None:
         for seq in sequences if sequences is not None else self.sequences():
             if seq not in self._subjects:
                 e = self.read(seq)
@@ -100,8 +102,16 @@ class Journal:
                 return self.read(seq)
         return None
 
-    def append(self, *, kind: str, subject: str, uri: str, sha256: str, unique: bool = False,
-               **details: Any) -> tuple[JournalEntry, bool]:
+    def append(
+        self,
+        *,
+        kind: str,
+        subject: str,
+        uri: str,
+        sha256: str,
+        unique: bool = False,
+        **details: Any,
+    ) -> tuple[JournalEntry, bool]:
         """Append an entry after the current tail; returns (entry, appended).
 
         With ``unique``, an entry of the same kind and subject already in the journal is returned
@@ -114,14 +124,27 @@ class Journal:
                 return found, False
             tail = seqs[-1] if seqs else 0
             prev = sha256_hex(self._read(tail)) if tail else GENESIS_DIGEST
-            entry = JournalEntry(sequence=tail + 1, prev_digest=prev, kind=kind, subject=subject,
-                                 uri=uri, sha256=sha256, recorded_at_utc=datetime.now(UTC), **details)
-            if write_exclusive(self.location.fs, self.entry_path(entry.sequence), canonical_json(entry)):
+            entry = JournalEntry(
+                sequence=tail + 1,
+                prev_digest=prev,
+                kind=kind,
+                subject=subject,
+                uri=uri,
+                sha256=sha256,
+                recorded_at_utc=datetime.now(UTC),
+                **details,
+            )
+            if write_exclusive(
+                self.location.fs, self.entry_path(entry.sequence), canonical_json(entry)
+            ):
                 return entry, True
             # Another writer took that sequence: back off a little so a crowd spreads out.
             time.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
-        raise ModelFactoryError("could not append to the journal: too many concurrent writers",
-                                source=self.url, field="sequence")
+        raise ModelFactoryError(
+            "could not append to the journal: too many concurrent writers",
+            source=self.url,
+            field="sequence",
+        )
 
 
 def verify_chain(journal: Journal, anchor: tuple[int, str] | None = None) -> ChainCheck:
@@ -134,23 +157,30 @@ def verify_chain(journal: Journal, anchor: tuple[int, str] | None = None) -> Cha
     check = ChainCheck()
 
     def problem(kind: str, path: str, detail: str, field_: str | None = None) -> None:
-        check.problems.append(IntegrityProblem(kind=kind, source=loc.uri(path), field=field_,
-                                               detail=detail))
+        check.problems.append(
+            IntegrityProblem(kind=kind, source=loc.uri(path), field=field_, detail=detail)
+        )
 
     names = journal._names()
     for name in names:
         if not _NAME.match(name) and not name.startswith("."):
-            problem("stray_file", join(loc.root, name),
-                    "a file in the journal that is not an entry (entries are <12 digits>.json)")
+            problem(
+                "stray_file",
+                join(loc.root, name),
+                "a file in the journal that is not an entry (entries are <12 digits>.json)",
+            )
     present = set(journal.sequences())
     last = max(present, default=0)
     prev: StoredEntry | None = None
     for seq in range(1, last + 1):
         path = journal.entry_path(seq)
         if seq not in present:
-            problem("entry_missing", path,
-                    f"entry {seq} is missing: it was deleted (entries {seq + 1}..{last} follow it)",
-                    "sequence")
+            problem(
+                "entry_missing",
+                path,
+                f"entry {seq} is missing: it was deleted (entries {seq + 1}..{last} follow it)",
+                "sequence",
+            )
             prev = None
             continue
         data = fs.cat_file(path)
@@ -162,32 +192,50 @@ def verify_chain(journal: Journal, anchor: tuple[int, str] | None = None) -> Cha
         check.entries.append(stored)
         e = stored.entry
         if e is not None and e.sequence != seq:
-            problem("entry_out_of_place", path,
-                    f"the entry in file {seq} says it is entry {e.sequence}: entries were "
-                    "reordered, renamed or inserted", "sequence")
+            problem(
+                "entry_out_of_place",
+                path,
+                f"the entry in file {seq} says it is entry {e.sequence}: entries were "
+                "reordered, renamed or inserted",
+                "sequence",
+            )
         expected_prev = GENESIS_DIGEST if seq == 1 else (prev.digest if prev else None)
         if e is not None and expected_prev is not None and e.prev_digest != expected_prev:
             if seq == 1:
-                problem("entry_edited", path, "the first entry's prev_digest is not the genesis "
-                        "digest (64 zeros): entries before it were removed or it was replaced",
-                        "prev_digest")
+                problem(
+                    "entry_edited",
+                    path,
+                    "the first entry's prev_digest is not the genesis "
+                    "digest (64 zeros): entries before it were removed or it was replaced",
+                    "prev_digest",
+                )
             else:
                 # The link says which of the two changed only up to this: entry seq-1's bytes are
                 # not what entry seq was chained to.
-                problem("entry_edited", prev.path,  # type: ignore[union-attr]
-                        f"entry {seq - 1} has sha256 {prev.digest}, but entry {seq} was "  # type: ignore[union-attr]
-                        f"chained to {e.prev_digest}: entry {seq - 1} was edited or replaced, or "
-                        f"entry {seq} was inserted after it", "prev_digest")
+                problem(
+                    "entry_edited",
+                    prev.path,  # type: ignore[union-attr]
+                    f"entry {seq - 1} has sha256 {prev.digest}, but entry {seq} was "  # type: ignore[union-attr]
+                    f"chained to {e.prev_digest}: entry {seq - 1} was edited or replaced, or "
+                    f"entry {seq} was inserted after it",
+                    "prev_digest",
+                )
         prev = stored
     if check.entries:
-        check.head_sequence, check.head_digest = check.entries[-1].sequence, check.entries[-1].digest
+        check.head_sequence, check.head_digest = (
+            check.entries[-1].sequence,
+            check.entries[-1].digest,
+        )
     if anchor is not None:
         seq, digest = anchor
         found = next((s for s in check.entries if s.sequence == seq), None)
         if found is None or found.digest != digest:
-            problem("anchor_mismatch", journal.entry_path(seq),
-                    f"the anchor says entry {seq} has sha256 {digest}; "
-                    + ("it is gone" if found is None else f"it now has {found.digest}")
-                    + ": the journal was truncated or rewritten since the anchor was taken",
-                    "sequence")
+            problem(
+                "anchor_mismatch",
+                journal.entry_path(seq),
+                f"the anchor says entry {seq} has sha256 {digest}; "
+                + ("it is gone" if found is None else f"it now has {found.digest}")
+                + ": the journal was truncated or rewritten since the anchor was taken",
+                "sequence",
+            )
     return check

@@ -107,9 +107,7 @@ def _stale_values(frame: pl.LazyFrame, g: GroupJoin) -> dict[str, dict]:
     # the test is one boolean per row over every column: no row's values are copied
     carries = _stale(g) & pl.any_horizontal([pl.col(c).is_not_null() for c in g.columns])
     found = (
-        frame.select(
-            "split", age=pl.col("event_time") - pl.col(avail_column(g.name)), bad=carries
-        )
+        frame.select("split", age=pl.col("event_time") - pl.col(avail_column(g.name)), bad=carries)
         .filter("bad")
         .group_by("split")
         .agg(n=pl.len(), age=pl.col("age").max())
@@ -146,9 +144,11 @@ def _feature_groups(
     aggs = [e for g in groups for e in _group_aggs(g)]
     per_split = {
         r["split"]: r
-        for r in frame.select("split", *columns).group_by("split").agg(aggs).collect().iter_rows(
-            named=True
-        )
+        for r in frame.select("split", *columns)
+        .group_by("split")
+        .agg(aggs)
+        .collect()
+        .iter_rows(named=True)
     }
     audits, stale_values = [], {}
     for g in groups:
@@ -273,7 +273,9 @@ def _source_column(spec: FeatureSpec) -> str:
 
 
 def feature_label_auc(
-    frame: pl.DataFrame | pl.LazyFrame, features: list[str], seed: int,
+    frame: pl.DataFrame | pl.LazyFrame,
+    features: list[str],
+    seed: int,
     rows: int = AUC_SAMPLE_ROWS,
 ) -> dict[str, float | None]:
     """ROC-AUC of each feature alone on a seeded sample of labelled training rows, nulls and

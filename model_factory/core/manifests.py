@@ -72,7 +72,7 @@ def _location_key(uri: str) -> tuple[str, str]:
     so a link inside the catalog that points outside it is outside."""
     scheme = url_scheme(uri)
     if scheme == "file":
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
+        path = uri[len("file://") :] if uri.startswith("file://") else uri
         return scheme, os.path.realpath(path)
     rest = uri.split("://", 1)[1] if "://" in uri else uri.split(":", 1)[1]
     return scheme, posixpath.normpath("/" + rest.lstrip("/"))
@@ -80,12 +80,19 @@ def _location_key(uri: str) -> tuple[str, str]:
 
 def _is_under(uri: str, root: str) -> bool:
     (scheme, path), (root_scheme, root_path) = _location_key(uri), _location_key(root)
-    return scheme == root_scheme and (path == root_path or
-                                      path.startswith(root_path.rstrip("/") + "/"))
+    return scheme == root_scheme and (
+        path == root_path or path.startswith(root_path.rstrip("/") + "/")
+    )
 
 
-def check_file_locations(manifest: DatasetManifest, manifest_uri: str, *, root: str,
-                         allowed_schemes: Sequence[str], data_roots: Sequence[str] = ()) -> None:
+def check_file_locations(
+    manifest: DatasetManifest,
+    manifest_uri: str,
+    *,
+    root: str,
+    allowed_schemes: Sequence[str],
+    data_roots: Sequence[str] = (),
+) -> None:
     """Every data file uses an allowed URL scheme and lies under the catalog root (or one of
     ``data_roots``): no '..', no absolute path elsewhere, no symlink pointing out."""
     for i, entry in enumerate(manifest.files):
@@ -94,16 +101,26 @@ def check_file_locations(manifest: DatasetManifest, manifest_uri: str, *, root: 
         if scheme not in allowed_schemes:
             raise PolicyViolationError(
                 f"data file '{entry.path}' uses the URL scheme '{scheme}', not among the "
-                f"allowed {list(allowed_schemes)}", source=manifest_uri, field=field)
+                f"allowed {list(allowed_schemes)}",
+                source=manifest_uri,
+                field=field,
+            )
         if ".." in re.split(r"[/\\]", entry.path):
-            raise ManifestError(f"data file path '{entry.path}' contains '..': paths may not "
-                                "climb out of their folder", source=manifest_uri, field=field)
+            raise ManifestError(
+                f"data file path '{entry.path}' contains '..': paths may not "
+                "climb out of their folder",
+                source=manifest_uri,
+                field=field,
+            )
         uri = resolve_file_uri(manifest_uri, entry.path)
         roots = [root, *data_roots]
         if not any(_is_under(uri, r) for r in roots):
             raise ManifestError(
                 f"data file {uri} resolves to {_location_key(uri)[1]}, outside the catalog root "
-                f"and the policy's data_roots {roots}", source=manifest_uri, field=field)
+                f"and the policy's data_roots {roots}",
+                source=manifest_uri,
+                field=field,
+            )
 
 
 def _arrow_schema(uri: str) -> pa.Schema:
@@ -114,7 +131,9 @@ def _arrow_schema(uri: str) -> pa.Schema:
     except FileNotFoundError as exc:
         raise MissingInputError("data file does not exist", source=uri, field="files") from exc
     except (pa.ArrowException, OSError) as exc:  # truncated or corrupt: no footer, bad thrift
-        raise ManifestError(f"not a readable parquet file ({exc})", source=uri, field="files") from exc
+        raise ManifestError(
+            f"not a readable parquet file ({exc})", source=uri, field="files"
+        ) from exc
 
 
 def _columns(schema: pa.Schema) -> list[ColumnSpec]:
@@ -123,13 +142,21 @@ def _columns(schema: pa.Schema) -> list[ColumnSpec]:
 
 def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, datetime | None]:
     """Min and max of the time column; a null time belongs to no window and is refused."""
-    frame = pl.scan_parquet(list(uris)).select(
-        pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi"),
-        pl.col(column).null_count().alias("nulls"),
-    ).collect()
+    frame = (
+        pl.scan_parquet(list(uris))
+        .select(
+            pl.col(column).min().alias("lo"),
+            pl.col(column).max().alias("hi"),
+            pl.col(column).null_count().alias("nulls"),
+        )
+        .collect()
+    )
     if frame["nulls"][0]:
-        raise ManifestError(f"{frame['nulls'][0]} row(s) have a null {column}: every row needs a time",
-                            source=uris[0], field=column)
+        raise ManifestError(
+            f"{frame['nulls'][0]} row(s) have a null {column}: every row needs a time",
+            source=uris[0],
+            field=column,
+        )
     return frame["lo"][0], frame["hi"][0]
 
 
@@ -139,7 +166,8 @@ def _check_time_column(schema: pa.Schema, column: str, source: str) -> None:
         raise SchemaMismatchError(f"column '{column}' is missing", source=source, field=column)
     if not pa.types.is_timestamp(field.type) or field.type.tz not in ("UTC", "+00:00", "Etc/UTC"):
         raise SchemaMismatchError(
-            f"must be a UTC timestamp, found {field.type}", source=source, field=column)
+            f"must be a UTC timestamp, found {field.type}", source=source, field=column
+        )
 
 
 def create_manifest(
@@ -171,7 +199,10 @@ def create_manifest(
         other = _arrow_schema(uri)
         if not other.equals(schema):
             raise SchemaMismatchError(
-                f"schema differs from {file_uris[0]}: {other} vs {schema}", source=uri, field="columns")
+                f"schema differs from {file_uris[0]}: {other} vs {schema}",
+                source=uri,
+                field="columns",
+            )
         fs, path = open_uri(uri)
         digest, size = file_sha256(fs, path)
         with fs.open(path, "rb") as f:
@@ -194,12 +225,25 @@ def create_manifest(
     elif lo is not None and not (window.start <= lo and hi < window.end):
         raise ManifestError(
             f"data spans [{lo}, {hi}] which is not inside [{window.start}, {window.end})",
-            source=file_uris[0], field="time_window")
+            source=file_uris[0],
+            field="time_window",
+        )
     return _build(
-        dict(kind=kind, name=name, version=version, time_column=time_column, time_window=window,
-             keys=list(keys), columns=_columns(schema), files=files,
-             row_count=sum(f.rows for f in files), valid_from_column=valid_from_column,
-             ttl_seconds=ttl_seconds, label_family=label_family, description=description),
+        dict(
+            kind=kind,
+            name=name,
+            version=version,
+            time_column=time_column,
+            time_window=window,
+            keys=list(keys),
+            columns=_columns(schema),
+            files=files,
+            row_count=sum(f.rows for f in files),
+            valid_from_column=valid_from_column,
+            ttl_seconds=ttl_seconds,
+            label_family=label_family,
+            description=description,
+        ),
         source=file_uris[0],
     )
 
@@ -226,12 +270,14 @@ def _decode_all(uri: str, manifest_uri: str, field: str) -> None:
             for _ in pq.ParquetFile(f).iter_batches(batch_size=1 << 16):
                 pass
     except (pa.ArrowException, OSError) as exc:
-        raise ManifestError(f"data file {uri} is not readable parquet ({exc})", source=manifest_uri,
-                            field=field) from exc
+        raise ManifestError(
+            f"data file {uri} is not readable parquet ({exc})", source=manifest_uri, field=field
+        ) from exc
 
 
-def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
-                          check_window: bool = True, decode: bool = False) -> None:
+def verify_manifest_files(
+    manifest: DatasetManifest, manifest_uri: str, *, check_window: bool = True, decode: bool = False
+) -> None:
     """Every file exists, has its pinned sha256, size, row count and the declared schema (and,
     with ``decode``, every page decodes)."""
     declared = [(c.name, c.dtype) for c in manifest.columns]
@@ -242,21 +288,30 @@ def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
         # The same file (or the same bytes under another name) twice would count its rows twice.
         for key, field in ((uri, "path"), (entry.sha256, "sha256")):
             if key in seen:
-                raise ManifestError(f"files[{i}] repeats files[{seen[key]}] ({key})",
-                                    source=manifest_uri, field=f"files[{i}].{field}")
+                raise ManifestError(
+                    f"files[{i}] repeats files[{seen[key]}] ({key})",
+                    source=manifest_uri,
+                    field=f"files[{i}].{field}",
+                )
             seen[key] = i
         fs, path = open_uri(uri)
         if not fs.exists(path):
-            raise MissingInputError(f"data file {uri} does not exist", source=manifest_uri,
-                                    field=f"files[{i}].path")
+            raise MissingInputError(
+                f"data file {uri} does not exist", source=manifest_uri, field=f"files[{i}].path"
+            )
         digest, size = file_sha256(fs, path)
         if digest != entry.sha256:
             raise DigestMismatchError(
                 f"data file {uri} has sha256 {digest}, manifest pins {entry.sha256}",
-                source=manifest_uri, field=f"files[{i}].sha256")
+                source=manifest_uri,
+                field=f"files[{i}].sha256",
+            )
         if size != entry.size_bytes:
-            raise ManifestError(f"data file {uri} has {size} bytes, manifest says {entry.size_bytes}",
-                                source=manifest_uri, field=f"files[{i}].size_bytes")
+            raise ManifestError(
+                f"data file {uri} has {size} bytes, manifest says {entry.size_bytes}",
+                source=manifest_uri,
+                field=f"files[{i}].size_bytes",
+            )
         schema = _arrow_schema(uri)
         if i == 0:  # the window is checked on this column: it must be a UTC time (all files match)
             _check_time_column(schema, manifest.time_column, manifest_uri)
@@ -266,12 +321,17 @@ def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
             extra = sorted(set(found) - set(declared))
             raise SchemaMismatchError(
                 f"data file {uri} schema differs from the manifest: missing {missing}, unexpected {extra}",
-                source=manifest_uri, field=f"files[{i}] columns")
+                source=manifest_uri,
+                field=f"files[{i}] columns",
+            )
         with fs.open(path, "rb") as f:
             rows = pq.ParquetFile(f).metadata.num_rows
         if rows != entry.rows:
-            raise ManifestError(f"data file {uri} has {rows} rows, manifest says {entry.rows}",
-                                source=manifest_uri, field=f"files[{i}].rows")
+            raise ManifestError(
+                f"data file {uri} has {rows} rows, manifest says {entry.rows}",
+                source=manifest_uri,
+                field=f"files[{i}].rows",
+            )
         if decode:
             _decode_all(uri, manifest_uri, f"files[{i}]")
         uris.append(uri)
@@ -281,7 +341,9 @@ def verify_manifest_files(manifest: DatasetManifest, manifest_uri: str, *,
         if lo is not None and not (w.start <= lo and hi < w.end):
             raise ManifestError(
                 f"{manifest.time_column} spans [{lo}, {hi}], outside the window [{w.start}, {w.end})",
-                source=manifest_uri, field="time_window")
+                source=manifest_uri,
+                field="time_window",
+            )
 
 
 def file_uris(manifest: DatasetManifest, manifest_uri: str) -> list[str]:
@@ -297,8 +359,14 @@ class CatalogEntry:
     @property
     def ref(self) -> DatasetManifestRef:
         m = self.manifest
-        return DatasetManifestRef(uri=self.uri, digest=self.digest, kind=m.kind, name=m.name,
-                                  version=m.version, time_window=m.time_window)
+        return DatasetManifestRef(
+            uri=self.uri,
+            digest=self.digest,
+            kind=m.kind,
+            name=m.name,
+            version=m.version,
+            time_window=m.time_window,
+        )
 
 
 class Catalog:
@@ -316,7 +384,9 @@ class Catalog:
         return f"{window.start:%Y%m%dT%H%M%SZ}_{window.end:%Y%m%dT%H%M%SZ}"
 
     def manifest_path(self, m: DatasetManifest) -> str:
-        return join(self.dataset_dir(m.kind, m.name, m.version), self.window_stem(m.time_window) + ".json")
+        return join(
+            self.dataset_dir(m.kind, m.name, m.version), self.window_stem(m.time_window) + ".json"
+        )
 
     def slice_dir(self, kind: str, name: str, version: str, window: TimeWindow) -> str:
         """Folder (URI) for the data files of one manifest; paths inside are stored relative."""
@@ -333,18 +403,29 @@ class Catalog:
         for other in self.entries(manifest.kind, manifest.name, manifest.version):
             w = other.manifest.time_window
             if w != manifest.time_window and w.overlaps(manifest.time_window):
-                raise ManifestError(f"overlaps {other.uri}: one dataset's manifests may not share time",
-                                    source=self.location.uri(path), field="time_window")
+                raise ManifestError(
+                    f"overlaps {other.uri}: one dataset's manifests may not share time",
+                    source=self.location.uri(path),
+                    field="time_window",
+                )
         if not write_exclusive(fs, path, data) and fs.cat_file(path) != data:
-            raise ImmutabilityError("a different manifest for this window already exists",
-                                    source=self.location.uri(path), field="time_window")
+            raise ImmutabilityError(
+                "a different manifest for this window already exists",
+                source=self.location.uri(path),
+                field="time_window",
+            )
         return CatalogEntry(self.location.uri(path), manifest, sha256_hex(data))
 
     def entries(self, kind: str, name: str, version: str) -> list[CatalogEntry]:
         fs = self.location.fs
         folder = self.dataset_dir(kind, name, version)
-        paths = sorted(p for p in fs.glob(folder + "/*.json")
-                       if not p.rsplit("/", 1)[-1].startswith(".")) if fs.exists(folder) else []
+        paths = (
+            sorted(
+                p for p in fs.glob(folder + "/*.json") if not p.rsplit("/", 1)[-1].startswith(".")
+            )
+            if fs.exists(folder)
+            else []
+        )
         out = []
         for p in paths:
             uri = self.location.uri(p)
@@ -352,33 +433,52 @@ class Catalog:
             if (m.kind, m.name, m.version) != (kind, name, version):
                 raise ManifestError(
                     f"is filed under {kind}/{name}/{version} but declares {m.kind}/{m.name}/{m.version}",
-                    source=uri, field="name")
+                    source=uri,
+                    field="name",
+                )
             out.append(CatalogEntry(uri, m, sha256_hex(canonical_json(m))))
         out.sort(key=lambda e: e.manifest.time_window.start)
         for a, b in itertools.pairwise(out):
             if a.manifest.time_window.overlaps(b.manifest.time_window):
                 raise ManifestError(
                     f"overlaps {a.uri}: two manifests of one dataset may not cover the same time",
-                    source=b.uri, field="time_window")
+                    source=b.uri,
+                    field="time_window",
+                )
         return out
 
-    def find(self, kind: str, name: str, version: str, start: datetime | None, end: datetime,
-             *, require_coverage: bool = True) -> list[CatalogEntry]:
+    def find(
+        self,
+        kind: str,
+        name: str,
+        version: str,
+        start: datetime | None,
+        end: datetime,
+        *,
+        require_coverage: bool = True,
+    ) -> list[CatalogEntry]:
         """Manifests whose window overlaps ``[start, end)``; coverage gaps are errors."""
         all_entries = self.entries(kind, name, version)
         if not all_entries:
-            raise MissingInputError(f"no {kind} manifests for {name}/{version} in the catalog",
-                                    source=self.url, field=f"{kind}:{name}/{version}")
+            raise MissingInputError(
+                f"no {kind} manifests for {name}/{version} in the catalog",
+                source=self.url,
+                field=f"{kind}:{name}/{version}",
+            )
         lo = start or min(e.manifest.time_window.start for e in all_entries)
-        chosen = [e for e in all_entries
-                  if e.manifest.time_window.start < end and e.manifest.time_window.end > lo]
+        chosen = [
+            e
+            for e in all_entries
+            if e.manifest.time_window.start < end and e.manifest.time_window.end > lo
+        ]
         if require_coverage:
             _check_coverage(chosen, lo, end, f"{kind}:{name}/{version}", self.url)
         return chosen
 
 
-def _check_coverage(entries: Iterable[CatalogEntry], start: datetime, end: datetime,
-                    what: str, source: str) -> None:
+def _check_coverage(
+    entries: Iterable[CatalogEntry], start: datetime, end: datetime, what: str, source: str
+) -> None:
     cursor = start
     for e in entries:
         w = e.manifest.time_window
@@ -388,4 +488,6 @@ def _check_coverage(entries: Iterable[CatalogEntry], start: datetime, end: datet
     if cursor < end:
         raise MissingInputError(
             f"manifests cover {what} only up to {cursor:%Y-%m-%d %H:%M}, need [{start:%Y-%m-%d}, {end:%Y-%m-%d})",
-            source=source, field=f"{what} time_window")
+            source=source,
+            field=f"{what} time_window",
+        )

@@ -80,23 +80,35 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def _decisions(names: list[str], inverse: np.ndarray, cand_alert: np.ndarray,
-               champ_alert: np.ndarray, cand_decline: np.ndarray, champ_decline: np.ndarray,
-               cand: DecisionPolicy, champ: DecisionPolicy) -> DecisionChanges:
+def _decisions(
+    names: list[str],
+    inverse: np.ndarray,
+    cand_alert: np.ndarray,
+    champ_alert: np.ndarray,
+    cand_decline: np.ndarray,
+    champ_decline: np.ndarray,
+    cand: DecisionPolicy,
+    champ: DecisionPolicy,
+) -> DecisionChanges:
     d = len(names)
     cols = {
         "rows": np.ones(cand_alert.shape, dtype=bool),
-        "candidate_alerts": cand_alert, "champion_alerts": champ_alert,
-        "both_alert": cand_alert & champ_alert, "newly_flagged": cand_alert & ~champ_alert,
+        "candidate_alerts": cand_alert,
+        "champion_alerts": champ_alert,
+        "both_alert": cand_alert & champ_alert,
+        "newly_flagged": cand_alert & ~champ_alert,
         "newly_cleared": champ_alert & ~cand_alert,
-        "candidate_declines": cand_decline, "champion_declines": champ_decline,
+        "candidate_declines": cand_decline,
+        "champion_declines": champ_decline,
         "both_decline": cand_decline & champ_decline,
         "newly_declined": cand_decline & ~champ_decline,
         "no_longer_declined": champ_decline & ~cand_decline,
     }
     per_day = {k: _per_day(inverse, d, v).astype(np.int64) for k, v in cols.items()}
-    days = [DayDecisions(day=name, **{k: int(v[i]) for k, v in per_day.items()})
-            for i, name in enumerate(names)]
+    days = [
+        DayDecisions(day=name, **{k: int(v[i]) for k, v in per_day.items()})
+        for i, name in enumerate(names)
+    ]
     t = DayDecisions(day="all", **{k: int(v.sum()) for k, v in per_day.items()})
     either_alert = t.candidate_alerts + t.champion_alerts - t.both_alert
     either_decline = t.candidate_declines + t.champion_declines - t.both_decline
@@ -105,25 +117,40 @@ def _decisions(names: list[str], inverse: np.ndarray, cand_alert: np.ndarray,
         candidate_decline_threshold=cand.decline_threshold,
         champion_review_threshold=champ.review_threshold,
         champion_decline_threshold=champ.decline_threshold,
-        days=days, total=t,
+        days=days,
+        total=t,
         alert_overlap=_ratio(t.both_alert, either_alert),
         decline_overlap=_ratio(t.both_decline, either_decline),
         newly_flagged_share=_ratio(t.newly_flagged, t.candidate_alerts),
         newly_cleared_share=_ratio(t.newly_cleared, t.champion_alerts),
-        changed_decision_share=(t.newly_flagged + t.newly_cleared) / t.rows if t.rows else 0.0)
+        changed_decision_share=(t.newly_flagged + t.newly_cleared) / t.rows if t.rows else 0.0,
+    )
 
 
 def _interval(values: np.ndarray, settings: ReadinessSettings) -> ConfidenceInterval:
-    lo, hi = np.quantile(values, [(1 - settings.confidence_level) / 2,
-                                  (1 + settings.confidence_level) / 2])
-    return ConfidenceInterval(lower=float(lo), upper=float(hi), level=settings.confidence_level,
-                              method=BOOTSTRAP_METHOD, resamples=settings.bootstrap_resamples,
-                              seed=settings.bootstrap_seed)
+    lo, hi = np.quantile(
+        values, [(1 - settings.confidence_level) / 2, (1 + settings.confidence_level) / 2]
+    )
+    return ConfidenceInterval(
+        lower=float(lo),
+        upper=float(hi),
+        level=settings.confidence_level,
+        method=BOOTSTRAP_METHOD,
+        resamples=settings.bootstrap_resamples,
+        seed=settings.bootstrap_seed,
+    )
 
 
-def _outcomes(names: list[str], inverse: np.ndarray, y: np.ndarray, amount: np.ndarray | None,
-              amount_column: str | None, cand_alert: np.ndarray, champ_alert: np.ndarray,
-              settings: ReadinessSettings) -> OutcomeDeltas:
+def _outcomes(
+    names: list[str],
+    inverse: np.ndarray,
+    y: np.ndarray,
+    amount: np.ndarray | None,
+    amount_column: str | None,
+    cand_alert: np.ndarray,
+    champ_alert: np.ndarray,
+    settings: ReadinessSettings,
+) -> OutcomeDeltas:
     """Per day: each model's outcome counts, and the paired bootstrap of their differences.
 
     Resampling n rows of a day with replacement changes a sum only through rows whose
@@ -136,9 +163,15 @@ def _outcomes(names: list[str], inverse: np.ndarray, y: np.ndarray, amount: np.n
     per_model = {}
     for who, alert in (("candidate", cand_alert), ("champion", champ_alert)):
         caught = fraud & alert
-        per_model[who] = np.stack([
-            _per_day(inverse, d, caught), _per_day(inverse, d, fraud & ~alert),
-            _per_day(inverse, d, ~fraud & alert), _per_day(inverse, d, value * caught)], axis=1)
+        per_model[who] = np.stack(
+            [
+                _per_day(inverse, d, caught),
+                _per_day(inverse, d, fraud & ~alert),
+                _per_day(inverse, d, ~fraud & alert),
+                _per_day(inverse, d, value * caught),
+            ],
+            axis=1,
+        )
     # per-row differences (candidate minus champion) in the order of OUTCOMES
     d_caught = (fraud & cand_alert).astype(np.float64) - (fraud & champ_alert)
     d_false = (~fraud & cand_alert).astype(np.float64) - (~fraud & champ_alert)
@@ -160,16 +193,32 @@ def _outcomes(names: list[str], inverse: np.ndarray, y: np.ndarray, amount: np.n
     has_amount = amount is not None
 
     def values(cand: np.ndarray, champ: np.ndarray, boot: np.ndarray) -> list[OutcomeValue]:
-        return [OutcomeValue(metric=m, candidate=float(cand[j]), champion=float(champ[j]),
-                             delta=float(cand[j] - champ[j]), delta_ci=_interval(boot[:, j], settings))
-                for j, m in enumerate(OUTCOMES) if has_amount or m != "fraud_amount_caught"]
+        return [
+            OutcomeValue(
+                metric=m,
+                candidate=float(cand[j]),
+                champion=float(champ[j]),
+                delta=float(cand[j] - champ[j]),
+                delta_ci=_interval(boot[:, j], settings),
+            )
+            for j, m in enumerate(OUTCOMES)
+            if has_amount or m != "fraud_amount_caught"
+        ]
 
     cand, champ = per_model["candidate"], per_model["champion"]
-    days = [DayOutcomes(day=name, rows=int(rows[i]), positives=int(positives[i]),
-                        outcomes=values(cand[i], champ[i], sums[i])) for i, name in enumerate(names)]
+    days = [
+        DayOutcomes(
+            day=name,
+            rows=int(rows[i]),
+            positives=int(positives[i]),
+            outcomes=values(cand[i], champ[i], sums[i]),
+        )
+        for i, name in enumerate(names)
+    ]
     per_day = values(cand.sum(axis=0) / d, champ.sum(axis=0) / d, sums.sum(axis=0) / d)
-    return OutcomeDeltas(amount_column=amount_column if has_amount else None, days=days,
-                         per_day=per_day)
+    return OutcomeDeltas(
+        amount_column=amount_column if has_amount else None, days=days, per_day=per_day
+    )
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -188,12 +237,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def _agreement(cand: np.ndarray, champ: np.ndarray, bins: int) -> ScoreAgreement:
     value = psi(champ.astype(np.float64), cand.astype(np.float64), bins)[0]
-    return ScoreAgreement(spearman=spearman(cand, champ), psi=value, psi_level=level(value),
-                          bins=bins)
+    return ScoreAgreement(
+        spearman=spearman(cand, champ), psi=value, psi_level=level(value), bins=bins
+    )
 
 
-def max_share_within_capacity(candidate: np.ndarray, champion: np.ndarray | None,
-                              capacity: int) -> float:
+def max_share_within_capacity(
+    candidate: np.ndarray, champion: np.ndarray | None, capacity: int
+) -> float:
     """Largest s in [0, 1] with s x candidate + (1 - s) x champion alerts <= capacity every day."""
     champion = np.zeros_like(candidate) if champion is None else champion
     share = 1.0
@@ -203,19 +254,28 @@ def max_share_within_capacity(candidate: np.ndarray, champion: np.ndarray | None
     return share
 
 
-def _operational(cand_daily: np.ndarray, champ_daily: np.ndarray | None, latency: float | None,
-                 settings: ReadinessSettings) -> OperationalLimits:
+def _operational(
+    cand_daily: np.ndarray,
+    champ_daily: np.ndarray | None,
+    latency: float | None,
+    settings: ReadinessSettings,
+) -> OperationalLimits:
     cap = settings.review_capacity_per_day
     peak = int(cand_daily.max()) if cand_daily.size else 0
     return OperationalLimits(
-        review_capacity_per_day=cap, candidate_alerts_peak_day=peak,
+        review_capacity_per_day=cap,
+        candidate_alerts_peak_day=peak,
         candidate_alerts_mean_per_day=float(cand_daily.mean()) if cand_daily.size else 0.0,
-        champion_alerts_peak_day=(int(champ_daily.max()) if champ_daily is not None
-                                  and champ_daily.size else None),
+        champion_alerts_peak_day=(
+            int(champ_daily.max()) if champ_daily is not None and champ_daily.size else None
+        ),
         within_review_capacity=peak <= cap,
         max_traffic_share_within_capacity=max_share_within_capacity(cand_daily, champ_daily, cap),
         latency_budget_p50_us=settings.latency_budget_p50_us,
-        latency_within_budget=None if latency is None else latency <= settings.latency_budget_p50_us)
+        latency_within_budget=None
+        if latency is None
+        else latency <= settings.latency_budget_p50_us,
+    )
 
 
 def _share(value: float | None) -> str:
@@ -226,36 +286,54 @@ def _outcome(outcomes: OutcomeDeltas, metric: str) -> OutcomeValue:
     return next(o for o in outcomes.per_day if o.metric == metric)
 
 
-def recommend(*, settings: ReadinessSettings, test_positives: int, operational: OperationalLimits,
-              decisions: DecisionChanges | None, outcomes: OutcomeDeltas | None,
-              champion_problem: str | None = None, gate_overridden: bool = False
-              ) -> ReadinessRecommendation:
+def recommend(
+    *,
+    settings: ReadinessSettings,
+    test_positives: int,
+    operational: OperationalLimits,
+    decisions: DecisionChanges | None,
+    outcomes: OutcomeDeltas | None,
+    champion_problem: str | None = None,
+    gate_overridden: bool = False,
+) -> ReadinessRecommendation:
     """Shadow while any blocker holds (every blocker is listed); ramp when decisions barely move
     and outcomes hold; otherwise a canary at a share that fits the review capacity."""
     shadow: list[str] = []
     if decisions is None or outcomes is None:
-        shadow.append(NO_CHAMPION if champion_problem is None
-                      else f"{NO_CHAMPION} could be scored on these rows: {champion_problem}")
+        shadow.append(
+            NO_CHAMPION
+            if champion_problem is None
+            else f"{NO_CHAMPION} could be scored on these rows: {champion_problem}"
+        )
     if gate_overridden:
         shadow.append("the gate passed only by an audited override (governance)")
     if test_positives < settings.min_test_positives:
-        shadow.append(f"thin evidence: {test_positives} test frauds < {settings.min_test_positives}")
+        shadow.append(
+            f"thin evidence: {test_positives} test frauds < {settings.min_test_positives}"
+        )
     if operational.latency_within_budget is False:
-        shadow.append(f"median single-row latency over the budget of "
-                      f"{operational.latency_budget_p50_us:g} µs")
+        shadow.append(
+            f"median single-row latency over the budget of {operational.latency_budget_p50_us:g} µs"
+        )
     share_cap = operational.max_traffic_share_within_capacity
     if share_cap < settings.min_canary_traffic_share:
-        shadow.append(f"alert volume: only {share_cap:.4f} of traffic fits the review capacity of "
-                      f"{operational.review_capacity_per_day}/day (< {settings.min_canary_traffic_share})")
+        shadow.append(
+            f"alert volume: only {share_cap:.4f} of traffic fits the review capacity of "
+            f"{operational.review_capacity_per_day}/day (< {settings.min_canary_traffic_share})"
+        )
     if decisions is not None and outcomes is not None:
         overlap = decisions.alert_overlap
         if overlap is not None and overlap < settings.shadow_below_alert_overlap:
-            shadow.append(f"decisions differ a lot: alert overlap {overlap:.3f} < "
-                          f"{settings.shadow_below_alert_overlap}")
+            shadow.append(
+                f"decisions differ a lot: alert overlap {overlap:.3f} < "
+                f"{settings.shadow_below_alert_overlap}"
+            )
         caught = _outcome(outcomes, "frauds_caught")
         if caught.delta_ci is not None and caught.delta_ci.upper < 0:
-            shadow.append(f"catches fewer frauds: {caught.delta:+.2f}/day, CI upper "
-                          f"{caught.delta_ci.upper:+.2f} < 0")
+            shadow.append(
+                f"catches fewer frauds: {caught.delta:+.2f}/day, CI upper "
+                f"{caught.delta_ci.upper:+.2f} < 0"
+            )
     if shadow:
         return ReadinessRecommendation(stage="shadow", traffic_share=0.0, reasons=shadow)
     assert decisions is not None and outcomes is not None  # no champion is a shadow reason
@@ -266,24 +344,37 @@ def recommend(*, settings: ReadinessSettings, test_positives: int, operational: 
         ramp_blockers.append(f"alert overlap {overlap:.3f} < {settings.ramp_min_alert_overlap}")
     declines = decisions.decline_overlap
     if declines is not None and declines < settings.ramp_min_decline_overlap:
-        ramp_blockers.append(f"decline overlap {declines:.3f} < {settings.ramp_min_decline_overlap}")
+        ramp_blockers.append(
+            f"decline overlap {declines:.3f} < {settings.ramp_min_decline_overlap}"
+        )
     lower = caught.delta_ci.lower if caught.delta_ci is not None else caught.delta
     if lower < -settings.ramp_max_fraud_loss_per_day:
-        ramp_blockers.append(f"frauds caught per day CI lower {lower:+.2f} < "
-                             f"-{settings.ramp_max_fraud_loss_per_day:g}")
+        ramp_blockers.append(
+            f"frauds caught per day CI lower {lower:+.2f} < "
+            f"-{settings.ramp_max_fraud_loss_per_day:g}"
+        )
     if false.delta > settings.ramp_max_extra_false_alerts_per_day:
-        ramp_blockers.append(f"{false.delta:+.2f} false alerts per day > "
-                             f"{settings.ramp_max_extra_false_alerts_per_day:g}")
+        ramp_blockers.append(
+            f"{false.delta:+.2f} false alerts per day > "
+            f"{settings.ramp_max_extra_false_alerts_per_day:g}"
+        )
     if not operational.within_review_capacity:
-        ramp_blockers.append(f"peak {operational.candidate_alerts_peak_day} alerts/day over the "
-                             f"review capacity of {operational.review_capacity_per_day}")
+        ramp_blockers.append(
+            f"peak {operational.candidate_alerts_peak_day} alerts/day over the "
+            f"review capacity of {operational.review_capacity_per_day}"
+        )
     if not ramp_blockers:
-        return ReadinessRecommendation(stage="ramp", traffic_share=None, reasons=[
-            f"alert overlap {_share(overlap)} >= {settings.ramp_min_alert_overlap}",
-            f"decline overlap {_share(declines)} >= {settings.ramp_min_decline_overlap}",
-            f"frauds caught per day CI lower {lower:+.2f} >= -{settings.ramp_max_fraud_loss_per_day:g}",
-            f"{false.delta:+.2f} false alerts per day <= {settings.ramp_max_extra_false_alerts_per_day:g}",
-            f"peak {operational.candidate_alerts_peak_day} alerts/day within the review capacity"])
+        return ReadinessRecommendation(
+            stage="ramp",
+            traffic_share=None,
+            reasons=[
+                f"alert overlap {_share(overlap)} >= {settings.ramp_min_alert_overlap}",
+                f"decline overlap {_share(declines)} >= {settings.ramp_min_decline_overlap}",
+                f"frauds caught per day CI lower {lower:+.2f} >= -{settings.ramp_max_fraud_loss_per_day:g}",
+                f"{false.delta:+.2f} false alerts per day <= {settings.ramp_max_extra_false_alerts_per_day:g}",
+                f"peak {operational.candidate_alerts_peak_day} alerts/day within the review capacity",
+            ],
+        )
     share = min(settings.canary_traffic_share, share_cap)
     reasons = [f"not ready to ramp: {b}" for b in ramp_blockers]
     if share < settings.canary_traffic_share:
@@ -298,14 +389,18 @@ def compute_readiness(inputs: ReadinessInputs, settings: ReadinessSettings) -> P
     names = [str(n) for n in names_arr]
     cand = np.asarray(inputs.candidate_score, dtype=np.float64)
     if cand.shape != y.shape or inverse.shape != y.shape:
-        raise ValueError(f"labels, days and scores differ in length: {y.shape}, {inverse.shape}, "
-                         f"{cand.shape}")
+        raise ValueError(
+            f"labels, days and scores differ in length: {y.shape}, {inverse.shape}, {cand.shape}"
+        )
     cand_alert = _flags(cand, inputs.candidate_policy.review_threshold)
     cand_daily = _per_day(inverse, len(names), cand_alert)
     decisions = outcomes = agreement = None
     champ_daily = None
-    scored = inputs.champion is not None and inputs.champion_score is not None \
+    scored = (
+        inputs.champion is not None
+        and inputs.champion_score is not None
         and inputs.champion_policy is not None
+    )
     if scored:
         champ = np.asarray(inputs.champion_score, dtype=np.float64)
         if champ.shape != y.shape:
@@ -314,25 +409,58 @@ def compute_readiness(inputs: ReadinessInputs, settings: ReadinessSettings) -> P
         assert cp is not None
         champ_alert = _flags(champ, cp.review_threshold)
         champ_daily = _per_day(inverse, len(names), champ_alert)
-        decisions = _decisions(names, inverse, cand_alert, champ_alert,
-                               _flags(cand, inputs.candidate_policy.decline_threshold),
-                               _flags(champ, cp.decline_threshold), inputs.candidate_policy, cp)
-        outcomes = _outcomes(names, inverse, y, inputs.amount, inputs.amount_column, cand_alert,
-                             champ_alert, settings)
+        decisions = _decisions(
+            names,
+            inverse,
+            cand_alert,
+            champ_alert,
+            _flags(cand, inputs.candidate_policy.decline_threshold),
+            _flags(champ, cp.decline_threshold),
+            inputs.candidate_policy,
+            cp,
+        )
+        outcomes = _outcomes(
+            names,
+            inverse,
+            y,
+            inputs.amount,
+            inputs.amount_column,
+            cand_alert,
+            champ_alert,
+            settings,
+        )
         agreement = _agreement(cand, champ, settings.psi_bins)
     operational = _operational(cand_daily, champ_daily, inputs.latency_p50_us, settings)
     problem = inputs.champion_problem if inputs.champion is not None else None
-    recommendation = recommend(settings=settings, test_positives=int(y.sum()),
-                               operational=operational, decisions=decisions, outcomes=outcomes,
-                               champion_problem=problem, gate_overridden=inputs.gate_overridden)
+    recommendation = recommend(
+        settings=settings,
+        test_positives=int(y.sum()),
+        operational=operational,
+        decisions=decisions,
+        outcomes=outcomes,
+        champion_problem=problem,
+        gate_overridden=inputs.gate_overridden,
+    )
     return PromotionReadiness(
-        bundle_id=inputs.bundle_id, train_run_id=inputs.train_run_id,
-        partition_key=inputs.partition_key, model_family=inputs.model_family,
-        model_sha256=inputs.model_sha256, evaluation_report_digest=inputs.evaluation_report_digest,
-        champion=inputs.champion, champion_problem=problem, gate_overridden=inputs.gate_overridden,
-        test_rows=int(y.size), test_positives=int(y.sum()), test_days=len(names),
-        settings=settings, decisions=decisions, outcomes=outcomes, agreement=agreement,
-        operational=operational, recommendation=recommendation)
+        bundle_id=inputs.bundle_id,
+        train_run_id=inputs.train_run_id,
+        partition_key=inputs.partition_key,
+        model_family=inputs.model_family,
+        model_sha256=inputs.model_sha256,
+        evaluation_report_digest=inputs.evaluation_report_digest,
+        champion=inputs.champion,
+        champion_problem=problem,
+        gate_overridden=inputs.gate_overridden,
+        test_rows=int(y.size),
+        test_positives=int(y.sum()),
+        test_days=len(names),
+        settings=settings,
+        decisions=decisions,
+        outcomes=outcomes,
+        agreement=agreement,
+        operational=operational,
+        recommendation=recommendation,
+    )
 
 
 def readiness_uri_for(bundle_uri: str) -> str:
@@ -346,10 +474,16 @@ def markdown_summary(doc: PromotionReadiness) -> str:
     share = "" if rec.traffic_share is None else f" at {rec.traffic_share:.2%} of traffic"
     lines = [f"**{rec.stage}**{share}", ""] + [f"- {r}" for r in rec.reasons]
     if doc.decisions is not None:
-        lines += ["", "| day | rows | candidate alerts | champion alerts | both | newly flagged | "
-                  "newly cleared | candidate declines | champion declines |", "|---|" + "---:|" * 8]
-        lines += [f"| {d.day} | {d.rows} | {d.candidate_alerts} | {d.champion_alerts} | "
-                  f"{d.both_alert} | {d.newly_flagged} | {d.newly_cleared} | "
-                  f"{d.candidate_declines} | {d.champion_declines} |"
-                  for d in [*doc.decisions.days, doc.decisions.total]]
+        lines += [
+            "",
+            "| day | rows | candidate alerts | champion alerts | both | newly flagged | "
+            "newly cleared | candidate declines | champion declines |",
+            "|---|" + "---:|" * 8,
+        ]
+        lines += [
+            f"| {d.day} | {d.rows} | {d.candidate_alerts} | {d.champion_alerts} | "
+            f"{d.both_alert} | {d.newly_flagged} | {d.newly_cleared} | "
+            f"{d.candidate_declines} | {d.champion_declines} |"
+            for d in [*doc.decisions.days, doc.decisions.total]
+        ]
     return "\n".join(lines)

@@ -47,14 +47,24 @@ def readiness_ref(bundle_uri: str, bundle_id: str, model_sha256: str) -> Artifac
     except MissingInputError:
         return None
     doc = parse_document(data, PromotionReadiness, source=uri)
-    for name, found, expected in (("bundle_id", doc.bundle_id, bundle_id),
-                                  ("model_sha256", doc.model_sha256, model_sha256)):
+    for name, found, expected in (
+        ("bundle_id", doc.bundle_id, bundle_id),
+        ("model_sha256", doc.model_sha256, model_sha256),
+    ):
         if found != expected:
-            raise DigestMismatchError(f"the document is bound to {found}, not this bundle's "
-                                      f"{expected}", source=uri, field=name)
+            raise DigestMismatchError(
+                f"the document is bound to {found}, not this bundle's {expected}",
+                source=uri,
+                field=name,
+            )
     # The digest of the JSON as stored, the one ArtifactStore.get_document checks.
-    return ArtifactRef(name=READINESS_NAME, uri=uri, sha256=content_digest(json.loads(data)),
-                       size_bytes=len(data), media_type="application/json")
+    return ArtifactRef(
+        name=READINESS_NAME,
+        uri=uri,
+        sha256=content_digest(json.loads(data)),
+        size_bytes=len(data),
+        media_type="application/json",
+    )
 
 
 class FileRegistry:
@@ -75,8 +85,11 @@ class FileRegistry:
         A pure function of the bundle's content: any number of calls, from any number of
         concurrent publishers, leave exactly one record. Refusals come back with a reason.
         """
+
         def refused(reason: str) -> PublishBundleResponse:
-            return PublishBundleResponse(status="refused", bundle_id=request.bundle_id, reason=reason)
+            return PublishBundleResponse(
+                status="refused", bundle_id=request.bundle_id, reason=reason
+            )
 
         try:
             bundle = verify_bundle(request.bundle_uri)
@@ -84,22 +97,33 @@ class FileRegistry:
         except ModelFactoryError as exc:
             return refused(f"bundle failed verification: {exc}")
         if bundle.bundle_id != request.bundle_id:
-            return refused(f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, "
-                           f"not {request.bundle_id}")
+            return refused(
+                f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, not {request.bundle_id}"
+            )
         if bundle.gate_receipt.gate_status != "PASS":
-            return refused("only PASS bundles may be published; this one's gate says FAIL: "
-                           + "; ".join(bundle.gate_receipt.reasons))
+            return refused(
+                "only PASS bundles may be published; this one's gate says FAIL: "
+                + "; ".join(bundle.gate_receipt.reasons)
+            )
         try:
-            readiness = readiness_ref(request.bundle_uri, bundle.bundle_id, model_ref(bundle).sha256)
+            readiness = readiness_ref(
+                request.bundle_uri, bundle.bundle_id, model_ref(bundle).sha256
+            )
         except ModelFactoryError as exc:
             return refused(f"promotion readiness: {exc}")
         record = RegistryRecord(
-            bundle_id=bundle.bundle_id, bundle_uri=request.bundle_uri,
-            bundle_sha256=stored_bundle_digest(request.bundle_uri), train_run_id=bundle.train_run_id,
-            model_family=bundle.model_family, partition_key=bundle.partition_key,
-            model_sha256=model_ref(bundle).sha256, gate_status="PASS",
-            published_by=request.requested_by, published_at_utc=datetime.now(UTC),
-            readiness_ref=readiness)
+            bundle_id=bundle.bundle_id,
+            bundle_uri=request.bundle_uri,
+            bundle_sha256=stored_bundle_digest(request.bundle_uri),
+            train_run_id=bundle.train_run_id,
+            model_family=bundle.model_family,
+            partition_key=bundle.partition_key,
+            model_sha256=model_ref(bundle).sha256,
+            gate_status="PASS",
+            published_by=request.requested_by,
+            published_at_utc=datetime.now(UTC),
+            readiness_ref=readiness,
+        )
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
         status = "published"
         if not write_exclusive(fs, path, canonical_json(record)):
@@ -112,17 +136,22 @@ class FileRegistry:
         crash_point("publish.recorded")
         # Also on a repeat: a publisher that died between the two writes is completed here.
         changed = self._maybe_promote(record)
-        return PublishBundleResponse(status=status, bundle_id=record.bundle_id,
-                                     record_uri=self.location.uri(path), record=record,
-                                     champion_changed=changed)
+        return PublishBundleResponse(
+            status=status,
+            bundle_id=record.bundle_id,
+            record_uri=self.location.uri(path),
+            record=record,
+            champion_changed=changed,
+        )
 
     def get(self, bundle_id: str) -> RegistryRecord:
         path = self.record_path(bundle_id)
         try:
             data = self.location.fs.cat_file(path)
         except FileNotFoundError as exc:
-            raise RegistryError("no such bundle in the registry", source=self.location.uri(path),
-                                field="bundle_id") from exc
+            raise RegistryError(
+                "no such bundle in the registry", source=self.location.uri(path), field="bundle_id"
+            ) from exc
         return parse_document(data, RegistryRecord, source=self.location.uri(path))
 
     def records(self, model_family: str | None = None) -> list[RegistryRecord]:
@@ -130,8 +159,11 @@ class FileRegistry:
         folder = join(self.location.root, "records")
         if not fs.exists(folder):
             return []
-        recs = [parse_document(fs.cat_file(p), RegistryRecord, source=p)
-                for p in sorted(fs.glob(folder + "/*.json")) if not p.rsplit("/", 1)[-1].startswith(".")]
+        recs = [
+            parse_document(fs.cat_file(p), RegistryRecord, source=p)
+            for p in sorted(fs.glob(folder + "/*.json"))
+            if not p.rsplit("/", 1)[-1].startswith(".")
+        ]
         if model_family is not None:
             recs = [r for r in recs if r.model_family == model_family]
         return sorted(recs, key=lambda r: (r.partition_key, r.bundle_id))
@@ -146,8 +178,11 @@ class FileRegistry:
         fs, folder = self.location.fs, self._champion_dir(model_family)
         if not fs.exists(folder):
             return []
-        changes = [parse_document(fs.cat_file(p), ChampionChange, source=p)
-                   for p in fs.glob(folder + "/*.json") if not p.rsplit("/", 1)[-1].startswith(".")]
+        changes = [
+            parse_document(fs.cat_file(p), ChampionChange, source=p)
+            for p in fs.glob(folder + "/*.json")
+            if not p.rsplit("/", 1)[-1].startswith(".")
+        ]
         return sorted(changes, key=lambda c: c.sequence)
 
     def champion(self, model_family: str) -> ChampionChange | None:
@@ -156,8 +191,11 @@ class FileRegistry:
 
     def champion_at(self, model_family: str, when: datetime) -> ChampionChange | None:
         """The champion that was live at ``when``."""
-        live = [c for c in self.history(model_family)
-                if c.changed_at_utc is not None and c.changed_at_utc <= when]
+        live = [
+            c
+            for c in self.history(model_family)
+            if c.changed_at_utc is not None and c.changed_at_utc <= when
+        ]
         return live[-1] if live else None
 
     def _champion_path(self, change: ChampionChange) -> str:
@@ -176,19 +214,28 @@ class FileRegistry:
             if current is not None and current.partition_key >= record.partition_key:
                 return False
             change = ChampionChange(
-                model_family=record.model_family, sequence=len(changes) + 1,
-                bundle_id=record.bundle_id, partition_key=record.partition_key,
+                model_family=record.model_family,
+                sequence=len(changes) + 1,
+                bundle_id=record.bundle_id,
+                partition_key=record.partition_key,
                 previous_bundle_id=current.bundle_id if current else None,
-                reason=("first PASS bundle of the family" if current is None else
-                        f"PASS bundle for week {record.partition_key} is newer than the champion's "
-                        f"week {current.partition_key}"),
-                changed_at_utc=datetime.now(UTC))
+                reason=(
+                    "first PASS bundle of the family"
+                    if current is None
+                    else f"PASS bundle for week {record.partition_key} is newer than the champion's "
+                    f"week {current.partition_key}"
+                ),
+                changed_at_utc=datetime.now(UTC),
+            )
             path = self._champion_path(change)
             if write_exclusive(self.location.fs, path, canonical_json(change)):
                 self._journal_file("champion_change", path)
                 return True
-        raise RegistryError("could not record the champion change: too many concurrent writers",
-                            source=self.url, field="champions")
+        raise RegistryError(
+            "could not record the champion change: too many concurrent writers",
+            source=self.url,
+            field="champions",
+        )
 
     def champion_before(self, model_family: str, partition_key: str) -> ChampionRef | None:
         """The champion a candidate for ``partition_key`` is compared with: the family's newest
@@ -197,27 +244,38 @@ class FileRegistry:
         if not earlier:
             return None
         best = max(earlier, key=lambda r: (r.partition_key, r.bundle_id))
-        return ChampionRef(bundle_id=best.bundle_id, bundle_uri=best.bundle_uri,
-                           partition_key=best.partition_key, model_sha256=best.model_sha256)
+        return ChampionRef(
+            bundle_id=best.bundle_id,
+            bundle_uri=best.bundle_uri,
+            partition_key=best.partition_key,
+            model_sha256=best.model_sha256,
+        )
 
     # -- integrity -------------------------------------------------------------------------
 
     def _subject(self, path: str) -> str:
-        return path[len(self.location.root.rstrip("/")) + 1:]
+        return path[len(self.location.root.rstrip("/")) + 1 :]
 
     def _journal_file(self, kind: str, path: str) -> None:
         """Chain a registry file's digest into the journal, once per file (a repeat after a
         crash between writing the file and its entry adds the missing entry, never a second)."""
         data = self.location.fs.cat_file(path)
-        self.journal.append(kind=kind, subject=self._subject(path), uri=self.location.uri(path),
-                            sha256=sha256_hex(data), unique=True)
+        self.journal.append(
+            kind=kind,
+            subject=self._subject(path),
+            uri=self.location.uri(path),
+            sha256=sha256_hex(data),
+            unique=True,
+        )
 
     def _registry_files(self) -> dict[str, tuple[str, str]]:
         """subject -> (kind, path) of every record and champion file on disk."""
         fs, root = self.location.fs, self.location.root
         out: dict[str, tuple[str, str]] = {}
-        for kind, pattern in (("registry_record", "records/*.json"),
-                              ("champion_change", "champions/*/*.json")):
+        for kind, pattern in (
+            ("registry_record", "records/*.json"),
+            ("champion_change", "champions/*/*.json"),
+        ):
             for path in fs.glob(join(root, pattern)):
                 if not path.rsplit("/", 1)[-1].startswith("."):
                     out[self._subject(path)] = (kind, path)
@@ -237,38 +295,65 @@ class FileRegistry:
             path = join(self.location.root, e.subject)
             uri = self.location.uri(path)
             if e.subject in seen:
-                problems.append(IntegrityProblem(
-                    kind="duplicate_entry", source=self.journal.location.uri(
-                        self.journal.entry_path(e.sequence)), field="subject",
-                    detail=f"entries {seen[e.subject]} and {e.sequence} both record {e.subject}"))
+                problems.append(
+                    IntegrityProblem(
+                        kind="duplicate_entry",
+                        source=self.journal.location.uri(self.journal.entry_path(e.sequence)),
+                        field="subject",
+                        detail=f"entries {seen[e.subject]} and {e.sequence} both record {e.subject}",
+                    )
+                )
                 continue
             seen[e.subject] = e.sequence
             what = "record" if e.kind == "registry_record" else "champion change"
             if e.subject not in files:
-                problems.append(IntegrityProblem(
-                    kind="record_missing", source=uri, field=e.subject,
-                    detail=f"journal entry {e.sequence} records this {what}, but the file is gone "
-                    "(deleted)"))
+                problems.append(
+                    IntegrityProblem(
+                        kind="record_missing",
+                        source=uri,
+                        field=e.subject,
+                        detail=f"journal entry {e.sequence} records this {what}, but the file is gone "
+                        "(deleted)",
+                    )
+                )
                 continue
             actual = sha256_hex(self.location.fs.cat_file(path))
             if actual != e.sha256:
-                problems.append(IntegrityProblem(
-                    kind="record_edited", source=uri, field="sha256",
-                    detail=f"the {what} has sha256 {actual}; journal entry {e.sequence} recorded "
-                    f"{e.sha256}: it was edited (or deleted and written again)"))
+                problems.append(
+                    IntegrityProblem(
+                        kind="record_edited",
+                        source=uri,
+                        field="sha256",
+                        detail=f"the {what} has sha256 {actual}; journal entry {e.sequence} recorded "
+                        f"{e.sha256}: it was edited (or deleted and written again)",
+                    )
+                )
         journaled_files = set(seen)
         for subject, (kind, path) in sorted(files.items()):
             if subject not in journaled_files:
                 what = "record" if kind == "registry_record" else "champion change"
-                problems.append(IntegrityProblem(
-                    kind="record_unjournaled", source=self.location.uri(path), field=subject,
-                    detail=f"a {what} no journal entry records: added by hand, its entry was "
-                    "deleted, or its publisher died before journaling it (publishing the bundle "
-                    "again completes it)"))
+                problems.append(
+                    IntegrityProblem(
+                        kind="record_unjournaled",
+                        source=self.location.uri(path),
+                        field=subject,
+                        detail=f"a {what} no journal entry records: added by hand, its entry was "
+                        "deleted, or its publisher died before journaling it (publishing the bundle "
+                        "again completes it)",
+                    )
+                )
         kinds = [kind for kind, _ in files.values()]
         return IntegrityReport(
-            target="registry", journal=self.journal.url, entries=len(chain.entries),
-            head_sequence=chain.head_sequence, head_digest=chain.head_digest,
-            checked={"records": kinds.count("registry_record"),
-                     "champion_changes": kinds.count("champion_change")},
-            problems=problems, ok=not problems, verified_at_utc=datetime.now(UTC))
+            target="registry",
+            journal=self.journal.url,
+            entries=len(chain.entries),
+            head_sequence=chain.head_sequence,
+            head_digest=chain.head_digest,
+            checked={
+                "records": kinds.count("registry_record"),
+                "champion_changes": kinds.count("champion_change"),
+            },
+            problems=problems,
+            ok=not problems,
+            verified_at_utc=datetime.now(UTC),
+        )

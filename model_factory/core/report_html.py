@@ -899,8 +899,11 @@ def render_readiness_html(doc: PromotionReadiness) -> bytes:
     Dagster metadata). A pure function of the document's deterministic content."""
     rec = doc.recommendation
     share = "" if rec.traffic_share is None else f" at {_pct(rec.traffic_share, 2)} of traffic"
-    champion = (f"champion {escape(doc.champion.bundle_id)} (week {escape(doc.champion.partition_key)})"
-                if doc.champion else "no champion")
+    champion = (
+        f"champion {escape(doc.champion.bundle_id)} (week {escape(doc.champion.partition_key)})"
+        if doc.champion
+        else "no champion"
+    )
     sections = [
         f"<h1>Promotion readiness — {escape(doc.model_family)}, week {escape(doc.partition_key)}</h1>",
         f'<p class="meta">bundle {escape(doc.bundle_id)} · train run {escape(doc.train_run_id)} · '
@@ -919,16 +922,41 @@ def render_readiness_html(doc: PromotionReadiness) -> bytes:
             f"decline overlap {_pct(d.decline_overlap)}, newly flagged {_pct(d.newly_flagged_share)} "
             f"of the candidate's alerts, newly cleared {_pct(d.newly_cleared_share)} of the "
             f"champion's, {_pct(d.changed_decision_share, 2)} of transactions change.</p>",
-            _table(["day", "rows", "candidate alerts", "champion alerts", "both", "newly flagged",
-                    "newly cleared", "candidate declines", "champion declines", "newly declined",
-                    "no longer declined"],
-                   [[x.day, str(x.rows), str(x.candidate_alerts), str(x.champion_alerts),
-                     str(x.both_alert), str(x.newly_flagged), str(x.newly_cleared),
-                     str(x.candidate_declines), str(x.champion_declines), str(x.newly_declined),
-                     str(x.no_longer_declined)] for x in [*d.days, d.total]]),
+            _table(
+                [
+                    "day",
+                    "rows",
+                    "candidate alerts",
+                    "champion alerts",
+                    "both",
+                    "newly flagged",
+                    "newly cleared",
+                    "candidate declines",
+                    "champion declines",
+                    "newly declined",
+                    "no longer declined",
+                ],
+                [
+                    [
+                        x.day,
+                        str(x.rows),
+                        str(x.candidate_alerts),
+                        str(x.champion_alerts),
+                        str(x.both_alert),
+                        str(x.newly_flagged),
+                        str(x.newly_cleared),
+                        str(x.candidate_declines),
+                        str(x.champion_declines),
+                        str(x.newly_declined),
+                        str(x.no_longer_declined),
+                    ]
+                    for x in [*d.days, d.total]
+                ],
+            ),
         ]
     o = doc.outcomes
     if o is not None:
+
         def cells(v) -> list[str]:
             return [_f(v.candidate, 2), _f(v.champion, 2), f"{v.delta:+.2f} {_ci(v.delta_ci, 2)}"]
 
@@ -936,31 +964,58 @@ def render_readiness_html(doc: PromotionReadiness) -> bytes:
             "<h2>Outcomes at the review threshold</h2>",
             "<p>Mean per test day, candidate minus champion with a paired bootstrap interval "
             "(rows resampled within each day).</p>",
-            _table(["outcome", "candidate", "champion", "delta [CI]"],
-                   [[v.metric, *cells(v)] for v in o.per_day]),
-            _table(["day", "frauds", *[f"{m} delta [CI]" for m in [v.metric for v in o.per_day]]],
-                   [[x.day, str(x.positives),
-                     *[f"{v.delta:+.2f} {_ci(v.delta_ci, 2)}" for v in x.outcomes]] for x in o.days]),
+            _table(
+                ["outcome", "candidate", "champion", "delta [CI]"],
+                [[v.metric, *cells(v)] for v in o.per_day],
+            ),
+            _table(
+                ["day", "frauds", *[f"{m} delta [CI]" for m in [v.metric for v in o.per_day]]],
+                [
+                    [
+                        x.day,
+                        str(x.positives),
+                        *[f"{v.delta:+.2f} {_ci(v.delta_ci, 2)}" for v in x.outcomes],
+                    ]
+                    for x in o.days
+                ],
+            ),
         ]
     a = doc.agreement
     if a is not None:
-        sections += ["<h2>Score agreement</h2>",
-                     f"<p>Spearman rank correlation {_f(a.spearman)}; PSI of the candidate's scores "
-                     f"against the champion's {_f(a.psi)} ({escape(a.psi_level)}, {a.bins} bins).</p>"]
+        sections += [
+            "<h2>Score agreement</h2>",
+            f"<p>Spearman rank correlation {_f(a.spearman)}; PSI of the candidate's scores "
+            f"against the champion's {_f(a.psi)} ({escape(a.psi_level)}, {a.bins} bins).</p>",
+        ]
     op = doc.operational
     latency = {None: "not measured", True: "within", False: "over"}[op.latency_within_budget]
     sections += [
         "<h2>Operational limits</h2>",
-        _table(["limit", "value"], [
-            ["review capacity per day", str(op.review_capacity_per_day)],
-            ["candidate alerts: peak day / mean per day",
-             f"{op.candidate_alerts_peak_day} / {op.candidate_alerts_mean_per_day:.1f}"],
-            ["champion alerts: peak day", "–" if op.champion_alerts_peak_day is None
-             else str(op.champion_alerts_peak_day)],
-            ["within capacity at full traffic", "yes" if op.within_review_capacity else "no"],
-            ["largest traffic share within capacity", _pct(op.max_traffic_share_within_capacity, 2)],
-            ["median single-row latency vs budget", f"{latency} {op.latency_budget_p50_us:g} µs"],
-        ]),
+        _table(
+            ["limit", "value"],
+            [
+                ["review capacity per day", str(op.review_capacity_per_day)],
+                [
+                    "candidate alerts: peak day / mean per day",
+                    f"{op.candidate_alerts_peak_day} / {op.candidate_alerts_mean_per_day:.1f}",
+                ],
+                [
+                    "champion alerts: peak day",
+                    "–"
+                    if op.champion_alerts_peak_day is None
+                    else str(op.champion_alerts_peak_day),
+                ],
+                ["within capacity at full traffic", "yes" if op.within_review_capacity else "no"],
+                [
+                    "largest traffic share within capacity",
+                    _pct(op.max_traffic_share_within_capacity, 2),
+                ],
+                [
+                    "median single-row latency vs budget",
+                    f"{latency} {op.latency_budget_p50_us:g} µs",
+                ],
+            ],
+        ),
     ]
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

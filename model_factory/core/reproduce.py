@@ -39,27 +39,40 @@ from model_factory.core.storage import read_json
 def pinned_intake(bundle: ModelBundle) -> IntakeReceipt:
     """The intake receipt a bundle was built from, recovered from the bundle itself."""
     return IntakeReceipt(
-        train_run_id=bundle.train_run_id, partition_key=bundle.partition_key, config=bundle.config,
-        config_hash=bundle.config_hash, code_version=bundle.code_version,
-        windows=bundle.leakage_audit.windows, input_dataset_manifests=bundle.input_dataset_manifests,
-        champion=bundle.gate_receipt.champion, gate_history=bundle.gate_history,
-        policy_digest=bundle.policy_digest)
+        train_run_id=bundle.train_run_id,
+        partition_key=bundle.partition_key,
+        config=bundle.config,
+        config_hash=bundle.config_hash,
+        code_version=bundle.code_version,
+        windows=bundle.leakage_audit.windows,
+        input_dataset_manifests=bundle.input_dataset_manifests,
+        champion=bundle.gate_receipt.champion,
+        gate_history=bundle.gate_history,
+        policy_digest=bundle.policy_digest,
+    )
 
 
 def as_stored_shape(stored: Any, rebuilt: Any) -> Any:
     """The rebuilt document without optional fields the contract gained after the original was
     written (left at their empty defaults); any other difference still shows."""
     if isinstance(stored, dict) and isinstance(rebuilt, dict):
-        return {k: as_stored_shape(stored.get(k), v) for k, v in rebuilt.items()
-                if k in stored or v not in (None, [], {})}
+        return {
+            k: as_stored_shape(stored.get(k), v)
+            for k, v in rebuilt.items()
+            if k in stored or v not in (None, [], {})
+        }
     if isinstance(stored, list) and isinstance(rebuilt, list) and len(stored) == len(rebuilt):
         return [as_stored_shape(s, r) for s, r in zip(stored, rebuilt, strict=True)]
     return rebuilt
 
 
 def _same(name: str, expected: str, actual: str) -> ArtifactCheck:
-    return ArtifactCheck(name=name, expected=expected, actual=actual,
-                         status="ok" if expected == actual else "mismatch")
+    return ArtifactCheck(
+        name=name,
+        expected=expected,
+        actual=actual,
+        status="ok" if expected == actual else "mismatch",
+    )
 
 
 def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
@@ -71,35 +84,57 @@ def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
     current_policy = policy_digest(env.policy)
     if original.policy_digest is not None and original.policy_digest != current_policy:
         return ReproductionReport(
-            bundle_id=original.bundle_id, train_run_id=original.train_run_id, verdict="DIFFERENT",
-            code_version_then=original.code_version, code_version_now=code_version(),
-            comparisons=[_same("policy_digest", original.policy_digest, current_policy)])
+            bundle_id=original.bundle_id,
+            train_run_id=original.train_run_id,
+            verdict="DIFFERENT",
+            code_version_then=original.code_version,
+            code_version_now=code_version(),
+            comparisons=[_same("policy_digest", original.policy_digest, current_policy)],
+        )
     intake_ref = env.store.put_document("intake_receipt.json", pinned_intake(original))
     frame = stage_frame(env, intake_ref)
     model = stage_model(env, intake_ref, frame.ref)
     report = stage_evaluation(env, intake_ref, frame.ref, model.ref)
     gate = stage_gate(env, intake_ref, frame.ref, model.ref, report.ref)
-    _, rebuilt, _ = stage_bundle(env, intake_ref, frame.ref, model.ref, report.ref, gate.ref,
-                                 write=False)
+    _, rebuilt, _ = stage_bundle(
+        env, intake_ref, frame.ref, model.ref, report.ref, gate.ref, write=False
+    )
     stored = read_json(bundle_uri)
 
     def shaped(original_doc: Any, rebuilt_doc: BaseModel) -> str:
         return content_digest(as_stored_shape(original_doc, rebuilt_doc.model_dump(mode="json")))
 
     comparisons = [
-        *([_same("policy_digest", original.policy_digest, current_policy)]
-          if original.policy_digest is not None else []),
-        _same(FRAME_ARTIFACT, artifact_named(original, FRAME_ARTIFACT).sha256, frame.doc.frame.sha256),  # type: ignore[union-attr]
+        *(
+            [_same("policy_digest", original.policy_digest, current_policy)]
+            if original.policy_digest is not None
+            else []
+        ),
+        _same(
+            FRAME_ARTIFACT, artifact_named(original, FRAME_ARTIFACT).sha256, frame.doc.frame.sha256
+        ),  # type: ignore[union-attr]
         _same(MODEL_ARTIFACT, artifact_named(original, MODEL_ARTIFACT).sha256, model.ref.sha256),
-        _same("evaluation_report", original.evaluation_report_ref.digest,
-              shaped(read_json(original.evaluation_report_ref.uri), report.doc)),  # type: ignore[arg-type]
-        _same("gate_receipt", content_digest(stored["gate_receipt"]),
-              shaped(stored["gate_receipt"], gate.doc)),  # type: ignore[arg-type]
-        _same("bundle_id", original.bundle_id,
-              bundle_id_of(as_stored_shape(stored, rebuilt.model_dump(mode="json")))),
+        _same(
+            "evaluation_report",
+            original.evaluation_report_ref.digest,
+            shaped(read_json(original.evaluation_report_ref.uri), report.doc),
+        ),  # type: ignore[arg-type]
+        _same(
+            "gate_receipt",
+            content_digest(stored["gate_receipt"]),
+            shaped(stored["gate_receipt"], gate.doc),
+        ),  # type: ignore[arg-type]
+        _same(
+            "bundle_id",
+            original.bundle_id,
+            bundle_id_of(as_stored_shape(stored, rebuilt.model_dump(mode="json"))),
+        ),
     ]
     return ReproductionReport(
-        bundle_id=original.bundle_id, train_run_id=original.train_run_id,
+        bundle_id=original.bundle_id,
+        train_run_id=original.train_run_id,
         verdict="IDENTICAL" if all(c.status == "ok" for c in comparisons) else "DIFFERENT",
-        code_version_then=original.code_version, code_version_now=code_version(),
-        comparisons=comparisons)
+        code_version_then=original.code_version,
+        code_version_now=code_version(),
+        comparisons=comparisons,
+    )

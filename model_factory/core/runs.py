@@ -90,10 +90,15 @@ class FactoryEnv:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FactoryEnv:
-        return cls(Catalog(settings.catalog_url), ArtifactStore(settings.store_url),
-                   FileRegistry(settings.registry_url), settings.policy(),
-                   settings.policy_path or "built-in default policy",
-                   settings.frame_mode, settings.stream_frames_above_bytes)
+        return cls(
+            Catalog(settings.catalog_url),
+            ArtifactStore(settings.store_url),
+            FileRegistry(settings.registry_url),
+            settings.policy(),
+            settings.policy_path or "built-in default policy",
+            settings.frame_mode,
+            settings.stream_frames_above_bytes,
+        )
 
     def streams_frame(self, inputs: FrameInputs) -> bool:
         """Whether this run's frame is built in streaming mode."""
@@ -124,23 +129,38 @@ def _same_run(intake_doc: IntakeReceipt, *docs: BaseModel) -> None:
             raise ModelFactoryError(
                 f"upstream {type(d).__name__} belongs to train run {other}, not "
                 f"{intake_doc.train_run_id}: re-materialize the stages after dataset_manifests",
-                field="train_run_id")
+                field="train_run_id",
+            )
 
 
-def stage_intake(env: FactoryEnv, config: TrainingConfig, partition_key: str,
-                 provenance: Provenance | None = None,
-                 gate_history: list[WeekReportRef] | None = None) -> StageResult:
+def stage_intake(
+    env: FactoryEnv,
+    config: TrainingConfig,
+    partition_key: str,
+    provenance: Provenance | None = None,
+    gate_history: list[WeekReportRef] | None = None,
+) -> StageResult:
     """Pin the train run: manifests, config, windows, the champion before this week (from the
     registry) and the earlier weeks' reports the gate's stability criteria read."""
     started = time.perf_counter()
     champion = env.registry.champion_before(config.model_family, partition_key)
-    receipt, inputs = intake(env.catalog, config, partition_key, env.policy, provenance,
-                             env.policy_source, champion, gate_history)
+    receipt, inputs = intake(
+        env.catalog,
+        config,
+        partition_key,
+        env.policy,
+        provenance,
+        env.policy_source,
+        champion,
+        gate_history,
+    )
     crash_point("intake.verified")
     ref = env.store.put_document("intake_receipt.json", receipt)
-    counts = {"manifests": len(receipt.input_dataset_manifests),
-              "event_rows": sum(e.manifest.row_count for e in inputs.events),
-              "label_rows": sum(e.manifest.row_count for e in inputs.labels)}
+    counts = {
+        "manifests": len(receipt.input_dataset_manifests),
+        "event_rows": sum(e.manifest.row_count for e in inputs.events),
+        "label_rows": sum(e.manifest.row_count for e in inputs.labels),
+    }
     return StageResult(ref, receipt, counts, time.perf_counter() - started)
 
 
@@ -163,8 +183,9 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
         rows, positives = written.rows, written.positives
     else:
         built = build_training_frame(receipt, inputs, env.policy)
-        frame_ref = env.store.put_bytes("training_frame.parquet", frame_to_parquet(built.frame),
-                                        **parquet)
+        frame_ref = env.store.put_bytes(
+            "training_frame.parquet", frame_to_parquet(built.frame), **parquet
+        )
         schema, audit = built.feature_schema, built.audit
         by_split = built.frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
         rows = {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)}
@@ -172,15 +193,26 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
         del built
     groups = [
         FeatureGroupVersion(
-            name=name, version=entries[0].manifest.version, keys=entries[0].manifest.keys,
+            name=name,
+            version=entries[0].manifest.version,
+            keys=entries[0].manifest.keys,
             ttl_seconds=entries[0].manifest.ttl_seconds,
-            columns=[c for c in entries[0].manifest.columns if c.name in feature_columns(entries[0])])
+            columns=[
+                c for c in entries[0].manifest.columns if c.name in feature_columns(entries[0])
+            ],
+        )
         for name, entries in inputs.feature_groups.items()
     ]
     record = TrainingFrameRecord(
-        train_run_id=receipt.train_run_id, intake_digest=intake_ref.sha256, frame=frame_ref,
-        feature_schema=schema, feature_group_versions=groups,
-        leakage_audit=audit, rows=rows, positives=positives)
+        train_run_id=receipt.train_run_id,
+        intake_digest=intake_ref.sha256,
+        frame=frame_ref,
+        feature_schema=schema,
+        feature_group_versions=groups,
+        leakage_audit=audit,
+        rows=rows,
+        positives=positives,
+    )
     crash_point("frame.built")
     ref = env.store.put_document("training_frame_record.json", record)
     counts = {f"{s}_rows": rows.get(s, 0) for s in ("train", "val", "test")}
@@ -200,31 +232,41 @@ def stage_model(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef
     record = load_document(frame_ref, TrainingFrameRecord)
     _same_run(receipt, record)
     if not record.leakage_audit.passed:
-        raise LeakageError(f"the frame's leakage audit failed: {record.leakage_audit.violations}",
-                           source=frame_ref.uri, field="leakage_audit")
+        raise LeakageError(
+            f"the frame's leakage audit failed: {record.leakage_audit.violations}",
+            source=frame_ref.uri,
+            field="leakage_audit",
+        )
     frame = load_frame(record)
-    trained = train_xgboost(frame, [f.name for f in record.feature_schema], receipt.config.hyperparams,
-                            source=record.frame.uri)
+    trained = train_xgboost(
+        frame,
+        [f.name for f in record.feature_schema],
+        receipt.config.hyperparams,
+        source=record.frame.uri,
+    )
     crash_point("training.fitted")
     ref = env.store.put_bytes(MODEL_ARTIFACT, trained.model_bytes, suffix=".ubj")
     counts = {"best_iteration": trained.best_iteration, "model_bytes": len(trained.model_bytes)}
     return StageResult(ref, None, counts, time.perf_counter() - started)
 
 
-def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
-                     model_ref: ArtifactRef) -> StageResult:
+def stage_evaluation(
+    env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef, model_ref: ArtifactRef
+) -> StageResult:
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
     record = load_document(frame_ref, TrainingFrameRecord)
     _same_run(receipt, record)
     frame = load_frame(record)
-    trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref),
-                                      receipt.config.hyperparams.nthread)
+    trained = TrainedModel.from_bytes(
+        ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread
+    )
     report = evaluate_run(receipt, record, frame, trained, model_ref.sha256, env.policy)
     # The HTML view is a pure function of the report's deterministic content, so referencing it
     # keeps the report digest reproducible.
-    html = env.store.put_bytes("evaluation_report.html", render_report_html(report),
-                               media_type="text/html", suffix=".html")
+    html = env.store.put_bytes(
+        "evaluation_report.html", render_report_html(report), media_type="text/html", suffix=".html"
+    )
     report = report.model_copy(update={"html": html})
     crash_point("report.evaluated")
     ref = env.store.put_document("evaluation_report.json", report)
@@ -233,8 +275,9 @@ def stage_evaluation(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: Artifa
     return StageResult(ref, report, counts, time.perf_counter() - started)
 
 
-def _champion_scores(champion: ChampionRef | None, test: pl.DataFrame
-                     ) -> tuple[np.ndarray | None, str | None]:
+def _champion_scores(
+    champion: ChampionRef | None, test: pl.DataFrame
+) -> tuple[np.ndarray | None, str | None]:
     """The champion's scores on the candidate's test rows, or why there are none."""
     if champion is None:
         return None, None
@@ -250,8 +293,13 @@ def _champion_scores(champion: ChampionRef | None, test: pl.DataFrame
         return None, str(exc)
 
 
-def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
-               model_ref_: ArtifactRef, report_ref: ArtifactRef) -> StageResult:
+def stage_gate(
+    env: FactoryEnv,
+    intake_ref: ArtifactRef,
+    frame_ref: ArtifactRef,
+    model_ref_: ArtifactRef,
+    report_ref: ArtifactRef,
+) -> StageResult:
     """Judge the candidate: its report, its test scores, the champion on the same rows."""
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
@@ -260,29 +308,47 @@ def stage_gate(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
     _same_run(receipt, record, report)
     test = load_frame(record).filter(pl.col("split") == "test")
     features = [f.name for f in record.feature_schema]
-    model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref_),
-                                    receipt.config.hyperparams.nthread)
+    model = TrainedModel.from_bytes(
+        ArtifactStore.get_bytes(model_ref_), receipt.config.hyperparams.nthread
+    )
     champion_scores, problem = _champion_scores(receipt.champion, test)
     history = tuple(
-        (h.partition_key, r) for h in receipt.gate_history
-        if (r := ArtifactStore.get_document(h.evaluation_report_ref.uri, EvaluationReport,
-                                            h.evaluation_report_ref.digest)).model_family
-        == receipt.config.model_family)
+        (h.partition_key, r)
+        for h in receipt.gate_history
+        if (
+            r := ArtifactStore.get_document(
+                h.evaluation_report_ref.uri, EvaluationReport, h.evaluation_report_ref.digest
+            )
+        ).model_family
+        == receipt.config.model_family
+    )
     evidence = GateEvidence(
-        report=report, report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
-        frame_sha256=record.frame.sha256, y_test=test["label"].to_numpy(),
-        score_test=model.predict(feature_matrix(test, features)), champion=receipt.champion,
-        champion_score_test=champion_scores, champion_problem=problem, history=history)
+        report=report,
+        report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
+        frame_sha256=record.frame.sha256,
+        y_test=test["label"].to_numpy(),
+        score_test=model.predict(feature_matrix(test, features)),
+        champion=receipt.champion,
+        champion_score_test=champion_scores,
+        champion_problem=problem,
+        history=history,
+    )
     gate = decide_gate(receipt.config.gates, env.policy, evidence)
     crash_point("gate.decided")
     ref = env.store.put_document("gate_receipt.json", gate)
     return StageResult(ref, gate, {}, time.perf_counter() - started)
 
 
-def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRef,
-                 model_ref: ArtifactRef, report_ref: ArtifactRef, gate_ref: ArtifactRef,
-                 provenance: Provenance | None = None, write: bool = True
-                 ) -> tuple[StageResult, ModelBundle, bool]:
+def stage_bundle(
+    env: FactoryEnv,
+    intake_ref: ArtifactRef,
+    frame_ref: ArtifactRef,
+    model_ref: ArtifactRef,
+    report_ref: ArtifactRef,
+    gate_ref: ArtifactRef,
+    provenance: Provenance | None = None,
+    write: bool = True,
+) -> tuple[StageResult, ModelBundle, bool]:
     """Package the bundle and (unless ``write`` is False) write it once; returns
     (result, bundle, created)."""
     started = time.perf_counter()
@@ -292,29 +358,48 @@ def stage_bundle(env: FactoryEnv, intake_ref: ArtifactRef, frame_ref: ArtifactRe
     report = load_document(report_ref, EvaluationReport)
     _same_run(receipt, record, gate, report)
     bundle = assemble_bundle(
-        intake=receipt, audit=record.leakage_audit, feature_schema=record.feature_schema,
-        feature_groups=record.feature_group_versions, model_ref=model_ref, frame_ref=record.frame,
-        report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256), receipt=gate,
-        policy_config=report.policy, provenance=provenance)
+        intake=receipt,
+        audit=record.leakage_audit,
+        feature_schema=record.feature_schema,
+        feature_groups=record.feature_group_versions,
+        model_ref=model_ref,
+        frame_ref=record.frame,
+        report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
+        receipt=gate,
+        policy_config=report.policy,
+        provenance=provenance,
+    )
     uri, created = write_bundle(env.store, bundle) if write else ("", False)
     crash_point("bundle.written")
     if write and gate.gate_status == "PASS":
         # After the bundle: the document names the bundle_id, so it cannot be inside it.
         stage_readiness(env, receipt, record, report, bundle, uri, model_ref)
-    ref = ArtifactRef(name="bundle.json", uri=uri, sha256=content_digest(bundle),
-                      size_bytes=len(canonical_json(bundle)), media_type="application/json")
+    ref = ArtifactRef(
+        name="bundle.json",
+        uri=uri,
+        sha256=content_digest(bundle),
+        size_bytes=len(canonical_json(bundle)),
+        media_type="application/json",
+    )
     return StageResult(ref, bundle, {}, time.perf_counter() - started), bundle, created
 
 
-def stage_readiness(env: FactoryEnv, receipt: IntakeReceipt, record: TrainingFrameRecord,
-                    report: EvaluationReport, bundle: ModelBundle, bundle_uri: str,
-                    model_ref_: ArtifactRef) -> tuple[str, PromotionReadiness]:
+def stage_readiness(
+    env: FactoryEnv,
+    receipt: IntakeReceipt,
+    record: TrainingFrameRecord,
+    report: EvaluationReport,
+    bundle: ModelBundle,
+    bundle_uri: str,
+    model_ref_: ArtifactRef,
+) -> tuple[str, PromotionReadiness]:
     """The PASS bundle's promotion readiness, written once next to its bundle.json (with an HTML
     view in the store); the registry finds it there when it publishes the bundle."""
     settings = receipt.config.readiness
     test = load_frame(record).filter(pl.col("split") == "test")
-    model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref_),
-                                    receipt.config.hyperparams.nthread)
+    model = TrainedModel.from_bytes(
+        ArtifactStore.get_bytes(model_ref_), receipt.config.hyperparams.nthread
+    )
     champion_scores, problem = _champion_scores(receipt.champion, test)
     champion_policy = None
     if champion_scores is not None and receipt.champion is not None:
@@ -322,24 +407,42 @@ def stage_readiness(env: FactoryEnv, receipt: IntakeReceipt, record: TrainingFra
     amount_column = settings.amount_column if settings.amount_column in test.columns else None
     # Read from the stored report: its first attempt's measurement, so re-runs agree.
     latency = report.timings.get(LATENCY_KEY)
-    doc = compute_readiness(ReadinessInputs(
-        bundle_id=bundle.bundle_id, train_run_id=bundle.train_run_id,
-        partition_key=bundle.partition_key, model_family=bundle.model_family,
-        model_sha256=model_ref_.sha256, evaluation_report_digest=bundle.evaluation_report_ref.digest,
-        y=test["label"].to_numpy(), days=test["event_time"].dt.date().cast(pl.Utf8).to_numpy(),
-        candidate_score=model.predict(feature_matrix(test, [f.name for f in record.feature_schema])),
-        candidate_policy=bundle.policy_config, champion=receipt.champion,
-        champion_score=champion_scores, champion_policy=champion_policy, champion_problem=problem,
-        amount=test[amount_column].to_numpy() if amount_column else None,
-        amount_column=amount_column, latency_p50_us=latency,
-        gate_overridden=bundle.gate_receipt.override is not None), settings)
-    html = env.store.put_bytes("readiness.html", render_readiness_html(doc),
-                               media_type="text/html", suffix=".html")
-    doc = doc.model_copy(update={
-        "html": html, "timings": {LATENCY_KEY: latency} if latency is not None else {},
-        "created_at_utc": datetime.now(UTC)})
-    uri, _ = env.store.put_named_once(
-        f"bundles/{bundle.train_run_id}/{READINESS_NAME}", doc)
+    doc = compute_readiness(
+        ReadinessInputs(
+            bundle_id=bundle.bundle_id,
+            train_run_id=bundle.train_run_id,
+            partition_key=bundle.partition_key,
+            model_family=bundle.model_family,
+            model_sha256=model_ref_.sha256,
+            evaluation_report_digest=bundle.evaluation_report_ref.digest,
+            y=test["label"].to_numpy(),
+            days=test["event_time"].dt.date().cast(pl.Utf8).to_numpy(),
+            candidate_score=model.predict(
+                feature_matrix(test, [f.name for f in record.feature_schema])
+            ),
+            candidate_policy=bundle.policy_config,
+            champion=receipt.champion,
+            champion_score=champion_scores,
+            champion_policy=champion_policy,
+            champion_problem=problem,
+            amount=test[amount_column].to_numpy() if amount_column else None,
+            amount_column=amount_column,
+            latency_p50_us=latency,
+            gate_overridden=bundle.gate_receipt.override is not None,
+        ),
+        settings,
+    )
+    html = env.store.put_bytes(
+        "readiness.html", render_readiness_html(doc), media_type="text/html", suffix=".html"
+    )
+    doc = doc.model_copy(
+        update={
+            "html": html,
+            "timings": {LATENCY_KEY: latency} if latency is not None else {},
+            "created_at_utc": datetime.now(UTC),
+        }
+    )
+    uri, _ = env.store.put_named_once(f"bundles/{bundle.train_run_id}/{READINESS_NAME}", doc)
     return uri, doc
 
 
@@ -352,11 +455,13 @@ def load_readiness(bundle_uri: str) -> PromotionReadiness | None:
     return parse_document(raw, PromotionReadiness, source=readiness_uri_for(bundle_uri))
 
 
-def stage_publish(env: FactoryEnv, bundle_uri: str, bundle_id: str,
-                  requested_by: str) -> PublishBundleResponse:
+def stage_publish(
+    env: FactoryEnv, bundle_uri: str, bundle_id: str, requested_by: str
+) -> PublishBundleResponse:
     """Publish through the registry (which re-verifies); a refusal comes back in the response."""
-    return env.registry.publish(PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id,
-                                                     requested_by=requested_by))
+    return env.registry.publish(
+        PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id, requested_by=requested_by)
+    )
 
 
 def ledger_journal(env: FactoryEnv) -> Journal:
@@ -364,15 +469,28 @@ def ledger_journal(env: FactoryEnv) -> Journal:
     return Journal(join(env.store.url, "ledger"))
 
 
-def journal_stage(env: FactoryEnv, stage: str, ref: ArtifactRef, train_run_id: str,
-                  partition_key: str, dagster_run_id: str | None = None) -> JournalEntry:
+def journal_stage(
+    env: FactoryEnv,
+    stage: str,
+    ref: ArtifactRef,
+    train_run_id: str,
+    partition_key: str,
+    dagster_run_id: str | None = None,
+) -> JournalEntry:
     """Chain a stage's output into the ledger journal: the document as referenced, plus the
     sha256 of its bytes as stored (a document's ref digest leaves volatile fields out; this one
     pins every byte)."""
     fs, path = open_uri(ref.uri)
     stored, _ = file_sha256(fs, path)
     entry, _ = ledger_journal(env).append(
-        kind="ledger_stage", subject=f"{train_run_id}/{stage}", uri=ref.uri, sha256=stored,
-        train_run_id=train_run_id, stage=stage, partition_key=partition_key, document=ref,
-        dagster_run_id=dagster_run_id)
+        kind="ledger_stage",
+        subject=f"{train_run_id}/{stage}",
+        uri=ref.uri,
+        sha256=stored,
+        train_run_id=train_run_id,
+        stage=stage,
+        partition_key=partition_key,
+        document=ref,
+        dagster_run_id=dagster_run_id,
+    )
     return entry

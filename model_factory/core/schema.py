@@ -12,11 +12,15 @@ from model_factory.contracts import CONTRACTS_VERSION, PUBLIC_CONTRACTS, TrainRu
 
 
 def contracts_schema() -> dict[str, Any]:
-    _, schema = models_json_schema([(m, "validation") for m in PUBLIC_CONTRACTS],
-                                   ref_template="#/$defs/{model}")
+    _, schema = models_json_schema(
+        [(m, "validation") for m in PUBLIC_CONTRACTS], ref_template="#/$defs/{model}"
+    )
     defs = dict(schema["$defs"])
-    defs["TrainRunId"] = {**TypeAdapter(TrainRunId).json_schema(), "title": "TrainRunId",
-                          "description": "mfr- followed by 20 hex digits of the run's identity digest."}
+    defs["TrainRunId"] = {
+        **TypeAdapter(TrainRunId).json_schema(),
+        "title": "TrainRunId",
+        "description": "mfr- followed by 20 hex digits of the run's identity digest.",
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"mf_public_contracts_{CONTRACTS_VERSION}.schema.json",

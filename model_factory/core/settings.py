@@ -20,8 +20,13 @@ DEFAULT_STREAM_ABOVE_BYTES = 2 << 30  # of input parquet: about 5M events with 6
 # MODEL_FACTORY_INSTANCE -> the instance settings copied into $DAGSTER_HOME/dagster.yaml.
 INSTANCE_TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
 # What dagster.postgres.yaml reads from the environment when the instance loads.
-POSTGRES_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
-                "DAGSTER_PG_DB")
+POSTGRES_ENV = (
+    "DAGSTER_PG_HOST",
+    "DAGSTER_PG_PORT",
+    "DAGSTER_PG_USER",
+    "DAGSTER_PG_PASSWORD",
+    "DAGSTER_PG_DB",
+)
 
 
 @dataclass(frozen=True)
@@ -50,21 +55,31 @@ class Settings:
             if date.fromisoformat(start).weekday() != 0:
                 raise ValueError("not a Monday")
         except ValueError as exc:
-            raise ConfigError(f"'{start}' must be a Monday as YYYY-MM-DD ({exc})",
-                              field="MODEL_FACTORY_START_WEEK") from exc
+            raise ConfigError(
+                f"'{start}' must be a Monday as YYYY-MM-DD ({exc})",
+                field="MODEL_FACTORY_START_WEEK",
+            ) from exc
         s3_conditional_writes_mode(env)  # a typo fails here, not at the first write to S3
         instance = env.get("MODEL_FACTORY_INSTANCE") or None
         if instance is not None and instance not in INSTANCE_TEMPLATES:
-            raise ConfigError(f"'{instance}' is not one of {', '.join(INSTANCE_TEMPLATES)}",
-                              field="MODEL_FACTORY_INSTANCE")
+            raise ConfigError(
+                f"'{instance}' is not one of {', '.join(INSTANCE_TEMPLATES)}",
+                field="MODEL_FACTORY_INSTANCE",
+            )
         frame_mode = env.get("MODEL_FACTORY_FRAME_MODE") or "auto"
         if frame_mode not in FRAME_MODES:
-            raise ConfigError(f"'{frame_mode}' is not one of {', '.join(FRAME_MODES)}",
-                              field="MODEL_FACTORY_FRAME_MODE")
-        above = env.get("MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES") or str(DEFAULT_STREAM_ABOVE_BYTES)
+            raise ConfigError(
+                f"'{frame_mode}' is not one of {', '.join(FRAME_MODES)}",
+                field="MODEL_FACTORY_FRAME_MODE",
+            )
+        above = env.get("MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES") or str(
+            DEFAULT_STREAM_ABOVE_BYTES
+        )
         if not above.isdigit():
-            raise ConfigError(f"'{above}' is not a number of bytes",
-                              field="MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES")
+            raise ConfigError(
+                f"'{above}' is not a number of bytes",
+                field="MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES",
+            )
         return cls(
             home=home,
             catalog_url=env.get("MODEL_FACTORY_CATALOG") or str(home / "catalog"),
@@ -94,18 +109,24 @@ class Settings:
         if self.instance == "postgres":
             missing = [name for name in POSTGRES_ENV if not env.get(name)]
             if missing:
-                raise ConfigError(f"MODEL_FACTORY_INSTANCE=postgres needs {', '.join(missing)} "
-                                  "set (dagster.postgres.yaml reads them)", field=missing[0])
+                raise ConfigError(
+                    f"MODEL_FACTORY_INSTANCE=postgres needs {', '.join(missing)} "
+                    "set (dagster.postgres.yaml reads them)",
+                    field=missing[0],
+                )
         templates = {name: _PROJECT_ROOT / file for name, file in INSTANCE_TEMPLATES.items()}
         wanted = templates[self.instance or "sqlite"]
         if not target.exists():
             if wanted.exists():
                 shutil.copyfile(wanted, target)
             elif self.instance == "postgres":
-                raise ConfigError("dagster.postgres.yaml is not next to the package (installed "
-                                  "without the repository): put its storage block in "
-                                  f"{target} yourself", source=str(wanted),
-                                  field="MODEL_FACTORY_INSTANCE")
+                raise ConfigError(
+                    "dagster.postgres.yaml is not next to the package (installed "
+                    "without the repository): put its storage block in "
+                    f"{target} yourself",
+                    source=str(wanted),
+                    field="MODEL_FACTORY_INSTANCE",
+                )
             else:  # installed without the repository: the essentials of that file
                 target.write_text("telemetry:\n  enabled: false\n")
             return self.dagster_home
@@ -117,10 +138,13 @@ class Settings:
         if any(t.exists() and current == t.read_bytes() for t in templates.values()):
             shutil.copyfile(wanted, target)  # an unedited copy of the other template: switch
         elif self.instance == "postgres" and b"postgres" not in current:
-            raise ConfigError("MODEL_FACTORY_INSTANCE=postgres, but this dagster.yaml (not a copy "
-                              "of the project's) has no PostgreSQL storage: add the storage block "
-                              "of dagster.postgres.yaml or remove the file", source=str(target),
-                              field="MODEL_FACTORY_INSTANCE")
+            raise ConfigError(
+                "MODEL_FACTORY_INSTANCE=postgres, but this dagster.yaml (not a copy "
+                "of the project's) has no PostgreSQL storage: add the storage block "
+                "of dagster.postgres.yaml or remove the file",
+                source=str(target),
+                field="MODEL_FACTORY_INSTANCE",
+            )
         return self.dagster_home
 
 

@@ -195,8 +195,10 @@ def s3_conditional_writes_mode(env: dict[str, str] | None = None) -> str:
     """``require`` (default) or ``single-writer`` from MODEL_FACTORY_S3_CONDITIONAL_WRITES."""
     value = (os.environ if env is None else env).get(S3_CONDITIONAL_WRITES_ENV) or "require"
     if value not in S3_CONDITIONAL_WRITE_MODES:
-        raise ConfigError(f"'{value}' is not one of {', '.join(S3_CONDITIONAL_WRITE_MODES)}",
-                          field=S3_CONDITIONAL_WRITES_ENV)
+        raise ConfigError(
+            f"'{value}' is not one of {', '.join(S3_CONDITIONAL_WRITE_MODES)}",
+            field=S3_CONDITIONAL_WRITES_ENV,
+        )
     return value
 
 
@@ -210,8 +212,10 @@ def _s3_error(exc: BaseException) -> tuple[str | None, int | None]:
     for e in (exc, exc.__cause__, exc.__context__):
         response = getattr(e, "response", None)
         if isinstance(response, dict):
-            return (response.get("Error", {}).get("Code"),
-                    response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+            return (
+                response.get("Error", {}).get("Code"),
+                response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+            )
     return None, None
 
 
@@ -278,8 +282,10 @@ def _write_exclusive_s3(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -
                 "writers could overwrite each other; refusing to write. Use a server that "
                 "supports them (AWS S3, recent MinIO, Ceph RGW...), or set "
                 f"{S3_CONDITIONAL_WRITES_ENV}=single-writer if only one process ever writes "
-                "to this store at a time", source=fs.unstrip_protocol(path),
-                field=S3_CONDITIONAL_WRITES_ENV)
+                "to this store at a time",
+                source=fs.unstrip_protocol(path),
+                field=S3_CONDITIONAL_WRITES_ENV,
+            )
         fs.pipe_file(path, data)
         fs.invalidate_cache(path)
         return True
@@ -288,9 +294,12 @@ def _write_exclusive_s3(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -
     except OSError as exc:
         if not _not_implemented(exc):
             raise
-        raise ConfigError("the S3 server rejected a conditional write (If-None-Match: *) with "
-                          "501 NotImplemented; nothing was written",
-                          source=fs.unstrip_protocol(path), field=S3_CONDITIONAL_WRITES_ENV) from exc
+        raise ConfigError(
+            "the S3 server rejected a conditional write (If-None-Match: *) with "
+            "501 NotImplemented; nothing was written",
+            source=fs.unstrip_protocol(path),
+            field=S3_CONDITIONAL_WRITES_ENV,
+        ) from exc
 
 
 class ArtifactStore:
@@ -303,16 +312,27 @@ class ArtifactStore:
     def _blob_path(self, digest: str, suffix: str = "") -> str:
         return join(self.location.root, "sha256", digest[:2], digest + suffix)
 
-    def put_bytes(self, name: str, data: bytes, media_type: str = "application/octet-stream",
-                  suffix: str = "") -> ArtifactRef:
+    def put_bytes(
+        self, name: str, data: bytes, media_type: str = "application/octet-stream", suffix: str = ""
+    ) -> ArtifactRef:
         digest = sha256_hex(data)
         path = self._blob_path(digest, suffix)
         write_exclusive(self.location.fs, path, data)
-        return ArtifactRef(name=name, uri=self.location.uri(path), sha256=digest,
-                           size_bytes=len(data), media_type=media_type)
+        return ArtifactRef(
+            name=name,
+            uri=self.location.uri(path),
+            sha256=digest,
+            size_bytes=len(data),
+            media_type=media_type,
+        )
 
-    def put_file(self, name: str, local_path: str, media_type: str = "application/octet-stream",
-                 suffix: str = "") -> ArtifactRef:
+    def put_file(
+        self,
+        name: str,
+        local_path: str,
+        media_type: str = "application/octet-stream",
+        suffix: str = "",
+    ) -> ArtifactRef:
         """Store a local file by content; on a local store it is never read into memory whole
         (frames built in streaming mode)."""
         digest, size = file_sha256(LocalFileSystem(), local_path)
@@ -323,8 +343,13 @@ class ArtifactStore:
         else:  # remote stores create an object in one conditional PUT: write_exclusive's rules
             with open(local_path, "rb") as f:
                 write_exclusive(fs, path, f.read())
-        return ArtifactRef(name=name, uri=self.location.uri(path), sha256=digest,
-                           size_bytes=size, media_type=media_type)
+        return ArtifactRef(
+            name=name,
+            uri=self.location.uri(path),
+            sha256=digest,
+            size_bytes=size,
+            media_type=media_type,
+        )
 
     def put_document(self, name: str, doc: BaseModel) -> ArtifactRef:
         """Store a JSON document addressed by its content digest (volatile fields left out).
@@ -335,8 +360,13 @@ class ArtifactStore:
         data = canonical_json(doc)
         path = self._blob_path(digest, ".json")
         write_exclusive(self.location.fs, path, data)
-        return ArtifactRef(name=name, uri=self.location.uri(path), sha256=digest,
-                           size_bytes=len(data), media_type="application/json")
+        return ArtifactRef(
+            name=name,
+            uri=self.location.uri(path),
+            sha256=digest,
+            size_bytes=len(data),
+            media_type="application/json",
+        )
 
     @staticmethod
     def get_bytes(ref: ArtifactRef) -> bytes:
@@ -344,7 +374,9 @@ class ArtifactStore:
         if sha256_hex(data) != ref.sha256:
             raise DigestMismatchError(
                 f"content sha256 {sha256_hex(data)} differs from pinned {ref.sha256}",
-                source=ref.uri, field="sha256")
+                source=ref.uri,
+                field="sha256",
+            )
         return data
 
     @staticmethod
@@ -355,7 +387,9 @@ class ArtifactStore:
         if expected_digest is not None and content_digest(raw) != expected_digest:
             raise DigestMismatchError(
                 f"document digest {content_digest(raw)} differs from pinned {expected_digest}",
-                source=uri, field="digest")
+                source=uri,
+                field="digest",
+            )
         return parse_document(raw, model, source=uri)
 
     def put_named_once(self, relpath: str, doc: BaseModel) -> tuple[str, bool]:
@@ -368,5 +402,7 @@ class ArtifactStore:
             if content_digest(existing) != content_digest(doc):
                 raise ImmutabilityError(
                     "exists with different content: not reproducible, refusing to overwrite",
-                    source=self.location.uri(path), field="content digest")
+                    source=self.location.uri(path),
+                    field="content digest",
+                )
         return self.location.uri(path), created

@@ -23,12 +23,16 @@ class TrainedModel:
         """A saved model (UBJ keeps the early-stopping best iteration with the trees)."""
         booster = xgb.Booster(params={"nthread": nthread})
         booster.load_model(bytearray(model_bytes))
-        return cls(booster=booster, model_bytes=model_bytes, best_iteration=int(booster.best_iteration))
+        return cls(
+            booster=booster, model_bytes=model_bytes, best_iteration=int(booster.best_iteration)
+        )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores from the trees up to the best iteration."""
         data = xgb.DMatrix(x, feature_names=self.booster.feature_names)
-        return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(np.float64)
+        return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(
+            np.float64
+        )
 
 
 def feature_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
@@ -54,8 +58,9 @@ def booster_params(p: XGBoostParams) -> dict:
     }
 
 
-def train_xgboost(frame: pl.DataFrame, features: list[str], params: XGBoostParams,
-                  source: str = "training_frame") -> TrainedModel:
+def train_xgboost(
+    frame: pl.DataFrame, features: list[str], params: XGBoostParams, source: str = "training_frame"
+) -> TrainedModel:
     """Train on split 'train', stop early on split 'val'; returns the booster and its bytes."""
     train = frame.filter(pl.col("split") == "train")
     val = frame.filter(pl.col("split") == "val")
@@ -64,15 +69,33 @@ def train_xgboost(frame: pl.DataFrame, features: list[str], params: XGBoostParam
         if part.height == 0 or positives == 0 or positives == part.height:
             raise ModelFactoryError(
                 f"the {name} split has {part.height} rows and {positives} positives: "
-                "both classes are needed to train", source=source, field=f"split={name}")
-    dtrain = xgb.QuantileDMatrix(feature_matrix(train, features), label=train["label"].to_numpy(),
-                                 feature_names=features, max_bin=params.max_bin,
-                                 nthread=params.nthread)
-    dval = xgb.QuantileDMatrix(feature_matrix(val, features), label=val["label"].to_numpy(),
-                               feature_names=features, ref=dtrain, nthread=params.nthread)
-    booster = xgb.train(booster_params(params), dtrain, num_boost_round=params.num_boost_round,
-                        evals=[(dval, "val")], early_stopping_rounds=params.early_stopping_rounds,
-                        verbose_eval=False)
+                "both classes are needed to train",
+                source=source,
+                field=f"split={name}",
+            )
+    dtrain = xgb.QuantileDMatrix(
+        feature_matrix(train, features),
+        label=train["label"].to_numpy(),
+        feature_names=features,
+        max_bin=params.max_bin,
+        nthread=params.nthread,
+    )
+    dval = xgb.QuantileDMatrix(
+        feature_matrix(val, features),
+        label=val["label"].to_numpy(),
+        feature_names=features,
+        ref=dtrain,
+        nthread=params.nthread,
+    )
+    booster = xgb.train(
+        booster_params(params),
+        dtrain,
+        num_boost_round=params.num_boost_round,
+        evals=[(dval, "val")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        verbose_eval=False,
+    )
     best = int(booster.best_iteration)
-    return TrainedModel(booster=booster, model_bytes=bytes(booster.save_raw("ubj")), best_iteration=best)
-
+    return TrainedModel(
+        booster=booster, model_bytes=bytes(booster.save_raw("ubj")), best_iteration=best
+    )

@@ -20,10 +20,13 @@ def week_start(partition_key: str) -> datetime:
     try:
         d = date.fromisoformat(partition_key)
     except ValueError as exc:
-        raise WindowError(f"'{partition_key}' is not a YYYY-MM-DD date", field="partition_key") from exc
+        raise WindowError(
+            f"'{partition_key}' is not a YYYY-MM-DD date", field="partition_key"
+        ) from exc
     if d.weekday() != 0:
-        raise WindowError(f"{partition_key} is a {d:%A}, weekly partitions start on Monday",
-                          field="partition_key")
+        raise WindowError(
+            f"{partition_key} is a {d:%A}, weekly partitions start on Monday", field="partition_key"
+        )
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
@@ -38,12 +41,17 @@ def resolve_windows(partition_key: str, split: SplitPolicy) -> LeakagePolicy:
     maturity = timedelta(days=split.label_maturity_days)
     test = TimeWindow(start=cut - maturity - timedelta(days=split.test_days), end=cut - maturity)
     train_cut = test.start
-    val = TimeWindow(start=train_cut - maturity - timedelta(days=split.val_days),
-                     end=train_cut - maturity)
+    val = TimeWindow(
+        start=train_cut - maturity - timedelta(days=split.val_days), end=train_cut - maturity
+    )
     train = TimeWindow(start=val.start - timedelta(days=split.train_days), end=val.start)
-    policy = LeakagePolicy(cut=cut, train_cut=train_cut, train_window=train,
-                           eval_windows={"val": val, "test": test},
-                           missing_label=split.missing_label)
+    policy = LeakagePolicy(
+        cut=cut,
+        train_cut=train_cut,
+        train_window=train,
+        eval_windows={"val": val, "test": test},
+        missing_label=split.missing_label,
+    )
     check_windows(policy)
     return policy
 
@@ -53,11 +61,13 @@ def check_windows(policy: LeakagePolicy) -> None:
     only looked up before its own cut."""
     train, val, test = policy.train_window, policy.eval_windows["val"], policy.eval_windows["test"]
     if not (train.end <= val.start and val.end <= test.start):
-        raise WindowError("train, val and test windows must be ordered and must not overlap",
-                          field="split_policy")
+        raise WindowError(
+            "train, val and test windows must be ordered and must not overlap", field="split_policy"
+        )
     if test.end > policy.cut:
-        raise WindowError(f"test window ends {test.end} after the cut {policy.cut}",
-                          field="split_policy")
+        raise WindowError(
+            f"test window ends {test.end} after the cut {policy.cut}", field="split_policy"
+        )
     if val.end > policy.train_cut:
         raise WindowError("validation window ends after the train cut", field="split_policy")
 

@@ -1,6 +1,5 @@
 """The six weekly stages of a train run (ARCHITECTURE §2), each a thin call into the core."""
 
-
 import dagster as dg
 
 from model_factory.contracts import (
@@ -50,8 +49,11 @@ _common = dict(partitions_def=WEEKLY_PARTITIONS, code_version=CODE_VERSION, grou
 def audit_table(audit: LeakageAudit) -> str:
     """The audit's rules as a Markdown table (the check's and the frame's metadata)."""
     rows = ["| rule | subject | verdict | evidence |", "|---|---|---|---|"]
-    rows += [f"| {r.rule} | {r.subject or ''} | {'pass' if r.passed else '**FAIL**'} | "
-             f"{r.detail.replace('|', '/')} |" for r in audit.rules]
+    rows += [
+        f"| {r.rule} | {r.subject or ''} | {'pass' if r.passed else '**FAIL**'} | "
+        f"{r.detail.replace('|', '/')} |"
+        for r in audit.rules
+    ]
     return "\n".join(rows)
 
 
@@ -59,28 +61,53 @@ def leakage_check_result(audit: LeakageAudit) -> dg.AssetCheckResult:
     """The blocking check: passes only when every rule of the audit passed."""
     failed = [r.rule + (f"[{r.subject}]" if r.subject else "") for r in audit.rules if not r.passed]
     return dg.AssetCheckResult(
-        check_name=LEAKAGE_CHECK, passed=audit.passed, severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"violations": json_value(audit.violations), "failed_rules": json_value(failed),
-                  "rules": dg.MetadataValue.md(audit_table(audit))})
+        check_name=LEAKAGE_CHECK,
+        passed=audit.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "violations": json_value(audit.violations),
+            "failed_rules": json_value(failed),
+            "rules": dg.MetadataValue.md(audit_table(audit)),
+        },
+    )
 
 
 def _maturity_metadata(audit: LeakageAudit) -> dict:
     m = audit.label_maturity
     if m is None:
         return {}
-    return {f"{s}_expected_visible_share_of_positives": v.expected_visible_share_of_positives
-            for s, v in m.splits.items() if v.expected_visible_share_of_positives is not None} | {
-        "label_maturity": json_value(m.model_dump(mode="json"))}
+    return {
+        f"{s}_expected_visible_share_of_positives": v.expected_visible_share_of_positives
+        for s, v in m.splits.items()
+        if v.expected_visible_share_of_positives is not None
+    } | {"label_maturity": json_value(m.model_dump(mode="json"))}
 
 
-def _recorded(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource,
-              result: StageResult, intake: IntakeReceipt, **extra) -> dg.MaterializeResult:
+def _recorded(
+    context: dg.AssetExecutionContext,
+    model_factory: ModelFactoryResource,
+    result: StageResult,
+    intake: IntakeReceipt,
+    **extra,
+) -> dg.MaterializeResult:
     """Chain the stage's output into the ledger journal, then materialize naming that entry, so
     `ledger verify` ties every materialization to its link of the hash chain (and back)."""
-    entry = journal_stage(model_factory.factory_env(), context.asset_key.to_user_string(),
-                          result.ref, intake.train_run_id, context.partition_key, context.run.run_id)
-    return materialize_result(context, result, intake, ledger_sequence=entry.sequence,
-                              ledger_entry_sha256=entry_digest(entry), **extra)
+    entry = journal_stage(
+        model_factory.factory_env(),
+        context.asset_key.to_user_string(),
+        result.ref,
+        intake.train_run_id,
+        context.partition_key,
+        context.run.run_id,
+    )
+    return materialize_result(
+        context,
+        result,
+        intake,
+        ledger_sequence=entry.sequence,
+        ledger_entry_sha256=entry_digest(entry),
+        **extra,
+    )
 
 
 def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactRef]:
@@ -89,36 +116,59 @@ def _intake(context: dg.AssetExecutionContext) -> tuple[IntakeReceipt, ArtifactR
 
 
 @dg.asset(kinds={"json"}, **_common)
-def dataset_manifests(context: dg.AssetExecutionContext, config: TrainingConfig,
-                      model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def dataset_manifests(
+    context: dg.AssetExecutionContext, config: TrainingConfig, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """Intake: resolve the week's windows, find and verify every manifest, pin the train run."""
     cfg = to_contract(config)
-    result = stage_intake(model_factory.factory_env(), cfg, context.partition_key,
-                          provenance(context), earlier_reports(context, cfg))
+    result = stage_intake(
+        model_factory.factory_env(),
+        cfg,
+        context.partition_key,
+        provenance(context),
+        earlier_reports(context, cfg),
+    )
     intake: IntakeReceipt = result.doc  # type: ignore[assignment]
     champion = intake.champion.bundle_id if intake.champion else "none (first of its family)"
-    context.log.info(f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} "
-                     f"manifests pinned; champion {champion}")
-    return _recorded(context, model_factory, result, intake,
-                     windows=json_value(intake.windows.model_dump(mode="json")),
-                     config=json_value(intake.config.model_dump(mode="json")))
+    context.log.info(
+        f"train run {intake.train_run_id}: {len(intake.input_dataset_manifests)} "
+        f"manifests pinned; champion {champion}"
+    )
+    return _recorded(
+        context,
+        model_factory,
+        result,
+        intake,
+        windows=json_value(intake.windows.model_dump(mode="json")),
+        config=json_value(intake.config.model_dump(mode="json")),
+    )
 
 
 @dg.asset(
-    deps=[dataset_manifests], kinds={"polars", "parquet"},
+    deps=[dataset_manifests],
+    kinds={"polars", "parquet"},
     check_specs=[
-        dg.AssetCheckSpec(LEAKAGE_CHECK, asset="training_frame", blocking=True,
-                          description="Every leakage rule holds on the frame's evidence: windows "
-                          "ordered, rows in their window, no feature available after its event "
-                          "or past its TTL, no label observed at or after its cut, unlabeled "
-                          "events handled, no PII or label-derived feature."),
-        dg.AssetCheckSpec(SCHEMA_CHECK, asset="training_frame", blocking=True,
-                          description="The stored frame has exactly the declared feature schema."),
+        dg.AssetCheckSpec(
+            LEAKAGE_CHECK,
+            asset="training_frame",
+            blocking=True,
+            description="Every leakage rule holds on the frame's evidence: windows "
+            "ordered, rows in their window, no feature available after its event "
+            "or past its TTL, no label observed at or after its cut, unlabeled "
+            "events handled, no PII or label-derived feature.",
+        ),
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset="training_frame",
+            blocking=True,
+            description="The stored frame has exactly the declared feature schema.",
+        ),
     ],
     **_common,
 )
-def training_frame(context: dg.AssetExecutionContext,
-                   model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def training_frame(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """The leakage-safe frame: as-of joins on available_at with TTL, labels as of their cut."""
     intake, intake_ref = _intake(context)
     result = stage_frame(model_factory.factory_env(), intake_ref)
@@ -131,29 +181,41 @@ def training_frame(context: dg.AssetExecutionContext,
         schema_ok, schema_msg = False, str(exc)
     checks = [
         leakage_check_result(audit),
-        dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=schema_ok,
-                            metadata={"detail": schema_msg}),
+        dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK, passed=schema_ok, metadata={"detail": schema_msg}
+        ),
     ]
     return _recorded(
-        context, model_factory, result, intake, check_results=checks,
-        frame_uri=dg.MetadataValue.path(record.frame.uri), frame_sha256=record.frame.sha256,
+        context,
+        model_factory,
+        result,
+        intake,
+        check_results=checks,
+        frame_uri=dg.MetadataValue.path(record.frame.uri),
+        frame_sha256=record.frame.sha256,
         leakage_audit=json_value(audit.model_dump(mode="json")),
         leakage_rules=dg.MetadataValue.md(audit_table(audit)),
         **_maturity_metadata(audit),
-        feature_schema=json_value([f.model_dump() for f in record.feature_schema]))
+        feature_schema=json_value([f.model_dump() for f in record.feature_schema]),
+    )
 
 
 @dg.asset(deps=[training_frame], kinds={"xgboost"}, pool="training", **_common)
-def model(context: dg.AssetExecutionContext, model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def model(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """A deterministic XGBoost model (hist, fixed seed and threads, early stopping on val)."""
     intake, intake_ref = _intake(context)
-    result = stage_model(model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"))
+    result = stage_model(
+        model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame")
+    )
     return _recorded(context, model_factory, result, intake)
 
 
 @dg.asset(deps=[model], kinds={"json", "html"}, **_common)
-def evaluation_report(context: dg.AssetExecutionContext,
-                      model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def evaluation_report(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """Val and test evaluation: ROC-AUC and PR-AUC with bootstrap CIs, operating points and the
     decision policy chosen on val, calibration, slices, drift, SHAP, latency, HTML view."""
     from model_factory.contracts import EvaluationReport
@@ -168,62 +230,104 @@ def evaluation_report(context: dg.AssetExecutionContext,
 
     intake, intake_ref = _intake(context)
     env = model_factory.factory_env()
-    result = stage_evaluation(env, intake_ref, upstream_ref(context, "training_frame"),
-                              upstream_ref(context, "model"))
+    result = stage_evaluation(
+        env, intake_ref, upstream_ref(context, "training_frame"), upstream_ref(context, "model")
+    )
     report: EvaluationReport = result.doc  # type: ignore[assignment]
     # The page to open adds the earlier weeks found in the ledger and the latency. It depends on
     # what else has run, so only this metadata points at it; the report references its own
     # deterministic page (report_html_pinned).
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=1000).records  # newest first
+        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=1000
+    ).records  # newest first
     history = earlier_reports(
-        ((r.partition_key, ref_from_metadata(r.asset_materialization.metadata, "evaluation_report"))
-         for r in records if r.partition_key and "output_uri" in r.asset_materialization.metadata),
-        context.partition_key, report.model_family)
-    view = env.store.put_bytes("evaluation_report_view.html",
-                               render_report_html(report, history, include_timings=True),
-                               media_type="text/html", suffix=".html")
+        (
+            (
+                r.partition_key,
+                ref_from_metadata(r.asset_materialization.metadata, "evaluation_report"),
+            )
+            for r in records
+            if r.partition_key and "output_uri" in r.asset_materialization.metadata
+        ),
+        context.partition_key,
+        report.model_family,
+    )
+    view = env.store.put_bytes(
+        "evaluation_report_view.html",
+        render_report_html(report, history, include_timings=True),
+        media_type="text/html",
+        suffix=".html",
+    )
     return _recorded(
-        context, model_factory, result, intake, **headline_metrics(report),
+        context,
+        model_factory,
+        result,
+        intake,
+        **headline_metrics(report),
         report_html=dg.MetadataValue.path(view.uri),
         **({"report_html_pinned": dg.MetadataValue.path(report.html.uri)} if report.html else {}),
         operating_points=dg.MetadataValue.md(markdown_operating_points(report)),
         slices=dg.MetadataValue.md(markdown_slices(report)),
         top_drifting=json_value(report.drift.top_drifting),
         policy=json_value(report.policy.model_dump(mode="json")),
-        timings=json_value(report.timings))
+        timings=json_value(report.timings),
+    )
 
 
 @dg.asset(deps=[evaluation_report], kinds={"json"}, **_common)
-def gate_receipt(context: dg.AssetExecutionContext,
-                 model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def gate_receipt(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """PASS/FAIL with every criterion; a FAIL is a verdict recorded here, not a failed run."""
     intake, intake_ref = _intake(context)
-    result = stage_gate(model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"),
-                        upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"))
+    result = stage_gate(
+        model_factory.factory_env(),
+        intake_ref,
+        upstream_ref(context, "training_frame"),
+        upstream_ref(context, "model"),
+        upstream_ref(context, "evaluation_report"),
+    )
     gate: GateReceipt = result.doc  # type: ignore[assignment]
     context.log.info(f"gate {gate.gate_status}: {'; '.join(gate.reasons)}")
     return _recorded(
-        context, model_factory, result, intake, gate_status=gate.gate_status,
+        context,
+        model_factory,
+        result,
+        intake,
+        gate_status=gate.gate_status,
         judged_status=gate.judged_status,
         reasons=json_value(gate.reasons),
         champion=gate.champion.bundle_id if gate.champion else "none",
         override=json_value(gate.override.model_dump() if gate.override else None),
-        criteria=dg.MetadataValue.md(criteria_table(gate)))
+        criteria=dg.MetadataValue.md(criteria_table(gate)),
+    )
 
 
 @dg.asset(deps=[gate_receipt], kinds={"json"}, **_common)
-def model_bundle(context: dg.AssetExecutionContext,
-                 model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def model_bundle(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """The immutable, content-addressed bundle; the publish sensor picks up PASS ones."""
     intake, intake_ref = _intake(context)
     result, bundle, created = stage_bundle(
-        model_factory.factory_env(), intake_ref, upstream_ref(context, "training_frame"),
-        upstream_ref(context, "model"), upstream_ref(context, "evaluation_report"),
-        upstream_ref(context, "gate_receipt"), provenance(context))
-    return _recorded(context, model_factory, result, intake, bundle_id=bundle.bundle_id,
-                     gate_status=bundle.gate_receipt.gate_status, newly_written=created,
-                     **readiness_metadata(result.ref.uri))
+        model_factory.factory_env(),
+        intake_ref,
+        upstream_ref(context, "training_frame"),
+        upstream_ref(context, "model"),
+        upstream_ref(context, "evaluation_report"),
+        upstream_ref(context, "gate_receipt"),
+        provenance(context),
+    )
+    return _recorded(
+        context,
+        model_factory,
+        result,
+        intake,
+        bundle_id=bundle.bundle_id,
+        gate_status=bundle.gate_receipt.gate_status,
+        newly_written=created,
+        **readiness_metadata(result.ref.uri),
+    )
 
 
 def readiness_metadata(bundle_uri: str) -> dict:
@@ -253,4 +357,11 @@ def readiness_metadata(bundle_uri: str) -> dict:
     return meta
 
 
-TRAINING_ASSETS = [dataset_manifests, training_frame, model, evaluation_report, gate_receipt, model_bundle]
+TRAINING_ASSETS = [
+    dataset_manifests,
+    training_frame,
+    model,
+    evaluation_report,
+    gate_receipt,
+    model_bundle,
+]

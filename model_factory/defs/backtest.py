@@ -45,23 +45,32 @@ def backtest_weeks(instance: dg.DagsterInstance) -> list[BacktestWeek]:
         trid = report.meta.get("train_run_id")
         gate = by_run.get(("gate_receipt", week, str(trid)))
         bundle = by_run.get(("model_bundle", week, str(trid)))
-        weeks.append(BacktestWeek(
-            partition_key=week, train_run_id=trid, roc_auc=_value(report.meta, "roc_auc"),
-            pr_auc=_value(report.meta, "pr_auc"), brier=_value(report.meta, "brier"),
-            test_rows=_value(report.meta, "test_rows", int),
-            test_positives=_value(report.meta, "test_positives", int),
-            gate_status=gate.meta.get("gate_status") if gate else None,
-            bundle_id=bundle.meta.get("bundle_id") if bundle else None))
+        weeks.append(
+            BacktestWeek(
+                partition_key=week,
+                train_run_id=trid,
+                roc_auc=_value(report.meta, "roc_auc"),
+                pr_auc=_value(report.meta, "pr_auc"),
+                brier=_value(report.meta, "brier"),
+                test_rows=_value(report.meta, "test_rows", int),
+                test_positives=_value(report.meta, "test_positives", int),
+                gate_status=gate.meta.get("gate_status") if gate else None,
+                bundle_id=bundle.meta.get("bundle_id") if bundle else None,
+            )
+        )
     return weeks
 
 
 @dg.asset(
     deps=[dg.AssetDep(source, partition_mapping=dg.AllPartitionMapping()) for source in SOURCES],
-    kinds={"json", "svg"}, code_version=CODE_VERSION, group_name="backtest",
+    kinds={"json", "svg"},
+    code_version=CODE_VERSION,
+    group_name="backtest",
     automation_condition=REFRESH_AFTER_NEW_WEEKS,
 )
-def backtest_summary(context: dg.AssetExecutionContext,
-                     model_factory: ModelFactoryResource) -> dg.MaterializeResult:
+def backtest_summary(
+    context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
+) -> dg.MaterializeResult:
     """Walk-forward backtest: every week's test metrics and gate verdict, their spread, a plot."""
     summary = summarize(backtest_weeks(context.instance), created_at=datetime.now(UTC))
     store = model_factory.factory_env().store
@@ -69,11 +78,16 @@ def backtest_summary(context: dg.AssetExecutionContext,
     svg = plot_svg(summary)
     plot = store.put_bytes("backtest_plot.svg", svg, media_type="image/svg+xml", suffix=".svg")
     spread = {s.metric: s for s in summary.spread}
-    numbers = {f"{stat}_{metric}": round(getattr(s, stat), 6)
-               for metric, s in spread.items() for stat in ("mean", "std", "min", "max")
-               if getattr(s, stat) is not None}
-    context.log.info(f"backtest over {len(summary.weeks)} week(s): {summary.pass_weeks} PASS, "
-                     f"{summary.fail_weeks} FAIL")
+    numbers = {
+        f"{stat}_{metric}": round(getattr(s, stat), 6)
+        for metric, s in spread.items()
+        for stat in ("mean", "std", "min", "max")
+        if getattr(s, stat) is not None
+    }
+    context.log.info(
+        f"backtest over {len(summary.weeks)} week(s): {summary.pass_weeks} PASS, "
+        f"{summary.fail_weeks} FAIL"
+    )
     return dg.MaterializeResult(
         metadata={
             "weeks": dg.MetadataValue.md(weeks_table(summary)),
@@ -95,11 +109,14 @@ def backtest_summary(context: dg.AssetExecutionContext,
 
 
 backtest_job = dg.define_asset_job(
-    "backtest", selection=[backtest_summary], description="Refresh the backtest summary.")
+    "backtest", selection=[backtest_summary], description="Refresh the backtest summary."
+)
 
 backtest_automation = dg.AutomationConditionSensorDefinition(
-    "backtest_automation", target=dg.AssetSelection.assets(backtest_summary),
+    "backtest_automation",
+    target=dg.AssetSelection.assets(backtest_summary),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
     description="Refreshes backtest_summary after new weeks (it only reads the ledger: safe to "
-                "run by default).")
+    "run by default).",
+)

@@ -28,8 +28,11 @@ def _as_config(model: type[BaseModel], defaults: BaseModel | None, name: str) ->
         if field_name == "schema_version":
             continue
         ann = info.annotation
-        default = (getattr(defaults, field_name) if defaults is not None
-                   else info.get_default(call_default_factory=True))
+        default = (
+            getattr(defaults, field_name)
+            if defaults is not None
+            else info.get_default(call_default_factory=True)
+        )
         args = typing.get_args(ann)
         if _is_model(ann):
             sub = _as_config(ann, default, name + _camel(field_name))
@@ -42,8 +45,13 @@ def _as_config(model: type[BaseModel], defaults: BaseModel | None, name: str) ->
             items = [d.model_dump() for d in default]
             # plain dicts: Dagster turns a nested Config's default into config values, and a
             # list of Config objects inside it is not one
-            fields[field_name] = (list[sub], Field(default_factory=lambda i=items: [dict(d) for d in i],
-                                                   description=info.description))
+            fields[field_name] = (
+                list[sub],
+                Field(
+                    default_factory=lambda i=items: [dict(d) for d in i],
+                    description=info.description,
+                ),
+            )
         else:
             kwargs = _field_kwargs(info)
             if defaults is not None:  # the enclosing default's value replaces any factory
@@ -104,10 +112,11 @@ def to_contract(config: dg.Config) -> TrainingConfigContract:
         # "expected a Config" serializer notice for them is noise.
         return TrainingConfigContract.model_validate(config.model_dump(warnings=False))
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
-                    for e in exc.errors()]
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        ]
         first = exc.errors()[0]["loc"]
-        raise ConfigError("invalid TrainingConfig: " + "; ".join(problems),
-                          field=".".join(str(p) for p in first) or None) from exc
-
-
+        raise ConfigError(
+            "invalid TrainingConfig: " + "; ".join(problems),
+            field=".".join(str(p) for p in first) or None,
+        ) from exc

@@ -55,7 +55,11 @@ def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra
         "partition_key": intake.partition_key,
         # The full DatasetManifestRefs, so the ledger rebuilds its records from the event log alone.
         "input_manifests": dg.MetadataValue.json(
-            [r.model_dump(mode="json", exclude={"schema_version"}) for r in intake.input_dataset_manifests]),
+            [
+                r.model_dump(mode="json", exclude={"schema_version"})
+                for r in intake.input_dataset_manifests
+            ]
+        ),
         "output_uri": dg.MetadataValue.path(result.ref.uri),
         "output_sha256": result.ref.sha256,
         "output_name": result.ref.name,
@@ -70,8 +74,9 @@ def ledger_metadata(context, result: StageResult, intake: IntakeReceipt, **extra
     return meta
 
 
-def materialize_result(context, result: StageResult, intake: IntakeReceipt, check_results=(),
-                       **extra) -> dg.MaterializeResult:
+def materialize_result(
+    context, result: StageResult, intake: IntakeReceipt, check_results=(), **extra
+) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata=ledger_metadata(context, result, intake, **extra),
         data_version=dg.DataVersion(result.ref.sha256),
@@ -82,13 +87,16 @@ def materialize_result(context, result: StageResult, intake: IntakeReceipt, chec
 def upstream_ref(context: dg.AssetExecutionContext, asset: str) -> ArtifactRef:
     """The output an upstream asset recorded for this partition (its latest materialization)."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]),
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]
+        ),
         limit=1,
     ).records
     if not records:
         raise MissingInputError(
             f"'{asset}' has not been materialized for week {context.partition_key}: materialize it first",
-            field=asset)
+            field=asset,
+        )
     return ref_from_metadata(records[0].asset_materialization.metadata, asset)
 
 
@@ -98,19 +106,26 @@ def ref_from_metadata(metadata: dict, asset: str) -> ArtifactRef:
         return getattr(v, "value", v)
 
     try:
-        return ArtifactRef(name=value("output_name"), uri=value("output_uri"),
-                           sha256=value("output_sha256"), size_bytes=value("output_size_bytes"),
-                           media_type=value("output_media_type"))
+        return ArtifactRef(
+            name=value("output_name"),
+            uri=value("output_uri"),
+            sha256=value("output_sha256"),
+            size_bytes=value("output_size_bytes"),
+            media_type=value("output_media_type"),
+        )
     except KeyError as exc:
-        raise MissingInputError(f"'{asset}' materialization carries no ledger output ({exc})",
-                                field="output_uri") from exc
+        raise MissingInputError(
+            f"'{asset}' materialization carries no ledger output ({exc})", field="output_uri"
+        ) from exc
 
 
 def json_value(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(obj)))
 
 
-def earlier_reports(context: dg.AssetExecutionContext, config: TrainingConfig) -> list[WeekReportRef]:
+def earlier_reports(
+    context: dg.AssetExecutionContext, config: TrainingConfig
+) -> list[WeekReportRef]:
     """The previous weeks' evaluation reports (latest materialization each, oldest first) that
     the config's stability criteria need; pinned at intake so a re-run judges the same history."""
     weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
@@ -119,12 +134,19 @@ def earlier_reports(context: dg.AssetExecutionContext, config: TrainingConfig) -
     for i in range(weeks, 0, -1):
         key = (start - timedelta(days=7 * i)).date().isoformat()
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]),
-            limit=1).records
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]
+            ),
+            limit=1,
+        ).records
         if records:
             ref = ref_from_metadata(records[0].asset_materialization.metadata, "evaluation_report")
-            refs.append(WeekReportRef(partition_key=key, evaluation_report_ref=EvaluationReportRef(
-                uri=ref.uri, digest=ref.sha256)))
+            refs.append(
+                WeekReportRef(
+                    partition_key=key,
+                    evaluation_report_ref=EvaluationReportRef(uri=ref.uri, digest=ref.sha256),
+                )
+            )
     return refs
 
 
@@ -134,6 +156,8 @@ def criteria_table(gate: GateReceipt) -> str:
     for c in gate.criteria:
         observed = "–" if c.observed is None else f"{c.observed:.4f}"
         ci = f"[{c.ci.lower:.4f}, {c.ci.upper:.4f}]" if c.ci else ""
-        rows.append(f"| {c.name} | {c.kind} | {observed} | {c.comparator} {c.threshold:.4g} | {ci} | "
-                    f"{'pass' if c.passed else '**FAIL**'} |")
+        rows.append(
+            f"| {c.name} | {c.kind} | {observed} | {c.comparator} {c.threshold:.4g} | {ci} | "
+            f"{'pass' if c.passed else '**FAIL**'} |"
+        )
     return "\n".join(rows)

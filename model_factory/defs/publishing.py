@@ -1,6 +1,5 @@
 """Publishing PASS bundles: a sensor over new bundle materializations and the publish job."""
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -20,20 +19,33 @@ class PublishConfig(dg.Config):
 
 
 @dg.op
-def publish_to_registry(context: dg.OpExecutionContext, config: PublishConfig,
-                        model_factory: ModelFactoryResource) -> None:
+def publish_to_registry(
+    context: dg.OpExecutionContext, config: PublishConfig, model_factory: ModelFactoryResource
+) -> None:
     """Verify and record the bundle in the registry (idempotent per bundle_id)."""
-    response = stage_publish(model_factory.factory_env(), config.bundle_uri, config.bundle_id,
-                             provenance(context).triggered_by)
-    context.log.info(f"{config.bundle_id}: {response.status} "
-                     f"{response.record_uri or ''}{response.reason or ''}")
+    response = stage_publish(
+        model_factory.factory_env(),
+        config.bundle_uri,
+        config.bundle_id,
+        provenance(context).triggered_by,
+    )
+    context.log.info(
+        f"{config.bundle_id}: {response.status} {response.record_uri or ''}{response.reason or ''}"
+    )
     # The publication (or refusal) joins the ledger as an observation of the bundle it speaks for.
-    context.log_event(dg.AssetObservation(
-        asset_key="model_bundle", partition=config.partition_key,
-        metadata={"bundle_id": config.bundle_id, "registry_status": response.status,
-                  "registry_record_uri": response.record_uri or "",
-                  "registry_reason": response.reason or "",
-                  "champion_changed": response.champion_changed}))
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="model_bundle",
+            partition=config.partition_key,
+            metadata={
+                "bundle_id": config.bundle_id,
+                "registry_status": response.status,
+                "registry_record_uri": response.record_uri or "",
+                "registry_reason": response.reason or "",
+                "champion_changed": response.champion_changed,
+            },
+        )
+    )
     if response.status == "refused":
         raise RegistryError(response.reason or "refused", source=config.bundle_uri, field="bundle")
 
@@ -43,8 +55,9 @@ def publish_bundle_job():
     publish_to_registry()
 
 
-def publish_requests(instance: dg.DagsterInstance, cursor: int | None
-                     ) -> tuple[list[dg.RunRequest], int | None]:
+def publish_requests(
+    instance: dg.DagsterInstance, cursor: int | None
+) -> tuple[list[dg.RunRequest], int | None]:
     """Run requests for PASS bundles materialized after ``cursor`` (a storage id), and the
     new cursor. Reading every record by storage id never skips one, unlike asset_sensor."""
     requests: list[dg.RunRequest] = []
@@ -52,7 +65,9 @@ def publish_requests(instance: dg.DagsterInstance, cursor: int | None
     while True:
         batch = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), after_storage_id=after),
-            limit=200, ascending=True).records
+            limit=200,
+            ascending=True,
+        ).records
         if not batch:
             break
         for rec in batch:
@@ -61,20 +76,36 @@ def publish_requests(instance: dg.DagsterInstance, cursor: int | None
             value = {k: getattr(v, "value", v) for k, v in meta.items()}
             if value.get("gate_status") != "PASS":
                 continue
-            requests.append(dg.RunRequest(
-                run_key=value["bundle_id"],
-                run_config={"ops": {"publish_to_registry": {"config": {
-                    "bundle_uri": value["output_uri"], "bundle_id": value["bundle_id"],
-                    "partition_key": rec.asset_materialization.partition}}}},
-                tags={"model_factory/bundle_id": value["bundle_id"],
-                      "model_factory/train_run_id": value["train_run_id"]},
-            ))
+            requests.append(
+                dg.RunRequest(
+                    run_key=value["bundle_id"],
+                    run_config={
+                        "ops": {
+                            "publish_to_registry": {
+                                "config": {
+                                    "bundle_uri": value["output_uri"],
+                                    "bundle_id": value["bundle_id"],
+                                    "partition_key": rec.asset_materialization.partition,
+                                }
+                            }
+                        }
+                    },
+                    tags={
+                        "model_factory/bundle_id": value["bundle_id"],
+                        "model_factory/train_run_id": value["train_run_id"],
+                    },
+                )
+            )
     return requests, after
 
 
-@dg.sensor(name=SENSOR_NAME, job=publish_bundle_job, minimum_interval_seconds=30,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Requests one publish run per PASS bundle (run_key = bundle_id).")
+@dg.sensor(
+    name=SENSOR_NAME,
+    job=publish_bundle_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Requests one publish run per PASS bundle (run_key = bundle_id).",
+)
 def publish_pass_bundles(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     cursor = int(context.cursor) if context.cursor else None
     requests, after = publish_requests(context.instance, cursor)

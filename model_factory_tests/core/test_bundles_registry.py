@@ -51,28 +51,42 @@ def point_gates(**thresholds: float) -> GateSettings:
     """The mandatory criteria as point criteria (no bootstrap), thresholds overridable."""
     values = {"test_positives": 10, "roc_auc_lower": 0.75, "pr_auc_lower": 0.10} | thresholds
     metric = {"test_positives": "positives", "roc_auc_lower": "roc_auc", "pr_auc_lower": "pr_auc"}
-    return GateSettings(criteria=[GateCriterionSpec(name=n, metric=metric[n], kind="point", threshold=v)
-                                  for n, v in values.items()])
+    return GateSettings(
+        criteria=[
+            GateCriterionSpec(name=n, metric=metric[n], kind="point", threshold=v)
+            for n, v in values.items()
+        ]
+    )
 
 
 LENIENT = TrainingConfig(gates=point_gates())
 
 
-def build(env: FactoryEnv, config: TrainingConfig, week: str = WEEK1,
-          gate_history: list[WeekReportRef] | None = None):
+def build(
+    env: FactoryEnv,
+    config: TrainingConfig,
+    week: str = WEEK1,
+    gate_history: list[WeekReportRef] | None = None,
+):
     """Every stage of one train run; returns the bundle, its URI and whether it was new."""
     intake = stage_intake(env, config, week, gate_history=gate_history)
     frame = stage_frame(env, intake.ref)
     model = stage_model(env, intake.ref, frame.ref)
     report = stage_evaluation(env, intake.ref, frame.ref, model.ref)
     gate = stage_gate(env, intake.ref, frame.ref, model.ref, report.ref)
-    result, bundle, created = stage_bundle(env, intake.ref, frame.ref, model.ref, report.ref, gate.ref)
+    result, bundle, created = stage_bundle(
+        env, intake.ref, frame.ref, model.ref, report.ref, gate.ref
+    )
     return bundle, result.ref.uri, created
 
 
 def fresh_env(catalog: Path, root: Path, policy: GovernancePolicy | None = None) -> FactoryEnv:
-    return FactoryEnv(Catalog(str(catalog)), ArtifactStore(str(root / "store")),
-                      FileRegistry(str(root / "registry")), policy or GovernancePolicy())
+    return FactoryEnv(
+        Catalog(str(catalog)),
+        ArtifactStore(str(root / "store")),
+        FileRegistry(str(root / "registry")),
+        policy or GovernancePolicy(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +129,13 @@ def test_reproduce_says_identical(env, passed):
     report = reproduce_bundle(uri, env)
     assert report.verdict == "IDENTICAL", report.comparisons
     assert {c.name for c in report.comparisons} == {
-        "policy_digest", "training_frame.parquet", "model.ubj", "evaluation_report",
-        "gate_receipt", "bundle_id"}
+        "policy_digest",
+        "training_frame.parquet",
+        "model.ubj",
+        "evaluation_report",
+        "gate_receipt",
+        "bundle_id",
+    }
 
 
 def test_reproduce_notices_changed_training(env, passed, tmp_path):
@@ -154,7 +173,8 @@ def test_publishing_twice_keeps_one_record_and_names_the_champion(passed, tmp_pa
     assert [r.bundle_id for r in registry.records()] == [bundle.bundle_id]
     history = registry.history(bundle.model_family)
     assert [(c.sequence, c.bundle_id, c.previous_bundle_id) for c in history] == [
-        (1, bundle.bundle_id, None)]
+        (1, bundle.bundle_id, None)
+    ]
 
 
 def test_concurrent_threads_create_exactly_one_record(passed, tmp_path):
@@ -170,8 +190,11 @@ def test_concurrent_threads_create_exactly_one_record(passed, tmp_path):
 
 def _publish_in_process(args: tuple[str, str, str]) -> str:
     registry_url, uri, bundle_id = args
-    return FileRegistry(registry_url).publish(
-        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle_id)).status
+    return (
+        FileRegistry(registry_url)
+        .publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle_id))
+        .status
+    )
 
 
 def test_concurrent_processes_create_exactly_one_record(passed, tmp_path):
@@ -194,8 +217,10 @@ def test_registry_refuses_a_fail_bundle_with_its_reasons(failed, tmp_path):
 
 
 def test_a_degraded_model_fails_with_readable_reasons(env):
-    one_tree = TrainingConfig(hyperparams=XGBoostParams(num_boost_round=1, max_depth=1),
-                              gates=point_gates(roc_auc_lower=0.85, pr_auc_lower=0.2))
+    one_tree = TrainingConfig(
+        hyperparams=XGBoostParams(num_boost_round=1, max_depth=1),
+        gates=point_gates(roc_auc_lower=0.85, pr_auc_lower=0.2),
+    )
     bundle, _, _ = build(env, one_tree)
     receipt = bundle.gate_receipt
     assert receipt.gate_status == "FAIL"
@@ -213,7 +238,8 @@ def test_registry_refuses_a_bundle_whose_receipt_was_edited(passed, tmp_path):
         verify_bundle(str(forged))
     assert not verification(str(forged)).valid
     response = FileRegistry(str(tmp_path / "registry")).publish(
-        PublishBundleRequest(bundle_uri=str(forged), bundle_id=bundle.bundle_id))
+        PublishBundleRequest(bundle_uri=str(forged), bundle_id=bundle.bundle_id)
+    )
     assert response.status == "refused" and "bundle_id" in response.reason
 
 
@@ -232,7 +258,8 @@ def test_registry_refuses_a_bundle_whose_model_bytes_changed(passed, tmp_path):
     checks = {c.name: c.status for c in verification(str(path)).checks}
     assert checks["model.ubj"] == "mismatch" and checks["bundle_id"] == "ok"
     response = FileRegistry(str(tmp_path / "registry")).publish(
-        PublishBundleRequest(bundle_uri=str(path), bundle_id=doc["bundle_id"]))
+        PublishBundleRequest(bundle_uri=str(path), bundle_id=doc["bundle_id"])
+    )
     assert response.status == "refused" and "model.ubj" in response.reason
 
 
@@ -250,11 +277,17 @@ def test_serving_schema_compatibility(passed):
     bundle, _ = passed
     same = check_serving_schema(bundle, bundle.feature_schema, bundle.feature_group_versions)
     assert same.compatible
-    served = [*bundle.feature_schema[1:], FeatureSpec(name="extra", dtype="Float64", source="event")]
-    retyped = [f.model_copy(update={"dtype": "String"}) if i == 2 else f
-               for i, f in enumerate(served)]
-    groups = [FeatureGroupVersion(**{**g.model_dump(), "version": "v2"}) if i == 0 else g
-              for i, g in enumerate(bundle.feature_group_versions)]
+    served = [
+        *bundle.feature_schema[1:],
+        FeatureSpec(name="extra", dtype="Float64", source="event"),
+    ]
+    retyped = [
+        f.model_copy(update={"dtype": "String"}) if i == 2 else f for i, f in enumerate(served)
+    ]
+    groups = [
+        FeatureGroupVersion(**{**g.model_dump(), "version": "v2"}) if i == 0 else g
+        for i, g in enumerate(bundle.feature_group_versions)
+    ]
     report = check_serving_schema(bundle, retyped, groups)
     assert not report.compatible
     assert report.missing_features == [bundle.feature_schema[0].name]
@@ -278,9 +311,12 @@ def test_second_week_is_judged_against_the_published_champion(catalog, tmp_path)
     # an older week published late does not displace the newer champion
     late = fresh_env(catalog, tmp_path / "late")
     late_env = FactoryEnv(late.catalog, env.store, late.registry, late.policy)
-    late_env.registry.publish(PublishBundleRequest(bundle_uri=second_uri, bundle_id=second.bundle_id))
-    response = late_env.registry.publish(PublishBundleRequest(bundle_uri=first_uri,
-                                                              bundle_id=first.bundle_id))
+    late_env.registry.publish(
+        PublishBundleRequest(bundle_uri=second_uri, bundle_id=second.bundle_id)
+    )
+    response = late_env.registry.publish(
+        PublishBundleRequest(bundle_uri=first_uri, bundle_id=first.bundle_id)
+    )
     assert response.status == "published" and not response.champion_changed
     assert late_env.registry.champion(first.model_family).bundle_id == second.bundle_id
 
@@ -298,8 +334,9 @@ def test_a_config_below_a_policy_floor_is_refused_before_any_work(catalog, tmp_p
 
 
 def test_override_forces_pass_only_with_a_recorded_reason(catalog, tmp_path):
-    override = GateOverride(reason="risk committee accepted the lower AUC on 2026-11-29",
-                            approver="head of fraud risk")
+    override = GateOverride(
+        reason="risk committee accepted the lower AUC on 2026-11-29", approver="head of fraud risk"
+    )
     gates = point_gates(roc_auc_lower=0.9999).model_copy(update={"override": override})
     env = fresh_env(catalog, tmp_path)
     bundle, _, _ = build(env, TrainingConfig(gates=gates))
@@ -309,5 +346,7 @@ def test_override_forces_pass_only_with_a_recorded_reason(catalog, tmp_path):
     assert any("FORCED PASS by head of fraud risk" in r for r in receipt.reasons)
     strict = GovernancePolicy(allow_override=False)
     with pytest.raises(PolicyViolationError) as info:
-        stage_intake(fresh_env(catalog, tmp_path / "strict", strict), TrainingConfig(gates=gates), WEEK1)
+        stage_intake(
+            fresh_env(catalog, tmp_path / "strict", strict), TrainingConfig(gates=gates), WEEK1
+        )
     assert info.value.field == "gates.override"

@@ -408,7 +408,10 @@ def test_entity_walk_counts_across_words_of_eight_snapshots(in_time_order: bool)
     snaps = snaps.sort(JOIN_AT, TIEBREAK) if in_time_order else snaps.sample(fraction=1.0, seed=3)
     ev_k = rng.integers(0, len(per_entity) + 1, 2_000)  # one entity has no snapshot at all
     events = pl.DataFrame(
-        {"k": ev_k, "event_time": ts(T0 + rng.integers(-2, 33, ev_k.size) * HOUR + jitter(rng, ev_k.size))}
+        {
+            "k": ev_k,
+            "event_time": ts(T0 + rng.integers(-2, 33, ev_k.size) * HOUR + jitter(rng, ev_k.size)),
+        }
     ).sort("event_time")
     walked = _walk_match(events, snaps, "k")
     assert walked is not None

@@ -56,7 +56,10 @@ def both_modes(root: Path, seed: int, chunk_rows: int, missing_label: str = "neg
     [(1, 5, "negative"), (2, 16, "exclude"), (3, 37, "negative"), (5, 10_000, "exclude")],
 )
 def test_streaming_frame_is_byte_identical_to_the_in_memory_frame(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, chunk_rows: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    chunk_rows: int,
     missing_label: str,
 ) -> None:
     # small row groups, so chunks straddle them and the last one is partial
@@ -143,12 +146,16 @@ def test_the_frame_stage_stores_the_same_frame_in_either_mode(tmp_path: Path) ->
     """On demo data, through the stage: streaming (forced, and chosen by `auto` above a size)
     stores the very blob and record the in-memory build stores, so no id depends on the mode."""
 
-    generate_demo_data(str(tmp_path / "catalog"), DemoDataSpec(customers=400, terminals=800, weeks=8))
+    generate_demo_data(
+        str(tmp_path / "catalog"), DemoDataSpec(customers=400, terminals=800, weeks=8)
+    )
     results = {}
     for mode, above in (("memory", 0), ("streaming", 0), ("auto", 1), ("auto", 1 << 40)):
         env = FactoryEnv(
-            Catalog(str(tmp_path / "catalog")), ArtifactStore(str(tmp_path / "store")),
-            FileRegistry(str(tmp_path / "registry")), GovernancePolicy(),
+            Catalog(str(tmp_path / "catalog")),
+            ArtifactStore(str(tmp_path / "store")),
+            FileRegistry(str(tmp_path / "registry")),
+            GovernancePolicy(),
         )
         env = replace(env, frame_mode=mode, stream_frames_above_bytes=above)
         intake_result = stage_intake(env, TrainingConfig(), "2026-02-23")

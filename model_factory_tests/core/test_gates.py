@@ -22,15 +22,24 @@ from model_factory.core.training import TrainedModel, feature_matrix
 from model_factory_tests.core.test_bundles_registry import build, fresh_env
 
 WEEKS = ["2026-02-23", "2026-03-02", "2026-03-09"]
-GATES = GateSettings(criteria=[
-    GateCriterionSpec(name="test_positives", metric="positives", kind="point", threshold=10),
-    GateCriterionSpec(name="roc_auc_lower", metric="roc_auc", kind="ci_lower_bound", threshold=0.75),
-    GateCriterionSpec(name="pr_auc_lower", metric="pr_auc", kind="ci_lower_bound", threshold=0.10),
-    GateCriterionSpec(name="roc_auc_vs_champion", metric="roc_auc", kind="non_inferiority",
-                      threshold=0.05),
-    GateCriterionSpec(name="roc_auc_stability", metric="roc_auc", kind="stability", threshold=0.15,
-                      weeks=2),
-], bootstrap_resamples=400)
+GATES = GateSettings(
+    criteria=[
+        GateCriterionSpec(name="test_positives", metric="positives", kind="point", threshold=10),
+        GateCriterionSpec(
+            name="roc_auc_lower", metric="roc_auc", kind="ci_lower_bound", threshold=0.75
+        ),
+        GateCriterionSpec(
+            name="pr_auc_lower", metric="pr_auc", kind="ci_lower_bound", threshold=0.10
+        ),
+        GateCriterionSpec(
+            name="roc_auc_vs_champion", metric="roc_auc", kind="non_inferiority", threshold=0.05
+        ),
+        GateCriterionSpec(
+            name="roc_auc_stability", metric="roc_auc", kind="stability", threshold=0.15, weeks=2
+        ),
+    ],
+    bootstrap_resamples=400,
+)
 CONFIG = TrainingConfig(gates=GATES)
 
 
@@ -43,8 +52,12 @@ def weeks(tmp_path_factory):
     out = []
     for week in WEEKS:
         # what the dataset_manifests asset reads from the ledger: the earlier weeks' reports
-        history = [WeekReportRef(partition_key=b.partition_key, evaluation_report_ref=b.evaluation_report_ref)
-                   for b in out[-2:]]
+        history = [
+            WeekReportRef(
+                partition_key=b.partition_key, evaluation_report_ref=b.evaluation_report_ref
+            )
+            for b in out[-2:]
+        ]
         bundle, uri, _ = build(env, CONFIG, week, history)
         if bundle.gate_receipt.gate_status == "PASS":
             env.registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
@@ -53,7 +66,9 @@ def weeks(tmp_path_factory):
 
 
 def _test_rows(bundle):
-    frame_ref = next(r for r in bundle.training_run_record.outputs if r.name == "training_frame.parquet")
+    frame_ref = next(
+        r for r in bundle.training_run_record.outputs if r.name == "training_frame.parquet"
+    )
     frame = frame_from_parquet(ArtifactStore.get_bytes(frame_ref))
     return frame.filter(pl.col("split") == "test")
 
@@ -90,7 +105,9 @@ def test_later_weeks_are_compared_with_the_champion_on_the_same_rows(weeks):
     compared = 0
     for bundle in bundles[1:]:
         receipt = bundle.gate_receipt
-        champion_ids = [b.bundle_id for b in bundles[: bundles.index(bundle)] if b.bundle_id in published]
+        champion_ids = [
+            b.bundle_id for b in bundles[: bundles.index(bundle)] if b.bundle_id in published
+        ]
         if not champion_ids:
             assert receipt.champion is None
             continue
@@ -111,8 +128,12 @@ def test_stability_is_the_spread_over_the_pinned_weeks(weeks):
     _, bundles = weeks
     last = bundles[-1]
     assert [h.partition_key for h in last.gate_history] == WEEKS[:2]
-    aucs = [ArtifactStore.get_document(b.evaluation_report_ref.uri, EvaluationReport)
-            .metrics["test"].roc_auc for b in bundles]
+    aucs = [
+        ArtifactStore.get_document(b.evaluation_report_ref.uri, EvaluationReport)
+        .metrics["test"]
+        .roc_auc
+        for b in bundles
+    ]
     stability = next(c for c in last.gate_receipt.criteria if c.kind == "stability")
     assert stability.observed == pytest.approx(max(aucs) - min(aucs), abs=1e-12)
     assert stability.passed == (stability.observed <= 0.15)
@@ -120,9 +141,15 @@ def test_stability_is_the_spread_over_the_pinned_weeks(weeks):
 
 def test_rerunning_a_week_gives_the_same_receipt_apart_from_emitted_at(weeks):
     env, bundles = weeks
-    history = [WeekReportRef(partition_key=bundles[0].partition_key,
-                             evaluation_report_ref=bundles[0].evaluation_report_ref)]
+    history = [
+        WeekReportRef(
+            partition_key=bundles[0].partition_key,
+            evaluation_report_ref=bundles[0].evaluation_report_ref,
+        )
+    ]
     again, _, created = build(env, CONFIG, WEEKS[1], history)
     assert not created
     assert content_digest(again.gate_receipt) == content_digest(bundles[1].gate_receipt)
-    assert np.isfinite([c.observed for c in again.gate_receipt.criteria if c.observed is not None]).all()
+    assert np.isfinite(
+        [c.observed for c in again.gate_receipt.criteria if c.observed is not None]
+    ).all()

@@ -10,14 +10,16 @@ from model_factory.core.settings import Settings, load_policy
 from model_factory.errors import ConfigError, PolicyViolationError
 
 
-@pytest.mark.parametrize("column", ["card_number", "CardNumber", "customer_email", "phone_home",
-                                    "iban", "ssn_hash"])
+@pytest.mark.parametrize(
+    "column", ["card_number", "CardNumber", "customer_email", "phone_home", "iban", "ssn_hash"]
+)
 def test_pii_columns_are_found_by_name_or_pattern(column):
     assert pii_columns(GovernancePolicy(), [column, "amount"]) == [column]
 
 
-@pytest.mark.parametrize("column", ["amount", "terminal_risk__term_risk_28d", "is_night",
-                                    "company", "expansion"])
+@pytest.mark.parametrize(
+    "column", ["amount", "terminal_risk__term_risk_28d", "is_night", "company", "expansion"]
+)
 def test_ordinary_columns_are_not_pii(column):
     assert pii_columns(GovernancePolicy(), [column]) == []
 
@@ -54,9 +56,13 @@ def test_settings_come_from_the_environment_with_defaults_under_home(tmp_path):
     assert s.store_url == str(tmp_path / "store")
     assert s.registry_url == str(tmp_path / "registry")
     assert s.dagster_home == tmp_path / "dagster"
-    custom = Settings.from_env({"MODEL_FACTORY_HOME": str(tmp_path),
-                                "MODEL_FACTORY_STORE": "memory://store",
-                                "MODEL_FACTORY_START_WEEK": "2026-03-02"})
+    custom = Settings.from_env(
+        {
+            "MODEL_FACTORY_HOME": str(tmp_path),
+            "MODEL_FACTORY_STORE": "memory://store",
+            "MODEL_FACTORY_START_WEEK": "2026-03-02",
+        }
+    )
     assert custom.store_url == "memory://store" and custom.start_week == "2026-03-02"
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"MODEL_FACTORY_START_WEEK": "2026-03-03"})

@@ -15,8 +15,10 @@ DIGEST = "ab" * 32
 
 
 def fill(journal: Journal, n: int) -> list[JournalEntry]:
-    return [journal.append(kind="ledger_stage", subject=f"s{i}", uri=f"/x/{i}", sha256=DIGEST)[0]
-            for i in range(1, n + 1)]
+    return [
+        journal.append(kind="ledger_stage", subject=f"s{i}", uri=f"/x/{i}", sha256=DIGEST)[0]
+        for i in range(1, n + 1)
+    ]
 
 
 def kinds(journal: Journal, anchor=None) -> list[tuple[str, str]]:
@@ -55,10 +57,12 @@ def test_an_empty_journal_verifies_with_the_genesis_head(tmp_path):
 
 
 def test_unique_append_returns_the_existing_entry(journal):
-    first, created = journal.append(kind="registry_record", subject="records/a.json", uri="/a",
-                                    sha256=DIGEST, unique=True)
+    first, created = journal.append(
+        kind="registry_record", subject="records/a.json", uri="/a", sha256=DIGEST, unique=True
+    )
     again, created_again = Journal(journal.url).append(
-        kind="registry_record", subject="records/a.json", uri="/a", sha256="cd" * 32, unique=True)
+        kind="registry_record", subject="records/a.json", uri="/a", sha256="cd" * 32, unique=True
+    )
     assert (created, created_again) == (True, False)
     assert again == first and len(journal.sequences()) == 6
 
@@ -74,7 +78,9 @@ def test_an_edited_entry_that_is_rechained_breaks_the_next_link(journal):
     f3, f4 = path(journal, 3), path(journal, 4)
     f3.write_bytes(f3.read_bytes().replace(b'"s3"', b'"s9"'))
     e4 = JournalEntry.model_validate_json(f4.read_bytes())
-    f4.write_bytes(canonical_json(e4.model_copy(update={"prev_digest": sha256_hex(f3.read_bytes())})))
+    f4.write_bytes(
+        canonical_json(e4.model_copy(update={"prev_digest": sha256_hex(f3.read_bytes())}))
+    )
     assert kinds(journal) == [("entry_edited", f4.name)]
 
 
@@ -86,8 +92,10 @@ def test_a_deleted_entry_is_named(journal):
 def test_deleting_the_first_entries_is_detected(journal):
     path(journal, 1).unlink()
     path(journal, 2).unlink()
-    assert kinds(journal) == [("entry_missing", path(journal, 1).name),
-                              ("entry_missing", path(journal, 2).name)]
+    assert kinds(journal) == [
+        ("entry_missing", path(journal, 1).name),
+        ("entry_missing", path(journal, 2).name),
+    ]
 
 
 def test_reordered_entries_are_named(journal):
@@ -104,9 +112,15 @@ def test_an_inserted_entry_is_detected(journal):
     # A forged entry 3, well chained to entry 2, with the old 3..5 shifted up by one.
     for seq in (5, 4, 3):
         path(journal, seq).rename(path(journal, seq + 1))
-    forged = JournalEntry(sequence=3, prev_digest=sha256_hex(path(journal, 2).read_bytes()),
-                          kind="ledger_stage", subject="forged", uri="/f", sha256=DIGEST,
-                          recorded_at_utc=journal.read(2).recorded_at_utc)
+    forged = JournalEntry(
+        sequence=3,
+        prev_digest=sha256_hex(path(journal, 2).read_bytes()),
+        kind="ledger_stage",
+        subject="forged",
+        uri="/f",
+        sha256=DIGEST,
+        recorded_at_utc=journal.read(2).recorded_at_utc,
+    )
     path(journal, 3).write_bytes(canonical_json(forged))
     found = kinds(journal)
     assert {("entry_out_of_place", path(journal, s).name) for s in (4, 5, 6)} <= set(found)
@@ -129,7 +143,9 @@ def test_a_removed_or_rewritten_tail_is_caught_by_an_anchor(journal, tmp_path):
     shutil.copytree(Path(journal.entry_path(1)).parent, backup)
     path(journal, 5).unlink()  # the chain alone cannot see a shorter tail ...
     assert kinds(journal) == []
-    assert kinds(journal, anchor) == [("anchor_mismatch", path(journal, 5).name)]  # ... the anchor does
+    assert kinds(journal, anchor) == [
+        ("anchor_mismatch", path(journal, 5).name)
+    ]  # ... the anchor does
     fill(journal, 1)  # a new entry 5 in its place
     assert kinds(journal, anchor) == [("anchor_mismatch", path(journal, 5).name)]
 
@@ -143,14 +159,16 @@ def _append_many(url: str, writer: int, go) -> None:
     go.wait()
     journal = Journal(url)
     for i in range(EACH):
-        journal.append(kind="ledger_stage", subject=f"w{writer}/{i}", uri=f"/w/{writer}/{i}",
-                       sha256=DIGEST)
+        journal.append(
+            kind="ledger_stage", subject=f"w{writer}/{i}", uri=f"/w/{writer}/{i}", sha256=DIGEST
+        )
 
 
 def _append_same(url: str, writer: int, go) -> None:
     go.wait()
-    Journal(url).append(kind="registry_record", subject="records/same.json", uri="/same",
-                        sha256=DIGEST, unique=True)
+    Journal(url).append(
+        kind="registry_record", subject="records/same.json", uri="/same", sha256=DIGEST, unique=True
+    )
 
 
 def _race(target, url: str) -> None:
@@ -174,7 +192,8 @@ def test_concurrent_processes_lose_no_entry_and_never_fork_the_chain(tmp_path):
     entries = journal.entries()
     assert [e.sequence for e in entries] == list(range(1, WRITERS * EACH + 1))
     assert Counter(e.subject for e in entries) == Counter(
-        f"w{w}/{i}" for w in range(WRITERS) for i in range(EACH))  # none lost, none twice
+        f"w{w}/{i}" for w in range(WRITERS) for i in range(EACH)
+    )  # none lost, none twice
     for w in range(WRITERS):  # each writer's own entries stay in its order
         mine = [int(e.subject.split("/")[1]) for e in entries if e.subject.startswith(f"w{w}/")]
         assert mine == sorted(mine)

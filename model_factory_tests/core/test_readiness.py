@@ -54,13 +54,20 @@ from model_factory.core.storage import ArtifactStore
 from model_factory.core.training import TrainedModel, feature_matrix
 from model_factory_tests.core.test_bundles_registry import build, fresh_env, point_gates
 
-SCHEMA = json.loads((Path(__file__).parents[2] / "contracts" / "mf_public_contracts_v0.schema.json")
-                    .read_text())
+SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "contracts" / "mf_public_contracts_v0.schema.json").read_text()
+)
 WEEKS = ["2026-02-23", "2026-03-02", "2026-03-09"]
 # Readiness reads the report's policy and operating points, not its intervals, SHAP or controls.
-CHEAP = TrainingConfig(gates=point_gates(), evaluation=EvaluationSettings(
-    bootstrap_resamples=0, slice_bootstrap_resamples=0, shap_sample_rows=0,
-    shuffled_label_canary=CanarySettings(enabled=False)))
+CHEAP = TrainingConfig(
+    gates=point_gates(),
+    evaluation=EvaluationSettings(
+        bootstrap_resamples=0,
+        slice_bootstrap_resamples=0,
+        shap_sample_rows=0,
+        shuffled_label_canary=CanarySettings(enabled=False),
+    ),
+)
 # The real-model tests share one module fixture: keep them on one xdist worker.
 ON_THE_DEMO_WEEKS = pytest.mark.xdist_group("readiness_weeks")
 RULE = ThresholdRule(basis="alert_rate", target=0.01)
@@ -68,16 +75,25 @@ RULE = ThresholdRule(basis="alert_rate", target=0.01)
 
 def validate(doc: dict) -> None:
     jsonschema.Draft202012Validator(
-        {"$ref": "#/$defs/PromotionReadiness", "$defs": SCHEMA["$defs"]}).validate(doc)
+        {"$ref": "#/$defs/PromotionReadiness", "$defs": SCHEMA["$defs"]}
+    ).validate(doc)
 
 
 def policy(review: float | None, decline: float | None) -> DecisionPolicy:
-    return DecisionPolicy(review_threshold=review, review_rule=RULE, decline_threshold=decline,
-                          decline_rule=ThresholdRule(basis="precision", target=0.9))
+    return DecisionPolicy(
+        review_threshold=review,
+        review_rule=RULE,
+        decline_threshold=decline,
+        decline_rule=ThresholdRule(basis="precision", target=0.9),
+    )
 
 
-CHAMPION = ChampionRef(bundle_id="mfb-" + "1" * 20, bundle_uri="memory://champion/bundle.json",
-                       partition_key="2026-02-23", model_sha256="b" * 64)
+CHAMPION = ChampionRef(
+    bundle_id="mfb-" + "1" * 20,
+    bundle_uri="memory://champion/bundle.json",
+    partition_key="2026-02-23",
+    model_sha256="b" * 64,
+)
 
 
 def synthetic(seed: int = 0, rows: int = 7000, champion: bool = True, **kw) -> ReadinessInputs:
@@ -87,11 +103,21 @@ def synthetic(seed: int = 0, rows: int = 7000, champion: bool = True, **kw) -> R
     cand = np.clip(rng.beta(1, 30, rows) + 0.3 * y * rng.random(rows), 0, 1)
     champ = np.clip(cand + rng.normal(0, 0.02, rows), 0, 1)
     days = np.array([f"2026-03-{1 + i % 7:02d}" for i in range(rows)])
-    base = dict(bundle_id="mfb-" + "0" * 20, train_run_id="mfr-" + "0" * 20,
-                partition_key="2026-03-02", model_family="fraud_xgb", model_sha256="a" * 64,
-                evaluation_report_digest="c" * 64, y=y, days=days, candidate_score=cand,
-                candidate_policy=policy(0.1, 0.3), amount=rng.gamma(2, 50, rows),
-                amount_column="amount", latency_p50_us=800.0)
+    base = dict(
+        bundle_id="mfb-" + "0" * 20,
+        train_run_id="mfr-" + "0" * 20,
+        partition_key="2026-03-02",
+        model_family="fraud_xgb",
+        model_sha256="a" * 64,
+        evaluation_report_digest="c" * 64,
+        y=y,
+        days=days,
+        candidate_score=cand,
+        candidate_policy=policy(0.1, 0.3),
+        amount=rng.gamma(2, 50, rows),
+        amount_column="amount",
+        latency_p50_us=800.0,
+    )
     if champion:
         base |= dict(champion=CHAMPION, champion_score=champ, champion_policy=policy(0.11, 0.35))
     return ReadinessInputs(**(base | kw))
@@ -116,12 +142,14 @@ def test_decision_counts_tie_out_with_operating_metrics_of_each_model():
     assert d.total.newly_flagged == d.total.candidate_alerts - d.total.both_alert
     assert d.total.newly_cleared == d.total.champion_alerts - d.total.both_alert
     assert d.alert_overlap == pytest.approx(
-        d.total.both_alert / int((cand_alert | champ_alert).sum()))
+        d.total.both_alert / int((cand_alert | champ_alert).sum())
+    )
     caught = {v.metric: v for v in doc.outcomes.per_day}
     assert caught["frauds_caught"].candidate * 7 == pytest.approx(cand_review.true_positives)
     assert caught["frauds_caught"].champion * 7 == pytest.approx(champ_review.true_positives)
     assert caught["false_alerts"].candidate * 7 == pytest.approx(
-        cand_review.alerts - cand_review.true_positives)
+        cand_review.alerts - cand_review.true_positives
+    )
     assert caught["frauds_missed"].delta == pytest.approx(-caught["frauds_caught"].delta)
     amount = (inputs.amount * y * cand_alert).sum() - (inputs.amount * y * champ_alert).sum()
     assert caught["fraud_amount_caught"].delta * 7 == pytest.approx(amount)
@@ -134,9 +162,12 @@ def test_a_score_exactly_at_a_threshold_is_decided_as_the_evaluation_does():
     cand, champ = np.round(base.candidate_score, 2), np.round(base.champion_score, 2)
     review, decline = float(np.sort(cand)[-80]), float(np.sort(cand)[-20])
     champ_review = float(np.sort(champ)[-90])
-    inputs = synthetic(candidate_score=cand, champion_score=champ,
-                       candidate_policy=policy(review, decline),
-                       champion_policy=policy(champ_review, None))
+    inputs = synthetic(
+        candidate_score=cand,
+        champion_score=champ,
+        candidate_policy=policy(review, decline),
+        champion_policy=policy(champ_review, None),
+    )
     assert (cand == review).sum() > 1 and (champ == champ_review).sum() > 1
     doc = compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100))
     y = inputs.y
@@ -162,8 +193,9 @@ def test_identical_models_change_nothing():
     same = synthetic(champion_score=inputs.candidate_score, champion_policy=inputs.candidate_policy)
     doc = compute_readiness(same, ReadinessSettings(bootstrap_resamples=100))
     assert doc.decisions.alert_overlap == 1.0 and doc.decisions.changed_decision_share == 0.0
-    assert all(v.delta == 0 and v.delta_ci.lower == v.delta_ci.upper == 0
-               for v in doc.outcomes.per_day)
+    assert all(
+        v.delta == 0 and v.delta_ci.lower == v.delta_ci.upper == 0 for v in doc.outcomes.per_day
+    )
     assert doc.agreement.spearman == pytest.approx(1.0) and doc.agreement.psi < 1e-3
     assert doc.recommendation.stage == "ramp"
 
@@ -172,7 +204,8 @@ def test_score_agreement_is_spearman_and_the_drift_psi():
     inputs = synthetic()
     doc = compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100))
     assert doc.agreement.spearman == pytest.approx(
-        spearmanr(inputs.candidate_score, inputs.champion_score).statistic, abs=1e-12)
+        spearmanr(inputs.candidate_score, inputs.champion_score).statistic, abs=1e-12
+    )
     assert doc.agreement.psi == psi(inputs.champion_score, inputs.candidate_score, 10)[0]
     ties = np.array([0.1, 0.1, 0.2, 0.3, 0.3, 0.3, 0.9])
     assert spearman(ties, ties[::-1]) == pytest.approx(spearmanr(ties, ties[::-1]).statistic)
@@ -189,30 +222,42 @@ def test_first_model_of_a_family_is_shadow_with_reason_no_champion():
 
 
 def test_a_champion_that_could_not_be_scored_keeps_shadow_and_says_why():
-    doc = compute_readiness(synthetic(champion_score=None, champion_problem="its inputs ['x'] are "
-                                      "not in this frame"), ReadinessSettings())
+    doc = compute_readiness(
+        synthetic(champion_score=None, champion_problem="its inputs ['x'] are not in this frame"),
+        ReadinessSettings(),
+    )
     assert doc.recommendation.stage == "shadow"
     assert "not in this frame" in doc.recommendation.reasons[0]
 
 
 def test_documents_validate_against_the_committed_schema():
-    for inputs in (synthetic(), synthetic(champion=False), synthetic(amount=None, amount_column=None)):
-        validate(compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100))
-                 .model_dump(mode="json"))
-    broken = compute_readiness(synthetic(), ReadinessSettings(bootstrap_resamples=100)) \
-        .model_dump(mode="json") | {"recommendation": {"stage": "go_live", "traffic_share": None,
-                                                       "reasons": []}}
+    for inputs in (
+        synthetic(),
+        synthetic(champion=False),
+        synthetic(amount=None, amount_column=None),
+    ):
+        validate(
+            compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100)).model_dump(
+                mode="json"
+            )
+        )
+    broken = compute_readiness(synthetic(), ReadinessSettings(bootstrap_resamples=100)).model_dump(
+        mode="json"
+    ) | {"recommendation": {"stage": "go_live", "traffic_share": None, "reasons": []}}
     with pytest.raises(jsonschema.ValidationError):
         validate(broken)
 
 
-@pytest.mark.parametrize(("candidate", "champion", "capacity", "share"), [
-    ([100, 100], [50, 50], 100, 1.0),          # at capacity: everything fits
-    ([101, 100], [50, 50], 100, 50 / 51),      # one over on one day: s = (100 - 50) / (101 - 50)
-    ([300, 80], [100, 90], 200, 0.5),          # the worst day decides
-    ([300], [250], 200, 0.0),                  # the champion alone is already over
-    ([300], [400], 200, 1.0),                  # the candidate lowers the volume
-])
+@pytest.mark.parametrize(
+    ("candidate", "champion", "capacity", "share"),
+    [
+        ([100, 100], [50, 50], 100, 1.0),  # at capacity: everything fits
+        ([101, 100], [50, 50], 100, 50 / 51),  # one over on one day: s = (100 - 50) / (101 - 50)
+        ([300, 80], [100, 90], 200, 0.5),  # the worst day decides
+        ([300], [250], 200, 0.0),  # the champion alone is already over
+        ([300], [400], 200, 1.0),  # the candidate lowers the volume
+    ],
+)
 def test_traffic_share_within_review_capacity(candidate, champion, capacity, share):
     got = max_share_within_capacity(np.array(candidate), np.array(champion), capacity)
     assert got == pytest.approx(share)
@@ -220,41 +265,92 @@ def test_traffic_share_within_review_capacity(candidate, champion, capacity, sha
 
 # ----------------------------------------------------------------- recommendation at each boundary
 
-S = ReadinessSettings(min_test_positives=30, shadow_below_alert_overlap=0.5,
-                      ramp_min_alert_overlap=0.8, ramp_min_decline_overlap=0.5,
-                      ramp_max_fraud_loss_per_day=1.0,
-                      ramp_max_extra_false_alerts_per_day=10, review_capacity_per_day=200,
-                      canary_traffic_share=0.05, min_canary_traffic_share=0.01,
-                      latency_budget_p50_us=5_000)
+S = ReadinessSettings(
+    min_test_positives=30,
+    shadow_below_alert_overlap=0.5,
+    ramp_min_alert_overlap=0.8,
+    ramp_min_decline_overlap=0.5,
+    ramp_max_fraud_loss_per_day=1.0,
+    ramp_max_extra_false_alerts_per_day=10,
+    review_capacity_per_day=200,
+    canary_traffic_share=0.05,
+    min_canary_traffic_share=0.01,
+    latency_budget_p50_us=5_000,
+)
 EPS = 1e-6
 
 
 def _value(metric: str, delta: float, lower: float, upper: float) -> OutcomeValue:
-    ci = ConfidenceInterval(lower=lower, upper=upper, level=0.95, method="test", resamples=1, seed=0)
+    ci = ConfidenceInterval(
+        lower=lower, upper=upper, level=0.95, method="test", resamples=1, seed=0
+    )
     return OutcomeValue(metric=metric, candidate=10 + delta, champion=10, delta=delta, delta_ci=ci)
 
 
-def _evidence(positives=100, overlap=0.9, decline_overlap=0.9, caught_lower=-0.5, caught_upper=0.5,
-              false_delta=0.0, peak=100, share_cap=1.0, latency_ok=True):
+def _evidence(
+    positives=100,
+    overlap=0.9,
+    decline_overlap=0.9,
+    caught_lower=-0.5,
+    caught_upper=0.5,
+    false_delta=0.0,
+    peak=100,
+    share_cap=1.0,
+    latency_ok=True,
+):
     """Evidence that supports ramp, with one knob turned per test."""
-    day = DayDecisions(day="all", rows=1000, candidate_alerts=peak, champion_alerts=peak,
-                       both_alert=peak, newly_flagged=0, newly_cleared=0, candidate_declines=0,
-                       champion_declines=0, both_decline=0, newly_declined=0, no_longer_declined=0)
+    day = DayDecisions(
+        day="all",
+        rows=1000,
+        candidate_alerts=peak,
+        champion_alerts=peak,
+        both_alert=peak,
+        newly_flagged=0,
+        newly_cleared=0,
+        candidate_declines=0,
+        champion_declines=0,
+        both_decline=0,
+        newly_declined=0,
+        no_longer_declined=0,
+    )
     decisions = DecisionChanges(
-        candidate_review_threshold=0.1, candidate_decline_threshold=None,
-        champion_review_threshold=0.1, champion_decline_threshold=None, days=[day], total=day,
-        alert_overlap=overlap, decline_overlap=decline_overlap, newly_flagged_share=0.0,
-        newly_cleared_share=0.0, changed_decision_share=0.0)
-    outcomes = OutcomeDeltas(amount_column=None, days=[], per_day=[
-        _value("frauds_caught", (caught_lower + caught_upper) / 2, caught_lower, caught_upper),
-        _value("false_alerts", false_delta, false_delta - 1, false_delta + 1)])
+        candidate_review_threshold=0.1,
+        candidate_decline_threshold=None,
+        champion_review_threshold=0.1,
+        champion_decline_threshold=None,
+        days=[day],
+        total=day,
+        alert_overlap=overlap,
+        decline_overlap=decline_overlap,
+        newly_flagged_share=0.0,
+        newly_cleared_share=0.0,
+        changed_decision_share=0.0,
+    )
+    outcomes = OutcomeDeltas(
+        amount_column=None,
+        days=[],
+        per_day=[
+            _value("frauds_caught", (caught_lower + caught_upper) / 2, caught_lower, caught_upper),
+            _value("false_alerts", false_delta, false_delta - 1, false_delta + 1),
+        ],
+    )
     operational = OperationalLimits(
-        review_capacity_per_day=200, candidate_alerts_peak_day=peak,
-        candidate_alerts_mean_per_day=peak, champion_alerts_peak_day=peak,
-        within_review_capacity=peak <= 200, max_traffic_share_within_capacity=share_cap,
-        latency_budget_p50_us=5_000, latency_within_budget=latency_ok)
-    return dict(settings=S, test_positives=positives, operational=operational,
-                decisions=decisions, outcomes=outcomes)
+        review_capacity_per_day=200,
+        candidate_alerts_peak_day=peak,
+        candidate_alerts_mean_per_day=peak,
+        champion_alerts_peak_day=peak,
+        within_review_capacity=peak <= 200,
+        max_traffic_share_within_capacity=share_cap,
+        latency_budget_p50_us=5_000,
+        latency_within_budget=latency_ok,
+    )
+    return dict(
+        settings=S,
+        test_positives=positives,
+        operational=operational,
+        decisions=decisions,
+        outcomes=outcomes,
+    )
 
 
 def test_the_baseline_evidence_supports_ramp():
@@ -262,36 +358,39 @@ def test_the_baseline_evidence_supports_ramp():
     assert rec.stage == "ramp" and rec.traffic_share is None
 
 
-@pytest.mark.parametrize(("knob", "value", "stage", "reason"), [
-    ("positives", 29, "shadow", "thin evidence"),
-    ("positives", 30, "ramp", None),
-    ("positives", 31, "ramp", None),
-    ("overlap", 0.5 - EPS, "shadow", "decisions differ a lot"),
-    ("overlap", 0.5, "canary", "alert overlap"),
-    ("overlap", 0.5 + EPS, "canary", "alert overlap"),
-    ("overlap", 0.8 - EPS, "canary", "alert overlap"),
-    ("overlap", 0.8, "ramp", None),
-    ("overlap", 0.8 + EPS, "ramp", None),
-    ("decline_overlap", 0.5 - EPS, "canary", "decline overlap"),
-    ("decline_overlap", 0.5, "ramp", None),
-    ("decline_overlap", 0.5 + EPS, "ramp", None),
-    ("decline_overlap", None, "ramp", None),
-    ("caught_lower", -1.0 - EPS, "canary", "frauds caught per day CI lower"),
-    ("caught_lower", -1.0, "ramp", None),
-    ("caught_lower", -1.0 + EPS, "ramp", None),
-    ("false_delta", 10 + EPS, "canary", "false alerts per day"),
-    ("false_delta", 10, "ramp", None),
-    ("false_delta", 10 - EPS, "ramp", None),
-    ("peak", 201, "canary", "over the review capacity"),
-    ("peak", 200, "ramp", None),
-    ("peak", 199, "ramp", None),
-    ("share_cap", 0.01 - EPS, "shadow", "alert volume"),
-    ("share_cap", 0.01, "canary", "share lowered to 0.0100"),
-    ("share_cap", 0.01 + EPS, "canary", "share lowered"),
-    ("latency_ok", False, "shadow", "latency over the budget"),
-    ("caught_upper", -EPS, "shadow", "catches fewer frauds"),
-    ("caught_upper", 0.0, "ramp", None),
-])
+@pytest.mark.parametrize(
+    ("knob", "value", "stage", "reason"),
+    [
+        ("positives", 29, "shadow", "thin evidence"),
+        ("positives", 30, "ramp", None),
+        ("positives", 31, "ramp", None),
+        ("overlap", 0.5 - EPS, "shadow", "decisions differ a lot"),
+        ("overlap", 0.5, "canary", "alert overlap"),
+        ("overlap", 0.5 + EPS, "canary", "alert overlap"),
+        ("overlap", 0.8 - EPS, "canary", "alert overlap"),
+        ("overlap", 0.8, "ramp", None),
+        ("overlap", 0.8 + EPS, "ramp", None),
+        ("decline_overlap", 0.5 - EPS, "canary", "decline overlap"),
+        ("decline_overlap", 0.5, "ramp", None),
+        ("decline_overlap", 0.5 + EPS, "ramp", None),
+        ("decline_overlap", None, "ramp", None),
+        ("caught_lower", -1.0 - EPS, "canary", "frauds caught per day CI lower"),
+        ("caught_lower", -1.0, "ramp", None),
+        ("caught_lower", -1.0 + EPS, "ramp", None),
+        ("false_delta", 10 + EPS, "canary", "false alerts per day"),
+        ("false_delta", 10, "ramp", None),
+        ("false_delta", 10 - EPS, "ramp", None),
+        ("peak", 201, "canary", "over the review capacity"),
+        ("peak", 200, "ramp", None),
+        ("peak", 199, "ramp", None),
+        ("share_cap", 0.01 - EPS, "shadow", "alert volume"),
+        ("share_cap", 0.01, "canary", "share lowered to 0.0100"),
+        ("share_cap", 0.01 + EPS, "canary", "share lowered"),
+        ("latency_ok", False, "shadow", "latency over the budget"),
+        ("caught_upper", -EPS, "shadow", "catches fewer frauds"),
+        ("caught_upper", 0.0, "ramp", None),
+    ],
+)
 def test_recommendation_follows_the_configured_thresholds(knob, value, stage, reason):
     evidence = {"share_cap": 0.5, "peak": 300} if knob == "share_cap" else {}
     if knob == "caught_upper":
@@ -310,8 +409,9 @@ def test_recommendation_follows_the_configured_thresholds(knob, value, stage, re
 def test_latency_exactly_at_the_budget_is_within_it():
     inputs = synthetic(latency_p50_us=5_000.0)
     at = compute_readiness(inputs, S.model_copy(update={"bootstrap_resamples": 100}))
-    over = compute_readiness(synthetic(latency_p50_us=5_000.001),
-                             S.model_copy(update={"bootstrap_resamples": 100}))
+    over = compute_readiness(
+        synthetic(latency_p50_us=5_000.001), S.model_copy(update={"bootstrap_resamples": 100})
+    )
     assert at.operational.latency_within_budget is True
     assert over.operational.latency_within_budget is False
     assert over.recommendation.stage == "shadow"
@@ -321,8 +421,9 @@ def test_alert_volume_exactly_at_the_review_capacity_is_within_it():
     quick = S.model_copy(update={"bootstrap_resamples": 100})
     peak = compute_readiness(synthetic(), quick).operational.candidate_alerts_peak_day
     at = compute_readiness(synthetic(), quick.model_copy(update={"review_capacity_per_day": peak}))
-    below = compute_readiness(synthetic(),
-                              quick.model_copy(update={"review_capacity_per_day": peak - 1}))
+    below = compute_readiness(
+        synthetic(), quick.model_copy(update={"review_capacity_per_day": peak - 1})
+    )
     assert at.operational.within_review_capacity is True
     assert at.operational.max_traffic_share_within_capacity == 1.0
     assert below.operational.within_review_capacity is False
@@ -350,13 +451,16 @@ def weeks(tmp_path_factory):
         if bundle.gate_receipt.gate_status == "PASS":
             env.registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
         out.append((bundle, uri))
-    failed = build(env, CHEAP.model_copy(update={"gates": point_gates(roc_auc_lower=0.9999)}),
-                   WEEKS[1])
+    failed = build(
+        env, CHEAP.model_copy(update={"gates": point_gates(roc_auc_lower=0.9999)}), WEEKS[1]
+    )
     return env, out, failed
 
 
 def _test_rows(bundle):
-    frame = frame_from_parquet(ArtifactStore.get_bytes(artifact_named(bundle, "training_frame.parquet")))
+    frame = frame_from_parquet(
+        ArtifactStore.get_bytes(artifact_named(bundle, "training_frame.parquet"))
+    )
     return frame.filter(pl.col("split") == "test")
 
 
@@ -378,13 +482,22 @@ def test_every_pass_bundle_carries_a_document_bound_to_it(weeks):
         assert doc is not None
         validate(json.loads(Path(readiness_uri_for(uri)).read_text()))
         assert (doc.bundle_id, doc.train_run_id, doc.model_sha256) == (
-            bundle.bundle_id, bundle.train_run_id, model_ref(bundle).sha256)
+            bundle.bundle_id,
+            bundle.train_run_id,
+            model_ref(bundle).sha256,
+        )
         assert doc.evaluation_report_digest == bundle.evaluation_report_ref.digest
         assert doc.champion == bundle.gate_receipt.champion
         record = env.registry.get(bundle.bundle_id)
-        assert record.readiness_ref is not None and record.readiness_ref.uri == readiness_uri_for(uri)
-        assert ArtifactStore.get_document(record.readiness_ref.uri, PromotionReadiness,
-                                          record.readiness_ref.sha256) == doc
+        assert record.readiness_ref is not None and record.readiness_ref.uri == readiness_uri_for(
+            uri
+        )
+        assert (
+            ArtifactStore.get_document(
+                record.readiness_ref.uri, PromotionReadiness, record.readiness_ref.sha256
+            )
+            == doc
+        )
         html = Path(doc.html.uri).read_text()
         assert doc.recommendation.stage in html and doc.bundle_id in html
     first = load_readiness(built[0][1])
@@ -401,34 +514,53 @@ def test_numbers_tie_out_with_both_models_evaluation_reports(weeks):
         doc = load_readiness(uri)
         report = ArtifactStore.get_document(bundle.evaluation_report_ref.uri, EvaluationReport)
         champion = load_bundle(doc.champion.bundle_uri)
-        champion_report = ArtifactStore.get_document(champion.evaluation_report_ref.uri,
-                                                     EvaluationReport)
+        champion_report = ArtifactStore.get_document(
+            champion.evaluation_report_ref.uri, EvaluationReport
+        )
         total = doc.decisions.total
         # the candidate: its report's operating points on test, at the bundle's policy
         assert doc.test_rows == report.metrics["test"].rows == total.rows
         assert doc.test_positives == report.metrics["test"].positives
-        assert doc.decisions.candidate_review_threshold == report.policy.review_threshold \
+        assert (
+            doc.decisions.candidate_review_threshold
+            == report.policy.review_threshold
             == bundle.policy_config.review_threshold
+        )
         assert total.candidate_alerts == _op(report, "review").test.alerts
-        assert total.candidate_declines == (_op(report, "decline").test.alerts
-                                            if report.policy.decline_threshold is not None else 0)
+        assert total.candidate_declines == (
+            _op(report, "decline").test.alerts if report.policy.decline_threshold is not None else 0
+        )
         outcomes = {v.metric: v for v in doc.outcomes.per_day}
         days = doc.test_days
-        assert round(outcomes["frauds_caught"].candidate * days) == \
-            _op(report, "review").test.true_positives
+        assert (
+            round(outcomes["frauds_caught"].candidate * days)
+            == _op(report, "review").test.true_positives
+        )
         # the champion: its own report's policy, its model scored on the candidate's test rows
         assert doc.decisions.champion_review_threshold == champion_report.policy.review_threshold
         rows = _test_rows(bundle)
         y = rows["label"].to_numpy()
-        champ = operating_metrics(y, _scores(champion, rows), champion_report.policy.review_threshold)
+        champ = operating_metrics(
+            y, _scores(champion, rows), champion_report.policy.review_threshold
+        )
         assert total.champion_alerts == champ.alerts
         assert round(outcomes["frauds_caught"].champion * days) == champ.true_positives
-        assert round(outcomes["false_alerts"].champion * days) == champ.alerts - champ.true_positives
+        assert (
+            round(outcomes["false_alerts"].champion * days) == champ.alerts - champ.true_positives
+        )
         assert doc.agreement.spearman == pytest.approx(
-            spearmanr(_scores(bundle, rows), _scores(champion, rows)).statistic, abs=1e-9)
-        assert recommend(settings=doc.settings, test_positives=doc.test_positives,
-                         operational=doc.operational, decisions=doc.decisions,
-                         outcomes=doc.outcomes) == doc.recommendation
+            spearmanr(_scores(bundle, rows), _scores(champion, rows)).statistic, abs=1e-9
+        )
+        assert (
+            recommend(
+                settings=doc.settings,
+                test_positives=doc.test_positives,
+                operational=doc.operational,
+                decisions=doc.decisions,
+                outcomes=doc.outcomes,
+            )
+            == doc.recommendation
+        )
 
 
 @ON_THE_DEMO_WEEKS
@@ -499,16 +631,35 @@ def test_dagster_shows_readiness_on_the_later_weeks_bundle(tmp_path):
     from model_factory.defs.resources import ModelFactoryResource
     from model_factory.runner import run_weeks
 
-    generate_demo_data(str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    resource = ModelFactoryResource(catalog_url=str(tmp_path / "catalog"),
-                                    store_url=str(tmp_path / "store"),
-                                    registry_url=str(tmp_path / "registry"))
+    generate_demo_data(
+        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
+    )
+    resource = ModelFactoryResource(
+        catalog_url=str(tmp_path / "catalog"),
+        store_url=str(tmp_path / "store"),
+        registry_url=str(tmp_path / "registry"),
+    )
     registry = FileRegistry(str(tmp_path / "registry"))
-    config = {"ops": {"dataset_manifests": {"config": {
-        "gates": {"criteria": [c.model_dump(mode="json", exclude_none=True)
-                               for c in point_gates().criteria]},
-        "evaluation": {"bootstrap_resamples": 0, "slice_bootstrap_resamples": 0,
-                       "shap_sample_rows": 0, "shuffled_label_canary": {"enabled": False}}}}}}
+    config = {
+        "ops": {
+            "dataset_manifests": {
+                "config": {
+                    "gates": {
+                        "criteria": [
+                            c.model_dump(mode="json", exclude_none=True)
+                            for c in point_gates().criteria
+                        ]
+                    },
+                    "evaluation": {
+                        "bootstrap_resamples": 0,
+                        "slice_bootstrap_resamples": 0,
+                        "shap_sample_rows": 0,
+                        "shuffled_label_canary": {"enabled": False},
+                    },
+                }
+            }
+        }
+    }
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         summaries = run_weeks(instance, build_definitions(resource), WEEKS[:2], registry, config)
@@ -516,10 +667,15 @@ def test_dagster_shows_readiness_on_the_later_weeks_bundle(tmp_path):
         assert all(s.published for s in summaries)
         metas = {}
         for week in WEEKS[:2]:
-            rec = instance.fetch_materializations(dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey("model_bundle"), asset_partitions=[week]), limit=1).records[0]
-            metas[week] = {k: getattr(v, "value", v)
-                           for k, v in rec.asset_materialization.metadata.items()}
+            rec = instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey("model_bundle"), asset_partitions=[week]
+                ),
+                limit=1,
+            ).records[0]
+            metas[week] = {
+                k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()
+            }
     first, later = metas[WEEKS[0]], metas[WEEKS[1]]
     assert first["readiness_stage"] == "shadow" and first["readiness_reasons"][0] == NO_CHAMPION
     doc = PromotionReadiness.model_validate_json(Path(later["readiness_uri"]).read_text())

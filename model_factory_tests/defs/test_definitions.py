@@ -50,7 +50,9 @@ def test_every_stage_is_weekly_on_mondays_with_a_code_version():
 def test_frame_checks_are_blocking():
     checks = [c for a in defs().assets for c in a.check_specs]
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} == {
-        ("training_frame", "leakage_audit_clean"), ("training_frame", "frame_matches_feature_schema")}
+        ("training_frame", "leakage_audit_clean"),
+        ("training_frame", "frame_matches_feature_schema"),
+    }
     assert all(c.blocking for c in checks)
 
 
@@ -91,5 +93,10 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     out = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -45,17 +45,23 @@ def test_backtest_summary_reads_every_week_and_refreshes_itself():
     spec = backtest_summary.specs_by_key[dg.AssetKey("backtest_summary")]
     assert spec.partitions_def is None
     assert {d.asset_key.to_user_string() for d in spec.deps} == {
-        "evaluation_report", "gate_receipt", "model_bundle"}
+        "evaluation_report",
+        "gate_receipt",
+        "model_bundle",
+    }
     assert all(isinstance(d.partition_mapping, dg.AllPartitionMapping) for d in spec.deps)
     assert spec.automation_condition == REFRESH_AFTER_NEW_WEEKS
 
 
-@pytest.mark.parametrize(("values", "field"), [
-    ({"split_policy": {"train_days": -7}}, "split_policy.train_days"),
-    ({"split_policy": {"label_maturity_days": -1}}, "split_policy.label_maturity_days"),
-    ({"hyperparams": {"learning_rate": 0}}, "hyperparams.learning_rate"),
-    ({"hyperparams": {"subsample": 1.5}}, "hyperparams.subsample"),
-])
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"split_policy": {"train_days": -7}}, "split_policy.train_days"),
+        ({"split_policy": {"label_maturity_days": -1}}, "split_policy.label_maturity_days"),
+        ({"hyperparams": {"learning_rate": 0}}, "hyperparams.learning_rate"),
+        ({"hyperparams": {"subsample": 1.5}}, "hyperparams.subsample"),
+    ],
+)
 def test_launchpad_refuses_out_of_range_values_naming_the_field(values, field):
     with pytest.raises(ValidationError) as refused:
         TrainingConfig(**values)
@@ -71,19 +77,33 @@ def test_launchpad_refuses_cross_field_rules_as_a_config_error():
 
 
 def _week(key, roc, gate="PASS", brier=0.01):
-    return BacktestWeek(partition_key=key, train_run_id=None, roc_auc=roc, pr_auc=roc and roc / 3,
-                        brier=brier, gate_status=gate)
+    return BacktestWeek(
+        partition_key=key,
+        train_run_id=None,
+        roc_auc=roc,
+        pr_auc=roc and roc / 3,
+        brier=brier,
+        gate_status=gate,
+    )
 
 
 def test_spread_names_the_best_and_worst_week_per_metric_direction():
-    weeks = [_week("2026-03-02", 0.90, brier=0.02), _week("2026-02-23", 0.80, "FAIL", brier=0.01),
-             _week("2026-03-09", None, brier=0.03)]
+    weeks = [
+        _week("2026-03-02", 0.90, brier=0.02),
+        _week("2026-02-23", 0.80, "FAIL", brier=0.01),
+        _week("2026-03-09", None, brier=0.03),
+    ]
     summary = summarize(weeks)
     assert [w.partition_key for w in summary.weeks] == ["2026-02-23", "2026-03-02", "2026-03-09"]
     assert (summary.pass_weeks, summary.fail_weeks) == (2, 1)
     roc = metric_spread(summary.weeks, "roc_auc")
     assert (roc.weeks, roc.min, roc.max, roc.best_week, roc.worst_week) == (
-        2, 0.80, 0.90, "2026-03-02", "2026-02-23")
+        2,
+        0.80,
+        0.90,
+        "2026-03-02",
+        "2026-02-23",
+    )
     assert roc.std == pytest.approx(0.05)
     brier = metric_spread(summary.weeks, "brier")  # lower is better
     assert (brier.best_week, brier.worst_week) == ("2026-02-23", "2026-03-09")
@@ -97,8 +117,14 @@ def test_sparkline_scales_between_extremes_and_marks_gaps():
 
 @pytest.mark.parametrize("n", [0, 1, 5])
 def test_plot_is_one_well_formed_svg_with_a_marker_per_verdict(n):
-    weeks = [_week(f"2026-03-{2 + 7 * i:02d}" if i < 4 else "2026-03-30", 0.8 + i / 100,
-                   "PASS" if i % 2 else "FAIL") for i in range(n)]
+    weeks = [
+        _week(
+            f"2026-03-{2 + 7 * i:02d}" if i < 4 else "2026-03-30",
+            0.8 + i / 100,
+            "PASS" if i % 2 else "FAIL",
+        )
+        for i in range(n)
+    ]
     root = ET.fromstring(plot_svg(summarize(weeks)))
     assert root.tag.endswith("svg")
     titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
@@ -106,9 +132,16 @@ def test_plot_is_one_well_formed_svg_with_a_marker_per_verdict(n):
 
 
 def test_a_finished_record_needs_its_identity_but_a_failed_attempt_may_lack_it():
-    base = dict(status="failed", partition_key="2026-03-02", model_family="fraud_xgb",
-                config_hash=None, code_version=None, input_dataset_manifests=[], outputs=[],
-                error="refused")
+    base = dict(
+        status="failed",
+        partition_key="2026-03-02",
+        model_family="fraud_xgb",
+        config_hash=None,
+        code_version=None,
+        input_dataset_manifests=[],
+        outputs=[],
+        error="refused",
+    )
     TrainingRunRecord(train_run_id=None, **base)
     with pytest.raises(ValidationError, match="needs train_run_id"):
         TrainingRunRecord(train_run_id=None, **{**base, "status": "succeeded"})

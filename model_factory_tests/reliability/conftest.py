@@ -23,10 +23,15 @@ from model_factory.errors import ModelFactoryError
 
 WEEK = "2026-02-23"
 # Point criteria (no bootstrap) so the small demo week PASSes and the publish path runs too.
-LENIENT_CONFIG = {"gates": {"criteria": [
-    {"name": "test_positives", "metric": "positives", "kind": "point", "threshold": 10},
-    {"name": "roc_auc_lower", "metric": "roc_auc", "kind": "point", "threshold": 0.75},
-    {"name": "pr_auc_lower", "metric": "pr_auc", "kind": "point", "threshold": 0.10}]}}
+LENIENT_CONFIG = {
+    "gates": {
+        "criteria": [
+            {"name": "test_positives", "metric": "positives", "kind": "point", "threshold": 10},
+            {"name": "roc_auc_lower", "metric": "roc_auc", "kind": "point", "threshold": 0.75},
+            {"name": "pr_auc_lower", "metric": "pr_auc", "kind": "point", "threshold": 0.10},
+        ]
+    }
+}
 CLI = str(Path(sys.executable).with_name("model-factory"))
 PARTIAL_GLOB = ".tmp-*.partial"
 
@@ -60,25 +65,45 @@ class Home:
         return path
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("MODEL_FACTORY_") and k != "DAGSTER_HOME"}
-        return {**env, "MODEL_FACTORY_HOME": str(self.root), "MODEL_FACTORY_CATALOG": str(self.catalog),
-                "MODEL_FACTORY_STORE": str(self.store), "MODEL_FACTORY_REGISTRY": str(self.registry),
-                "DAGSTER_HOME": str(self.dagster), "OMP_WAIT_POLICY": "PASSIVE", **extra}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MODEL_FACTORY_") and k != "DAGSTER_HOME"
+        }
+        return {
+            **env,
+            "MODEL_FACTORY_HOME": str(self.root),
+            "MODEL_FACTORY_CATALOG": str(self.catalog),
+            "MODEL_FACTORY_STORE": str(self.store),
+            "MODEL_FACTORY_REGISTRY": str(self.registry),
+            "DAGSTER_HOME": str(self.dagster),
+            "OMP_WAIT_POLICY": "PASSIVE",
+            **extra,
+        }
 
     def run_args(self, week: str = WEEK) -> list[str]:
         return [CLI, "run", "--from", week, "--to", week, "--json", "--config", str(self.config)]
 
     def run(self, week: str = WEEK, **extra: str) -> subprocess.CompletedProcess:
         """`model-factory run` of one week in a subprocess (``extra``: more environment)."""
-        return subprocess.run(self.run_args(week), env=self.env(**extra), capture_output=True,
-                              text=True, timeout=300, check=False)
+        return subprocess.run(
+            self.run_args(week),
+            env=self.env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
 
 def week_result(proc: subprocess.CompletedProcess) -> dict:
     """The one JSON line `model-factory run --json` prints for its week."""
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert proc.returncode == 0 and len(lines) == 1, (proc.returncode, proc.stdout, proc.stderr[-3000:])
+    assert proc.returncode == 0 and len(lines) == 1, (
+        proc.returncode,
+        proc.stdout,
+        proc.stderr[-3000:],
+    )
     return json.loads(lines[0])
 
 
@@ -98,7 +123,7 @@ def partial_files(root: Path) -> list[Path]:
 
 def final_name_of(partial: Path) -> Path:
     """The final name a temporary file was written for (``.tmp-<32 hex>-<name>.partial``)."""
-    return partial.with_name(partial.name[len(".tmp-") + 33:-len(".partial")])
+    return partial.with_name(partial.name[len(".tmp-") + 33 : -len(".partial")])
 
 
 def integrity_problems(home: Home) -> list[str]:

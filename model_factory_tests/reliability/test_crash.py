@@ -39,19 +39,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability")]
 # after a file's bytes are complete under their temporary name and before the atomic link to
 # the final name; with a glob shared by several files it fires at the first one not yet stored.
 CRASH_POINTS = [
-    ("intake", "intake.verified"),             # every manifest file verified, nothing stored
-    ("intake", "link:*/sha256/*.json"),        # the intake receipt, not yet linked
-    ("frame", "link:*.parquet"),               # the frame's parquet, not yet linked
-    ("frame", "frame.built"),                  # parquet stored, frame record not yet
-    ("training", "training.fitted"),           # XGBoost fitted, model not stored
-    ("training", "link:*.ubj"),                # the model bytes, not yet linked
-    ("report", "link:*.html"),                 # the report's HTML page, not yet linked
-    ("report", "report.evaluated"),            # report computed, not stored
-    ("gate", "gate.decided"),                  # verdict computed, receipt not stored
+    ("intake", "intake.verified"),  # every manifest file verified, nothing stored
+    ("intake", "link:*/sha256/*.json"),  # the intake receipt, not yet linked
+    ("frame", "link:*.parquet"),  # the frame's parquet, not yet linked
+    ("frame", "frame.built"),  # parquet stored, frame record not yet
+    ("training", "training.fitted"),  # XGBoost fitted, model not stored
+    ("training", "link:*.ubj"),  # the model bytes, not yet linked
+    ("report", "link:*.html"),  # the report's HTML page, not yet linked
+    ("report", "report.evaluated"),  # report computed, not stored
+    ("gate", "gate.decided"),  # verdict computed, receipt not stored
     ("bundle", "link:*/bundles/*/bundle.json"),  # bundle.json, not yet linked
-    ("bundle", "bundle.written"),              # bundle stored, the run not yet recorded
-    ("publish", "link:*/records/*.json"),      # the registry record, not yet linked
-    ("publish", "publish.recorded"),           # record written, champion history not yet
+    ("bundle", "bundle.written"),  # bundle stored, the run not yet recorded
+    ("publish", "link:*/records/*.json"),  # the registry record, not yet linked
+    ("publish", "publish.recorded"),  # record written, champion history not yet
     ("publish", "link:*/champions/*/*.json"),  # the champion change, not yet linked
 ]
 
@@ -78,22 +78,33 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain(reliability_catalog, tmp_path_factory) -> Chain:
-    home, reference = reference_then_fresh(tmp_path_factory.mktemp("crash_chain") / "home",
-                                           reliability_catalog)
+    home, reference = reference_then_fresh(
+        tmp_path_factory.mktemp("crash_chain") / "home", reliability_catalog
+    )
     assert reference["gate"] == "PASS" and reference["published"], reference
     kills = []
     for stage, point in CRASH_POINTS:
         before = set(partial_files(home.root))
         proc = home.run(**{ENV: point})
         new = [p for p in partial_files(home.root) if p not in before]
-        kills.append(Kill(stage, point, proc.returncode, proc.stderr[-2000:], integrity_problems(home),
-                          [str(p) for p in new],
-                          [str(final_name_of(p)) for p in new if final_name_of(p).exists()]))
+        kills.append(
+            Kill(
+                stage,
+                point,
+                proc.returncode,
+                proc.stderr[-2000:],
+                integrity_problems(home),
+                [str(p) for p in new],
+                [str(final_name_of(p)) for p in new if final_name_of(p).exists()],
+            )
+        )
     final = week_result(home.run())
     return Chain(home, reference, kills, final, integrity_problems(home))
 
 
-@pytest.mark.parametrize(("stage", "point"), CRASH_POINTS, ids=[f"{s}:{p}" for s, p in CRASH_POINTS])
+@pytest.mark.parametrize(
+    ("stage", "point"), CRASH_POINTS, ids=[f"{s}:{p}" for s, p in CRASH_POINTS]
+)
 def test_kill_leaves_nothing_partial_under_a_final_name(chain, stage, point):
     kill = next(k for k in chain.kills if k.point == point and k.stage == stage)
     # -SIGKILL: the process died at this point (nothing else in the run sends SIGKILL) and got
@@ -112,8 +123,10 @@ def test_kill_leaves_nothing_partial_under_a_final_name(chain, stage, point):
 def test_every_fault_point_is_killed(chain):
     killed = {k.point.split(":", 1)[0] for k in chain.kills if k.returncode == -signal.SIGKILL}
     assert killed == set(POINTS)
-    print(f"\nfault points killed: {sum(k.returncode == -signal.SIGKILL for k in chain.kills)} "
-          f"(stages: {sorted({k.stage for k in chain.kills})})")
+    print(
+        f"\nfault points killed: {sum(k.returncode == -signal.SIGKILL for k in chain.kills)} "
+        f"(stages: {sorted({k.stage for k in chain.kills})})"
+    )
 
 
 def test_rerun_after_the_kills_gives_the_reference_ids(chain):
@@ -158,8 +171,15 @@ def test_killed_runs_are_failed_and_give_back_their_pool_slot(chain):
         failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
         # One run per kill: the week's training run, or its publish run for the publish points.
         assert len(failed) == len(CRASH_POINTS)
-        messages = [e.message or "" for r in failed for e in instance.all_logs(r.run_id)
-                    if e.dagster_event is not None and e.dagster_event.event_type_value == "PIPELINE_FAILURE"]
-        assert len(messages) == len(CRASH_POINTS) and all("is gone" in m for m in messages), messages
+        messages = [
+            e.message or ""
+            for r in failed
+            for e in instance.all_logs(r.run_id)
+            if e.dagster_event is not None
+            and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+        ]
+        assert len(messages) == len(CRASH_POINTS) and all("is gone" in m for m in messages), (
+            messages
+        )
         info = instance.event_log_storage.get_concurrency_info("training")
         assert info.claimed_slots == [] and info.pending_step_count == 0

@@ -51,10 +51,16 @@ WEEK = "2026-03-09"
 PII_IN_DEMO = ("card_number", "customer_email")
 
 
-def _env(home: Path, policy: GovernancePolicy | None = None, source: str = "test policy"
-         ) -> FactoryEnv:
-    return FactoryEnv(Catalog(str(home / "catalog")), ArtifactStore(str(home / "store")),
-                      FileRegistry(str(home / "registry")), policy or GovernancePolicy(), source)
+def _env(
+    home: Path, policy: GovernancePolicy | None = None, source: str = "test policy"
+) -> FactoryEnv:
+    return FactoryEnv(
+        Catalog(str(home / "catalog")),
+        ArtifactStore(str(home / "store")),
+        FileRegistry(str(home / "registry")),
+        policy or GovernancePolicy(),
+        source,
+    )
 
 
 def _nothing_written(home: Path) -> bool:
@@ -71,25 +77,50 @@ def _nothing_written(home: Path) -> bool:
         ({"policy_version": "v 2"}, "policy_version"),
         ({"allowed_url_schemes": ["HTTP://"]}, "allowed_url_schemes[0]"),
         ({"gate_floors": {"roc_auc_lower": "high"}}, "gate_floors.roc_auc_lower"),
-        ({"allowed_data_window": {"start": "2026-01-01T00:00:00", "end": "2026-06-01T00:00:00Z"}},
-         "allowed_data_window.start"),
-        ({"excluded_ranges": [{"start": "2026-02-01T01:00:00+01:00", "end": "2026-02-02T00:00:00Z"}]},
-         "excluded_ranges[0].start"),
-        ({"excluded_ranges": [{"start": "2026-02-02T00:00:00Z", "end": "2026-02-01T00:00:00Z"}]},
-         "excluded_ranges[0]"),
+        (
+            {
+                "allowed_data_window": {
+                    "start": "2026-01-01T00:00:00",
+                    "end": "2026-06-01T00:00:00Z",
+                }
+            },
+            "allowed_data_window.start",
+        ),
+        (
+            {
+                "excluded_ranges": [
+                    {"start": "2026-02-01T01:00:00+01:00", "end": "2026-02-02T00:00:00Z"}
+                ]
+            },
+            "excluded_ranges[0].start",
+        ),
+        (
+            {"excluded_ranges": [{"start": "2026-02-02T00:00:00Z", "end": "2026-02-01T00:00:00Z"}]},
+            "excluded_ranges[0]",
+        ),
         ({"pii_colums": ["email"]}, "pii_colums"),
         ({"schema_version": "mf.GovernancePolicy.v1"}, "schema_version"),
     ],
-    ids=["bad-regex", "bad-version", "bad-scheme", "floor-not-a-number", "naive-window",
-         "non-utc-range", "reversed-range", "misspelt-key", "other-contract-version"],
+    ids=[
+        "bad-regex",
+        "bad-version",
+        "bad-scheme",
+        "floor-not-a-number",
+        "naive-window",
+        "non-utc-range",
+        "reversed-range",
+        "misspelt-key",
+        "other-contract-version",
+    ],
 )
 def test_an_invalid_policy_file_is_refused_naming_file_and_field(tmp_path, content, field):
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(content))
 
     with pytest.raises(PolicyViolationError) as info:
-        Settings.from_env({"MODEL_FACTORY_HOME": str(tmp_path),
-                           "MODEL_FACTORY_POLICY": str(path)}).policy()
+        Settings.from_env(
+            {"MODEL_FACTORY_HOME": str(tmp_path), "MODEL_FACTORY_POLICY": str(path)}
+        ).policy()
 
     assert (info.value.source, info.value.field) == (str(path), field)
 
@@ -101,8 +132,12 @@ def test_the_policy_digest_is_the_sha256_of_its_canonical_form(tmp_path):
     a, b = load_policy(str(tmp_path / "a.json")), load_policy(str(tmp_path / "b.yaml"))
     assert policy_digest(a) == policy_digest(b)
     assert re.fullmatch(r"[0-9a-f]{64}", policy_digest(a))
-    for change in ({"policy_version": "8"}, {"pii_columns": ["x", "y"]}, {"allow_override": False},
-                   {"allowed_url_schemes": ["file"]}):
+    for change in (
+        {"policy_version": "8"},
+        {"pii_columns": ["x", "y"]},
+        {"allow_override": False},
+        {"allowed_url_schemes": ["file"]},
+    ):
         assert policy_digest(a.model_copy(update=change)) != policy_digest(a), change
 
 
@@ -132,10 +167,18 @@ def _add_column(home: Path, dataset: str, column: pl.Expr) -> None:
         data = path.parent / path.stem / "part-0.parquet"
         pl.read_parquet(data).with_columns(column).write_parquet(data)
         m = create_manifest(
-            [str(data)], kind=kind, name=name, version=version, keys=old["keys"],  # type: ignore[arg-type]
-            time_column=old["time_column"], window=TimeWindow.model_validate(old["time_window"]),
-            valid_from_column=old["valid_from_column"], ttl_seconds=old["ttl_seconds"],
-            label_family=old["label_family"], relative_to=catalog.manifest_dir(kind, name, version))
+            [str(data)],
+            kind=kind,
+            name=name,
+            version=version,
+            keys=old["keys"],  # type: ignore[arg-type]
+            time_column=old["time_column"],
+            window=TimeWindow.model_validate(old["time_window"]),
+            valid_from_column=old["valid_from_column"],
+            ttl_seconds=old["ttl_seconds"],
+            label_family=old["label_family"],
+            relative_to=catalog.manifest_dir(kind, name, version),
+        )
         path.write_text(m.model_dump_json())
 
 
@@ -158,7 +201,9 @@ def test_a_config_asking_for_a_pii_event_column_is_refused(home, config, field):
 
 def test_a_feature_group_carrying_a_pii_column_is_refused(home):
     # Every non-key column of a group is a feature, so a PII column in it refuses the group.
-    _add_column(home, "feature_group/customer_spending/v1", pl.lit("x@y.example").alias("holder_email"))
+    _add_column(
+        home, "feature_group/customer_spending/v1", pl.lit("x@y.example").alias("holder_email")
+    )
 
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(_env(home), TrainingConfig(), WEEK)
@@ -171,8 +216,11 @@ def test_a_feature_group_carrying_a_pii_column_is_refused(home):
 def test_pii_columns_in_events_and_labels_are_never_selected_into_the_frame(home):
     # The events carry card numbers and e-mails; here the labels carry an e-mail too. Neither is
     # a feature, so the frame is built, and none of their values is in it.
-    _add_column(home, "labels/chargebacks/v1",
-                (pl.lit("reporter-") + pl.col("event_id") + "@bank.example").alias("reporter_email"))
+    _add_column(
+        home,
+        "labels/chargebacks/v1",
+        (pl.lit("reporter-") + pl.col("event_id") + "@bank.example").alias("reporter_email"),
+    )
     env = _env(home)
     run = stage_intake(env, TrainingConfig(), WEEK)
     record = stage_frame(env, run.ref).doc
@@ -216,17 +264,26 @@ def _policy_file(tmp_path: Path, **content) -> tuple[str, GovernancePolicy]:
 def test_a_config_weaker_than_a_floor_is_refused_naming_the_policy_file(home):
     path, policy = _policy_file(home, policy_version="3", gate_floors={"roc_auc_lower": 0.8})
     config = TrainingConfig()
-    criteria = [c.model_copy(update={"threshold": 0.7}) if c.name == "roc_auc_lower" else c
-                for c in config.gates.criteria]
-    relaxed = config.model_copy(update={"gates": config.gates.model_copy(update={"criteria": criteria})})
+    criteria = [
+        c.model_copy(update={"threshold": 0.7}) if c.name == "roc_auc_lower" else c
+        for c in config.gates.criteria
+    ]
+    relaxed = config.model_copy(
+        update={"gates": config.gates.model_copy(update={"criteria": criteria})}
+    )
     index = [c.name for c in criteria].index("roc_auc_lower")
 
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(_env(home, policy, path), relaxed, WEEK)
 
     assert (info.value.source, info.value.field) == (path, f"gates.criteria[{index}].threshold")
-    dropped = config.model_copy(update={"gates": config.gates.model_copy(update={
-        "criteria": [c for c in criteria if c.name != "test_positives"]})})
+    dropped = config.model_copy(
+        update={
+            "gates": config.gates.model_copy(
+                update={"criteria": [c for c in criteria if c.name != "test_positives"]}
+            )
+        }
+    )
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(_env(home, policy, path), dropped, WEEK)
     assert info.value.field == "gates.criteria" and "test_positives" in str(info.value)
@@ -234,8 +291,9 @@ def test_a_config_weaker_than_a_floor_is_refused_naming_the_policy_file(home):
 
 
 def test_data_outside_the_policy_window_is_refused_naming_the_policy_file(home):
-    path, policy = _policy_file(home, allowed_data_window={"start": "2026-02-09T00:00:00Z",
-                                                           "end": "2026-12-31T00:00:00Z"})
+    path, policy = _policy_file(
+        home, allowed_data_window={"start": "2026-02-09T00:00:00Z", "end": "2026-12-31T00:00:00Z"}
+    )
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(_env(home, policy, path), TrainingConfig(), WEEK)
     assert (info.value.source, info.value.field) == (path, "allowed_data_window")
@@ -245,11 +303,14 @@ def test_data_outside_the_policy_window_is_refused_naming_the_policy_file(home):
 def test_who_may_trigger_is_checked_at_intake(home):
     policy = GovernancePolicy(allowed_triggerers=["schedule:*", "user:alice"])
     with pytest.raises(PolicyViolationError) as info:
-        stage_intake(_env(home, policy), TrainingConfig(), WEEK, Provenance(triggered_by="user:mallory"))
+        stage_intake(
+            _env(home, policy), TrainingConfig(), WEEK, Provenance(triggered_by="user:mallory")
+        )
     assert info.value.field == "allowed_triggerers" and "user:mallory" in str(info.value)
     assert _nothing_written(home)
-    allowed = stage_intake(_env(home, policy), TrainingConfig(), WEEK,
-                           Provenance(triggered_by="user:alice"))
+    allowed = stage_intake(
+        _env(home, policy), TrainingConfig(), WEEK, Provenance(triggered_by="user:alice")
+    )
     assert allowed.doc.provenance.triggered_by == "user:alice"  # type: ignore[union-attr]
 
 
@@ -258,8 +319,10 @@ def test_who_may_trigger_is_checked_at_intake(home):
 E2E_SPEC = DemoDataSpec(customers=600, terminals=1200, weeks=10)
 E2E_WEEKS = ["2026-02-23", "2026-03-02"]
 REFUSED_WEEK = "2026-03-09"
-POLICY = {"policy_version": "2026-11-29.1",
-          "allowed_triggerers": ["cli", "schedule:*", "backfill:*", "sensor:*", "user:alice"]}
+POLICY = {
+    "policy_version": "2026-11-29.1",
+    "allowed_triggerers": ["cli", "schedule:*", "backfill:*", "sensor:*", "user:alice"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +331,12 @@ def world(tmp_path_factory):
     generate_demo_data(str(root / "catalog"), E2E_SPEC)
     policy_path = root / "policy.json"
     policy_path.write_text(json.dumps(POLICY))
-    resource = ModelFactoryResource(catalog_url=str(root / "catalog"), store_url=str(root / "store"),
-                                    registry_url=str(root / "registry"), policy_path=str(policy_path))
+    resource = ModelFactoryResource(
+        catalog_url=str(root / "catalog"),
+        store_url=str(root / "store"),
+        registry_url=str(root / "registry"),
+        policy_path=str(policy_path),
+    )
     defs = build_definitions(resource)
     home = root / "dagster"
     home.mkdir()
@@ -278,9 +345,16 @@ def world(tmp_path_factory):
     summaries = run_weeks(instance, defs, E2E_WEEKS, FileRegistry(str(root / "registry")))
     store_before = sorted(p for p in (root / "store").rglob("*"))
     refused = run_week(instance, defs, REFUSED_WEEK, tags={"dagster/user": "mallory"})
-    yield {"root": root, "defs": defs, "instance": instance, "home": home, "summaries": summaries,
-           "refused": refused, "policy_path": policy_path,
-           "store_unchanged": sorted(p for p in (root / "store").rglob("*")) == store_before}
+    yield {
+        "root": root,
+        "defs": defs,
+        "instance": instance,
+        "home": home,
+        "summaries": summaries,
+        "refused": refused,
+        "policy_path": policy_path,
+        "store_unchanged": sorted(p for p in (root / "store").rglob("*")) == store_before,
+    }
     instance.dispose()
 
 
@@ -321,8 +395,12 @@ def test_a_trigger_the_policy_does_not_allow_fails_and_is_recorded(world):
 def test_reproduce_under_another_policy_is_different_and_rebuilds_nothing(world):
     uri = str(sorted((world["root"] / "store" / "bundles").glob("*/bundle.json"))[0])
     other = GovernancePolicy.model_validate({**POLICY, "pii_columns": ["card_number", "iban"]})
-    env = FactoryEnv(Catalog(str(world["root"] / "catalog")), ArtifactStore(str(world["root"] / "store")),
-                     FileRegistry(str(world["root"] / "registry")), other)
+    env = FactoryEnv(
+        Catalog(str(world["root"] / "catalog")),
+        ArtifactStore(str(world["root"] / "store")),
+        FileRegistry(str(world["root"] / "registry")),
+        other,
+    )
     before = sorted((world["root"] / "store").rglob("*"))
 
     report = reproduce_bundle(uri, env)
@@ -342,13 +420,16 @@ EVENT_ID = re.compile(rb"tx-\d{9}")
 
 def _pii_values(catalog: Path) -> tuple[set[bytes], set[bytes], set[bytes]]:
     events = pl.read_parquet(list((catalog / "datasets" / "events").rglob("*.parquet")))
-    return ({v.encode() for v in events["card_number"].unique()},
-            {v.encode() for v in events["customer_email"].unique()},
-            {v.encode() for v in events["event_id"]})
+    return (
+        {v.encode() for v in events["card_number"].unique()},
+        {v.encode() for v in events["customer_email"].unique()},
+        {v.encode() for v in events["event_id"]},
+    )
 
 
-def scan(files: list[Path], cards: set[bytes], emails: set[bytes], event_ids: set[bytes] | None
-         ) -> tuple[list[str], int]:
+def scan(
+    files: list[Path], cards: set[bytes], emails: set[bytes], event_ids: set[bytes] | None
+) -> tuple[list[str], int]:
     """Leaks found (file: value) and bytes read. ``event_ids`` None: rows may be referenced."""
     leaks, read = [], 0
     for path in files:
@@ -398,8 +479,12 @@ def test_no_bundle_report_record_or_ledger_entry_holds_pii_or_raw_rows(world, mo
     models = [p for p in store if p.suffix == ".ubj"]
     registry = sorted(p for p in (root / "registry").rglob("*") if p.is_file())
     dagster = sorted(p for p in world["home"].rglob("*") if p.is_file())
-    assert {p.name for p in store if p.parent.name != "bundles" and p.suffix not in
-            {".parquet", ".json", ".html", ".svg", ".ubj"}} == set()
+    assert {
+        p.name
+        for p in store
+        if p.parent.name != "bundles"
+        and p.suffix not in {".parquet", ".json", ".html", ".svg", ".ubj"}
+    } == set()
     assert len(documents) > 10 and models and frames and registry and dagster
     assert any(p.suffix == ".html" for p in documents)
     assert any(p.name.endswith(".db") for p in dagster)
@@ -418,11 +503,17 @@ def test_no_bundle_report_record_or_ledger_entry_holds_pii_or_raw_rows(world, mo
             if dtype == pl.String:
                 values = frame[column].cast(pl.Binary)
                 frame_values += frame.height
-                leaks += [f"{path}:{column}: {v}" for v in
-                          values.filter(values.is_in(list(cards | emails))).head(3).to_list()]
-    checked = {"files": len(documents) + len(registry) + 1 + len(models) + len(dagster) + len(frames),
-               "bytes": read + more_read, "frame_string_values": frame_values,
-               "pii_values": len(cards) + len(emails), "event_ids": len(event_ids)}
+                leaks += [
+                    f"{path}:{column}: {v}"
+                    for v in values.filter(values.is_in(list(cards | emails))).head(3).to_list()
+                ]
+    checked = {
+        "files": len(documents) + len(registry) + 1 + len(models) + len(dagster) + len(frames),
+        "bytes": read + more_read,
+        "frame_string_values": frame_values,
+        "pii_values": len(cards) + len(emails),
+        "event_ids": len(event_ids),
+    }
     with capsys.disabled():
         print(f"\nprivacy scan: {json.dumps(checked)}; leaks: {len(leaks)}")
     assert leaks == []

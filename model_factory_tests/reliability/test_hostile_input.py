@@ -62,14 +62,20 @@ EXAMPLES = 120
 
 
 def _env(home: Path, policy: GovernancePolicy | None = None) -> FactoryEnv:
-    return FactoryEnv(Catalog(str(home / "catalog")), ArtifactStore(str(home / "store")),
-                      FileRegistry(str(home / "registry")), policy or GovernancePolicy())
+    return FactoryEnv(
+        Catalog(str(home / "catalog")),
+        ArtifactStore(str(home / "store")),
+        FileRegistry(str(home / "registry")),
+        policy or GovernancePolicy(),
+    )
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
     """Every file (and link) under root with its size and mtime: what a writer would change."""
-    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _manifest(home: Path, dataset: str, window: str = WINDOW) -> Path:
@@ -86,9 +92,13 @@ def _edit(path: Path, edit: Callable[[dict], Any]) -> None:
     path.write_text(json.dumps(doc))
 
 
-def refused(home: Path, error: type[ModelFactoryError] = ModelFactoryError,
-            policy: GovernancePolicy | None = None,
-            config: TrainingConfig | None = None, listing: bool = True) -> ModelFactoryError:
+def refused(
+    home: Path,
+    error: type[ModelFactoryError] = ModelFactoryError,
+    policy: GovernancePolicy | None = None,
+    config: TrainingConfig | None = None,
+    listing: bool = True,
+) -> ModelFactoryError:
     """The intake stage raises ``error`` naming a file and a field, and nothing is written:
     no store, no registry, every file of the catalog as it was (size and mtime; the fuzz
     compares the listing once per strategy instead of once per example)."""
@@ -104,8 +114,13 @@ def refused(home: Path, error: type[ModelFactoryError] = ModelFactoryError,
     return err
 
 
-def repin(home: Path, dataset: str, frame: pl.DataFrame | pa.Table | None = None,
-          window: str = WINDOW, **manifest_fields: Any) -> Path:
+def repin(
+    home: Path,
+    dataset: str,
+    frame: pl.DataFrame | pa.Table | None = None,
+    window: str = WINDOW,
+    **manifest_fields: Any,
+) -> Path:
     """Rewrite one week's data file (when given) and its manifest as an honest producer would:
     digests, rows and schema re-read from the new file. Only what the file says has changed."""
     data, manifest = _data(home, dataset, window), _manifest(home, dataset, window)
@@ -116,14 +131,28 @@ def repin(home: Path, dataset: str, frame: pl.DataFrame | pa.Table | None = None
     old = json.loads(manifest.read_bytes())
     kind, name, version = dataset.split("/")
     catalog = Catalog(str(home / "catalog"))
-    fields = dict(kind=kind, name=name, version=version, keys=old["keys"],
-                  time_column=old["time_column"], valid_from_column=old["valid_from_column"],
-                  ttl_seconds=old["ttl_seconds"], label_family=old["label_family"],
-                  description=old["description"]) | manifest_fields
+    fields = (
+        dict(
+            kind=kind,
+            name=name,
+            version=version,
+            keys=old["keys"],
+            time_column=old["time_column"],
+            valid_from_column=old["valid_from_column"],
+            ttl_seconds=old["ttl_seconds"],
+            label_family=old["label_family"],
+            description=old["description"],
+        )
+        | manifest_fields
+    )
     from model_factory.contracts import TimeWindow
 
-    m = create_manifest([str(data)], window=TimeWindow.model_validate(old["time_window"]),
-                        relative_to=catalog.manifest_dir(kind, name, version), **fields)
+    m = create_manifest(
+        [str(data)],
+        window=TimeWindow.model_validate(old["time_window"]),
+        relative_to=catalog.manifest_dir(kind, name, version),
+        **fields,
+    )
     manifest.write_text(m.model_dump_json())
     return manifest
 
@@ -140,29 +169,66 @@ _KINDS = {"events", "feature_group", "labels"}
 _INTLIKE = re.compile(r"^\s*[+-]?[\d_]+(\.0*)?\s*$")
 _garbage_text = st.text(max_size=12).filter(lambda t: not any(c.isdigit() for c in t))
 _not_an_int = st.one_of(
-    st.integers(max_value=-1), _garbage_text.filter(lambda t: not _INTLIKE.match(t)),
+    st.integers(max_value=-1),
+    _garbage_text.filter(lambda t: not _INTLIKE.match(t)),
     st.floats(allow_nan=True).filter(lambda x: not float(x).is_integer()),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-    st.none())
-_not_a_str = st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(),
-                       st.lists(st.text(max_size=3), max_size=2), st.none(),
-                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-_not_a_list = st.one_of(st.integers(), _garbage_text, st.none(), st.just([]),
-                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-_not_a_time = st.one_of(_garbage_text, st.none(), st.lists(st.integers(), max_size=2),
-                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+)
+_not_a_str = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.none(),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_not_a_list = st.one_of(
+    st.integers(),
+    _garbage_text,
+    st.none(),
+    st.just([]),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_not_a_time = st.one_of(
+    _garbage_text,
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 # (path in the manifest, values that path can never validly hold)
 WRONG_TYPES: list[tuple[tuple, st.SearchStrategy]] = [
-    (("schema_version",), st.one_of(_not_a_str, st.text().filter(lambda t: t != "mf.DatasetManifest.v0"))),
+    (
+        ("schema_version",),
+        st.one_of(_not_a_str, st.text().filter(lambda t: t != "mf.DatasetManifest.v0")),
+    ),
     (("kind",), st.one_of(_not_a_str, st.text().filter(lambda t: t not in _KINDS))),
-    (("name",), st.one_of(_not_a_str, st.text().filter(lambda t: not re.fullmatch(r"[a-z][a-z0-9_]*", t)))),
-    (("version",), st.one_of(_not_a_str, st.text().filter(
-        lambda t: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", t)))),
+    (
+        ("name",),
+        st.one_of(_not_a_str, st.text().filter(lambda t: not re.fullmatch(r"[a-z][a-z0-9_]*", t))),
+    ),
+    (
+        ("version",),
+        st.one_of(
+            _not_a_str,
+            st.text().filter(lambda t: not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", t)),
+        ),
+    ),
     # another column's name too: it is not a UTC time column
-    (("time_column",), st.one_of(_not_a_str, st.sampled_from(["event_id", "amount", "customer_id"]),
-                                 st.text().filter(lambda t: t != "event_time"))),
-    (("time_window",), st.one_of(_not_a_str.filter(lambda v: not isinstance(v, dict)), st.just({}))),
+    (
+        ("time_column",),
+        st.one_of(
+            _not_a_str,
+            st.sampled_from(["event_id", "amount", "customer_id"]),
+            st.text().filter(lambda t: t != "event_time"),
+        ),
+    ),
+    (
+        ("time_window",),
+        st.one_of(_not_a_str.filter(lambda v: not isinstance(v, dict)), st.just({})),
+    ),
     (("time_window", "start"), _not_a_time),
     (("time_window", "end"), _not_a_time),
     (("keys",), _not_a_list),
@@ -170,11 +236,16 @@ WRONG_TYPES: list[tuple[tuple, st.SearchStrategy]] = [
     (("columns",), _not_a_list),
     (("columns", 0), st.one_of(_not_a_str.filter(lambda v: not isinstance(v, dict)), st.just({}))),
     (("columns", 0, "name"), _not_a_str),
-    (("columns", 1, "dtype"), st.one_of(_not_a_str, st.text().filter(lambda t: "timestamp" not in t))),
+    (
+        ("columns", 1, "dtype"),
+        st.one_of(_not_a_str, st.text().filter(lambda t: "timestamp" not in t)),
+    ),
     (("files",), _not_a_list),
     (("files", 0, "path"), _not_a_str),
-    (("files", 0, "sha256"), st.one_of(_not_a_str, st.text().filter(
-        lambda t: not re.fullmatch(r"[0-9a-f]{64}", t)))),
+    (
+        ("files", 0, "sha256"),
+        st.one_of(_not_a_str, st.text().filter(lambda t: not re.fullmatch(r"[0-9a-f]{64}", t))),
+    ),
     (("files", 0, "rows"), _not_an_int),
     (("files", 0, "size_bytes"), _not_an_int),
     (("row_count",), _not_an_int),
@@ -182,11 +253,25 @@ WRONG_TYPES: list[tuple[tuple, st.SearchStrategy]] = [
     (("ttl_seconds",), st.one_of(_not_an_int.filter(lambda v: v is not None), st.integers())),
     (("description",), _not_a_str.filter(lambda v: v is not None)),
 ]
-REQUIRED = [("kind",), ("name",), ("version",), ("time_column",), ("time_window",), ("keys",),
-            ("columns",), ("files",), ("row_count",), ("time_window", "start"),
-            ("time_window", "end"), ("files", 0, "path"), ("files", 0, "sha256"),
-            ("files", 0, "rows"), ("files", 0, "size_bytes"), ("columns", 0, "name"),
-            ("columns", 0, "dtype")]
+REQUIRED = [
+    ("kind",),
+    ("name",),
+    ("version",),
+    ("time_column",),
+    ("time_window",),
+    ("keys",),
+    ("columns",),
+    ("files",),
+    ("row_count",),
+    ("time_window", "start"),
+    ("time_window", "end"),
+    ("files", 0, "path"),
+    ("files", 0, "sha256"),
+    ("files", 0, "rows"),
+    ("files", 0, "size_bytes"),
+    ("columns", 0, "name"),
+    ("columns", 0, "dtype"),
+]
 CONTAINERS = [(), ("time_window",), ("files", 0), ("columns", 0)]
 
 
@@ -215,8 +300,9 @@ def wrong_types(draw, base: dict) -> dict:
 @st.composite
 def missing_fields(draw, base: dict) -> dict:
     doc = json.loads(json.dumps(base))
-    for path in sorted(draw(st.sets(st.sampled_from(REQUIRED), min_size=1, max_size=3)),
-                       key=len, reverse=True):
+    for path in sorted(
+        draw(st.sets(st.sampled_from(REQUIRED), min_size=1, max_size=3)), key=len, reverse=True
+    ):
         with contextlib.suppress(KeyError, TypeError):  # its parent went first
             _delete(doc, path)
     return doc
@@ -236,8 +322,21 @@ def extra_fields(draw, base: dict) -> dict:
 def huge_values(draw, base: dict) -> dict:
     doc = json.loads(json.dumps(base))
     big = draw(st.integers(min_value=10**12, max_value=2**256))
-    choice = draw(st.sampled_from(["rows", "size", "row_count", "name", "version", "keys",
-                                   "window_end", "window_start", "float"]))
+    choice = draw(
+        st.sampled_from(
+            [
+                "rows",
+                "size",
+                "row_count",
+                "name",
+                "version",
+                "keys",
+                "window_end",
+                "window_start",
+                "float",
+            ]
+        )
+    )
     if choice == "rows":  # consistent with row_count, so only the file can tell
         doc["files"][0]["rows"] = big
         doc["row_count"] = big
@@ -292,8 +391,11 @@ def duplicate_files(draw, base: dict) -> dict:
     first = doc["files"][0]
     copies = draw(st.integers(min_value=1, max_value=5))
     spelling = draw(st.sampled_from(["same", "dot-slash", "absolute"]))
-    path = {"same": first["path"], "dot-slash": "./" + first["path"],
-            "absolute": str(Path(doc["__dir"]) / first["path"])}[spelling]
+    path = {
+        "same": first["path"],
+        "dot-slash": "./" + first["path"],
+        "absolute": str(Path(doc["__dir"]) / first["path"]),
+    }[spelling]
     doc["files"] += [{**first, "path": path} for _ in range(copies)]
     doc["row_count"] = sum(f["rows"] for f in doc["files"])
     return doc
@@ -326,7 +428,9 @@ def test_fuzzed_manifests_are_refused_naming_file_and_field(fuzz_home, strategy)
     original = manifest.read_bytes()
     base = json.loads(original) | {"__dir": str(manifest.parent)}
     tried = []
-    before = {k: v for k, v in _listing(fuzz_home).items() if k != str(manifest.relative_to(fuzz_home))}
+    before = {
+        k: v for k, v in _listing(fuzz_home).items() if k != str(manifest.relative_to(fuzz_home))
+    }
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None)
     @given(FUZZ[strategy](base))
@@ -344,13 +448,14 @@ def test_fuzzed_manifests_are_refused_naming_file_and_field(fuzz_home, strategy)
 
     check()
     FUZZ_COUNTS[strategy] = len(tried)
-    print(f"\n{strategy}: {len(tried)} fuzzed manifests refused "
-          f"({', '.join(sorted(set(tried)))})")
+    print(f"\n{strategy}: {len(tried)} fuzzed manifests refused ({', '.join(sorted(set(tried)))})")
     # duplicate_files has only 15 distinct inputs (1-5 copies, 3 spellings of the path)
     assert len(tried) >= (15 if strategy == "duplicate_files" else EXAMPLES // 2), tried
     after = _listing(fuzz_home)
     assert {k: v for k, v in after.items() if k in before} == before and after.keys() == {
-        *before, str(manifest.relative_to(fuzz_home))}
+        *before,
+        str(manifest.relative_to(fuzz_home)),
+    }
     assert manifest.read_bytes() == original
     refused_control = stage_intake(_env(fuzz_home), TrainingConfig(), WEEK)  # restored: passes
     assert refused_control.doc is not None
@@ -363,8 +468,12 @@ def test_fuzzed_manifests_are_refused_naming_file_and_field(fuzz_home, strategy)
 def test_truncated_parquet_with_repinned_digest_is_refused_naming_the_file(home):
     data = _data(home, EVENTS)
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    _edit(_manifest(home, EVENTS), lambda d: d["files"][0].update(
-        sha256=sha256_hex(data.read_bytes()), size_bytes=data.stat().st_size))
+    _edit(
+        _manifest(home, EVENTS),
+        lambda d: d["files"][0].update(
+            sha256=sha256_hex(data.read_bytes()), size_bytes=data.stat().st_size
+        ),
+    )
 
     err = refused(home, ManifestError)
 
@@ -383,13 +492,14 @@ def test_corrupt_parquet_with_repinned_digest_is_refused_naming_the_file(home, d
     raw = bytearray(data.read_bytes())
     if damage == "data-pages":  # footer intact: schema and row counts still read fine
         start = _first_page_offset(data) + 64
-        raw[start:start + 2048] = os.urandom(2048)
+        raw[start : start + 2048] = os.urandom(2048)
     else:
         raw = bytearray(os.urandom(len(raw)))
     data.write_bytes(bytes(raw))
     manifest = _manifest(home, EVENTS)
-    _edit(manifest, lambda d: d["files"][0].update(sha256=sha256_hex(bytes(raw)),
-                                                    size_bytes=len(raw)))
+    _edit(
+        manifest, lambda d: d["files"][0].update(sha256=sha256_hex(bytes(raw)), size_bytes=len(raw))
+    )
 
     err = refused(home, ManifestError)
 
@@ -412,19 +522,40 @@ def test_size_in_the_manifest_that_is_not_the_files_is_refused(home):
 @pytest.mark.parametrize(
     ("dataset", "change", "column"),
     [
-        pytest.param(EVENTS, lambda f: f.rename({"card_number": "pan_number"}), "card_number",
-                     id="events-renamed"),
-        pytest.param(EVENTS, lambda f: f.with_columns(pl.col("customer_id").cast(pl.Int32)),
-                     "customer_id", id="events-retyped"),
+        pytest.param(
+            EVENTS,
+            lambda f: f.rename({"card_number": "pan_number"}),
+            "card_number",
+            id="events-renamed",
+        ),
+        pytest.param(
+            EVENTS,
+            lambda f: f.with_columns(pl.col("customer_id").cast(pl.Int32)),
+            "customer_id",
+            id="events-retyped",
+        ),
         pytest.param(EVENTS, lambda f: f.drop("card_number"), "card_number", id="events-missing"),
-        pytest.param(LABELS, lambda f: f.rename({"label_family": "family"}), "label_family",
-                     id="labels-renamed"),
-        pytest.param(LABELS, lambda f: f.with_columns(pl.col("event_id").cast(pl.Categorical)),
-                     "event_id", id="labels-retyped"),
-        pytest.param(TERMINAL, lambda f: f.with_columns(pl.col("terminal_id").cast(pl.Int32)),
-                     "terminal_id", id="feature-group-retyped"),
-        pytest.param(TERMINAL, lambda f: f.drop("term_risk_28d"), "term_risk_28d",
-                     id="feature-group-missing"),
+        pytest.param(
+            LABELS,
+            lambda f: f.rename({"label_family": "family"}),
+            "label_family",
+            id="labels-renamed",
+        ),
+        pytest.param(
+            LABELS,
+            lambda f: f.with_columns(pl.col("event_id").cast(pl.Categorical)),
+            "event_id",
+            id="labels-retyped",
+        ),
+        pytest.param(
+            TERMINAL,
+            lambda f: f.with_columns(pl.col("terminal_id").cast(pl.Int32)),
+            "terminal_id",
+            id="feature-group-retyped",
+        ),
+        pytest.param(
+            TERMINAL, lambda f: f.drop("term_risk_28d"), "term_risk_28d", id="feature-group-missing"
+        ),
     ],
 )
 def test_schema_drift_between_weeks_is_refused_naming_the_week(home, dataset, change, column):
@@ -447,8 +578,14 @@ def test_label_value_retyped_to_text_is_refused(home):
         window = p.stem
         if window != WINDOW:
             other = pl.read_parquet(_data(home, LABELS, window))
-            repinned.append(repin(home, LABELS, other.with_columns(pl.col("label_value").cast(pl.String)),
-                                  window=window))
+            repinned.append(
+                repin(
+                    home,
+                    LABELS,
+                    other.with_columns(pl.col("label_value").cast(pl.String)),
+                    window=window,
+                )
+            )
 
     err = refused(home, SchemaMismatchError)
 
@@ -461,8 +598,12 @@ def test_label_value_retyped_to_text_is_refused(home):
 @pytest.mark.parametrize("bad", [2, -1, None], ids=["two", "minus-one", "null"])
 def test_label_value_outside_the_family_is_refused(home, bad):
     frame = pl.read_parquet(_data(home, LABELS))
-    frame = frame.with_columns(label_value=pl.when(pl.int_range(pl.len()) == 3).then(
-        pl.lit(bad, pl.Int64)).otherwise(pl.col("label_value")).cast(frame.schema["label_value"]))
+    frame = frame.with_columns(
+        label_value=pl.when(pl.int_range(pl.len()) == 3)
+        .then(pl.lit(bad, pl.Int64))
+        .otherwise(pl.col("label_value"))
+        .cast(frame.schema["label_value"])
+    )
     manifest = repin(home, LABELS, frame)
 
     err = refused(home, SchemaMismatchError)
@@ -474,8 +615,9 @@ def test_label_value_outside_the_family_is_refused(home, bad):
 def test_other_families_in_the_label_store_may_use_other_values(home):
     # A Label Store holds many families; a value foreign to 'fraud' in another family is not bad.
     frame = pl.read_parquet(_data(home, LABELS))
-    extra = frame.head(5).with_columns(label_family=pl.lit("dispute_reason"),
-                                       label_value=pl.lit(7, frame.schema["label_value"]))
+    extra = frame.head(5).with_columns(
+        label_family=pl.lit("dispute_reason"), label_value=pl.lit(7, frame.schema["label_value"])
+    )
     repin(home, LABELS, pl.concat([frame, extra]).sort("observed_time"))
 
     receipt, _ = intake(_env(home).catalog, TrainingConfig(), WEEK, GovernancePolicy())
@@ -495,7 +637,9 @@ def test_a_feature_group_version_the_config_does_not_name_is_never_pinned(home):
 
     receipt, _ = intake(_env(home).catalog, TrainingConfig(), WEEK, GovernancePolicy())
 
-    pinned = {(r.name, r.version) for r in receipt.input_dataset_manifests if r.kind == "feature_group"}
+    pinned = {
+        (r.name, r.version) for r in receipt.input_dataset_manifests if r.kind == "feature_group"
+    }
     assert ("terminal_risk", "v1") in pinned and ("terminal_risk", "v2") not in pinned
 
 
@@ -643,14 +787,24 @@ def test_a_week_without_positives_fails_its_gate_with_the_reason(home):
     test_events = pl.read_parquet(_data(home, EVENTS, TEST_WINDOW))["event_id"]
     for manifest in sorted((home / "catalog" / "datasets" / LABELS).glob("*.json")):
         frame = pl.read_parquet(_data(home, LABELS, manifest.stem))
-        relabelled = frame.with_columns(label_value=pl.when(pl.col("event_id").is_in(test_events.implode()))
-                                        .then(0).otherwise(pl.col("label_value"))
-                                        .cast(frame.schema["label_value"]))
+        relabelled = frame.with_columns(
+            label_value=pl.when(pl.col("event_id").is_in(test_events.implode()))
+            .then(0)
+            .otherwise(pl.col("label_value"))
+            .cast(frame.schema["label_value"])
+        )
         repin(home, LABELS, relabelled, window=manifest.stem)
     env = _env(home)
-    config = TrainingConfig.model_validate({"evaluation": {
-        "bootstrap_resamples": 50, "slice_bootstrap_resamples": 0, "shap_sample_rows": 0,
-        "latency_repeats": 1}})
+    config = TrainingConfig.model_validate(
+        {
+            "evaluation": {
+                "bootstrap_resamples": 50,
+                "slice_bootstrap_resamples": 0,
+                "shap_sample_rows": 0,
+                "latency_repeats": 1,
+            }
+        }
+    )
 
     run = stage_intake(env, config, WEEK)
     frame = stage_frame(env, run.ref)

@@ -47,9 +47,13 @@ def world(reliability_catalog, tmp_path_factory) -> dict:
     home = Home(tmp_path_factory.mktemp("integrity"), reliability_catalog)
 
     def run(week: str) -> subprocess.Popen:
-        return subprocess.Popen([CLI, "run", "--from", week, "--to", week, "--json", "--config",
-                                 str(home.config)], env=home.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [CLI, "run", "--from", week, "--to", week, "--json", "--config", str(home.config)],
+            env=home.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     weeks = []
     for batch in (WEEKS, (NO_DATA,)):
@@ -110,8 +114,9 @@ def entry_file(journal: Journal, seq: int) -> Path:
 
 
 def stage_entry(home: Home, week: str, stage: str) -> JournalEntry:
-    return next(e for e in ledger_journal(home).entries()
-                if (e.partition_key, e.stage) == (week, stage))
+    return next(
+        e for e in ledger_journal(home).entries() if (e.partition_key, e.stage) == (week, stage)
+    )
 
 
 def edit_json(path: Path, **changes) -> None:
@@ -149,9 +154,10 @@ def test_both_verifies_pass_through_the_cli_after_a_real_run(world):
     home = world["home"]
     n = len(WEEKS)
     changes = len(registry(home).history(FAMILY))
-    for target, checked in (("ledger", {"ledger_entries": 6 * n, "documents": 6 * n,
-                                        "materializations": 6 * n}),
-                            ("registry", {"records": n, "champion_changes": changes})):
+    for target, checked in (
+        ("ledger", {"ledger_entries": 6 * n, "documents": 6 * n, "materializations": 6 * n}),
+        ("registry", {"records": n, "champion_changes": changes}),
+    ):
         text = cli(home, target, "verify")
         assert text.exit_code == 0, text.output
         assert text.stdout.strip().splitlines()[-1].endswith(": OK")
@@ -159,7 +165,8 @@ def test_both_verifies_pass_through_the_cli_after_a_real_run(world):
         assert as_json.exit_code == 0
         doc = json.loads(as_json.stdout)
         jsonschema.Draft202012Validator(
-            {"$ref": "#/$defs/IntegrityReport", "$defs": SCHEMA["$defs"]}).validate(doc)
+            {"$ref": "#/$defs/IntegrityReport", "$defs": SCHEMA["$defs"]}
+        ).validate(doc)
         report = IntegrityReport.model_validate(doc)
         assert report.ok and report.problems == [] and report.checked == checked
         anchor = f"{report.head_sequence}:{report.head_digest}"
@@ -222,8 +229,10 @@ def _tamper_registry(home: Home, how: str) -> set[tuple[str, str]]:
     if how == "delete_entry":
         subject = journal.read(2).subject
         entry_file(journal, 2).unlink()
-        return {("entry_missing", f"journal/{2:012d}.json"),
-                ("record_unjournaled", "/".join(subject.split("/")[-2:]))}
+        return {
+            ("entry_missing", f"journal/{2:012d}.json"),
+            ("record_unjournaled", "/".join(subject.split("/")[-2:])),
+        }
     if how == "delete_last_entry":  # invisible to the chain; the file has no entry any more
         last = journal.sequences()[-1]
         subject = journal.read(last).subject
@@ -232,23 +241,41 @@ def _tamper_registry(home: Home, how: str) -> set[tuple[str, str]]:
     if how == "reorder_entries":
         a, b, tmp = entry_file(journal, 1), entry_file(journal, 3), entry_file(journal, 99)
         a.rename(tmp), b.rename(a), tmp.rename(b)
-        return {("entry_out_of_place", f"journal/{a.name}"), ("entry_out_of_place", f"journal/{b.name}")}
+        return {
+            ("entry_out_of_place", f"journal/{a.name}"),
+            ("entry_out_of_place", f"journal/{b.name}"),
+        }
     if how == "insert_entry":
         last = journal.sequences()[-1]
         for seq in range(last, 2, -1):
             entry_file(journal, seq).rename(entry_file(journal, seq + 1))
-        forged = journal.read(2).model_copy(update={
-            "sequence": 3, "prev_digest": sha256_hex(entry_file(journal, 2).read_bytes()),
-            "subject": "records/mfb-00000000000000000000.json"})
+        forged = journal.read(2).model_copy(
+            update={
+                "sequence": 3,
+                "prev_digest": sha256_hex(entry_file(journal, 2).read_bytes()),
+                "subject": "records/mfb-00000000000000000000.json",
+            }
+        )
         entry_file(journal, 3).write_bytes(canonical_json(forged))
-        return {("entry_out_of_place", f"journal/{4:012d}.json"),
-                ("record_missing", "records/mfb-00000000000000000000.json")}
+        return {
+            ("entry_out_of_place", f"journal/{4:012d}.json"),
+            ("record_missing", "records/mfb-00000000000000000000.json"),
+        }
     raise AssertionError(how)
 
 
-REGISTRY_TAMPERING = ["edit_record", "delete_record", "forge_record", "edit_champion_change",
-                      "delete_champion_change", "edit_entry", "delete_entry", "delete_last_entry",
-                      "reorder_entries", "insert_entry"]
+REGISTRY_TAMPERING = [
+    "edit_record",
+    "delete_record",
+    "forge_record",
+    "edit_champion_change",
+    "delete_champion_change",
+    "edit_entry",
+    "delete_entry",
+    "delete_last_entry",
+    "reorder_entries",
+    "insert_entry",
+]
 
 
 @pytest.mark.parametrize("how", REGISTRY_TAMPERING)
@@ -323,8 +350,10 @@ def _tamper_ledger(home: Home, how: str) -> set[tuple[str, str]]:
         return {("entry_edited", f"ledger/{last:012d}.json")}
     if how == "delete_entry":
         entry_file(journal, 7).unlink()
-        return {("entry_missing", f"ledger/{7:012d}.json"),
-                ("materialization_unjournaled", f"ledger/{7:012d}.json")}
+        return {
+            ("entry_missing", f"ledger/{7:012d}.json"),
+            ("materialization_unjournaled", f"ledger/{7:012d}.json"),
+        }
     if how == "delete_last_entry":
         last = journal.sequences()[-1]
         entry_file(journal, last).unlink()
@@ -332,17 +361,31 @@ def _tamper_ledger(home: Home, how: str) -> set[tuple[str, str]]:
     if how == "reorder_entries":
         a, b, tmp = entry_file(journal, 2), entry_file(journal, 8), entry_file(journal, 99)
         a.rename(tmp), b.rename(a), tmp.rename(b)
-        return {("entry_out_of_place", f"ledger/{a.name}"), ("entry_out_of_place", f"ledger/{b.name}")}
+        return {
+            ("entry_out_of_place", f"ledger/{a.name}"),
+            ("entry_out_of_place", f"ledger/{b.name}"),
+        }
     if how == "forge_entry":  # a well-chained entry for a stage that never ran
         fake = entries[0].model_copy(update={"dagster_run_id": "f" * 36})
-        journal.append(**fake.model_dump(exclude={"schema_version", "sequence", "prev_digest",
-                                                  "recorded_at_utc"}))
+        journal.append(
+            **fake.model_dump(
+                exclude={"schema_version", "sequence", "prev_digest", "recorded_at_utc"}
+            )
+        )
         return {("entry_unmaterialized", f"ledger/{len(entries) + 1:012d}.json")}
     raise AssertionError(how)
 
 
-LEDGER_TAMPERING = ["edit_document", "delete_document", "edit_entry", "edit_last_entry",
-                    "delete_entry", "delete_last_entry", "reorder_entries", "forge_entry"]
+LEDGER_TAMPERING = [
+    "edit_document",
+    "delete_document",
+    "edit_entry",
+    "edit_last_entry",
+    "delete_entry",
+    "delete_last_entry",
+    "reorder_entries",
+    "forge_entry",
+]
 
 
 @pytest.mark.parametrize("how", LEDGER_TAMPERING)
@@ -375,10 +418,14 @@ def test_ledger_verify_names_records_deleted_from_the_dagster_instance(world, tm
         instance.wipe_assets([dg.AssetKey("model")])
     instance.dispose()
     report = ledger_report(home, copy)
-    expected_seqs = [e.sequence for e in journal
-                     if ((e.dagster_run_id == run_id) if how == "delete_run" else e.stage == "model")]
+    expected_seqs = [
+        e.sequence
+        for e in journal
+        if ((e.dagster_run_id == run_id) if how == "delete_run" else e.stage == "model")
+    ]
     assert {(p.kind, Path(p.source).name) for p in report.problems} == {
-        ("entry_unmaterialized", f"{s:012d}.json") for s in expected_seqs}
+        ("entry_unmaterialized", f"{s:012d}.json") for s in expected_seqs
+    }
     detail = report.problems[0].detail
     assert ("not in this Dagster instance" if how == "delete_run" else "was wiped") in detail
 
@@ -388,14 +435,18 @@ def test_an_entry_of_an_attempt_that_died_before_materializing_is_a_note(world):
     entry whose run never succeeded: reported, but not a problem."""
     home = world["home"]
     instance = dg.DagsterInstance.from_config(str(home.dagster))
-    failed = instance.get_run_records(filters=dg.RunsFilter(
-        statuses=[dg.DagsterRunStatus.FAILURE], tags={"dagster/partition": NO_DATA}))[0]
+    failed = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.FAILURE], tags={"dagster/partition": NO_DATA}
+        )
+    )[0]
     instance.dispose()
     first = ledger_journal(home).entries()[0]
     with restored(home.store / "ledger"):
         env = FactoryEnv.from_settings(_settings(home))
-        entry = journal_stage(env, first.stage, first.document, first.train_run_id, NO_DATA,
-                              failed.dagster_run.run_id)
+        entry = journal_stage(
+            env, first.stage, first.document, first.train_run_id, NO_DATA, failed.dagster_run.run_id
+        )
         report = ledger_report(home)
         assert report.ok, report.problems
         assert [n for n in report.notes if n.startswith(f"entry {entry.sequence} ")]

@@ -55,8 +55,10 @@ def _race(target, args_list: list[tuple]) -> list:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(args_list))
     results = ctx.Queue()
-    procs = [ctx.Process(target=_contender, args=(target, i, barrier, results, args))
-             for i, args in enumerate(args_list)]
+    procs = [
+        ctx.Process(target=_contender, args=(target, i, barrier, results, args))
+        for i, args in enumerate(args_list)
+    ]
     for p in procs:
         p.start()
     out = dict(results.get(timeout=300) for _ in procs)
@@ -76,7 +78,8 @@ def _contender(target, index, barrier, results, args) -> None:
 
 def _publish(registry_url: str, bundle_uri: str, bundle_id: str) -> tuple[str, str | None]:
     response = FileRegistry(registry_url).publish(
-        PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id, requested_by="race"))
+        PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id, requested_by="race")
+    )
     return response.status, response.reason
 
 
@@ -86,7 +89,11 @@ def _write_bundle(store_url: str, raw: dict) -> bool:
 
 def record_files(registry: Path) -> list[str]:
     folder = registry / "records"
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if folder.exists()
+        else []
+    )
 
 
 # ---------------------------------------------------------------------- one bundle, N publishers
@@ -109,10 +116,19 @@ def test_n_processes_publishing_one_bundle_leave_exactly_one_record(reference_ru
 
 
 def test_two_runs_of_the_same_week_at_once_give_one_bundle_and_one_record(
-        reliability_catalog, tmp_path):
+    reliability_catalog, tmp_path
+):
     home, ref = reference_then_fresh(tmp_path / "home", reliability_catalog)
-    procs = [subprocess.Popen(home.run_args(), env=home.env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            home.run_args(),
+            env=home.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     done = []
     for p in procs:
         out, err = p.communicate(timeout=600)
@@ -125,14 +141,19 @@ def test_two_runs_of_the_same_week_at_once_give_one_bundle_and_one_record(
             assert "FAILED" in d.stdout, (d.stdout, d.stderr[-3000:])
     assert succeeded, [d.stderr[-2000:] for d in done]
     for result in succeeded:
-        assert (result["train_run_id"], result["bundle_id"]) == (ref["train_run_id"], ref["bundle_id"])
+        assert (result["train_run_id"], result["bundle_id"]) == (
+            ref["train_run_id"],
+            ref["bundle_id"],
+        )
     assert [b.name for b in (home.store / "bundles").iterdir()] == [ref["train_run_id"]]
     assert record_files(home.registry) == [f"{ref['bundle_id']}.json"]
     history = FileRegistry(str(home.registry)).history(FAMILY)
     assert [c.bundle_id for c in history] == [ref["bundle_id"]]
     assert integrity_problems(home) == []
-    print(f"\nrace: 2 runs of {WEEK} at once: {len(succeeded)} succeeded, "
-          f"{2 - len(succeeded)} refused; 1 bundle, 1 record")
+    print(
+        f"\nrace: 2 runs of {WEEK} at once: {len(succeeded)} succeeded, "
+        f"{2 - len(succeeded)} refused; 1 bundle, 1 record"
+    )
 
 
 # ------------------------------------------------------------ the sensor ticking during a backfill
@@ -170,13 +191,22 @@ def backfill_race(reliability_catalog, tmp_path_factory):
     signals.mkdir(parents=True)
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(signals), json.dumps(LENIENT_CONFIG), *BACKFILL_WEEKS],
-        env=home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=home.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         while not (signals / "first-week-done").exists():
             assert writer.poll() is None, writer.communicate()
             time.sleep(0.05)
-        defs = build_definitions(ModelFactoryResource(
-            catalog_url=str(home.catalog), store_url=str(home.store), registry_url=str(home.registry)))
+        defs = build_definitions(
+            ModelFactoryResource(
+                catalog_url=str(home.catalog),
+                store_url=str(home.store),
+                registry_url=str(home.registry),
+            )
+        )
         with dg.DagsterInstance.from_config(str(home.dagster)) as instance:
             # Week 1 is materialized: publish it first, so week 2's intake pins it as champion
             # (as in production, where the sensor runs every 30 s).
@@ -195,8 +225,14 @@ def backfill_race(reliability_catalog, tmp_path_factory):
             # A sensor started afresh (no cursor) requests every PASS bundle again; each already
             # has a successful publish run under its run key, so none is published twice.
             again, _ = tick_publish_sensor(instance, defs, None)
-            yield {"home": home, "instance": instance, "writer": (writer.returncode, out, err),
-                   "published": published, "again": again, "ticks_while_writing": ticks_while_writing}
+            yield {
+                "home": home,
+                "instance": instance,
+                "writer": (writer.returncode, out, err),
+                "published": published,
+                "again": again,
+                "ticks_while_writing": ticks_while_writing,
+            }
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -206,7 +242,8 @@ def backfill_race(reliability_catalog, tmp_path_factory):
 def _pass_bundles(instance: dg.DagsterInstance) -> dict[str, str]:
     out = {}
     for rec in instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle")), limit=1000).records:
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle")), limit=1000
+    ).records:
         meta = {k: getattr(v, "value", v) for k, v in rec.asset_materialization.metadata.items()}
         if meta["gate_status"] == "PASS":
             out[meta["bundle_id"]] = rec.asset_materialization.partition
@@ -228,8 +265,11 @@ def test_sensor_ticking_during_a_backfill_publishes_every_pass_bundle_once(backf
     home = backfill_race["home"]
     assert record_files(home.registry) == sorted(f"{b}.json" for b in pass_bundles)
     runs = instance.get_run_records(filters=dg.RunsFilter(job_name=PUBLISH_JOB))
-    keys = [r.dagster_run.tags["dagster/run_key"] for r in runs
-            if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    keys = [
+        r.dagster_run.tags["dagster/run_key"]
+        for r in runs
+        if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    ]
     assert sorted(keys) == sorted(pass_bundles)
     assert all(r.dagster_run.tags.get("dagster/sensor_name") == SENSOR_NAME for r in runs)
     assert integrity_problems(home) == []
@@ -237,9 +277,11 @@ def test_sensor_ticking_during_a_backfill_publishes_every_pass_bundle_once(backf
     history = FileRegistry(str(home.registry)).history(FAMILY)
     assert [c.sequence for c in history] == list(range(1, len(history) + 1))
     assert history[-1].partition_key == max(pass_bundles.values())
-    print(f"\nrace: sensor ticked {backfill_race['ticks_while_writing']} times while "
-          f"{len(BACKFILL_WEEKS)} weeks were written; {len(pass_bundles)} PASS bundles, "
-          f"{len(pass_bundles)} records")
+    print(
+        f"\nrace: sensor ticked {backfill_race['ticks_while_writing']} times while "
+        f"{len(BACKFILL_WEEKS)} weeks were written; {len(pass_bundles)} PASS bundles, "
+        f"{len(pass_bundles)} records"
+    )
 
 
 def test_many_processes_publishing_several_bundles_lose_none(backfill_race, tmp_path):
@@ -248,9 +290,14 @@ def test_many_processes_publishing_several_bundles_lose_none(backfill_race, tmp_
     home = backfill_race["home"]
     pass_bundles = _pass_bundles(backfill_race["instance"])
     registry = tmp_path / "registry"
-    args = [(str(registry), str(home.store / "bundles" / load_record(home, b).train_run_id
-                                / "bundle.json"), b)
-            for b in sorted(pass_bundles)] * 3
+    args = [
+        (
+            str(registry),
+            str(home.store / "bundles" / load_record(home, b).train_run_id / "bundle.json"),
+            b,
+        )
+        for b in sorted(pass_bundles)
+    ] * 3
     outcomes = _race(_publish, args)
     assert all(status in ("published", "already_published") for status, _ in outcomes), outcomes
     assert sum(status == "published" for status, _ in outcomes) == len(pass_bundles)
@@ -259,8 +306,10 @@ def test_many_processes_publishing_several_bundles_lose_none(backfill_race, tmp_
     assert [c.sequence for c in history] == list(range(1, len(history) + 1))
     assert [c.partition_key for c in history] == sorted({c.partition_key for c in history})
     assert history[-1].partition_key == max(pass_bundles.values())
-    print(f"\nrace: {len(args)} processes published {len(pass_bundles)} bundles: "
-          f"{len(pass_bundles)} records, none lost")
+    print(
+        f"\nrace: {len(args)} processes published {len(pass_bundles)} bundles: "
+        f"{len(pass_bundles)} records, none lost"
+    )
 
 
 def load_record(home: Home, bundle_id: str) -> RegistryRecord:
@@ -299,12 +348,16 @@ def test_a_different_record_under_a_published_id_is_refused_and_kept(reference_r
     bundle_id = reference_run.result["bundle_id"]
     original = (reference_run.home.registry / "records" / f"{bundle_id}.json").read_bytes()
     forged = RegistryRecord.model_validate_json(original).model_copy(
-        update={"bundle_sha256": "0" * 64, "published_by": "someone else"})
+        update={"bundle_sha256": "0" * 64, "published_by": "someone else"}
+    )
     (registry / "records").mkdir(parents=True)
     planted = registry / "records" / f"{bundle_id}.json"
     planted.write_bytes(canonical_json(forged))
-    response = FileRegistry(str(registry)).publish(PublishBundleRequest(
-        bundle_uri=reference_run.bundle_uri, bundle_id=bundle_id, requested_by="race"))
+    response = FileRegistry(str(registry)).publish(
+        PublishBundleRequest(
+            bundle_uri=reference_run.bundle_uri, bundle_id=bundle_id, requested_by="race"
+        )
+    )
     assert response.status == "refused"
     assert response.reason == "a different bundle is already registered under this id"
     assert planted.read_bytes() == canonical_json(forged)
@@ -316,7 +369,14 @@ def test_the_same_bundle_written_again_is_a_no_op(reference_run, tmp_path):
     bundle = load_bundle(reference_run.bundle_uri)
     assert write_bundle(store, bundle)[1] is True
     with pytest.raises(ImmutabilityError, match="not reproducible"):
-        write_bundle(store, bundle.model_copy(update={
-            "config": TrainingConfig.model_validate({**bundle.config.model_dump(), "notes": "x"})}))
+        write_bundle(
+            store,
+            bundle.model_copy(
+                update={
+                    "config": TrainingConfig.model_validate(
+                        {**bundle.config.model_dump(), "notes": "x"}
+                    )
+                }
+            ),
+        )
     assert write_bundle(store, bundle)[1] is False
-
