@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-browser.sh
 	-bash scripts/ensure-postgres.sh  # not fatal here: without a server those tests skip loudly (CI: .ci/run)
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup
 
 # $(DAGSTER_HOME)/dagster.yaml from dagster.yaml, or from dagster.postgres.yaml with
