@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -701,12 +702,6 @@ def round_ratios(mine: list[dict], factory: list[dict]) -> list[float]:
     )
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def table(n: int, results: list[dict]) -> str:
     ours = next((r for r in results if r["method"] == "factory" and "seconds" in r), None)
     reference = next(
@@ -725,7 +720,7 @@ def table(n: int, results: list[dict]) -> str:
         ratio = f"{r['seconds'] / ours['seconds']:.2f}x" if ours else "-"
         paired = r.get("round_ratios") or []
         per_round = (
-            f"{_median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f}, {len(paired)} rounds)"
+            f"{statistics.median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f}, {len(paired)} rounds)"
             if len(paired) > 1
             else "-"
         )
