@@ -127,7 +127,7 @@ def _split_windows(windows: LeakagePolicy) -> list[tuple[str, TimeWindow]]:
 
 
 # While a frame is built its split is an Enum: grouping by it reads one small integer per row
-# instead of hashing a string, and it costs 4 bytes a row instead of a 16-byte string view.
+# instead of hashing a string, and it costs a byte a row instead of a 16-byte string view.
 # The frame itself (and its file) has a String split, cast once at the end (_finished).
 _SPLIT = pl.Enum(SPLITS)
 
