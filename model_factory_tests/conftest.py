@@ -18,16 +18,9 @@ import pytest
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.ledger import STAGES  # the partitioned stages, in order: what a backfill selects
 from model_factory_tests.dagster_server import ROOT, DagsterServer, free_port, wait_for
 
-STAGES = (
-    "dataset_manifests",
-    "training_frame",
-    "model",
-    "evaluation_report",
-    "gate_receipt",
-    "model_bundle",
-)
 # DemoDataSpec(weeks=10) starts 2026-01-05: three weeks are trainable, the fourth has no data.
 TRAINABLE_WEEKS = ("2026-02-23", "2026-03-02", "2026-03-09")
 WEEK_WITHOUT_DATA = "2026-03-16"
