@@ -410,24 +410,25 @@ def frame() -> None:
 @click.option("--out", required=True, help="Parquet file to write.")
 def frame_build(partition, config_path, out) -> None:
     """Write the exact training frame of a week (same code path as the training_frame asset)."""
-    from model_factory.core.canonical import sha256_hex
-    from model_factory.core.frames import frame_to_parquet
+    import tempfile
+
+    from fsspec.implementations.local import LocalFileSystem
+
     from model_factory.core.intake import intake
-    from model_factory.core.runs import FactoryEnv, compute_frame
-    from model_factory.core.storage import open_uri, write_exclusive
+    from model_factory.core.runs import FactoryEnv, frame_file
+    from model_factory.core.storage import file_sha256, open_uri, replace_from_file
 
     env = FactoryEnv.from_settings(Settings.from_env())
-    receipt, _ = intake(env.catalog, _load_config(config_path), partition, env.policy)
-    built = compute_frame(env, receipt)
-    fs, path = open_uri(out)
-    if fs.exists(path):
-        fs.rm(path)
-    write_exclusive(fs, path, frame_to_parquet(built.frame))
+    receipt, inputs = intake(env.catalog, _load_config(config_path), partition, env.policy)
+    with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
+        written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
+        digest, _ = file_sha256(LocalFileSystem(), written.path)
+        replace_from_file(*open_uri(out), written.path)
+    counts = ", ".join(f"{s} {written.rows.get(s, 0)}" for s in ("train", "val", "test"))
     _say(
-        f"frame of week {partition}: {built.frame.height} rows "
-        f"({', '.join(f'{s} {built.rows(s)}' for s in ('train', 'val', 'test'))}), "
-        f"leakage audit {'passed' if built.audit.passed else 'FAILED'} -> {out} "
-        f"(sha256 {sha256_hex(frame_to_parquet(built.frame))})"
+        f"frame of week {partition}: {sum(written.rows.values())} rows ({counts}), "
+        f"leakage audit {'passed' if written.audit.passed else 'FAILED'} -> {out} "
+        f"(sha256 {digest})"
     )
 
 

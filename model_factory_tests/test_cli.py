@@ -228,3 +228,22 @@ def test_several_processes_opening_a_fresh_home_at_once_all_succeed(tmp_path: Pa
         failed = [err[-400:] for (_, err), code in results if code != 0]
         assert not failed, failed
         assert (home / "dagster" / "dagster.yaml").exists()
+
+
+def test_an_export_replaces_the_old_file_whole_or_not_at_all(tmp_path: Path) -> None:
+    """`frame build --out` over an existing file: the new bytes replace it whole; if the copy
+    fails, the old file is still there, and no temporary file is left either way."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    from model_factory.core.storage import replace_from_file
+
+    out, new = tmp_path / "out" / "frame.parquet", tmp_path / "new.parquet"
+    out.parent.mkdir()
+    out.write_bytes(b"old frame")
+    new.write_bytes(b"new frame" * 1000)
+    replace_from_file(LocalFileSystem(), str(out), str(new))
+    assert out.read_bytes() == new.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        replace_from_file(LocalFileSystem(), str(out), str(tmp_path / "missing.parquet"))
+    assert out.read_bytes() == new.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["frame.parquet"]

@@ -280,6 +280,14 @@ def test_frame_export_is_the_assets_frame(factory, first_pass, tmp_path, monkeyp
     assert pl.read_parquet(out).equals(pl.read_parquet(stored))
     assert out.read_bytes() == stored.read_bytes()
 
+    # streaming mode, over an older file of that name: the same bytes replace it whole
+    monkeypatch.setenv("MODEL_FACTORY_FRAME_MODE", "streaming")
+    out.write_bytes(b"an older export")
+    again = CliRunner().invoke(main, ["frame", "build", "--partition", WEEKS[0], "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert out.read_bytes() == stored.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")) == []
+
 
 def test_bundle_reproduce_is_identical_and_joins_the_ledger(factory, first_pass, monkeypatch):
     root = factory["root"]

@@ -26,6 +26,7 @@ from model_factory.core.settings import Settings
 from model_factory.core.storage import (
     S3_CONDITIONAL_WRITES_ENV,
     ArtifactStore,
+    replace_from_file,
     write_exclusive,
 )
 from model_factory.errors import ConfigError, DigestMismatchError, ImmutabilityError
@@ -90,6 +91,18 @@ def test_blobs_are_content_addressed_and_a_changed_blob_is_detected(bucket):
     with pytest.raises(DigestMismatchError) as info:
         ArtifactStore.get_bytes(ref)
     assert info.value.source == ref.uri
+
+
+def test_an_export_to_s3_replaces_the_object(bucket, tmp_path):
+    fs = fsspec.filesystem("s3")
+    path = f"{bucket}/exports/frame.parquet"
+    for data in (b"first export", b"second export"):
+        local = tmp_path / "frame.parquet"
+        local.write_bytes(data)
+        replace_from_file(fs, path, str(local))
+        fs.invalidate_cache()
+        assert fs.cat_file(path) == data
+    assert keys(bucket) == [path]
 
 
 def test_exclusive_create_keeps_the_first_bytes(bucket):

@@ -778,11 +778,7 @@ class _FramePlan:
 
     def counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Rows and positives per split."""
-        by_split = self.rows.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
-        return (
-            {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)},
-            {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)},
-        )
+        return split_counts(self.rows)
 
     def gather(self, start: int = 0, length: int | None = None) -> pl.DataFrame:
         """Rows [start, start + length) with every group's features and evidence columns."""
@@ -794,6 +790,15 @@ class _FramePlan:
 
     def audit(self, frame: pl.DataFrame | pl.LazyFrame) -> LeakageAudit:
         return audit_frame(frame, groups=self.groups, schema=self.schema, **self.audit_inputs)
+
+
+def split_counts(frame: pl.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows and positives per split of a frame (or of its narrow rows)."""
+    by_split = frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
+    return (
+        {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)},
+        {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)},
+    )
 
 
 def _labelled(
@@ -1012,6 +1017,29 @@ def write_training_frame(
     return WrittenFrame(path, audit, plan.schema, rows, positives)
 
 
+def build_frame_file(
+    receipt: IntakeReceipt,
+    inputs: FrameInputs,
+    policy: GovernancePolicy,
+    path: str,
+    *,
+    streaming: bool,
+) -> WrittenFrame:
+    """The frame as a local parquet file, streamed (``write_training_frame``) or built in memory
+    and then written; the file's bytes are the same either way."""
+    if streaming:
+        return write_training_frame(receipt, inputs, policy, path)
+    built = build_training_frame(receipt, inputs, policy)
+    try:
+        with open(path, "wb") as sink:
+            write_frame(built.frame, sink)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
+    rows, positives = split_counts(built.frame)
+    return WrittenFrame(path, built.audit, built.feature_schema, rows, positives)
+
+
 class FrameWriter:
     """Frame rows to parquet in fixed row groups of ``FRAME_ROW_GROUP`` rows, each written from
     one contiguous Arrow table: the same rows give the same bytes however they were chunked
@@ -1055,12 +1083,17 @@ class FrameWriter:
         self._writer.close()
 
 
+def write_frame(frame: pl.DataFrame, sink) -> None:
+    """A whole frame as parquet into a binary sink, in the frame's fixed row groups."""
+    writer = FrameWriter(sink)
+    writer.write(frame)
+    writer.close()
+
+
 def frame_to_parquet(frame: pl.DataFrame) -> bytes:
     """Parquet bytes; the same frame gives the same bytes (content-addressed storage)."""
     buf = io.BytesIO()
-    writer = FrameWriter(buf)
-    writer.write(frame)
-    writer.close()
+    write_frame(frame, buf)
     return buf.getvalue()
 
 

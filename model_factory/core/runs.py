@@ -48,12 +48,10 @@ from model_factory.core.documents import parse_document
 from model_factory.core.evaluation import evaluate_run
 from model_factory.core.faults import crash_point
 from model_factory.core.frames import (
-    TrainingFrame,
-    build_training_frame,
+    WrittenFrame,
+    build_frame_file,
     check_frame_schema,
     frame_from_parquet,
-    frame_to_parquet,
-    write_training_frame,
 )
 from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.intake import FrameInputs, feature_columns, intake, reload_inputs
@@ -164,33 +162,26 @@ def stage_intake(
     return StageResult(ref, receipt, counts, time.perf_counter() - started)
 
 
-def compute_frame(env: FactoryEnv, receipt: IntakeReceipt) -> TrainingFrame:
-    """The training frame of a pinned train run (re-verifying every pinned file)."""
-    return build_training_frame(receipt, reload_inputs(receipt), env.policy)
+def frame_file(
+    env: FactoryEnv, receipt: IntakeReceipt, inputs: FrameInputs, path: str
+) -> WrittenFrame:
+    """The training frame of a train run as a local parquet file, built in the mode the settings
+    pick for its inputs: the same bytes either way; in streaming mode the whole frame's features
+    are never in memory at once."""
+    streaming = env.streams_frame(inputs)
+    return build_frame_file(receipt, inputs, env.policy, path, streaming=streaming)
 
 
 def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
-    inputs = reload_inputs(receipt)
+    inputs = reload_inputs(receipt)  # every pinned file verified again
     parquet = {"media_type": "application/vnd.apache.parquet", "suffix": ".parquet"}
-    if env.streams_frame(inputs):
-        # the same bytes as the in-memory build, without the frame's features in memory at once
-        with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
-            written = write_training_frame(receipt, inputs, env.policy, f"{tmp}/frame.parquet")
-            frame_ref = env.store.put_file("training_frame.parquet", written.path, **parquet)
-        schema, audit = written.feature_schema, written.audit
-        rows, positives = written.rows, written.positives
-    else:
-        built = build_training_frame(receipt, inputs, env.policy)
-        frame_ref = env.store.put_bytes(
-            "training_frame.parquet", frame_to_parquet(built.frame), **parquet
-        )
-        schema, audit = built.feature_schema, built.audit
-        by_split = built.frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
-        rows = {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)}
-        positives = {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)}
-        del built
+    with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
+        written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
+        frame_ref = env.store.put_file("training_frame.parquet", written.path, **parquet)
+    schema, audit = written.feature_schema, written.audit
+    rows, positives = written.rows, written.positives
     groups = [
         FeatureGroupVersion(
             name=name,

@@ -163,6 +163,29 @@ def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
             os.unlink(tmp)
 
 
+def replace_from_file(fs: fsspec.AbstractFileSystem, path: str, local_path: str) -> None:
+    """Put a local file at ``path``, replacing whatever is there (exports a user names, not
+    the write-once store). Readers see the old file or the new one, never a part: on a local
+    disk the copy is complete and fsynced under a temporary name before an atomic rename; an
+    object store's upload becomes visible only once complete."""
+    if not isinstance(fs, LocalFileSystem):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(local_path, path)
+        return
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = _temporary_name(parent, path)
+    try:
+        with open(tmp, "wb") as f:
+            _copy_from(local_path)(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _copy_from(source: str) -> Callable[[BinaryIO], object]:
     def fill(f: BinaryIO) -> None:
         with open(source, "rb") as src:
