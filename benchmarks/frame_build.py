@@ -261,12 +261,12 @@ def run_factory(folder: Path):
 
 def run_factory_to_file(folder: Path):
     """The in-memory build followed by writing the frame's parquet, as the frame stage does."""
-    from model_factory.core.frames import frame_to_parquet
+    from model_factory.core.frames import write_frame
 
     frame, seconds = run_factory(folder)
     out = folder / "memory_frame.parquet"
     started = time.perf_counter()
-    out.write_bytes(frame_to_parquet(frame))
+    write_frame(frame, str(out))
     return out, seconds + time.perf_counter() - started
 
 

@@ -82,18 +82,16 @@ def test_streaming_frame_is_byte_identical_to_the_in_memory_frame(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog", "frame.parquet"]
 
 
-def test_frame_bytes_do_not_depend_on_how_rows_were_chunked(monkeypatch) -> None:
+def test_frame_bytes_do_not_depend_on_how_rows_were_chunked(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(frames, "FRAME_ROW_GROUP", 7)
     frame = pl.DataFrame({"a": range(100), "b": [float(i) / 3 for i in range(100)]})
     whole = frame_to_parquet(frame)
-    for sizes in ([1] * 100, [7, 7, 86], [99, 1], [3, 50, 47]):
-        buf, start = io.BytesIO(), 0
-        writer = frames.FrameWriter(buf)
-        for n in sizes:
-            writer.write(frame.slice(start, n))
-            start += n
-        writer.close()
-        assert buf.getvalue() == whole, sizes
+    for k, sizes in enumerate(([1] * 100, [7, 7, 86], [99, 1], [3, 50, 47], [100])):
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        chunks = (frame.slice(start, n) for start, n in zip(starts, sizes, strict=True))
+        frames._sink_frame(chunks, frame.schema, str(tmp_path / f"{k}.parquet"))
+        assert (tmp_path / f"{k}.parquet").read_bytes() == whole, sizes
+    assert pq.ParquetFile(io.BytesIO(whole)).metadata.num_row_groups == 15  # 14 of 7, then 2
 
 
 def test_streaming_audit_still_catches_the_valid_from_trap(
@@ -133,6 +131,30 @@ def test_a_group_whose_match_fails_fails_the_build_and_leaves_no_file(
         else:
             write_training_frame(receipt, inputs, GovernancePolicy(), str(path), chunk_rows=16)
     assert len(inputs.feature_groups) > 1 and len(calls) >= 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
+
+
+def test_an_error_while_chunks_are_written_is_raised_as_itself_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk fails after others were written: the streaming sink stops, the builder's own
+    error reaches the caller (not the writer's wrapper around it), and no file is left."""
+    catalog = write_catalog(tmp_path / "catalog", random_catalog_data(7))
+    receipt, inputs = intake(catalog, config("negative"), PARTITION, GovernancePolicy())
+    gather, calls = frames._FeatureSource.gather, []
+
+    def fails_on_the_third_chunk(self, used):
+        calls.append(used.size)
+        if sum(1 for n in calls if n) == 3:
+            raise SchemaMismatchError("planted", source="snapshots", field="f")
+        return gather(self, used)
+
+    monkeypatch.setattr(frames._FeatureSource, "gather", fails_on_the_third_chunk)
+    with pytest.raises(SchemaMismatchError, match="planted"):
+        write_training_frame(
+            receipt, inputs, GovernancePolicy(), str(tmp_path / "frame.parquet"), chunk_rows=16
+        )
+    assert sum(1 for n in calls if n) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog"]
 
 
