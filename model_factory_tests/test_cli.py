@@ -233,6 +233,7 @@ def test_several_processes_opening_a_fresh_home_at_once_all_succeed(tmp_path: Pa
 def test_an_export_replaces_the_old_file_whole_or_not_at_all(tmp_path: Path) -> None:
     """`frame build --out` over an existing file: the new bytes replace it whole; if the copy
     fails, the old file is still there, and no temporary file is left either way."""
+    import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
     from model_factory.core.storage import replace_from_file
@@ -247,3 +248,8 @@ def test_an_export_replaces_the_old_file_whole_or_not_at_all(tmp_path: Path) -> 
         replace_from_file(LocalFileSystem(), str(out), str(tmp_path / "missing.parquet"))
     assert out.read_bytes() == new.read_bytes()
     assert [p.name for p in out.parent.iterdir()] == ["frame.parquet"]
+    # another fsspec filesystem, a name without a folder: no folder is made of the name itself
+    memory = fsspec.filesystem("memory")
+    replace_from_file(memory, "mf-export-test.parquet", str(new))
+    assert memory.cat_file("mf-export-test.parquet") == new.read_bytes()
+    memory.rm("mf-export-test.parquet")

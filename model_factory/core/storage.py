@@ -169,7 +169,8 @@ def replace_from_file(fs: fsspec.AbstractFileSystem, path: str, local_path: str)
     disk the copy is complete and fsynced under a temporary name before an atomic rename; an
     object store's upload becomes visible only once complete."""
     if not isinstance(fs, LocalFileSystem):
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        if "/" in path.strip("/"):
+            fs.makedirs(path.rstrip("/").rsplit("/", 1)[0], exist_ok=True)
         fs.put_file(local_path, path)
         return
     parent = os.path.dirname(path) or "."
