@@ -1040,8 +1040,7 @@ def build_frame_file(
         return write_training_frame(receipt, inputs, policy, path)
     built = build_training_frame(receipt, inputs, policy)
     try:
-        with open(path, "wb") as sink:
-            write_frame(built.frame, sink)
+        write_frame(built.frame, path)
     except BaseException:
         Path(path).unlink(missing_ok=True)
         raise
