@@ -186,6 +186,8 @@ def _events(inputs: FrameInputs, receipt: IntakeReceipt) -> pl.DataFrame:
     events = (
         _scan(inputs.events)
         .select(cols)
+        # truncating finer units is exact here: windows and cuts lie on whole microseconds, and
+        # a join needs ceil(available_at) <= floor(event_time) (see _known_from)
         .with_columns(pl.col("event_time").cast(TS))
         .filter(_in_a_split(windows))  # events in the maturity gaps belong to no split
         .collect()
@@ -202,6 +204,7 @@ def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -
     """Every label of the family for an event of the frame, with its visibility at the cut."""
     return (
         labels.filter(pl.col("label_family") == label_family)
+        # truncated: with the cut on a whole microsecond, floor(observed) < cut iff observed < cut
         .select("event_id", "label_value", pl.col("observed_time").cast(TS))
         .join(
             # the event's row too, when the caller numbered them (ROW)
@@ -277,13 +280,23 @@ def _snapshots(
     """
     m = entries[0].manifest
     tiebreak = [pl.col(m.valid_from_column).cast(TS).alias(TIEBREAK)] if m.valid_from_column else []
+    scan = _scan(entries)
     return (
-        _scan(entries)
-        .with_columns(pl.col("available_at").cast(TS))
+        scan.with_columns(_known_from("available_at", scan.collect_schema()["available_at"]))
         .filter(pl.col("available_at") < end)
         .select(*keys, pl.col("available_at").alias(JOIN_AT), "available_at", *tiebreak, *features)
         .collect()
     )
+
+
+def _known_from(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A time from which a row may be used, in the frame's microseconds: rounded *up* from
+    finer units. Truncating would make a snapshot written 800 ns after an event look available
+    at the event's microsecond (the audit, reading the same values, could not tell)."""
+    if isinstance(dtype, pl.Datetime) and dtype.time_unit == "ns":
+        up = (pl.col(column).dt.epoch("ns") + 999) // 1000  # floor division: a ceiling, also < 0
+        return pl.from_epoch(up, time_unit="us").dt.replace_time_zone("UTC").alias(column)
+    return pl.col(column).cast(TS)
 
 
 def _epoch_us(s: pl.Series) -> np.ndarray:
@@ -643,7 +656,10 @@ def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[
         else snapshots.with_columns(pl.col("available_at").alias(JOIN_AT))
     )
     del snapshots  # the feature columns go once they are in the source
-    right = right.with_columns(pl.col(JOIN_AT).cast(TS), pl.col("available_at").cast(TS))
+    right = right.with_columns(
+        _known_from(JOIN_AT, right.schema[JOIN_AT]),
+        _known_from("available_at", right.schema["available_at"]),
+    )
     source = _FeatureSource.of(right, features)
     right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
     index = _EntityIndex.of(right, keys[0]) if len(keys) == 1 else None

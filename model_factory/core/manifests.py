@@ -170,6 +170,20 @@ def _check_time_column(schema: pa.Schema, column: str, source: str) -> None:
         )
 
 
+def _check_time_columns(
+    schema: pa.Schema, kind: DatasetKind, valid_from_column: str | None, source: str
+) -> None:
+    """Every time the frame builder reads is a UTC timestamp, whichever column the window is on.
+
+    A naive column would be read as UTC wall-clock time: a snapshot or a label written hours
+    later in local time could then pass for one known before the event or the cut, and the
+    audit, which measures the same values, would not see it.
+    """
+    for column in (DEFAULT_TIME_COLUMN[kind], valid_from_column):
+        if column is not None and column in schema.names:  # a missing one is intake's to refuse
+            _check_time_column(schema, column, source)
+
+
 def create_manifest(
     file_uris: Sequence[str],
     *,
@@ -212,6 +226,7 @@ def create_manifest(
             stored = uri[len(relative_to.rstrip("/")) + 1 :]
         files.append(DataFile(path=stored, sha256=digest, rows=rows, size_bytes=size))
     _check_time_column(schema, time_column, file_uris[0])
+    _check_time_columns(schema, kind, valid_from_column, file_uris[0])
     for col in [*keys, valid_from_column]:
         if col is not None and col not in schema.names:
             raise SchemaMismatchError(f"column '{col}' is missing", source=file_uris[0], field=col)
@@ -315,6 +330,7 @@ def verify_manifest_files(
         schema = _arrow_schema(uri)
         if i == 0:  # the window is checked on this column: it must be a UTC time (all files match)
             _check_time_column(schema, manifest.time_column, manifest_uri)
+            _check_time_columns(schema, manifest.kind, manifest.valid_from_column, manifest_uri)
         found = [(f.name, str(f.type)) for f in schema]
         if found != declared:
             missing = sorted(set(declared) - set(found))

@@ -1127,3 +1127,49 @@ def test_duplicate_snapshots_keep_latest_valid_from_then_last_written(tmp_path: 
     (cust,) = (g for g in tf.audit.feature_groups if g.name == "cust_fg")
     assert (cust.joined_rows, cust.null_rows, cust.ttl_dropped_rows) == (3, 3, 0)
     assert cust.max_available_minus_event_seconds == -3600.0
+
+
+def test_nanosecond_availability_rounds_up_to_the_next_microsecond(tmp_path: Path) -> None:
+    """Frames hold microseconds; a snapshot file in nanoseconds must not lose the 800 ns by
+    which a snapshot came after an event (truncating would join it, and the audit, measuring
+    the truncated times, would pass it)."""
+    a = epoch_us(datetime(2026, 2, 28, 6, tzinfo=UTC))  # inside the train window
+    events = pl.DataFrame(
+        {
+            "event_id": ["late", "exact", "before"],
+            "event_time": ts([a, a, a]),
+            "customer_id": [1, 2, 3],
+            "terminal_id": [0, 0, 0],
+            "amount": [1.0, 2.0, 3.0],
+        }
+    )
+    labels = pl.DataFrame(
+        {"event_id": ["late"], "label_family": ["fraud"], "label_value": [1]}
+    ).with_columns(observed_time=ts([a + HOUR]))
+    ns = [
+        (1, (a - HOUR) * 1000, 10.0),  # customer 1: an hour-old snapshot ...
+        (1, a * 1000 + 800, 11.0),  # ... and one written 800 ns after the event
+        (2, a * 1000, 20.0),  # customer 2: available at the event's very nanosecond
+        (3, a * 1000 - 1, 30.0),  # customer 3: one nanosecond before it
+    ]
+    c, av, s = zip(*ns, strict=True)
+    available = pl.Series(list(av)).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC")
+    cust = pl.DataFrame(
+        {"customer_id": list(c), "valid_from": available, "available_at": available, "spend": s}
+    )
+    assert cust.schema["available_at"] == pl.Datetime("ns", "UTC")
+    term = pl.DataFrame(
+        {
+            "terminal_id": [0],
+            "valid_from": ts([a - DAY]),
+            "available_at": ts([a - DAY]),
+            "risk": [0.5],
+        }
+    )
+    tf = build(tmp_path, CatalogData(events, labels, [cust], [term]))
+    got = dict(zip(tf.frame["event_id"], tf.frame["cust_fg__spend"], strict=True))
+    assert got == {"late": 10.0, "exact": 20.0, "before": 30.0}
+    # the audit measures the times the join used: customer 3's rounded up to the event's µs
+    (group,) = (g for g in tf.audit.feature_groups if g.name == "cust_fg")
+    assert group.max_available_minus_event_seconds == 0.0
+    assert group.max_snapshot_age_seconds == 3600.0

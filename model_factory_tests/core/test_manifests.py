@@ -262,6 +262,94 @@ def test_time_column_that_is_not_a_utc_timestamp_is_a_schema_mismatch(tmp_path, 
     assert uri in str(info.value)
 
 
+def _timed_table(kind: str, naive: str) -> tuple[pa.Table, dict]:
+    """A one-row table of ``kind`` whose column ``naive`` (if any) is a naive timestamp, every
+    other time a UTC one; plus the manifest arguments the kind needs."""
+
+    def time(name: str) -> pa.Array:
+        return pa.array([MONDAY], pa.timestamp("us") if name == naive else UTC_US)
+
+    if kind == "feature_group":
+        table = pa.table(
+            {
+                "customer_id": pa.array([1], pa.int64()),
+                "available_at": time("available_at"),
+                "valid_from": time("valid_from"),
+            }
+        )
+        return table, {"keys": ["customer_id"], "valid_from_column": "valid_from"}
+    table = pa.table(
+        {
+            "event_id": pa.array(["tx-1"]),
+            "observed_time": time("observed_time"),
+            "reported_at": time("reported_at"),
+        }
+    )
+    return table, {"keys": ["event_id"], "label_family": "fraud"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "naive", "time_column"),
+    [
+        pytest.param("feature_group", "available_at", "valid_from", id="available_at"),
+        pytest.param("feature_group", "valid_from", "available_at", id="valid_from"),
+        pytest.param("labels", "observed_time", "reported_at", id="observed_time"),
+    ],
+)
+def test_every_time_the_builder_reads_must_be_utc_whatever_the_window_is_on(
+    tmp_path, kind, naive, time_column
+):
+    """A naive time would be read as UTC wall-clock: a snapshot or label written hours later
+    in local time would pass for one known in time, and the audit would measure the same lie."""
+    table, extra = _timed_table(kind, naive)
+    uri = str(tmp_path / "d.parquet")
+    pq.write_table(table, uri)
+
+    with pytest.raises(SchemaMismatchError) as info:
+        create_manifest([uri], kind=kind, name="d", version="v1", time_column=time_column, **extra)
+
+    assert info.value.field == naive
+    assert "UTC" in str(info.value) and uri in str(info.value)
+
+
+def test_verify_refuses_a_filed_manifest_whose_builder_time_is_naive(tmp_path):
+    """Manifests filed before the check: verifying (as intake does) refuses them too."""
+    good, extra = _timed_table("feature_group", "none")
+    pq.write_table(good, tmp_path / "d.parquet")
+    m = create_manifest(
+        [str(tmp_path / "d.parquet")],
+        kind="feature_group",
+        name="d",
+        version="v1",
+        time_column="valid_from",
+        relative_to=str(tmp_path),
+        **extra,
+    )
+    bad, _ = _timed_table("feature_group", "available_at")
+    pq.write_table(bad, tmp_path / "d.parquet")
+    data = (tmp_path / "d.parquet").read_bytes()
+    filed = m.model_copy(
+        update={
+            "files": [
+                m.files[0].model_copy(
+                    update={"sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
+                )
+            ],
+            "columns": [
+                c.model_copy(update={"dtype": "timestamp[us]"}) if c.name == "available_at" else c
+                for c in m.columns
+            ],
+        }
+    )
+    manifest_uri = str(tmp_path / "manifest.json")
+
+    with pytest.raises(SchemaMismatchError) as info:
+        verify_manifest_files(filed, manifest_uri)
+
+    assert info.value.field == "available_at"
+    assert info.value.source == manifest_uri
+
+
 def test_missing_time_column_is_a_schema_mismatch_naming_it(tmp_path):
     uri = _events(tmp_path / "e.parquet", [MONDAY])
 
