@@ -86,6 +86,7 @@ class WeekSummary:
     published: bool
     status: str = "succeeded"
     error: str | None = None
+    dagster_run_id: str | None = None
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -131,10 +132,23 @@ def trainable_weeks(catalog: Catalog, config: TrainingConfig) -> list[str]:
     return weeks
 
 
-def _latest(instance: dg.DagsterInstance, asset: str, week: str) -> dict | None:
-    recs = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1
-    ).records
+def _latest(
+    instance: dg.DagsterInstance, asset: str, week: str, run_id: str | None = None
+) -> dict | None:
+    """The week's latest materialization of ``asset``, or the one run ``run_id`` made: another
+    run of the week (another config) may have materialized it since."""
+    if run_id is None:
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1
+        ).records
+    else:
+        recs = [
+            r
+            for r in instance.get_records_for_run(
+                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
+            ).records
+            if r.asset_key == dg.AssetKey(asset) and r.partition_key == week
+        ]
     if not recs:
         return None
     return {k: getattr(v, "value", v) for k, v in recs[0].asset_materialization.metadata.items()}
@@ -159,8 +173,10 @@ def run_week(
     )
     if not result.success:
         error = _first_failure(result)
-        return WeekSummary(week, None, None, None, None, None, None, None, False, "failed", error)
-    return summarize_week(instance, week)
+        return WeekSummary(
+            week, None, None, None, None, None, None, None, False, "failed", error, result.run_id
+        )
+    return summarize_week(instance, week, run_id=result.run_id)
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:
@@ -180,11 +196,15 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
 
 
 def summarize_week(
-    instance: dg.DagsterInstance, week: str, registry: FileRegistry | None = None
+    instance: dg.DagsterInstance,
+    week: str,
+    registry: FileRegistry | None = None,
+    run_id: str | None = None,
 ) -> WeekSummary:
-    frame = _latest(instance, "training_frame", week) or {}
-    report = _latest(instance, "evaluation_report", week) or {}
-    bundle = _latest(instance, "model_bundle", week) or {}
+    """What the week's run ``run_id`` made (without one: the week's latest outputs)."""
+    frame = _latest(instance, "training_frame", week, run_id) or {}
+    report = _latest(instance, "evaluation_report", week, run_id) or {}
+    bundle = _latest(instance, "model_bundle", week, run_id) or {}
     published = False
     if registry is not None and bundle.get("bundle_id"):
         published = any(r.bundle_id == bundle["bundle_id"] for r in registry.records())
@@ -198,6 +218,7 @@ def summarize_week(
         gate=bundle.get("gate_status"),
         bundle_id=bundle.get("bundle_id"),
         published=published,
+        dagster_run_id=run_id,
     )
 
 
@@ -273,7 +294,9 @@ def run_weeks(
     if weeks_in_summary is not None:
         say(f"backtest_summary refreshed: {weeks_in_summary} week(s) side by side")
     return [
-        results[w] if results[w].status == "failed" else summarize_week(instance, w, registry)
+        results[w]
+        if results[w].status == "failed"
+        else summarize_week(instance, w, registry, results[w].dagster_run_id)
         for w in weeks
     ]
 

@@ -84,20 +84,63 @@ def materialize_result(
     )
 
 
-def upstream_ref(context: dg.AssetExecutionContext, asset: str) -> ArtifactRef:
-    """The output an upstream asset recorded for this partition (its latest materialization)."""
+# How many of a week's latest materializations of one asset are searched for the train run's
+# own: other configs' runs of the same week are few (a run is minutes, the week has one slot).
+_SEARCHED = 100
+
+
+def run_intake_ref(context: dg.AssetExecutionContext) -> ArtifactRef:
+    """The intake this run works on: the one it pinned itself, or the one of the run it
+    re-executes (a retry from failure), else the week's latest (a run of later stages only).
+
+    Not simply the week's latest: another run of the same week with another config may have
+    pinned its own intake since this run started, and this run would go on as that train run.
+    """
+    key, run = dg.AssetKey("dataset_manifests"), context.run
+    while run is not None:
+        for record in context.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
+        ).records:
+            if record.asset_key == key and record.partition_key == context.partition_key:
+                return ref_from_metadata(record.asset_materialization.metadata, key.path[-1])
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    return ref_from_metadata(_latest(context, "dataset_manifests", 1)[0], "dataset_manifests")
+
+
+def upstream_ref(context: dg.AssetExecutionContext, asset: str, train_run_id: str) -> ArtifactRef:
+    """The output an upstream asset recorded for this week *and this train run* (the latest
+    such materialization): a stage never reads another config's frame or model."""
+    found = _latest(context, asset, _SEARCHED)
+    for metadata in found:
+        if _value(metadata, "train_run_id") == train_run_id:
+            return ref_from_metadata(metadata, asset)
+    raise MissingInputError(
+        f"'{asset}' of week {context.partition_key} was last materialized for train run "
+        f"{_value(found[0], 'train_run_id')}, not this run's {train_run_id} (another config ran "
+        "this week meanwhile): materialize the week's stages again",
+        field=asset,
+    )
+
+
+def _latest(context: dg.AssetExecutionContext, asset: str, limit: int) -> list[dict]:
+    """Metadata of the week's latest materializations of ``asset``, newest first (at least one)."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]
         ),
-        limit=1,
+        limit=limit,
     ).records
     if not records:
         raise MissingInputError(
             f"'{asset}' has not been materialized for week {context.partition_key}: materialize it first",
             field=asset,
         )
-    return ref_from_metadata(records[0].asset_materialization.metadata, asset)
+    return [r.asset_materialization.metadata for r in records]
+
+
+def _value(metadata: dict, key: str):
+    v = metadata.get(key)
+    return getattr(v, "value", v)
 
 
 def ref_from_metadata(metadata: dict, asset: str) -> ArtifactRef:

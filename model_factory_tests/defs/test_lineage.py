@@ -1,0 +1,106 @@
+"""Which upstream outputs a stage reads when several runs (other configs) touch one week, and
+where Dagster records the frame's checks. A real instance, real demo data and real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from model_factory.contracts import TrainingConfig
+from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.definitions import build_definitions
+from model_factory.defs.assets import LEAKAGE_CHECK, SCHEMA_CHECK
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.runner import QUIET, TRAIN_JOB, _first_failure, run_week, summarize_week
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lineage")]
+WEEK = "2026-03-02"
+
+
+def _metadata(instance: dg.DagsterInstance, asset: str, run_id: str) -> dict:
+    (record,) = [
+        r
+        for r in instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records
+        if r.asset_key == dg.AssetKey(asset)
+    ]
+    return {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+
+
+def test_a_stage_never_reads_another_configs_outputs_and_checks_are_per_week(tmp_path: Path):
+    generate_demo_data(
+        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
+    )
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    job = defs.resolve_job_def(TRAIN_JOB)
+    default = TrainingConfig()
+    other = default.model_copy(
+        update={"hyperparams": default.hyperparams.model_copy(update={"max_depth": 3})}
+    )
+    other_config = {
+        **QUIET,
+        "ops": {
+            "dataset_manifests": {
+                "config": other.model_dump(mode="json", exclude={"schema_version"})
+            }
+        },
+    }
+
+    def run(selection: list[str], run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            partition_key=WEEK,
+            instance=instance,
+            run_config=run_config or QUIET,
+            asset_selection=[dg.AssetKey(a) for a in selection],
+            raise_on_error=False,
+        )
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        first = run_week(instance, defs, WEEK)
+        assert first.status == "succeeded"
+
+        # the frame's checks are recorded for the week (not for no partition, leaving the
+        # week's planned evaluation unresolved)
+        for check in (LEAKAGE_CHECK, SCHEMA_CHECK):
+            key = dg.AssetCheckKey(dg.AssetKey("training_frame"), check)
+            history = instance.event_log_storage.get_asset_check_execution_history(key, limit=5)
+            assert [(h.status.value, h.partition) for h in history] == [("SUCCEEDED", WEEK)]
+
+        # another config pins its own intake and frame for the week; the first run's model is
+        # still the week's latest model
+        second = run(["dataset_manifests", "training_frame"], other_config)
+        assert second.success
+        second_run = _metadata(instance, "dataset_manifests", second.run_id)["train_run_id"]
+        assert second_run != first.train_run_id
+
+        # evaluating now would pair the second config's frame with the first config's model
+        mixed = run(["evaluation_report"])
+        assert not mixed.success
+        error = _first_failure(mixed)
+        assert "'model'" in error
+        assert first.train_run_id in error and second_run in error
+
+        # with its own model trained, the second train run goes through to its bundle
+        rest = run(["model", "evaluation_report", "gate_receipt", "model_bundle"])
+        assert rest.success, _first_failure(rest)
+        bundle = _metadata(instance, "model_bundle", rest.run_id)
+        assert bundle["train_run_id"] == second_run
+        model = _metadata(instance, "model", rest.run_id)
+        assert model["train_run_id"] == second_run
+        report = _metadata(instance, "evaluation_report", rest.run_id)
+        assert report["train_run_id"] == second_run
+
+        # a run's summary is what that run made, not the week's latest
+        assert summarize_week(instance, WEEK).train_run_id == second_run
+        again = summarize_week(instance, WEEK, run_id=first.dagster_run_id)
+        assert (again.train_run_id, again.bundle_id) == (first.train_run_id, first.bundle_id)
