@@ -818,11 +818,11 @@ class MetricSet(_Contract):
     roc_auc_delong_ci: ConfidenceInterval | None = Field(
         None, description="DeLong's analytic interval, a cross-check of the bootstrap."
     )
-    brier: float
-    log_loss: float
-    ece: float = Field(
+    brier: float | None = Field(description="None: not measured (no rows).")
+    log_loss: float | None = Field(description="None: not measured (no rows).")
+    ece: float | None = Field(
         description="Expected calibration error: sum over bins of rows/n x "
-        "|mean score - observed rate|, over the uniform bins of `calibration`."
+        "|mean score - observed rate|, over the uniform bins of `calibration`; None: no rows."
     )
     at_thresholds: list[ThresholdMetrics]
     calibration: list[CalibrationBin] = Field(description="Reliability curve, uniform score bins.")
@@ -840,8 +840,8 @@ class OperatingMetrics(_Contract):
     true_positives: int
     alert_rate: float
     precision: float = Field(description="0 when nothing is alerted.")
-    recall: float
-    f1: float
+    recall: float | None = Field(description="None: not measured (no positives).")
+    f1: float | None = Field(description="None when recall is (no positives).")
     alert_rate_ci: ConfidenceInterval | None = None
     precision_ci: ConfidenceInterval | None = None
     recall_ci: ConfidenceInterval | None = None
@@ -925,12 +925,14 @@ class SliceMetrics(_Contract):
 
 class FeatureDrift(_Contract):
     feature: str
-    psi: float
-    level: Literal["stable", "moderate", "major"] = Field(
-        description="PSI < 0.1 stable, < 0.25 moderate, else major."
+    psi: float | None = Field(
+        description="None: not measured (no reference rows or no current rows)."
     )
-    reference_null_share: float
-    current_null_share: float
+    level: Literal["stable", "moderate", "major"] | None = Field(
+        description="PSI < 0.1 stable, < 0.25 moderate, else major; None: not measured."
+    )
+    reference_null_share: float | None = Field(description="None: no reference rows.")
+    current_null_share: float | None = Field(description="None: no current rows.")
 
 
 class DriftReport(_Contract):
@@ -938,13 +940,17 @@ class DriftReport(_Contract):
 
     reference: Literal["train"] = "train"
     current: Literal["test"] = "test"
-    bins: int = Field(description="Quantile bins of the reference, plus one for nulls.")
+    bins: int = Field(
+        description="Quantile bins of the reference (one per value with at most this many "
+        "distinct values; a value holding 1/bins of the reference, and values outside the "
+        "reference's range, get bins of their own), plus one for nulls."
+    )
     reference_rows: int = Field(description="Training rows used: every k-th, at most 100,000.")
     current_rows: int
-    score_psi: float | None
+    score_psi: float | None = Field(description="None: not measured (no scores or no rows).")
     score_level: Literal["stable", "moderate", "major"] | None
     features: list[FeatureDrift]
-    top_drifting: list[str] = Field(description="Features by decreasing PSI.")
+    top_drifting: list[str] = Field(description="Measured features by decreasing PSI.")
 
 
 class FeatureAttribution(_Contract):

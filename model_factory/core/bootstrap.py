@@ -417,11 +417,12 @@ def rate_intervals(
     resamples: int,
     seed: int,
     level: float = 0.95,
-) -> dict[str, ConfidenceInterval]:
+) -> dict[str, ConfidenceInterval | None]:
     """Precision, recall, F1 and alert rate of a fixed alert rule under the stratified bootstrap.
 
     With the classes resampled separately, true and false alerts are independent binomials,
-    so this is the row bootstrap exactly, drawn in O(resamples).
+    so this is the row bootstrap exactly, drawn in O(resamples). Without positives recall is
+    undefined: its interval and F1's are None.
     """
     _check(resamples, level)
     rng = _rng(seed, 3)
@@ -432,14 +433,15 @@ def rate_intervals(
         np.float64
     )
     alerts = tps + fps
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = {
-            "precision": np.where(alerts > 0, tps / np.maximum(alerts, 1), 0.0),
-            "recall": tps / positives if positives else np.zeros(resamples),
-            "f1": 2 * tps / np.maximum(alerts + positives, 1),
-            "alert_rate": alerts / max(positives + negatives, 1),
-        }
-    return {k: _percentile(v, level, resamples, seed) for k, v in values.items()}
+    values: dict[str, np.ndarray | None] = {
+        "precision": np.where(alerts > 0, tps / np.maximum(alerts, 1), 0.0),
+        "recall": tps / positives if positives else None,
+        "f1": 2 * tps / (alerts + positives) if positives else None,
+        "alert_rate": alerts / max(positives + negatives, 1),
+    }
+    return {
+        k: None if v is None else _percentile(v, level, resamples, seed) for k, v in values.items()
+    }
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ class GateEvidence:
 
 
 def _point(report: EvaluationReport, metric: str) -> float | None:
+    """The test window's value; None when it was not measured (the criterion then fails)."""
     test = report.metrics["test"]
     return float(test.positives) if metric == "positives" else getattr(test, metric)
 
@@ -109,7 +110,11 @@ def _judge(
             v for _, r in ev.history[-spec.weeks :] if (v := _point(r, spec.metric)) is not None
         ]
         current = _point(ev.report, spec.metric)
-        if not earlier or current is None:
+        if current is None:
+            # A metric this week did not measure fails, as a point criterion on it does.
+            observed = None
+            detail = f"test {spec.metric} not measured this week: no spread to judge"
+        elif not earlier:
             observed, applicable = None, False
             detail = "no earlier weeks to compare with: not applicable yet"
         else:

@@ -133,10 +133,11 @@ def calibration_quantile(y: np.ndarray, score: np.ndarray, bins: int = 10) -> li
     return [_bin(y, score, idx == b, edges[b], edges[b + 1]) for b in range(edges.size - 1)]
 
 
-def ece(bins: list[CalibrationBin], rows: int) -> float:
-    """Expected calibration error: sum over bins of rows/n x |mean score - observed rate|."""
+def ece(bins: list[CalibrationBin], rows: int) -> float | None:
+    """Expected calibration error: sum over bins of rows/n x |mean score - observed rate|;
+    None without rows."""
     if rows == 0:
-        return 0.0
+        return None
     return float(
         sum(
             b.rows / rows * abs(b.mean_score - b.observed_rate)
@@ -157,7 +158,10 @@ def metric_set(
     seed: int = 0,
     level: float = 0.95,
 ) -> MetricSet:
-    """Every point metric of a split; bootstrap intervals too when resamples > 0."""
+    """Every point metric of a split; bootstrap intervals too when resamples > 0.
+
+    An empty split has no Brier, log loss or ECE (None: not measured, never 0).
+    """
     y = y.astype(np.int64)
     clipped = np.clip(score, 1e-15, 1 - 1e-15)
     pos = int(y.sum())
@@ -177,10 +181,10 @@ def metric_set(
         roc_auc_ci=cis.get("roc_auc"),
         pr_auc_ci=cis.get("pr_auc"),
         roc_auc_delong_ci=delong_ci(y, score, level) if y.size else None,
-        brier=float(np.mean((score - y) ** 2)) if y.size else 0.0,
+        brier=float(np.mean((score - y) ** 2)) if y.size else None,
         log_loss=float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
         if y.size
-        else 0.0,
+        else None,
         ece=ece(uniform, int(y.size)),
         at_thresholds=at_thresholds(y, score, thresholds),
         calibration=uniform,

@@ -53,7 +53,10 @@ def operating_metrics(
     seed: int = 0,
     level: float = 0.95,
 ) -> OperatingMetrics:
-    """Alerting on score >= threshold; intervals from the stratified bootstrap when resamples > 0."""
+    """Alerting on score >= threshold; intervals from the stratified bootstrap when resamples > 0.
+
+    Without positives recall and F1 are None (not measured), and so are their intervals.
+    """
     y = y.astype(np.int64)
     alert = score >= threshold
     positives = int(y.sum())
@@ -81,8 +84,8 @@ def operating_metrics(
         true_positives=tp,
         alert_rate=alerts / rows if rows else 0.0,
         precision=tp / alerts if alerts else 0.0,
-        recall=tp / positives if positives else 0.0,
-        f1=2 * tp / (alerts + positives) if alerts + positives else 0.0,
+        recall=tp / positives if positives else None,
+        f1=2 * tp / (alerts + positives) if positives else None,
         **cis,
     )
 

@@ -235,8 +235,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float((ra * rb).sum() / den) if den else None
 
 
-def _agreement(cand: np.ndarray, champ: np.ndarray, bins: int) -> ScoreAgreement:
+def _agreement(cand: np.ndarray, champ: np.ndarray, bins: int) -> ScoreAgreement | None:
+    """None without rows: nothing to compare, so no agreement is claimed."""
     value = psi(champ.astype(np.float64), cand.astype(np.float64), bins)[0]
+    if value is None:
+        return None
     return ScoreAgreement(
         spearman=spearman(cand, champ), psi=value, psi_level=level(value), bins=bins
     )

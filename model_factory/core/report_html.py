@@ -279,7 +279,7 @@ def pr_plot(report: EvaluationReport) -> str:
     marks = [
         (o.name, o.test)
         for o in report.operating_points
-        if o.name in ("review", "decline") and o.test is not None
+        if o.name in ("review", "decline") and o.test is not None and o.test.recall is not None
     ]
     if marks:
         p.points(
@@ -323,7 +323,7 @@ def calibration_plot(m: MetricSet) -> str:
         )
 
     qx, qy = xy(quantile)
-    p.line(qx, qy, COLORS["test"], f"equal-count bins (ECE {m.ece:.4f})")
+    p.line(qx, qy, COLORS["test"], f"equal-count bins (ECE {_f(m.ece)})")
     p.points(
         qx,
         qy,
@@ -404,9 +404,12 @@ def top_k_plot(report: EvaluationReport) -> str:
 def drift_plot(report: EvaluationReport) -> str:
     """PSI of the score and the most drifting features, as horizontal bars."""
     d = report.drift
-    rows = [("model score", d.score_psi or 0.0)] + [
-        (f.feature.split("__")[-1], f.psi) for f in sorted(d.features, key=lambda f: -f.psi)[:10]
-    ]
+    # Only measured PSIs are drawn: a bar at 0 would read as "no drift".
+    measured = sorted((f for f in d.features if f.psi is not None), key=lambda f: -f.psi)
+    rows = [("model score", d.score_psi)] if d.score_psi is not None else []
+    rows += [(f.feature.split("__")[-1], f.psi) for f in measured[:10]]
+    if not rows:
+        return "<p>PSI not measured: the training or the test window has no rows.</p>"
     top = max([0.3] + [v for _, v in rows]) * 1.05
     n = len(rows)
     p = _Plot(
@@ -617,14 +620,14 @@ def drift_table(report: EvaluationReport) -> str:
     rows = [
         [
             f.feature,
-            f"{f.psi:.4f}",
-            f.level,
+            _f(f.psi),
+            f.level or "not measured",
             _pct(f.reference_null_share),
             _pct(f.current_null_share),
         ]
-        for f in sorted(d.features, key=lambda f: -f.psi)
+        for f in sorted(d.features, key=lambda f: (f.psi is None, -(f.psi or 0.0)))
     ]
-    rows.insert(0, ["(model score)", _f(d.score_psi), d.score_level or "–", "", ""])
+    rows.insert(0, ["(model score)", _f(d.score_psi), d.score_level or "not measured", "", ""])
     return _table(["feature", "PSI", "level", "null share train", "null share test"], rows)
 
 
@@ -800,8 +803,8 @@ def markdown_operating_points(report: EvaluationReport) -> str:
                 else [
                     f"{t.alerts} ({_pct(t.alert_rate, 2)})",
                     f"{t.precision:.3f} {_ci(t.precision_ci, 3)}",
-                    f"{t.recall:.3f} {_ci(t.recall_ci, 3)}",
-                    f"{t.f1:.3f} {_ci(t.f1_ci, 3)}",
+                    f"{_f(t.recall, 3)} {_ci(t.recall_ci, 3)}",
+                    f"{_f(t.f1, 3)} {_ci(t.f1_ci, 3)}",
                 ]
             )
         )
@@ -830,7 +833,7 @@ def markdown_slices(report: EvaluationReport) -> str:
             str(s.positives),
             f"{_f(s.roc_auc, 3)} {_ci(s.roc_auc_ci, 3)}",
             f"{_f(s.pr_auc, 3)} {_ci(s.pr_auc_ci, 3)}",
-            "–" if s.review is None else f"{s.review.precision:.3f} / {s.review.recall:.3f}",
+            "–" if s.review is None else f"{s.review.precision:.3f} / {_f(s.review.recall, 3)}",
         ]
         for s in report.slices
     ]
@@ -853,13 +856,10 @@ def headline_metrics(report: EvaluationReport) -> dict[str, float]:
     """Test metrics, interval bounds, policy thresholds and score PSI as plain numbers (absent
     when undefined, except ROC-AUC and PR-AUC, which read 0 without both classes)."""
     test = report.metrics["test"]
-    out = {
-        "roc_auc": test.roc_auc or 0.0,
-        "pr_auc": test.pr_auc or 0.0,
-        "brier": test.brier,
-        "ece": test.ece,
-        "log_loss": test.log_loss,
-    }
+    out = {"roc_auc": test.roc_auc or 0.0, "pr_auc": test.pr_auc or 0.0}
+    for metric in ("brier", "ece", "log_loss"):
+        if getattr(test, metric) is not None:
+            out[metric] = getattr(test, metric)
     for metric in ("roc_auc", "pr_auc"):
         ci = getattr(test, f"{metric}_ci")
         if ci is not None:

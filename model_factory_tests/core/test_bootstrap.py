@@ -264,6 +264,14 @@ def test_rate_intervals_are_those_of_the_row_bootstrap() -> None:
     assert cis["alert_rate"].lower < (tp + fp) / y.size < cis["alert_rate"].upper
 
 
+def test_without_positives_recall_and_f1_have_no_interval() -> None:
+    cis = rate_intervals(0, 40, 0, 500, resamples=200, seed=1)
+    assert cis["recall"] is None and cis["f1"] is None
+    # precision (all alerts false) and the alert rate are still measured
+    assert cis["precision"].lower == cis["precision"].upper == 0.0
+    assert cis["alert_rate"].lower < 40 / 500 < cis["alert_rate"].upper
+
+
 def test_wilson_interval_matches_the_textbook_value() -> None:
     ci = wilson_ci(8, 10)
     assert (round(ci.lower, 4), round(ci.upper, 4)) == (0.4902, 0.9433)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import polars as pl
@@ -11,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model_factory.contracts import EvaluationSettings, SliceSpec, ThresholdRule
-from model_factory.core.drift import level, psi
+from model_factory.core.drift import FLOOR, drift_report, level, psi
 from model_factory.core.operating_points import decision_policy, operating_metrics, threshold_for
-from model_factory.core.slices import segments
+from model_factory.core.slices import evaluate_slices, segments
 from model_factory.errors import ConfigError
 
 
@@ -57,6 +58,38 @@ def test_operating_metrics_without_alerts_have_zero_precision() -> None:
     m = operating_metrics(np.array([0, 1, 0]), np.array([0.1, 0.2, 0.3]), 0.9, resamples=50, seed=1)
     assert (m.alerts, m.precision, m.recall, m.f1) == (0, 0.0, 0.0, 0.0)
     assert m.precision_ci.lower == m.precision_ci.upper == 0.0
+
+
+def test_operating_metrics_without_positives_leave_recall_and_f1_unmeasured() -> None:
+    y = np.zeros(500, np.int64)
+    score = np.random.default_rng(0).random(500)
+    m = operating_metrics(y, score, 0.9, resamples=200, seed=1)
+    assert m.alerts == int((score >= 0.9).sum()) > 0 and m.precision == 0.0
+    assert (m.recall, m.recall_ci, m.f1, m.f1_ci) == (None, None, None, None)
+    assert m.precision_ci is not None and m.alert_rate_ci is not None
+
+
+def test_a_segment_without_positives_reports_no_recall_at_the_policy() -> None:
+    rng = np.random.default_rng(0)
+    seg = np.repeat([0.0, 1.0], 200)
+    y = ((rng.random(400) < 0.3) & (seg == 0)).astype(np.int64)  # segment 1: no positives
+    score = rng.random(400)
+    settings = EvaluationSettings(
+        min_slice_rows=5,
+        min_slice_positives=0,
+        slice_bootstrap_resamples=100,
+        slices=[SliceSpec(name="seg", column="seg")],
+    )
+    policy = decision_policy(settings, y, score)
+    got = evaluate_slices(pl.DataFrame({"seg": seg}), y, score, policy, settings)
+    with_pos, without = got
+    assert without.status == "single_class" and without.review is not None
+    assert without.review.alerts > 0 and without.review.precision == 0.0
+    assert (without.review.recall, without.review.recall_ci, without.review.f1) == (None,) * 3
+    assert with_pos.review is not None and with_pos.review.recall_ci is not None
+    assert with_pos.review.recall == pytest.approx(
+        ((score >= policy.review_threshold) & (y == 1))[:200].sum() / y[:200].sum()
+    )
 
 
 def test_band_segments_cover_every_row_once_and_nulls_get_their_own() -> None:
@@ -103,6 +136,64 @@ def test_psi_counts_missing_values_as_a_bin() -> None:
     value, ref_null, cur_null = psi(ref, cur)
     assert ref_null == pytest.approx(10 / 1010) and cur_null == pytest.approx(500 / 1500)
     assert value > 0.25
+
+
+def _hand_psi(r: list[float], c: list[float]) -> float:
+    """PSI from shares written out by hand (empty bins floored as the module does)."""
+    r_, c_ = np.maximum(np.array(r), FLOOR), np.maximum(np.array(c), FLOOR)
+    return float(np.sum((c_ - r_) * np.log(c_ / r_)))
+
+
+def test_psi_of_a_rare_binary_flag_uses_one_bin_per_value() -> None:
+    # 5% -> 50%: the quantiles of the reference are all 0, which used to leave one bin
+    ref = np.r_[np.zeros(950), np.ones(50)]
+    cur = np.r_[np.zeros(500), np.ones(500)]
+    expected = (0.5 - 0.95) * math.log(0.5 / 0.95) + (0.5 - 0.05) * math.log(0.5 / 0.05)
+    assert psi(ref, cur)[0] == pytest.approx(expected, rel=1e-12)  # 1.3560...
+
+
+def test_psi_gives_values_unseen_in_a_discrete_reference_a_bin() -> None:
+    assert psi(np.zeros(1000), np.ones(1000))[0] == pytest.approx(_hand_psi([1, 0], [0, 1]))
+    ref = np.r_[np.zeros(600), np.ones(400)]
+    cur = np.r_[np.zeros(300), np.ones(300), np.full(400, 2.0)]
+    # bins {0}, {1}, values never seen in the reference
+    assert psi(ref, cur)[0] == pytest.approx(_hand_psi([0.6, 0.4, 0], [0.3, 0.3, 0.4]))
+
+
+def test_psi_gives_a_tied_minimum_and_values_outside_the_reference_bins_of_their_own() -> None:
+    lin = np.linspace(1.0, 2.0, 300)
+    ref = np.r_[np.zeros(700), lin]  # 70% at the minimum, then 300 distinct values
+    cur = np.r_[np.full(100, -1.0), np.zeros(200), np.full(300, 1.0), np.full(300, 1.9), [5] * 100]
+    # reference deciles: 0 (x8), lin[99], lin[199], 2. Bins: below 0, {0}, (0, lin[99]),
+    # [lin[99], lin[199]), [lin[199], 2], above 2 (the nulls' bin is empty on both sides).
+    r = [0, 0.7, 0.099, 0.1, 0.101, 0]
+    c = [0.1, 0.2, 0.3, 0, 0.3, 0.1]
+    assert psi(ref, cur)[0] == pytest.approx(_hand_psi(r, c), rel=1e-12)
+
+
+def test_psi_with_infinite_values_counts_them_as_a_value() -> None:
+    finite = np.linspace(0.0, 1.0, 800)
+    ref, cur = np.r_[finite, np.full(200, np.inf)], np.r_[finite, np.full(800, np.inf)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert psi(ref, ref.copy())[0] == 0.0
+        # every finite bin keeps its share ratio (1000/1600), +inf goes from 20% to 50%
+        expected = (0.5 - 0.8) * math.log(1000 / 1600) + (0.5 - 0.2) * math.log(0.5 / 0.2)
+        assert psi(ref, cur)[0] == pytest.approx(expected, rel=1e-12)  # = 0.3 ln 4
+
+
+def test_psi_with_an_empty_side_is_not_measured() -> None:
+    values = np.random.default_rng(0).normal(size=1000)
+    assert psi(values, np.zeros(0)) == (None, 0.0, None)
+    assert psi(np.zeros(0), values) == (None, None, 0.0)
+    assert psi(np.zeros(0), np.zeros(0)) == (None, None, None)
+    frame = pl.DataFrame({"x": values, "y": np.r_[np.full(10, np.nan), values[10:]]})
+    for reference, current in ((frame, frame.clear()), (frame.clear(), frame)):
+        report = drift_report(reference, current, ["x", "y"], values, np.zeros(0))
+        assert [(f.psi, f.level) for f in report.features] == [(None, None), (None, None)]
+        assert (report.score_psi, report.score_level, report.top_drifting) == (None, None, [])
+    by_name = {f.feature: f for f in drift_report(frame, frame.clear(), ["y"], None, None).features}
+    assert (by_name["y"].reference_null_share, by_name["y"].current_null_share) == (0.01, None)
 
 
 def test_a_policy_threshold_resting_on_few_validation_alerts_is_flagged() -> None:

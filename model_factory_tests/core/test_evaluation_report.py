@@ -22,7 +22,11 @@ from sklearn.metrics import (
 
 from model_factory.contracts import (
     EvaluationReport,
+    EvaluationReportRef,
     EvaluationSettings,
+    GateCriterionSpec,
+    GateSettings,
+    GovernancePolicy,
     LeakageAudit,
     SliceSpec,
     SplitPolicy,
@@ -33,6 +37,7 @@ from model_factory.core.canonical import content_digest
 from model_factory.core.drift import psi
 from model_factory.core.evaluation import build_report
 from model_factory.core.explanations import shap_sample
+from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.report_html import (
     earlier_reports,
     headline_metrics,
@@ -454,3 +459,62 @@ def test_earlier_reports_keep_the_latest_per_week_before_this_one(report, tmp_pa
         ("2026-02-23", 2),
     ]
     assert headline_metrics(report)["roc_auc_ci_lower"] == report.metrics["test"].roc_auc_ci.lower
+
+
+@pytest.fixture(scope="module")
+def empty_test_report(frame, trained) -> EvaluationReport:
+    """A week whose test window holds no rows at all."""
+    settings = SETTINGS.model_copy(update={"shap_sample_rows": 0, "latency_repeats": 1})
+    return _report(frame.filter(pl.col("split") != "test"), trained, settings=settings)
+
+
+def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_report) -> None:
+    r = empty_test_report
+    t = r.metrics["test"]
+    assert t.rows == 0 and (t.brier, t.log_loss, t.ece, t.roc_auc) == (None, None, None, None)
+    assert r.drift.current_rows == 0 and r.drift.reference_rows > 0
+    assert all(f.psi is None and f.level is None for f in r.drift.features)
+    assert all(f.current_null_share is None for f in r.drift.features)
+    assert (r.drift.score_psi, r.drift.score_level, r.drift.top_drifting) == (None, None, [])
+    review = next(o.test for o in r.operating_points if o.name == "review")
+    assert review is not None and (review.recall, review.f1, review.recall_ci) == (None,) * 3
+    # what is not measured is shown as such, never as 0
+    head = headline_metrics(r)
+    assert not {"brier", "ece", "log_loss", "score_psi"} & head.keys()
+    page = render_report_html(r).decode()
+    assert "plot-drift" not in page  # no bars at 0 for what was not measured
+    drift = page[page.index("<h2>Drift") :]
+    table = drift[drift.index("<table") : drift.index("</table>")]
+    assert table.count("not measured") == 1 + len(r.drift.features) and "0.0000" not in table
+    assert "| – [" not in markdown_operating_points(r)  # no interval beside a missing recall
+    doc = json.loads(r.model_dump_json())
+    jsonschema.Draft202012Validator(
+        {"$ref": "#/$defs/EvaluationReport", "$defs": SCHEMA["$defs"]}
+    ).validate(doc)
+
+
+def test_a_gate_on_what_an_empty_test_split_did_not_measure_fails(report, empty_test_report):
+    criteria = [
+        GateCriterionSpec(name="brier_max", metric="brier", kind="point", threshold=0.05),
+        GateCriterionSpec(name="log_loss_max", metric="log_loss", kind="point", threshold=0.2),
+        GateCriterionSpec(
+            name="brier_stability", metric="brier", kind="stability", threshold=0.5, weeks=2
+        ),
+    ]
+    ev = GateEvidence(
+        report=empty_test_report,
+        report_ref=EvaluationReportRef(uri="memory://report", digest="b" * 64),
+        frame_sha256="b" * 64,
+        y_test=np.zeros(0),
+        score_test=np.zeros(0),
+        history=(("2026-02-23", report),),
+    )
+    receipt = decide_gate(GateSettings(criteria=criteria), GovernancePolicy(), ev)
+    assert receipt.gate_status == "FAIL"
+    assert [(c.name, c.observed, c.passed) for c in receipt.criteria] == [
+        ("brier_max", None, False),
+        ("log_loss_max", None, False),
+        ("brier_stability", None, False),
+    ]
+    assert "brier_max: test brier = missing, needs <= 0.05" in receipt.reasons
+    assert receipt.observed_metrics["brier"] is None

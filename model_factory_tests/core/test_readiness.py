@@ -212,6 +212,13 @@ def test_score_agreement_is_spearman_and_the_drift_psi():
     assert spearman(np.ones(5), np.arange(5.0)) is None
 
 
+def test_no_score_agreement_is_claimed_without_test_rows():
+    inputs = synthetic(rows=0, gate_overridden=True)  # only an override passes an empty week
+    with np.errstate(invalid="ignore"):  # the per-day means of no day are NaN
+        doc = compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=100))
+    assert doc.test_rows == 0 and doc.agreement is None
+
+
 def test_first_model_of_a_family_is_shadow_with_reason_no_champion():
     doc = compute_readiness(synthetic(champion=False), ReadinessSettings())
     assert doc.recommendation.stage == "shadow" and doc.recommendation.traffic_share == 0.0
