@@ -104,3 +104,58 @@ def test_a_stage_never_reads_another_configs_outputs_and_checks_are_per_week(tmp
         assert summarize_week(instance, WEEK).train_run_id == second_run
         again = summarize_week(instance, WEEK, run_id=first.dagster_run_id)
         assert (again.train_run_id, again.bundle_id) == (first.train_run_id, first.bundle_id)
+
+
+def training_job() -> dg.JobDefinition:
+    """The job as a re-execution rebuilds it (``dg.reconstructable``): locations from the
+    MODEL_FACTORY_* variables, as a deployed code location reads them."""
+    return build_definitions().resolve_job_def(TRAIN_JOB)
+
+
+def test_a_re_execution_keeps_the_train_run_of_the_run_it_re_executes(tmp_path, monkeypatch):
+    """'Re-execute' in the UI: the new run materializes only later stages, and must go on with
+    the intake its parent pinned, not with one another config pinned since."""
+    generate_demo_data(
+        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
+    )
+    for name in ("catalog", "store", "registry"):
+        monkeypatch.setenv(f"MODEL_FACTORY_{name.upper()}", str(tmp_path / name))
+    default = TrainingConfig()
+    other = default.model_copy(
+        update={"hyperparams": default.hyperparams.model_copy(update={"max_depth": 3})}
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        job = dg.reconstructable(training_job)
+        first = dg.execute_job(job, instance, run_config=QUIET, tags={"dagster/partition": WEEK})
+        assert first.success
+        first_run = _metadata(instance, "model_bundle", first.run_id)["train_run_id"]
+        second = training_job().execute_in_process(
+            partition_key=WEEK,
+            instance=instance,
+            run_config={
+                **QUIET,
+                "ops": {
+                    "dataset_manifests": {
+                        "config": other.model_dump(mode="json", exclude={"schema_version"})
+                    }
+                },
+            },
+            asset_selection=[dg.AssetKey(a) for a in ("dataset_manifests", "training_frame")],
+        )
+        second_run = _metadata(instance, "dataset_manifests", second.run_id)["train_run_id"]
+        assert second_run != first_run
+
+        again = dg.execute_job(
+            job,
+            instance,
+            run_config=QUIET,
+            tags={"dagster/partition": WEEK},  # the UI copies the parent's tags
+            reexecution_options=dg.ReexecutionOptions(
+                parent_run_id=first.run_id,
+                step_selection=["evaluation_report", "gate_receipt", "model_bundle"],
+            ),
+        )
+        assert again.success
+        assert instance.get_run_by_id(again.run_id).parent_run_id == first.run_id
+        assert _metadata(instance, "model_bundle", again.run_id)["train_run_id"] == first_run
