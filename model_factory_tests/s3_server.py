@@ -12,6 +12,8 @@ layer, so the client (s3fs, botocore) sees a server and nothing else:
   ``If-None-Match`` with 501 NotImplemented, as S3-compatible servers without conditional
   writes do; buckets starting with ``IGNORES_CONDITIONAL`` drop the header, as a server (or a
   proxy) that silently overwrites would.
+* Buckets whose name starts with ``DENIES_DELETE`` answer every DELETE with 403 AccessDenied, as
+  a write-once bucket whose policy allows PutObject but denies DeleteObject does.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from pathlib import Path
 
 REJECTS_CONDITIONAL = "mf-no-cond-501-"
 IGNORES_CONDITIONAL = "mf-no-cond-drop-"
+DENIES_DELETE = "mf-no-delete-"
 
 _NOT_IMPLEMENTED = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code>'
     b"<Message>A header you provided implies functionality that is not "
     b"implemented</Message><Header>If-None-Match</Header></Error>"
+)
+_ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
 )
 
 
@@ -47,6 +54,12 @@ def make_app():
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
         bucket = _bucket(environ)
+        if bucket.startswith(DENIES_DELETE) and environ.get("REQUEST_METHOD") == "DELETE":
+            start_response(
+                "403 Forbidden",
+                [("Content-Type", "application/xml"), ("Content-Length", str(len(_ACCESS_DENIED)))],
+            )
+            return [_ACCESS_DENIED]
         if "HTTP_IF_NONE_MATCH" in environ:
             if bucket.startswith(REJECTS_CONDITIONAL):
                 start_response(

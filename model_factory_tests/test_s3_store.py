@@ -32,6 +32,7 @@ from model_factory.core.storage import (
 from model_factory.errors import ConfigError, DigestMismatchError, ImmutabilityError
 from model_factory_tests.core.test_bundles_registry import LENIENT, build
 from model_factory_tests.s3_server import (
+    DENIES_DELETE,
     IGNORES_CONDITIONAL,
     REJECTS_CONDITIONAL,
     S3Server,
@@ -298,6 +299,22 @@ def test_single_writer_opt_in_writes_once_without_conditional_writes(s3, monkeyp
     assert write_exclusive(fs, path, b"first") is True
     assert write_exclusive(fs, path, b"second") is False
     assert fs.cat_file(path) == b"first" and keys(name) == [path]
+
+
+def test_a_bucket_that_denies_deletes_is_probed_once_and_written_to(s3, monkeypatch):
+    """A write-once bucket (DeleteObject denied) honours If-None-Match: the probe's answer is
+    kept though its key cannot be removed, so writes succeed, with one warning and one probe key
+    left behind, not one per write."""
+    monkeypatch.delenv(S3_CONDITIONAL_WRITES_ENV, raising=False)
+    name = new_bucket(DENIES_DELETE)
+    store = ArtifactStore(f"s3://{name}/store")
+    with pytest.warns(RuntimeWarning, match="probe") as warned:
+        refs = [store.put_bytes("blob", data) for data in (b"first", b"second", b"third")]
+    assert len(warned) == 1 and f"s3://{name}/store/sha256/" in str(warned[0].message)
+    blobs = sorted(ref.uri.removeprefix("s3://") for ref in refs)
+    probes = [k for k in keys(name) if k not in blobs]
+    assert len(probes) == 1 and probes[0].rsplit("/", 1)[-1].startswith(".tmp-probe-")
+    assert [ArtifactStore.get_bytes(r) for r in refs] == [b"first", b"second", b"third"]
 
 
 def test_an_unknown_conditional_write_mode_is_a_config_error():

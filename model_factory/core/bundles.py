@@ -43,8 +43,13 @@ def bundle_id_of(fields: dict[str, Any]) -> str:
     return short_id("mfb", content_digest({k: v for k, v in fields.items() if k != "bundle_id"}))
 
 
-def feature_schema_digest(schema: list[FeatureSpec]) -> str:
-    return sha256_hex(canonical_json([f.model_dump(mode="json") for f in schema]))
+def feature_schema_digest(schema: list[FeatureSpec] | list[dict[str, Any]]) -> str:
+    """sha256 of the schema's canonical JSON; verification passes the schema as stored."""
+    return sha256_hex(
+        canonical_json(
+            [f.model_dump(mode="json") if isinstance(f, FeatureSpec) else f for f in schema]
+        )
+    )
 
 
 def assemble_bundle(
@@ -165,22 +170,26 @@ def verification(uri: str) -> BundleVerification:
     """Recompute every digest the bundle pins and report each one's status."""
     raw = read_json(uri)
     bundle = parse_document(raw, ModelBundle, source=uri)
+    # Digests are taken over the JSON as stored, never as re-dumped by today's contracts: a
+    # document written before an optional field was added must still verify.
     checks = [
         _check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
         _check(
             "feature_schema_digest",
             bundle.feature_schema_digest,
-            feature_schema_digest(bundle.feature_schema),
+            feature_schema_digest(raw["feature_schema"]),
         ),
     ]
     for ref in [*bundle.artifact_refs, artifact_named(bundle, FRAME_ARTIFACT)]:
         checks.append(_check(ref.name, ref.sha256, _blob_digest(ref.uri)))
-    report_digest = None
+    report_uri = bundle.evaluation_report_ref.uri
+    report_digest, report = None, None
     try:
-        report = ArtifactStore.get_document(bundle.evaluation_report_ref.uri, EvaluationReport)
-        report_digest = content_digest(report)
+        stored_report = read_json(report_uri)
+        report = parse_document(stored_report, EvaluationReport, source=report_uri)
+        report_digest = content_digest(stored_report)
     except ModelFactoryError:
-        report = None
+        pass
     checks.append(_check("evaluation_report", bundle.evaluation_report_ref.digest, report_digest))
     receipt = bundle.gate_receipt
     model_sha = model_ref(bundle).sha256
@@ -221,27 +230,56 @@ def verify_bundle(uri: str) -> ModelBundle:
 
 def smoke_test(bundle: ModelBundle) -> int:
     """Load the model, score a few rows of its own frame: finite probabilities, the declared
-    inputs in order. Returns the rows scored."""
-    trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref(bundle)), nthread=1)
+    inputs in order. Returns the rows scored; every failure names the artifact at fault."""
+    model, frame_ref = model_ref(bundle), artifact_named(bundle, FRAME_ARTIFACT)
+    try:
+        trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model), nthread=1)
+    except xgb.core.XGBoostError as exc:
+        raise ModelFactoryError(
+            f"not a model XGBoost can load ({_first_line(exc)})", source=model.uri, field="(model)"
+        ) from exc
     names = [f.name for f in bundle.feature_schema]
     if list(trained.booster.feature_names or []) != names:
         raise ModelFactoryError(
             f"model inputs {trained.booster.feature_names} differ from the "
             f"bundle's feature schema {names}",
-            field="feature_schema",
+            source=model.uri,
+            field="feature_names",
         )
-    frame = frame_from_parquet(ArtifactStore.get_bytes(artifact_named(bundle, FRAME_ARTIFACT)))
-    rows = frame.filter(pl.col("split") == "test").head(SMOKE_ROWS)
-    scores = trained.predict(feature_matrix(rows, names))
+    try:
+        frame = frame_from_parquet(ArtifactStore.get_bytes(frame_ref))
+        rows = frame.filter(pl.col("split") == "test").head(SMOKE_ROWS)
+        x = feature_matrix(rows, names)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ModelFactoryError(
+            f"the frame cannot be read for scoring ({_first_line(exc)})",
+            source=frame_ref.uri,
+            field="(frame)",
+        ) from exc
+    try:
+        scores = trained.predict(x)
+    except xgb.core.XGBoostError as exc:
+        raise ModelFactoryError(
+            f"the model cannot score its own frame ({_first_line(exc)})",
+            source=model.uri,
+            field="(model)",
+        ) from exc
     if (
         scores.shape != (rows.height,)
         or not np.all(np.isfinite(scores))
         or not np.all((scores >= 0) & (scores <= 1))
     ):
         raise ModelFactoryError(
-            "the model's scores on its own frame are not probabilities", field="artifact_refs"
+            "the model's scores on its own frame are not probabilities",
+            source=model.uri,
+            field="(model)",
         )
     return rows.height
+
+
+def _first_line(exc: BaseException) -> str:
+    # XGBoost's messages carry a native stack trace after the first line.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def check_serving_schema(

@@ -21,6 +21,33 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
     return field, err.get("msg", "invalid")
 
 
+def require_object(
+    obj: Any, *, source: str, error: type[ModelFactoryError] = ModelFactoryError
+) -> dict[str, Any]:
+    """``obj`` if it is a JSON object; every contract document is one at its top level."""
+    if not isinstance(obj, dict):
+        raise error(
+            f"expected a JSON object at the top level, found {_json_kind(obj)}",
+            source=source,
+            field="(document)",
+        )
+    return obj
+
+
+def _json_kind(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    if isinstance(obj, int | float):
+        return "a number"
+    if isinstance(obj, str):
+        return "a string (a document encoded twice?)"
+    if isinstance(obj, list):
+        return "an array"
+    return type(obj).__name__
+
+
 def parse_document(
     data: bytes | str | dict[str, Any],
     model: type[M],
@@ -29,10 +56,15 @@ def parse_document(
     error: type[ModelFactoryError] = ModelFactoryError,
 ) -> M:
     """Parse JSON into a contract model, turning any failure into ``error`` naming file+field."""
-    try:
-        obj = data if isinstance(data, dict) else json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"not valid JSON ({exc})", source=source, field="(document)") from exc
+    obj: Any = data
+    # Text is decoded exactly once: JSON that decodes to a string is a document encoded twice,
+    # refused below like any other top level that is not an object.
+    if isinstance(data, str | bytes | bytearray):
+        try:
+            obj = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise error(f"not valid JSON ({exc})", source=source, field="(document)") from exc
+    require_object(obj, source=source, error=error)
     try:
         return model.model_validate(obj)
     except ValidationError as exc:

@@ -160,7 +160,7 @@ class FileRegistry:
         if not fs.exists(folder):
             return []
         recs = [
-            parse_document(fs.cat_file(p), RegistryRecord, source=p)
+            parse_document(fs.cat_file(p), RegistryRecord, source=self.location.uri(p))
             for p in sorted(fs.glob(folder + "/*.json"))
             if not p.rsplit("/", 1)[-1].startswith(".")
         ]
@@ -175,15 +175,19 @@ class FileRegistry:
 
     def history(self, model_family: str) -> list[ChampionChange]:
         """Every champion change of a family, oldest first (append-only)."""
+        return [change for _, change in self._champion_files(model_family)]
+
+    def _champion_files(self, model_family: str) -> list[tuple[str, ChampionChange]]:
+        """(path, change) of every champion change file of a family, by sequence."""
         fs, folder = self.location.fs, self._champion_dir(model_family)
         if not fs.exists(folder):
             return []
         changes = [
-            parse_document(fs.cat_file(p), ChampionChange, source=p)
+            (p, parse_document(fs.cat_file(p), ChampionChange, source=self.location.uri(p)))
             for p in fs.glob(folder + "/*.json")
             if not p.rsplit("/", 1)[-1].startswith(".")
         ]
-        return sorted(changes, key=lambda c: c.sequence)
+        return sorted(changes, key=lambda pc: pc[1].sequence)
 
     def champion(self, model_family: str) -> ChampionChange | None:
         changes = self.history(model_family)
@@ -205,7 +209,8 @@ class FileRegistry:
         """The newest week's PASS bundle becomes champion; an older week published late does not
         displace a newer champion. Concurrent promoters race on the sequence number."""
         for _ in range(_MAX_RACE_RETRIES):
-            changes = self.history(record.model_family)
+            files = self._champion_files(record.model_family)
+            changes = [change for _, change in files]
             mine = [c for c in changes if c.bundle_id == record.bundle_id]
             if mine:
                 self._journal_file("champion_change", self._champion_path(mine[0]))
@@ -213,9 +218,16 @@ class FileRegistry:
             current = changes[-1] if changes else None
             if current is not None and current.partition_key >= record.partition_key:
                 return False
+            # After the highest sequence taken, by name or content, not after the count: with a
+            # change file gone (a gap `verify` reports) the count would name a taken file forever.
+            taken = [c.sequence for c in changes] + [
+                int(stem)
+                for p, _ in files
+                if (stem := p.rsplit("/", 1)[-1].removesuffix(".json")).isdigit()
+            ]
             change = ChampionChange(
                 model_family=record.model_family,
-                sequence=len(changes) + 1,
+                sequence=max(taken, default=0) + 1,
                 bundle_id=record.bundle_id,
                 partition_key=record.partition_key,
                 previous_bundle_id=current.bundle_id if current else None,
@@ -281,6 +293,34 @@ class FileRegistry:
                     out[self._subject(path)] = (kind, path)
         return out
 
+    def _history_gaps(
+        self, files: dict[str, tuple[str, str]], already_reported: set[str]
+    ) -> list[IntegrityProblem]:
+        """A champion history numbers its changes 1, 2, 3...: a number below the highest with no
+        file is a change deleted (reported here unless its journal entry already said so)."""
+        taken: dict[str, set[int]] = {}
+        for subject, (kind, _) in files.items():
+            if kind != "champion_change":
+                continue
+            _, family, name = subject.split("/")
+            if name.removesuffix(".json").isdigit():
+                taken.setdefault(family, set()).add(int(name.removesuffix(".json")))
+        problems = []
+        for family, sequences in sorted(taken.items()):
+            for n in sorted(set(range(1, max(sequences) + 1)) - sequences):
+                subject = f"champions/{family}/{n:08d}.json"
+                if subject not in already_reported:
+                    problems.append(
+                        IntegrityProblem(
+                            kind="record_missing",
+                            source=self.location.uri(join(self.location.root, subject)),
+                            field="sequence",
+                            detail=f"the champion history of {family} has no change {n} "
+                            f"(it goes up to {max(sequences)}): a change file was deleted",
+                        )
+                    )
+        return problems
+
     def verify(self, anchor: tuple[int, str] | None = None) -> IntegrityReport:
         """The journal's chain, then every file against its entry: an edited, deleted or
         unjournaled record or champion change, or an edited, deleted, reordered or inserted entry,
@@ -289,6 +329,7 @@ class FileRegistry:
         problems = list(chain.problems)
         files = self._registry_files()
         seen: dict[str, int] = {}
+        gone: set[str] = set()
         for e in chain.good:
             if e.kind not in ("registry_record", "champion_change"):
                 continue
@@ -307,6 +348,7 @@ class FileRegistry:
             seen[e.subject] = e.sequence
             what = "record" if e.kind == "registry_record" else "champion change"
             if e.subject not in files:
+                gone.add(e.subject)
                 problems.append(
                     IntegrityProblem(
                         kind="record_missing",
@@ -342,6 +384,7 @@ class FileRegistry:
                         "again completes it)",
                     )
                 )
+        problems += self._history_gaps(files, already_reported=gone)
         kinds = [kind for kind, _ in files.values()]
         return IntegrityReport(
             target="registry",

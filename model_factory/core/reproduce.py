@@ -33,7 +33,8 @@ from model_factory.core.runs import (
     stage_gate,
     stage_model,
 )
-from model_factory.core.storage import read_json
+from model_factory.core.storage import ArtifactStore, read_json, url_to_fs
+from model_factory.errors import ConfigError
 
 
 def pinned_intake(bundle: ModelBundle) -> IntakeReceipt:
@@ -66,6 +67,31 @@ def as_stored_shape(stored: Any, rebuilt: Any) -> Any:
     return rebuilt
 
 
+def _full_uri(uri: str) -> str:
+    """One spelling per location (relative paths, ``file://``, ``..`` resolved)."""
+    try:
+        fs, path = url_to_fs(uri)
+    except (ImportError, ValueError):  # no backend for it: it can be in no configured store
+        return uri
+    return fs.unstrip_protocol(path)
+
+
+def require_same_store(original: ModelBundle, store: ArtifactStore) -> None:
+    """The rebuild writes into ``store`` and the URIs of what it writes go into the report,
+    receipt and bundle: the bundle's artifacts must live there, or nothing could be IDENTICAL."""
+    root = _full_uri(store.url).rstrip("/") + "/"
+    refs = [*original.artifact_refs, *original.training_run_record.outputs]
+    for uri in [*(r.uri for r in refs), original.evaluation_report_ref.uri]:
+        if not _full_uri(uri).startswith(root):
+            raise ConfigError(
+                f"the bundle's artifact {uri} is not in the configured store {store.url}: a "
+                "rebuild there would record other URIs and could never be IDENTICAL. Set "
+                "MODEL_FACTORY_STORE to the store the bundle was built in",
+                source=uri,
+                field="MODEL_FACTORY_STORE",
+            )
+
+
 def _same(name: str, expected: str, actual: str) -> ArtifactCheck:
     return ArtifactCheck(
         name=name,
@@ -81,6 +107,7 @@ def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
     A bundle pins the governance policy it obeyed: when today's policy differs, nothing is
     rebuilt (the stages would apply other rules) and the verdict is DIFFERENT on that alone."""
     original = load_bundle(bundle_uri)
+    require_same_store(original, env.store)
     current_policy = policy_digest(env.policy)
     if original.policy_digest is not None and original.policy_digest != current_policy:
         return ReproductionReport(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from model_factory.contracts import GovernancePolicy
 from model_factory.core.documents import parse_document
-from model_factory.core.storage import read_bytes, s3_conditional_writes_mode
+from model_factory.core.storage import other_fs_writes_mode, read_bytes, s3_conditional_writes_mode
 from model_factory.errors import ConfigError, PolicyViolationError
 
 DEFAULT_START_WEEK = "2026-02-23"  # first trainable week of the default demo data (7 weeks in)
@@ -60,6 +60,7 @@ class Settings:
                 field="MODEL_FACTORY_START_WEEK",
             ) from exc
         s3_conditional_writes_mode(env)  # a typo fails here, not at the first write to S3
+        other_fs_writes_mode(env)
         instance = env.get("MODEL_FACTORY_INSTANCE") or None
         if instance is not None and instance not in INSTANCE_TEMPLATES:
             raise ConfigError(

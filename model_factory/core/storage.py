@@ -4,6 +4,8 @@ Nothing is ever written under a final name until it is complete: bytes go to a t
 sibling first and are then renamed (local: an atomic hard link that fails if the name exists).
 On S3 (s3fs) a PUT is already atomic, and exclusive create is a conditional PUT
 (``If-None-Match: *``); a bucket that does not honour it is refused (see ``write_exclusive``).
+Any other filesystem has no exclusive create at all, so it is refused for writing unless the
+operator opts in to one writer at a time (``MODEL_FACTORY_OTHER_FS_WRITES``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,7 +30,7 @@ from pydantic import BaseModel
 
 from model_factory.contracts import ArtifactRef
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
-from model_factory.core.documents import parse_document
+from model_factory.core.documents import parse_document, require_object
 from model_factory.core.faults import crash_point
 from model_factory.errors import (
     ConfigError,
@@ -91,19 +94,31 @@ def open_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
 
 def read_bytes(uri: str) -> bytes:
-    fs, path = open_uri(uri)
+    """The bytes at ``uri``; whatever keeps them from being read is an error naming the URI."""
+    try:
+        fs, path = open_uri(uri)
+    except (ImportError, ValueError) as exc:  # fsspec: backend not installed, or unknown protocol
+        raise ConfigError(f"no installed filesystem opens this URL ({exc})", source=uri) from exc
     try:
         return fs.cat_file(path)
     except FileNotFoundError as exc:
         raise MissingInputError("file does not exist", source=uri) from exc
+    except OSError as exc:
+        # Not MissingInputError: callers take "missing" as "absent, carry on without it", and a
+        # directory or a denied read is something there that cannot be checked.
+        raise ModelFactoryError(
+            f"cannot be read ({type(exc).__name__}: {exc})", source=uri
+        ) from exc
 
 
 def read_json(uri: str) -> dict[str, Any]:
+    """The JSON object at ``uri`` (every document's top level is one)."""
     data = read_bytes(uri)
     try:
-        return json.loads(data)
+        obj = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFactoryError(f"not valid JSON ({exc})", source=uri, field="(document)") from exc
+    return require_object(obj, source=uri)
 
 
 def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
@@ -116,6 +131,48 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
         return _write_exclusive_s3(fs, path, data)
     if isinstance(fs, LocalFileSystem):
         return _create_local(path, lambda f: f.write(data))
+    return _write_single_writer(fs, path, data)
+
+
+def _temporary_name(parent: str, path: str) -> str:
+    # Hidden and with a suffix of its own, so no glob for final names ever matches it.
+    return f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}.partial"
+
+
+# -- other filesystems ---------------------------------------------------------------------------
+# fsspec gives no atomic create-if-absent on its other backends (memory, GCS, Azure, SFTP, ...):
+# exists() then rename is check-then-act, so two racing writers would both "create" the name and
+# one's bytes (a journal entry, a champion change) would be silently lost. Such a store is refused
+# for writing unless the operator opts in to single-writer mode, as for an S3 bucket without
+# conditional writes.
+
+OTHER_FS_WRITES_ENV = "MODEL_FACTORY_OTHER_FS_WRITES"
+OTHER_FS_WRITE_MODES = ("refuse", "single-writer")
+
+
+def other_fs_writes_mode(env: dict[str, str] | None = None) -> str:
+    """``refuse`` (default) or ``single-writer`` from MODEL_FACTORY_OTHER_FS_WRITES."""
+    value = (os.environ if env is None else env).get(OTHER_FS_WRITES_ENV) or "refuse"
+    if value not in OTHER_FS_WRITE_MODES:
+        raise ConfigError(
+            f"'{value}' is not one of {', '.join(OTHER_FS_WRITE_MODES)}",
+            field=OTHER_FS_WRITES_ENV,
+        )
+    return value
+
+
+def _write_single_writer(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Check that ``path`` is absent, write a temporary name, rename: exclusive only while no
+    other process writes to the store, which the operator vouches for by opting in."""
+    if other_fs_writes_mode() != "single-writer":
+        raise ConfigError(
+            f"this filesystem ({type(fs).__name__}) has no exclusive create, so two writers "
+            "could overwrite each other; refusing to write. Use a local disk or S3, or set "
+            f"{OTHER_FS_WRITES_ENV}=single-writer if only one process ever writes to this store "
+            "at a time",
+            source=fs.unstrip_protocol(path),
+            field=OTHER_FS_WRITES_ENV,
+        )
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if fs.exists(path):
@@ -132,11 +189,6 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
     finally:
         if fs.exists(tmp):
             fs.rm(tmp)
-
-
-def _temporary_name(parent: str, path: str) -> str:
-    # Hidden and with a suffix of its own, so no glob for final names ever matches it.
-    return f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}.partial"
 
 
 def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
@@ -285,13 +337,31 @@ def _honours_if_none_match(fs: fsspec.AbstractFileSystem, path: str) -> bool:
             supported = _conditional_put(fs, probe, b"1") and not _conditional_put(fs, probe, b"2")
         except OSError as exc:
             if not _not_implemented(exc):
+                with contextlib.suppress(OSError):
+                    fs.rm_file(probe)
                 raise  # access denied, no such bucket...: not an answer about conditional writes
             supported = False
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm_file(probe)
+        # Cached before the clean-up: the answer stands whether or not the probe can be removed.
         _conditional_support[key] = supported
+        _remove_probe(fs, probe)
         return supported
+
+
+def _remove_probe(fs: fsspec.AbstractFileSystem, probe: str) -> None:
+    """Best effort: a write-once bucket may allow PutObject but deny DeleteObject. The key is
+    hidden and named as temporary, so it is left behind with a warning (once per bucket, as the
+    probe runs once) rather than failing a write the bucket does allow."""
+    try:
+        fs.rm_file(probe)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        warnings.warn(
+            f"could not remove the conditional-write probe {fs.unstrip_protocol(probe)} "
+            f"({type(exc).__name__}: {exc}); it is a hidden temporary key and may be deleted by hand",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def _write_exclusive_s3(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
@@ -383,12 +453,15 @@ class ArtifactStore:
         digest = content_digest(doc)
         data = canonical_json(doc)
         path = self._blob_path(digest, ".json")
-        write_exclusive(self.location.fs, path, data)
+        created = write_exclusive(self.location.fs, path, data)
+        # An earlier attempt's bytes (other volatile fields, so maybe another length) are kept:
+        # the ref describes the blob it names.
+        size = len(data) if created else self.location.fs.size(path)
         return ArtifactRef(
             name=name,
             uri=self.location.uri(path),
             sha256=digest,
-            size_bytes=len(data),
+            size_bytes=size,
             media_type="application/json",
         )
 

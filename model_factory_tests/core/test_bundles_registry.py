@@ -1,14 +1,22 @@
 """Gates, bundles and the registry, driven through the core stages alone (no Dagster)."""
 
+import io
 import json
 import multiprocessing
 import shutil
+import threading
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+import fsspec
+import polars as pl
 import pytest
 
 from model_factory.contracts import (
+    EvaluationReport,
     FeatureGroupVersion,
     FeatureSpec,
     GateCriterionSpec,
@@ -17,6 +25,7 @@ from model_factory.contracts import (
     GovernancePolicy,
     ModelBundle,
     PublishBundleRequest,
+    RegistryRecord,
     TrainingConfig,
     WeekReportRef,
     XGBoostParams,
@@ -24,10 +33,13 @@ from model_factory.contracts import (
 from model_factory.core.bundles import (
     bundle_id_of,
     check_serving_schema,
+    load_bundle,
+    smoke_test,
     verification,
     verify_bundle,
     write_bundle,
 )
+from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
@@ -41,8 +53,20 @@ from model_factory.core.runs import (
     stage_intake,
     stage_model,
 )
-from model_factory.core.storage import ArtifactStore
-from model_factory.errors import DigestMismatchError, ImmutabilityError, PolicyViolationError
+from model_factory.core.storage import (
+    OTHER_FS_WRITES_ENV,
+    ArtifactStore,
+    read_bytes,
+    write_exclusive,
+)
+from model_factory.errors import (
+    ConfigError,
+    DigestMismatchError,
+    ImmutabilityError,
+    MissingInputError,
+    ModelFactoryError,
+    PolicyViolationError,
+)
 
 WEEK1, WEEK2 = "2026-02-23", "2026-03-02"
 
@@ -350,3 +374,297 @@ def test_override_forces_pass_only_with_a_recorded_reason(catalog, tmp_path):
             fresh_env(catalog, tmp_path / "strict", strict), TrainingConfig(gates=gates), WEEK1
         )
     assert info.value.field == "gates.override"
+
+
+# -- bundles that are broken, but consistently pinned ------------------------------------------
+
+
+def forge_bundle(
+    uri: str,
+    folder: Path,
+    *,
+    model: bytes | None = None,
+    frame: bytes | None = None,
+    report_edit: Callable[[dict], None] | None = None,
+) -> tuple[str, str]:
+    """A copy of the bundle at ``uri`` with its model, frame or report replaced and every digest
+    that pins them recomputed, so only the replaced content is at fault; returns (URI, id)."""
+    folder.mkdir(parents=True)
+    raw = json.loads(Path(uri).read_text())
+    report = json.loads(Path(raw["evaluation_report_ref"]["uri"]).read_text())
+    refs = [*raw["artifact_refs"], *raw["training_run_record"]["outputs"]]
+    for name, data in (("model.ubj", model), ("training_frame.parquet", frame)):
+        if data is not None:
+            (folder / name).write_bytes(data)
+            for ref in refs:
+                if ref["name"] == name:
+                    ref.update(
+                        uri=str(folder / name), sha256=sha256_hex(data), size_bytes=len(data)
+                    )
+    if model is not None:
+        raw["gate_receipt"]["model_sha256"] = report["model_sha256"] = sha256_hex(model)
+    if report_edit is not None:
+        report_edit(report)
+    (folder / "report.json").write_bytes(canonical_json(report))
+    pin = {"uri": str(folder / "report.json"), "digest": content_digest(report)}
+    raw["evaluation_report_ref"].update(pin)
+    raw["gate_receipt"]["evaluation_report_ref"].update(pin)
+    for ref in refs:
+        if ref["name"] == "evaluation_report.json":
+            ref.update(uri=pin["uri"], sha256=pin["digest"])
+    raw["bundle_id"] = bundle_id_of(raw)
+    (folder / "bundle.json").write_bytes(canonical_json(raw))
+    return str(folder / "bundle.json"), raw["bundle_id"]
+
+
+def publish(registry_root: Path, uri: str, bundle_id: str):
+    return FileRegistry(str(registry_root)).publish(
+        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle_id)
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[]", b"5", b"null", "the bundle encoded twice"],
+    ids=["array", "number", "null", "string"],
+)
+def test_a_document_that_is_not_a_json_object_is_refused_naming_it(passed, tmp_path, body):
+    bundle, uri = passed
+    if body == "the bundle encoded twice":
+        body = json.dumps(Path(uri).read_text()).encode()
+    path = tmp_path / "bundle.json"
+    path.write_bytes(body)
+    for read in (load_bundle, verification, lambda p: ArtifactStore.get_document(p, ModelBundle)):
+        with pytest.raises(ModelFactoryError) as info:
+            read(str(path))
+        assert (info.value.source, info.value.field) == (str(path), "(document)")
+        assert "JSON object" in str(info.value)
+    response = publish(tmp_path / "registry", str(path), bundle.bundle_id)
+    assert response.status == "refused" and "JSON object" in response.reason
+    assert not (tmp_path / "registry" / "records").exists()
+
+
+def test_an_unreadable_uri_is_an_error_naming_it_and_publishing_refuses(passed, tmp_path):
+    _bundle, uri = passed
+    with pytest.raises(ModelFactoryError) as info:
+        read_bytes(str(tmp_path))  # a directory: something is there, so not "missing"
+    assert info.value.source == str(tmp_path) and not isinstance(info.value, MissingInputError)
+    uninstalled = [p for p in ("gs", "abfs", "oci", "dropbox") if not _installed(p)]
+    if not uninstalled:
+        pytest.skip("every candidate fsspec backend is installed")
+    remote = f"{uninstalled[0]}://models/training_frame.parquet"
+    with pytest.raises(ConfigError) as info:
+        read_bytes(remote)
+    assert info.value.source == remote
+    for tag, frame_uri in (("dir", str(tmp_path)), ("remote", remote)):
+        raw = json.loads(Path(uri).read_text())
+        for ref in raw["training_run_record"]["outputs"]:
+            if ref["name"] == "training_frame.parquet":
+                ref["uri"] = frame_uri
+        raw["bundle_id"] = bundle_id_of(raw)
+        forged = tmp_path / tag / "bundle.json"
+        forged.parent.mkdir()
+        forged.write_bytes(canonical_json(raw))
+        checks = {c.name: c.status for c in verification(str(forged)).checks}
+        assert checks["training_frame.parquet"] == "missing" and checks["bundle_id"] == "ok"
+        response = publish(tmp_path / "registry", str(forged), raw["bundle_id"])
+        assert response.status == "refused" and "training_frame.parquet" in response.reason
+    assert not (tmp_path / "registry" / "records").exists()
+
+
+def _installed(protocol: str) -> bool:
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        return False
+    return True
+
+
+def test_a_model_xgboost_cannot_load_is_refused_naming_its_file(passed, tmp_path):
+    _bundle, uri = passed
+    forged, forged_id = forge_bundle(uri, tmp_path / "b", model=b"this is not a UBJ model")
+    assert verification(forged).valid  # every digest holds: only the smoke test can tell
+    model_uri = str(tmp_path / "b" / "model.ubj")
+    with pytest.raises(ModelFactoryError) as info:
+        smoke_test(load_bundle(forged))
+    assert info.value.source == model_uri and "XGBoost" in str(info.value)
+    response = publish(tmp_path / "registry", forged, forged_id)
+    assert response.status == "refused" and model_uri in response.reason
+    assert not (tmp_path / "registry" / "records").exists()
+
+
+def test_a_frame_the_smoke_test_cannot_score_is_refused_naming_its_file(passed, tmp_path):
+    _bundle, uri = passed
+    no_split = io.BytesIO()
+    pl.DataFrame({"amount": [1.0, 2.0]}).write_parquet(no_split)
+    forged, forged_id = forge_bundle(uri, tmp_path / "b", frame=no_split.getvalue())
+    frame_uri = str(tmp_path / "b" / "training_frame.parquet")
+    with pytest.raises(ModelFactoryError) as info:
+        smoke_test(load_bundle(forged))
+    assert info.value.source == frame_uri and "split" in str(info.value)
+    response = publish(tmp_path / "registry", forged, forged_id)
+    assert response.status == "refused" and frame_uri in response.reason
+
+
+def test_a_report_written_before_an_optional_field_existed_still_verifies(passed, tmp_path):
+    """The report's pinned digest is of its JSON as stored: today's contract, which gained
+    `leakage_canary` since, must not re-dump it with the field before digesting."""
+    _bundle, uri = passed
+    optional = "leakage_canary"
+    assert EvaluationReport.model_fields[optional].is_required() is False
+
+    def written_before_the_field(report: dict) -> None:
+        report.pop(optional)
+
+    forged, forged_id = forge_bundle(uri, tmp_path / "b", report_edit=written_before_the_field)
+    assert optional not in json.loads((tmp_path / "b" / "report.json").read_text())
+    result = verification(forged)
+    assert result.valid, [c for c in result.checks if c.status != "ok"]
+    assert publish(tmp_path / "registry", forged, forged_id).status == "published"
+
+
+def test_a_gap_in_the_champion_history_neither_blocks_promotion_nor_goes_unreported(
+    passed, tmp_path
+):
+    bundle, uri = passed
+    registry = FileRegistry(str(tmp_path / "registry"))
+    first = registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
+    week2 = first.record.model_copy(update={"partition_key": WEEK2, "bundle_id": "mfb-" + "2" * 20})
+    week3 = first.record.model_copy(
+        update={"partition_key": "2026-03-09", "bundle_id": "mfb-" + "3" * 20}
+    )
+    assert registry._maybe_promote(week2)
+    champions = tmp_path / "registry" / "champions" / bundle.model_family
+    (champions / "00000001.json").unlink()  # an operator "cleaning up"
+
+    assert registry._maybe_promote(week3)  # once: 64 collisions with change 2, then an error
+
+    history = registry.history(bundle.model_family)
+    assert [(c.sequence, c.bundle_id) for c in history] == [
+        (2, week2.bundle_id),
+        (3, week3.bundle_id),
+    ]
+    assert history[-1].previous_bundle_id == week2.bundle_id
+    missing = [
+        p for p in registry.verify().problems if p.source == str(champions / "00000001.json")
+    ]
+    assert [p.kind for p in missing] == ["record_missing"]
+    # With its journal entry gone as well, the gap alone still names the deleted change.
+    journal = registry.journal
+    [entry] = [e for e in journal.entries() if e.subject.endswith("/00000001.json")]
+    Path(journal.entry_path(entry.sequence)).unlink()
+    missing = [
+        p for p in registry.verify().problems if p.source == str(champions / "00000001.json")
+    ]
+    assert [(p.kind, p.field) for p in missing] == [("record_missing", "sequence")]
+
+
+def test_put_document_describes_the_blob_it_keeps(tmp_path):
+    """A re-run with other volatile fields (here a timestamp with microseconds) names the first
+    attempt's blob: its size must be that blob's, not this attempt's bytes."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    record = RegistryRecord(
+        bundle_id="mfb-" + "0" * 20,
+        bundle_uri="u",
+        bundle_sha256="a" * 64,
+        train_run_id="mfr-" + "0" * 20,
+        model_family="f",
+        partition_key="p",
+        model_sha256="b" * 64,
+        gate_status="PASS",
+        published_by="x",
+        published_at_utc=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    first = store.put_document("rec.json", record)
+    again = record.model_copy(
+        update={"published_at_utc": datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)}
+    )
+    assert len(canonical_json(again)) != len(canonical_json(record))
+    second = store.put_document("rec.json", again)
+    assert second.uri == first.uri
+    assert second.size_bytes == first.size_bytes == Path(second.uri).stat().st_size
+
+
+def test_reproducing_into_another_store_is_a_config_error_writing_nothing(
+    passed, catalog, tmp_path
+):
+    _bundle, uri = passed
+    elsewhere = fresh_env(catalog, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        reproduce_bundle(uri, elsewhere)
+    assert info.value.field == "MODEL_FACTORY_STORE" and elsewhere.store.url in str(info.value)
+    assert not (tmp_path / "store").exists()
+
+
+# -- stores without exclusive create ------------------------------------------------------------
+
+
+@pytest.fixture
+def memory_root():
+    """A fresh folder of fsspec's in-memory filesystem (a real fsspec backend with no exclusive
+    create, standing in for GCS, Azure, SFTP...), removed afterwards."""
+    root = f"/mf-test-{uuid.uuid4().hex[:12]}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_a_store_without_exclusive_create_refuses_writers_unless_single_writer(
+    memory_root, monkeypatch
+):
+    """Two racing writers there would both be told they created the file (exists() then rename),
+    one's bytes lost: without the operator's single-writer opt-in nothing is written at all."""
+    monkeypatch.delenv(OTHER_FS_WRITES_ENV, raising=False)
+    fs = fsspec.filesystem("memory")
+    path = f"{memory_root}/journal/000000000001.json"
+    barrier = threading.Barrier(2)
+
+    def writer(data: bytes):
+        barrier.wait()
+        try:
+            return write_exclusive(fs, path, data)
+        except ConfigError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(writer, [b"A", b"B"]))
+    assert all(isinstance(o, ConfigError) for o in outcomes), outcomes
+    assert outcomes[0].source == f"memory://{path}" and outcomes[0].field == OTHER_FS_WRITES_ENV
+    assert not fs.exists(memory_root)
+    with pytest.raises(ConfigError):
+        FileRegistry(f"memory://{memory_root}/registry").journal.append(
+            kind="registry_record", subject="records/x.json", uri="x", sha256="a" * 64
+        )
+    assert not fs.exists(memory_root)
+
+    monkeypatch.setenv(OTHER_FS_WRITES_ENV, "single-writer")
+    assert write_exclusive(fs, path, b"A") is True
+    assert write_exclusive(fs, path, b"B") is False
+    assert fs.cat_file(path) == b"A"
+    monkeypatch.setenv(OTHER_FS_WRITES_ENV, "sometimes")
+    with pytest.raises(ConfigError) as info:
+        write_exclusive(fs, f"{memory_root}/other.json", b"C")
+    assert info.value.field == OTHER_FS_WRITES_ENV and "single-writer" in str(info.value)
+
+
+def test_a_registry_on_another_filesystem_names_corrupt_files_by_full_uri(
+    passed, memory_root, monkeypatch
+):
+    monkeypatch.setenv(OTHER_FS_WRITES_ENV, "single-writer")
+    bundle, uri = passed
+    registry = FileRegistry(f"memory://{memory_root}")
+    response = registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
+    assert response.status == "published" and registry.verify().ok
+    fs = fsspec.filesystem("memory")
+    record = f"{memory_root}/records/mfb-{'0' * 20}.json"
+    change = f"{memory_root}/champions/{bundle.model_family}/00000002.json"
+    fs.pipe_file(record, b'{"bundle_id": 1}')
+    fs.pipe_file(change, b"{}")
+    for read, path in (
+        (registry.records, record),
+        (lambda: registry.history(bundle.model_family), change),
+    ):
+        with pytest.raises(ModelFactoryError) as info:
+            read()
+        assert info.value.source == f"memory://{path}"

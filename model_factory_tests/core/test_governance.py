@@ -67,6 +67,10 @@ def test_settings_come_from_the_environment_with_defaults_under_home(tmp_path):
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"MODEL_FACTORY_START_WEEK": "2026-03-03"})
     assert info.value.field == "MODEL_FACTORY_START_WEEK"
+    # a typo in a write mode fails when the settings are read, not at the first write
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MODEL_FACTORY_OTHER_FS_WRITES": "sometimes"})
+    assert info.value.field == "MODEL_FACTORY_OTHER_FS_WRITES"
 
 
 def test_dagster_home_gets_the_project_instance_settings(tmp_path):
