@@ -150,15 +150,17 @@ OTHER_FS_WRITES_ENV = "MODEL_FACTORY_OTHER_FS_WRITES"
 OTHER_FS_WRITE_MODES = ("refuse", "single-writer")
 
 
+def _write_mode(env: dict[str, str] | None, name: str, modes: tuple[str, ...]) -> str:
+    """One of ``modes`` (the first is the default) from the environment variable ``name``."""
+    value = (os.environ if env is None else env).get(name) or modes[0]
+    if value not in modes:
+        raise ConfigError(f"'{value}' is not one of {', '.join(modes)}", field=name)
+    return value
+
+
 def other_fs_writes_mode(env: dict[str, str] | None = None) -> str:
     """``refuse`` (default) or ``single-writer`` from MODEL_FACTORY_OTHER_FS_WRITES."""
-    value = (os.environ if env is None else env).get(OTHER_FS_WRITES_ENV) or "refuse"
-    if value not in OTHER_FS_WRITE_MODES:
-        raise ConfigError(
-            f"'{value}' is not one of {', '.join(OTHER_FS_WRITE_MODES)}",
-            field=OTHER_FS_WRITES_ENV,
-        )
-    return value
+    return _write_mode(env, OTHER_FS_WRITES_ENV, OTHER_FS_WRITE_MODES)
 
 
 def _write_single_writer(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
@@ -269,13 +271,7 @@ _probe_lock = threading.Lock()
 
 def s3_conditional_writes_mode(env: dict[str, str] | None = None) -> str:
     """``require`` (default) or ``single-writer`` from MODEL_FACTORY_S3_CONDITIONAL_WRITES."""
-    value = (os.environ if env is None else env).get(S3_CONDITIONAL_WRITES_ENV) or "require"
-    if value not in S3_CONDITIONAL_WRITE_MODES:
-        raise ConfigError(
-            f"'{value}' is not one of {', '.join(S3_CONDITIONAL_WRITE_MODES)}",
-            field=S3_CONDITIONAL_WRITES_ENV,
-        )
-    return value
+    return _write_mode(env, S3_CONDITIONAL_WRITES_ENV, S3_CONDITIONAL_WRITE_MODES)
 
 
 def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
