@@ -21,7 +21,7 @@ from model_factory.core.manifests import (
     verify_manifest_files,
 )
 from model_factory.core.settings import Settings
-from model_factory.errors import ConfigError, ModelFactoryError
+from model_factory.errors import ConfigError, MissingInputError, ModelFactoryError
 
 CONTRACTS_FILE = Path("contracts") / "mf_public_contracts_v0.schema.json"
 
@@ -49,12 +49,73 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*(preview|beta).*")
 
 
+# ---------------------------------------------------------------------- option parsing
+
+
+def _option(param: click.Parameter) -> str:
+    return param.opts[0] if param.opts else str(param.name)
+
+
+def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """A YYYY-MM-DD date option, refused naming the option."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"'{value}' is not a date as YYYY-MM-DD ({exc})", field=_option(param)
+        ) from exc
+
+
+def _monday(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """A YYYY-MM-DD Monday (the first day of a week), refused naming the option."""
+    d = _day(ctx, param, value)
+    if d is not None and d.weekday() != 0:
+        raise ConfigError(f"{d} is a {d:%A}: give a Monday", field=_option(param))
+    return d
+
+
+def _utc(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO date or date-time option; naive times on the command line are UTC."""
+    if value is None:
+        return None
+    try:
+        d = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"'{value}' is not an ISO date or date-time such as 2026-01-05 or "
+            f"2026-01-05T00:00:00Z ({exc})",
+            field=_option(param),
+        ) from exc
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _week(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A week key (a Monday as YYYY-MM-DD), refused naming the option rather than the key."""
+    from model_factory.core.windows import week_start
+
+    if value is None:
+        return None
+    try:
+        week_start(value)
+    except ModelFactoryError as exc:
+        raise type(exc)(exc.detail, source=exc.source, field=_option(param)) from exc
+    return value
+
+
 # ------------------------------------------------------------------------------------- data
 
 
 @main.command("demo-data")
 @click.option("--catalog", default=None, help="Catalog URL (default: MODEL_FACTORY_CATALOG).")
-@click.option("--start", default="2026-01-05", show_default=True, help="First Monday of the data.")
+@click.option(
+    "--start",
+    default="2026-01-05",
+    show_default=True,
+    callback=_monday,
+    help="First Monday of the data.",
+)
 @click.option("--weeks", default=26, show_default=True, type=int)
 @click.option("--customers", default=5000, show_default=True, type=int)
 @click.option("--terminals", default=10000, show_default=True, type=int)
@@ -65,7 +126,7 @@ def demo_data(catalog, start, weeks, customers, terminals, seed) -> None:
 
     url = catalog or Settings.from_env().catalog_url
     spec = DemoDataSpec(
-        start=date.fromisoformat(start),
+        start=start,
         weeks=weeks,
         customers=customers,
         terminals=terminals,
@@ -85,13 +146,6 @@ def manifest() -> None:
     """Create and validate dataset manifests."""
 
 
-def _utc(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    d = datetime.fromisoformat(value)
-    return d if d.tzinfo else d.replace(tzinfo=UTC)  # naive times on the command line are UTC
-
-
 @manifest.command("create")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--kind", type=click.Choice(["events", "feature_group", "labels"]), required=True)
@@ -101,8 +155,10 @@ def _utc(value: str | None) -> datetime | None:
 @click.option(
     "--time-column", default=None, help="Default: event_time / available_at / observed_time."
 )
-@click.option("--start", default=None, help="Window start (UTC ISO); default: from the data.")
-@click.option("--end", default=None, help="Window end, exclusive (UTC ISO).")
+@click.option(
+    "--start", default=None, callback=_utc, help="Window start (UTC ISO); default: from the data."
+)
+@click.option("--end", default=None, callback=_utc, help="Window end, exclusive (UTC ISO).")
 @click.option("--valid-from-column", default=None)
 @click.option("--ttl-seconds", default=None, type=int)
 @click.option("--label-family", default=None)
@@ -130,7 +186,9 @@ def manifest_create(
     if start or end:
         if not (start and end):
             raise ConfigError("give both --start and --end, or neither", field="--start/--end")
-        window = TimeWindow(start=_utc(start), end=_utc(end))
+        if end <= start:
+            raise ConfigError(f"--end {end} is not after --start {start}", field="--end")
+        window = TimeWindow(start=start, end=end)
     uris = [str(Path(f).resolve()) if "://" not in f else f for f in files]
     m = create_manifest(
         uris,
@@ -155,10 +213,21 @@ def manifest_create(
 
 @manifest.command("validate")
 @click.argument("uris", nargs=-1, required=True)
-def manifest_validate(uris) -> None:
-    """Check manifests: contract, every file's sha256, rows, schema and time window."""
+@click.option(
+    "--catalog",
+    default=None,
+    help="Catalog URL the data files must lie under (default: MODEL_FACTORY_CATALOG).",
+)
+def manifest_validate(uris, catalog) -> None:
+    """Check manifests as intake will: contract, where the data files are (under the catalog or
+    the policy's data_roots), every file's sha256, rows, schema and time window."""
+    from model_factory.core.intake import check_manifest_location
+
+    settings = Settings.from_env()
+    target, policy = Catalog(catalog or settings.catalog_url), settings.policy()
     for uri in uris:
         m = read_manifest(uri)
+        check_manifest_location(target, m, uri, policy)
         verify_manifest_files(m, uri)
         click.echo(
             f"ok  {uri}  {m.kind}:{m.name}/{m.version}  {m.row_count} rows in {len(m.files)} file(s)"
@@ -171,7 +240,17 @@ def manifest_validate(uris) -> None:
 def _load_config(path: str | None) -> TrainingConfig:
     if not path:
         return TrainingConfig()
-    return parse_document(Path(path).read_bytes(), TrainingConfig, source=path, error=ConfigError)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise MissingInputError(
+            "the config file does not exist", source=path, field="--config"
+        ) from exc
+    except OSError as exc:  # a folder, no permission
+        raise MissingInputError(
+            f"the config file cannot be read ({exc.strerror or exc})", source=path, field="--config"
+        ) from exc
+    return parse_document(data, TrainingConfig, source=path, error=ConfigError)
 
 
 def _instance(settings: Settings):
@@ -218,25 +297,8 @@ def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
         _say(f"{len(weeks)} week(s) in {time.perf_counter() - started:.0f}s")
     if as_json:
         for r in results:
-            out = r.as_json()
-            click.echo(
-                json.dumps(
-                    {
-                        k: out[k]
-                        for k in (
-                            "week",
-                            "train_run_id",
-                            "train_rows",
-                            "test_rows",
-                            "roc_auc",
-                            "pr_auc",
-                            "gate",
-                            "bundle_id",
-                            "published",
-                        )
-                    }
-                )
-            )
+            # status and error too: a failed week must not read as one with no results
+            click.echo(json.dumps(r.as_json()))
     else:
         _print_table(results)
     return results
@@ -261,15 +323,23 @@ def _print_table(results: list) -> None:
 
 
 @main.command("run")
-@click.option("--from", "first", required=True, help="First week (a Monday, YYYY-MM-DD).")
-@click.option("--to", "last", required=True, help="Last week (a Monday, inclusive).")
+@click.option(
+    "--from", "first", required=True, callback=_week, help="First week (a Monday, YYYY-MM-DD)."
+)
+@click.option(
+    "--to", "last", required=True, callback=_week, help="Last week (a Monday, inclusive)."
+)
 @click.option("--config", "config_path", default=None, help="TrainingConfig as JSON.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per week on stdout.")
 def run(first, last, config_path, as_json) -> None:
     """Run the asset graph for weeks FROM..TO, publish PASS bundles, print a summary."""
-    from model_factory.runner import weeks_between
+    from model_factory.definitions import defs
+    from model_factory.runner import check_partitions, weeks_between
 
-    results = _run(weeks_between(first, last), config_path, as_json)
+    weeks = weeks_between(first, last)
+    # Every week before any runs: a week Dagster does not know would fail after the others ran.
+    check_partitions(defs(), weeks)
+    results = _run(weeks, config_path, as_json)
     if any(r.status == "failed" for r in results):
         sys.exit(1)
 
@@ -302,7 +372,7 @@ def demo() -> None:
 
 
 @main.group("ledger", invoke_without_command=True)
-@click.option("--week", default=None, help="Only this week (a Monday, YYYY-MM-DD).")
+@click.option("--week", default=None, callback=_week, help="Only this week (a Monday, YYYY-MM-DD).")
 @click.option("--train-run-id", default=None, help="Only this train run.")
 @click.option("--json", "as_json", is_flag=True, help="One TrainingRunRecord (JSON) per line.")
 @click.pass_context
@@ -312,11 +382,8 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
     `ledger verify` checks the ledger's hash chain against the instance and the store."""
     if ctx.invoked_subcommand is not None:
         return
-    from model_factory.core.windows import week_start
     from model_factory.ledger import read_ledger
 
-    if week is not None:
-        week_start(week)  # a clear error for anything but a Monday
     settings = Settings.from_env()
     with _instance(settings) as instance:
         records = read_ledger(instance, week=week, train_run_id=train_run_id)
@@ -405,7 +472,7 @@ def frame() -> None:
 
 
 @frame.command("build")
-@click.option("--partition", required=True, help="Week (a Monday, YYYY-MM-DD).")
+@click.option("--partition", required=True, callback=_week, help="Week (a Monday, YYYY-MM-DD).")
 @click.option("--config", "config_path", default=None, help="TrainingConfig as JSON.")
 @click.option("--out", required=True, help="Parquet file to write.")
 def frame_build(partition, config_path, out) -> None:

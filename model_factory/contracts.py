@@ -623,15 +623,26 @@ class TrainingConfig(_Contract):
     )
     notes: str = Field("", description="Free text kept with the run.")
 
+    # One field's rules are field validators, so an error names that field, not the whole config.
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, thresholds: list[float]) -> list[float]:
+        if any(not 0 < t < 1 for t in thresholds):
+            raise ValueError("thresholds must lie strictly between 0 and 1")
+        return thresholds
+
+    @field_validator("feature_group_versions")
+    @classmethod
+    def _groups_once(cls, groups: list[DatasetSelector]) -> list[DatasetSelector]:
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError("feature_group_versions: a group may appear once")
+        return groups
+
     @model_validator(mode="after")
     def _sane(self) -> TrainingConfig:
         if not self.event_features and not self.feature_group_versions:
             raise ValueError("a model needs at least one event feature or feature group")
-        if any(not 0 < t < 1 for t in self.thresholds):
-            raise ValueError("thresholds must lie strictly between 0 and 1")
-        names = [g.name for g in self.feature_group_versions]
-        if len(set(names)) != len(names):
-            raise ValueError("feature_group_versions: a group may appear once")
         return self
 
 

@@ -32,6 +32,7 @@ from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
 from model_factory.defs.ledger import triggered_by
+from model_factory.errors import ModelFactoryError
 
 STAGES = (
     "dataset_manifests",
@@ -195,12 +196,32 @@ def _utc(ts: float | None) -> datetime | None:
 _NOISE = re.compile(r"^\s*(For further information visit|Stack Trace:).*$", re.MULTILINE)
 
 
+def _own_errors() -> set[str]:
+    """'module.Class' of ModelFactoryError and every subclass of it."""
+    found, todo = set(), [ModelFactoryError]
+    while todo:
+        cls = todo.pop()
+        found.add(f"{cls.__module__}.{cls.__qualname__}")
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def own_error(error: Any) -> Any:
+    """The error that matters in a SerializableErrorInfo chain: the outermost ModelFactoryError
+    (it names the file and field; what it was raised from is detail), else the innermost."""
+    own = _own_errors()
+    while True:
+        # The message starts 'module.Class: ...' (cls_name alone is the bare class name).
+        if error.message.split(":", 1)[0] in own or error.cause is None:
+            return error
+        error = error.cause
+
+
 def _message(error: Any) -> str | None:
-    """The innermost error (the user code's own, under Dagster's wrappers), on one line."""
+    """The user code's own error under Dagster's wrappers (see own_error), on one line."""
     if error is None:
         return None
-    while error.cause is not None:
-        error = error.cause
+    error = own_error(error)
     text = _NOISE.sub("", error.message)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 

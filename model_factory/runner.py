@@ -20,7 +20,8 @@ from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
 from model_factory.core.windows import resolve_windows, week_start
 from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
-from model_factory.errors import ModelFactoryError
+from model_factory.errors import ConfigError, ModelFactoryError
+from model_factory.ledger import own_error
 
 TRAIN_JOB = "weekly_training"
 BACKTEST_JOB = "backtest"
@@ -103,6 +104,34 @@ def weeks_between(first: str, last: str) -> list[str]:
     return out
 
 
+def check_partitions(defs: dg.Definitions, weeks: list[str]) -> None:
+    """Every week is a partition of the training job now (the first ``--from``, later ones
+    ``--to``): not before MODEL_FACTORY_START_WEEK, and closed (a week is one once it ended)."""
+    # The job's own definition: its start comes from the settings when it was imported, and
+    # which weeks have closed from the clock.
+    partitions = defs.resolve_job_def(TRAIN_JOB).partitions_def
+    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        return
+    for i, week in enumerate(weeks):
+        if partitions.has_partition_key(week):
+            continue
+        field = "--from" if i == 0 else "--to"
+        first = partitions.start.date().isoformat()
+        if week < first:
+            raise ConfigError(
+                f"week {week} is before the first weekly partition {first} "
+                "(MODEL_FACTORY_START_WEEK)",
+                field=field,
+            )
+        last = partitions.get_last_partition_key()
+        raise ConfigError(
+            f"week {week} has not closed yet: it becomes a partition when it ends, on "
+            f"{week_start(week) + timedelta(days=7):%Y-%m-%d} 00:00 UTC (the latest closed "
+            f"week is {last or 'none yet'})",
+            field=field,
+        )
+
+
 def trainable_weeks(catalog: Catalog, config: TrainingConfig) -> list[str]:
     """Weeks whose windows the catalog's events and labels fully cover."""
     events = catalog.entries("events", config.events.name, config.events.version)
@@ -180,12 +209,10 @@ def run_week(
 
 
 def _first_failure(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step's own error (Dagster wraps it; ours is the innermost cause)."""
+    """The first failed step's own error (Dagster wraps it: see own_error)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
-            error = event.step_failure_data.error
-            while error.cause is not None:
-                error = error.cause
+            error = own_error(event.step_failure_data.error)
             return f"{event.step_key}: {error.message.strip()}"
         if (
             event.event_type_value == "ASSET_CHECK_EVALUATION"

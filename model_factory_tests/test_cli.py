@@ -128,7 +128,16 @@ def test_manifest_create_with_only_a_start_exits_2(home, parquet_files):
     assert "error [config_invalid]" in result.stderr
 
 
-def test_manifest_validate_prints_ok_for_a_good_manifest(home, parquet_files):
+@pytest.fixture
+def data_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A policy whose data_roots hold the parquet files (they lie outside the catalog)."""
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"data_roots": [str(tmp_path / "in")]}))
+    monkeypatch.setenv("MODEL_FACTORY_POLICY", str(policy))
+    return policy
+
+
+def test_manifest_validate_prints_ok_for_a_good_manifest(home, parquet_files, data_roots):
     out = home / "m.json"
     assert _invoke(*CREATE, "--out", str(out), *parquet_files).exit_code == 0
 
@@ -141,7 +150,9 @@ def test_manifest_validate_prints_ok_for_a_good_manifest(home, parquet_files):
     assert "6 rows in 2 file(s)" in result.stdout
 
 
-def test_manifest_validate_of_a_tampered_manifest_exits_2_naming_the_file(home, parquet_files):
+def test_manifest_validate_of_a_tampered_manifest_exits_2_naming_the_file(
+    home, parquet_files, data_roots
+):
     out = home / "m.json"
     assert _invoke(*CREATE, "--out", str(out), *parquet_files).exit_code == 0
     doc = json.loads(out.read_text())
@@ -158,7 +169,7 @@ def test_manifest_validate_of_a_tampered_manifest_exits_2_naming_the_file(home, 
     assert "ok" not in result.stdout
 
 
-def test_manifest_validate_stops_at_the_first_bad_manifest(home, parquet_files):
+def test_manifest_validate_stops_at_the_first_bad_manifest(home, parquet_files, data_roots):
     good, bad = home / "good.json", home / "bad.json"
     assert _invoke(*CREATE, "--out", str(good), *parquet_files).exit_code == 0
     bad.write_text("{not json")
@@ -169,6 +180,162 @@ def test_manifest_validate_stops_at_the_first_bad_manifest(home, parquet_files):
     assert str(good) in result.stdout
     assert "error [manifest_invalid]" in result.stderr
     assert str(bad) in result.stderr
+
+
+def test_manifest_validate_refuses_files_outside_the_catalog_as_intake_would(home, parquet_files):
+    """Created into a catalog from files elsewhere, a manifest that intake (frame build, run)
+    would refuse is refused by validate too, naming the manifest and the file's field."""
+    assert _invoke(*CREATE, *parquet_files).exit_code == 0
+    [entry] = Catalog(str(home / "catalog")).entries("events", "transactions", "v1")
+
+    result = _invoke("manifest", "validate", entry.uri)
+
+    assert result.exit_code == 2, result.output
+    assert "error [manifest_invalid]" in result.stderr
+    assert entry.uri in result.stderr
+    assert "field 'files[0].path'" in result.stderr
+    assert "outside the catalog root and the policy's data_roots" in result.stderr
+    assert "ok" not in result.stdout
+
+
+def test_manifest_validate_accepts_files_under_the_catalog_or_the_policy_data_roots(
+    home, parquet_files, monkeypatch
+):
+    assert _invoke(*CREATE, "--catalog", str(home / "in"), *parquet_files).exit_code == 0
+    [entry] = Catalog(str(home / "in")).entries("events", "transactions", "v1")
+
+    # the files lie under the catalog given
+    inside = _invoke("manifest", "validate", "--catalog", str(home / "in"), entry.uri)
+    # under MODEL_FACTORY_CATALOG only with the policy's data_roots
+    policy = home / "policy.json"
+    policy.write_text(json.dumps({"data_roots": [str(home / "in")]}))
+    monkeypatch.setenv("MODEL_FACTORY_POLICY", str(policy))
+    allowed = _invoke("manifest", "validate", entry.uri)
+
+    assert inside.exit_code == 0, inside.output
+    assert allowed.exit_code == 0, allowed.output
+    assert inside.stdout.startswith("ok") and allowed.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["demo-data", "--start", "2026-1-5"], "--start"),
+        (["demo-data", "--start", "2026-01-06"], "--start"),  # a Tuesday
+        ([*CREATE, "--start", "yesterday", "--end", "2026-01-12", "x.parquet"], "--start"),
+        ([*CREATE, "--start", "2026-01-05", "--end", "2026-13-01", "x.parquet"], "--end"),
+        ([*CREATE, "--start", "2026-01-12", "--end", "2026-01-05", "x.parquet"], "--end"),
+        (["run", "--from", "2026-02-24", "--to", "2026-03-02"], "--from"),
+        (["run", "--from", "2026-02-23", "--to", "20260302"], "--to"),
+        (["ledger", "--week", "2026-03-03"], "--week"),
+        (["frame", "build", "--partition", "2026-03-03", "--out", "f.parquet"], "--partition"),
+    ],
+)
+def test_a_bad_date_on_the_command_line_exits_2_naming_the_option(home, args, field):
+    result = _invoke(*args)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error [")
+    assert f"field '{field}'" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (home / "catalog").exists()
+    assert not (home / "home").exists()  # no instance, store or registry made
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--from", "2026-03-02", "--to", "2026-03-02"],
+        ["frame", "build", "--partition", "2026-03-02", "--out", "f.parquet"],
+    ],
+)
+def test_a_missing_config_file_exits_2_naming_it(home, args):
+    missing = home / "missing.json"
+
+    result = _invoke(*args, "--config", str(missing))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error [missing_input]")
+    assert str(missing) in result.stderr
+    assert "field '--config'" in result.stderr
+    assert not (home / "home").exists()
+
+
+def test_a_config_file_breaking_a_one_field_rule_names_that_field(home):
+    config = home / "c.json"
+    config.write_text(json.dumps({"thresholds": [0.5, 1.5]}))
+
+    result = _invoke("run", "--from", "2026-03-02", "--to", "2026-03-02", "--config", str(config))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error [config_invalid]")
+    assert "field 'thresholds'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "first, last, field, says",
+    [
+        ("2026-02-16", "2026-03-02", "--from", "MODEL_FACTORY_START_WEEK"),
+        ("2026-03-02", "2099-12-28", "--to", "not closed yet"),
+        ("2099-12-28", "2099-12-28", "--from", "not closed yet"),
+    ],
+)
+def test_run_of_a_week_outside_the_partitions_exits_2_before_running_any(
+    home, monkeypatch, first, last, field, says
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+
+    result = _invoke("run", "--from", first, "--to", last)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error [config_invalid]")
+    assert f"field '{field}'" in result.stderr
+    assert says in result.stderr
+    assert not (home / "dagster").exists()  # nothing ran, not even the valid weeks
+
+
+@pytest.mark.slow
+def test_run_json_tells_a_failed_week_from_one_without_results(home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+
+    result = _invoke("run", "--from", "2026-03-02", "--to", "2026-03-02", "--json")
+
+    assert result.exit_code == 1, result.output  # the catalog is empty: intake fails
+    [week] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert week["week"] == "2026-03-02"
+    assert week["status"] == "failed"
+    assert "MissingInputError" in week["error"]
+    assert week["dagster_run_id"]
+
+
+@pytest.mark.slow
+def test_a_launchpad_config_error_is_reported_as_ours_not_as_its_cause(tmp_path):
+    """The ConfigError (file and field) is what a failed run and the ledger show, not the
+    pydantic ValidationError it was raised from."""
+    import dagster as dg
+
+    from model_factory.definitions import build_definitions
+    from model_factory.defs.resources import ModelFactoryResource
+    from model_factory.ledger import read_ledger
+    from model_factory.runner import run_week
+
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    bad = {"ops": {"dataset_manifests": {"config": {"thresholds": [0.5, 1.5]}}}}
+    with dg.instance_for_test() as instance:
+        summary = run_week(instance, defs, "2026-03-02", bad)
+        [record] = read_ledger(instance, week="2026-03-02")
+
+    assert summary.status == "failed"
+    for error in (summary.error, record.error):
+        assert "model_factory.errors.ConfigError" in error
+        assert "field 'thresholds'" in error
+        assert "ValidationError" not in error
 
 
 def test_contracts_export_writes_the_generated_schema(home):

@@ -8,6 +8,7 @@ import polars as pl
 
 from model_factory.contracts import (
     ChampionRef,
+    DatasetManifest,
     GovernancePolicy,
     IntakeReceipt,
     LeakagePolicy,
@@ -192,16 +193,23 @@ def check_not_empty(events: list[CatalogEntry], windows: LeakagePolicy) -> None:
             )
 
 
+def check_manifest_location(
+    catalog: Catalog, manifest: DatasetManifest, uri: str, policy: GovernancePolicy
+) -> None:
+    """The manifest's data files use the policy's URL schemes and lie under the catalog root or
+    one of the policy's data_roots (the rule intake applies; `manifest validate` applies it too)."""
+    check_file_locations(
+        manifest,
+        uri,
+        root=catalog.location.uri(catalog.location.root),
+        allowed_schemes=policy.allowed_url_schemes,
+        data_roots=policy.data_roots,
+    )
+
+
 def check_locations(catalog: Catalog, inputs: FrameInputs, policy: GovernancePolicy) -> None:
-    root = catalog.location.uri(catalog.location.root)
     for e in inputs.all_entries():
-        check_file_locations(
-            e.manifest,
-            e.uri,
-            root=root,
-            allowed_schemes=policy.allowed_url_schemes,
-            data_roots=policy.data_roots,
-        )
+        check_manifest_location(catalog, e.manifest, e.uri, policy)
 
 
 def feature_columns(entry: CatalogEntry) -> list[str]:

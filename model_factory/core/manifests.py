@@ -11,7 +11,7 @@ import itertools
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -488,13 +488,38 @@ class Catalog:
             if e.manifest.time_window.start < end and e.manifest.time_window.end > lo
         ]
         if require_coverage:
-            _check_coverage(chosen, lo, end, f"{kind}:{name}/{version}", self.url)
+            _check_coverage(chosen, lo, end, f"{kind}:{name}/{version}", self.url, all_entries)
         return chosen
 
 
 def _check_coverage(
-    entries: Iterable[CatalogEntry], start: datetime, end: datetime, what: str, source: str
+    entries: list[CatalogEntry],
+    start: datetime,
+    end: datetime,
+    what: str,
+    source: str,
+    catalog: list[CatalogEntry],
 ) -> None:
+    need = f"need [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
+    field = f"{what} time_window"
+    if not entries:
+        held = (
+            f"[{min(e.manifest.time_window.start for e in catalog):%Y-%m-%d %H:%M}, "
+            f"{max(e.manifest.time_window.end for e in catalog):%Y-%m-%d %H:%M})"
+        )
+        raise MissingInputError(
+            f"no manifest of {what} overlaps [{start:%Y-%m-%d}, {end:%Y-%m-%d}): the catalog's "
+            f"manifests of it cover {held}",
+            source=source,
+            field=field,
+        )
+    if entries[0].manifest.time_window.start > start:
+        raise MissingInputError(
+            f"manifests cover {what} only from "
+            f"{entries[0].manifest.time_window.start:%Y-%m-%d %H:%M}, {need}",
+            source=source,
+            field=field,
+        )
     cursor = start
     for e in entries:
         w = e.manifest.time_window
@@ -503,7 +528,7 @@ def _check_coverage(
         cursor = max(cursor, w.end)
     if cursor < end:
         raise MissingInputError(
-            f"manifests cover {what} only up to {cursor:%Y-%m-%d %H:%M}, need [{start:%Y-%m-%d}, {end:%Y-%m-%d})",
+            f"manifests cover {what} only up to {cursor:%Y-%m-%d %H:%M}, {need}",
             source=source,
-            field=f"{what} time_window",
+            field=field,
         )

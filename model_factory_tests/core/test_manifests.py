@@ -600,6 +600,25 @@ def test_catalog_find_before_the_first_week_is_a_coverage_gap(three_weeks):
         )
 
 
+def test_a_window_no_manifest_overlaps_is_reported_with_what_the_catalog_holds(three_weeks):
+    with pytest.raises(MissingInputError) as info:
+        three_weeks.find("events", "transactions", "v1", _week(5).start, _week(6).end)
+
+    message = str(info.value)
+    # not "only up to 2026-02-09", the start of the window asked for
+    assert "no manifest of events:transactions/v1 overlaps [2026-02-09, 2026-02-23)" in message
+    assert "cover [2026-01-05 00:00, 2026-01-26 00:00)" in message
+    assert "only up to" not in message
+    assert info.value.field == "events:transactions/v1 time_window"
+
+
+def test_a_window_starting_before_the_first_manifest_says_where_coverage_starts(three_weeks):
+    with pytest.raises(MissingInputError) as info:
+        three_weeks.find("events", "transactions", "v1", _week(-1).start, _week(0).end)
+
+    assert "only from 2026-01-05 00:00, need [2025-12-29, 2026-01-12)" in str(info.value)
+
+
 def test_catalog_find_across_a_missing_week_is_a_coverage_gap(tmp_path):
     catalog = Catalog(str(tmp_path / "catalog"))
     catalog.write(_events_manifest(tmp_path, 0))

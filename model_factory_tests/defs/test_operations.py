@@ -72,6 +72,7 @@ def test_launchpad_refuses_cross_field_rules_as_a_config_error():
     with pytest.raises(ConfigError) as refused:
         to_contract(TrainingConfig(thresholds=[0.5, 1.5]))
     assert "thresholds" in str(refused.value)
+    assert refused.value.field == "thresholds"  # the field it checks, not the whole config
     with pytest.raises(ConfigError):
         to_contract(TrainingConfig(event_features=[], feature_group_versions=[]))
 
