@@ -306,13 +306,15 @@ class LeakageGuard(_Contract):
         gt=0,
         le=0.5,
         description="The shuffled-label controls' mean test ROC-AUC must lie within 0.5 +/- the "
-        "larger of this and canary_max_z standard errors of that mean.",
+        "larger of this and canary_max_z standard errors of that mean (the larger of the "
+        "controls' spread and one chance AUC's standard error on the test rows).",
     )
     canary_max_z: float = Field(
         4.0,
         gt=0,
         le=20,
-        description="Tolerance in standard errors of the controls' mean (from their spread).",
+        description="Tolerance in standard errors of the controls' mean (the larger of their "
+        "spread and the test rows' chance standard error).",
     )
 
 

@@ -59,7 +59,7 @@ from model_factory.contracts import (
     TrainingConfig,
 )
 from model_factory.core.governance import check_no_pii
-from model_factory.core.intake import FrameInputs, feature_columns
+from model_factory.core.intake import ID_COLUMNS, FrameInputs, feature_columns
 from model_factory.core.leakage import (
     LABEL_OBSERVED,
     GroupJoin,
@@ -74,7 +74,6 @@ from model_factory.errors import SchemaMismatchError
 
 TS = pl.Datetime("us", "UTC")
 SPLITS = ("train", "val", "test")
-ID_COLUMNS = ("event_id", "event_time", "split", "label")
 JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_at
 ROW = "__row"  # an event's row before the missing-label rule
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row

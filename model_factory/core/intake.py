@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -37,6 +38,11 @@ from model_factory.core.windows import data_span, resolve_windows
 from model_factory.errors import DigestMismatchError, MissingInputError, SchemaMismatchError
 
 RESERVED_FEATURE_COLUMNS = ("available_at", "valid_from")
+ID_COLUMNS = ("event_id", "event_time", "split", "label")  # every frame's own columns
+# What the model trains on: numbers and booleans (cast to float32, null as missing). A string or
+# categorical column would get through the frame and fail in training; these refuse it first.
+_NUMERIC = re.compile(r"(u?int(8|16|32|64)|halffloat|float|double|bool)")
+_XGBOOST_REFUSES = re.compile(r"[\[\]<]")  # in feature names
 LABEL_VALUES = frozenset({0, 1})
 
 
@@ -114,6 +120,17 @@ def check_compatibility(
                 )
         check_no_pii(policy, config.event_features, e.uri, "event_features")
         check_no_pii(policy, config.entity_keys, e.uri, "entity_keys")
+        taken = [c for c in config.event_features if c in ID_COLUMNS]
+        if taken:
+            raise SchemaMismatchError(
+                f"event_features {taken} are the frame's own columns {list(ID_COLUMNS)}, "
+                "not features",
+                source=e.uri,
+                field="event_features",
+            )
+        dtypes = {c.name: c.dtype for c in e.manifest.columns}
+        for c in config.event_features:
+            _check_feature(c, c, dtypes[c], e.uri, "event_features")
     for e in inputs.labels:
         if e.manifest.label_family != config.label_family:
             raise SchemaMismatchError(
@@ -158,6 +175,26 @@ def check_compatibility(
                 field="keys",
             )
         check_no_pii(policy, feature_columns(first), first.uri, "columns")
+        dtypes = {c.name: c.dtype for c in first.manifest.columns}
+        for c in feature_columns(first):
+            _check_feature(c, f"{name}__{c}", dtypes[c], first.uri, c)
+
+
+def _check_feature(column: str, feature: str, dtype: str, source: str, field: str) -> None:
+    """A column the model will train on: numeric or boolean, under a name XGBoost accepts."""
+    if not _NUMERIC.fullmatch(dtype):
+        raise SchemaMismatchError(
+            f"feature column '{column}' is {dtype}: features must be numeric or boolean "
+            "(encode categories as numbers before writing the dataset)",
+            source=source,
+            field=field,
+        )
+    if _XGBOOST_REFUSES.search(feature):
+        raise SchemaMismatchError(
+            f"feature '{feature}' has '[', ']' or '<' in its name, which XGBoost refuses",
+            source=source,
+            field=field,
+        )
 
 
 def check_label_values(entries: list[CatalogEntry], label_family: str) -> None:

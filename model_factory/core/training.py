@@ -96,6 +96,9 @@ def train_xgboost(
         verbose_eval=False,
     )
     best = int(booster.best_iteration)
-    return TrainedModel(
-        booster=booster, model_bytes=bytes(booster.save_raw("ubj")), best_iteration=best
-    )
+    # The model stored is the model evaluated: the rounds early stopping grew past the best are
+    # cut, so whoever loads the bundle's model (Booster.predict, a serving runtime, gain
+    # importance) gets the scores the gate judged, without knowing about best_iteration.
+    kept = booster[: best + 1]
+    kept.set_attr(**booster.attributes())  # best_iteration, best_score
+    return TrainedModel(booster=kept, model_bytes=bytes(kept.save_raw("ubj")), best_iteration=best)

@@ -317,6 +317,50 @@ def test_pii_is_recognised_by_pattern_too(home):
     assert err.field == "event_features"
 
 
+def test_a_text_event_feature_is_refused_at_intake_not_in_training(home):
+    # card_number is text; with no PII rule to stop it first, the model could not train on it
+    policy = GovernancePolicy(pii_columns=[], pii_patterns=[])
+    config = TrainingConfig(event_features=["amount", "card_number"])
+
+    err = _fails_before_writing(home, SchemaMismatchError, config=config, policy=policy)
+
+    assert err.field == "event_features"
+    assert "card_number" in str(err) and "large_string" in str(err)
+
+
+def test_a_frame_column_named_as_an_event_feature_is_refused(home):
+    config = TrainingConfig(event_features=["amount", "event_id"])
+
+    err = _fails_before_writing(home, SchemaMismatchError, config=config)
+
+    assert err.field == "event_features" and "event_id" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "name", "refused"),
+    [
+        ("double", "spend", False),
+        ("int8", "is_night", False),
+        ("bool", "flag", False),
+        ("halffloat", "x", False),
+        ("large_string", "channel", True),
+        ("dictionary<values=string, indices=int32, ordered=0>", "channel", True),
+        ("timestamp[us, tz=UTC]", "seen_at", True),
+        ("double", "amount[eur]", True),
+        ("double", "amount<0", True),
+    ],
+)
+def test_features_must_be_numbers_under_names_xgboost_takes(dtype, name, refused):
+    from model_factory.core.intake import _check_feature
+
+    if not refused:
+        _check_feature(name, name, dtype, "m.json", name)
+        return
+    with pytest.raises(SchemaMismatchError) as info:
+        _check_feature(name, name, dtype, "m.json", name)
+    assert info.value.source == "m.json" and info.value.field == name
+
+
 def test_policy_window_that_excludes_the_week_is_a_policy_violation(home):
     # Week 2026-03-09 needs data up to its cut, 2026-03-16; the policy stops at 2026-03-09.
     policy = GovernancePolicy(

@@ -79,6 +79,11 @@ def test_shuffled_label_control_scores_chance_and_is_deterministic() -> None:
     assert first.test_positives == int(frame.filter(pl.col("split") == "test")["label"].sum())
     other_seed = shuffled_label_canary(frame, FEATURES, settings.model_copy(update={"seed": 1}), 2)
     assert other_seed != first
+    # a negative seed is a seed like any other (numpy's generator refuses negatives as such)
+    negative = settings.model_copy(update={"seed": -1})
+    assert shuffled_label_canary(frame, FEATURES, negative, 2) == shuffled_label_canary(
+        frame, FEATURES, negative, 1
+    )
 
 
 def test_control_is_absent_when_disabled_or_a_class_is_missing() -> None:
@@ -88,7 +93,9 @@ def test_control_is_absent_when_disabled_or_a_class_is_missing() -> None:
     assert shuffled_label_canary(no_fraud, FEATURES, CanarySettings(), 2) is None
 
 
-def stand_in(val_auc: float, test_auc: float, canary_auc: float | None) -> SimpleNamespace:
+def stand_in(
+    val_auc: float, test_auc: float, canary_auc: float | None, null_se: float = 0.02
+) -> SimpleNamespace:
     """What judge_leakage reads of a report."""
 
     def split(auc: float) -> SimpleNamespace:
@@ -106,7 +113,7 @@ def stand_in(val_auc: float, test_auc: float, canary_auc: float | None) -> Simpl
             train_positives=5,
             test_rows=5000,
             test_positives=100,
-            null_standard_error=0.02,
+            null_standard_error=null_se,
             rounds=1,
             max_depth=1,
             seed=1,
@@ -133,6 +140,17 @@ def test_ceilings_on_val_and_test_and_the_control_within_chance(val, test, canar
     verdict = judge_leakage(LeakageGuard(), stand_in(val, test, canary))  # type: ignore[arg-type]
     assert {c.name for c in verdict.checks if not c.passed} == tripped
     assert verdict.suspected == bool(tripped)
+
+
+def test_a_small_test_window_widens_the_controls_tolerance() -> None:
+    """Eight controls scored on the same 30 test positives move together: their spread (0.02)
+    understates the chance deviation of their mean, one chance AUC's standard error on those
+    rows (0.05) does not. 0.62 is within 4 x 0.05 of chance there, and not with 0.02."""
+    wide = judge_leakage(LeakageGuard(), stand_in(0.91, 0.92, 0.62, null_se=0.05))  # type: ignore[arg-type]
+    (control,) = [c for c in wide.checks if c.name.endswith("shuffled_label_canary")]
+    assert control.passed and control.threshold == pytest.approx(0.2)
+    narrow = judge_leakage(LeakageGuard(), stand_in(0.91, 0.92, 0.62, null_se=0.02))  # type: ignore[arg-type]
+    assert narrow.suspected
 
 
 def report_with(test_auc: float, canary_auc: float) -> EvaluationReport:

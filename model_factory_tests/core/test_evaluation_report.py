@@ -46,7 +46,7 @@ from model_factory.core.report_html import (
     render_report_html,
 )
 from model_factory.core.storage import ArtifactStore
-from model_factory.core.training import feature_matrix, train_xgboost
+from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
 from model_factory.core.windows import resolve_windows
 
 SCHEMA = json.loads(
@@ -210,6 +210,26 @@ def test_point_metrics_equal_sklearn(frame, trained, report) -> None:
         assert m.roc_auc_ci.lower < m.roc_auc < m.roc_auc_ci.upper
         assert m.pr_auc_ci.lower < m.pr_auc < m.pr_auc_ci.upper
         assert m.roc_auc_delong_ci is not None
+
+
+def test_the_stored_model_is_the_evaluated_model(frame, report) -> None:
+    """Early stopping grows rounds past the best; the bundle's model must not carry them, or a
+    plain Booster.predict (a serving runtime) would score with trees the gate never judged."""
+    params = XGBoostParams(num_boost_round=300, max_depth=3, early_stopping_rounds=10, nthread=1)
+    trained = train_xgboost(frame, FEATURES, params)
+    # early stopping did stop early: the booster grew best + 1 + 10 rounds before the cut
+    assert trained.best_iteration + 1 + params.early_stopping_rounds <= params.num_boost_round
+    plain = xgb.Booster()
+    plain.load_model(bytearray(trained.model_bytes))
+    assert plain.num_boosted_rounds() == trained.best_iteration + 1
+    x = feature_matrix(frame.filter(pl.col("split") == "test"), FEATURES)
+    assert np.array_equal(plain.inplace_predict(x), trained.predict(x).astype(np.float32))
+    # and its gain importance is over the same trees
+    reloaded = TrainedModel.from_bytes(trained.model_bytes, nthread=1)
+    assert reloaded.best_iteration == trained.best_iteration
+    assert plain.get_score(importance_type="total_gain") == trained.booster.get_score(
+        importance_type="total_gain"
+    )
 
 
 def test_operating_points_are_chosen_on_val_and_applied_unchanged_to_test(frame, trained, report):
