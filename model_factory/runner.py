@@ -254,7 +254,8 @@ def tick_publish_sensor(
 ) -> tuple[list[str], str | None]:
     """Evaluate the publish sensor once and execute each new request as a publish run.
 
-    Requests whose run_key already has a successful run are skipped, as the daemon would.
+    Requests whose run_key already has a run (whatever its status) are skipped, as the daemon
+    skips them; the sensor gives a failed publish's bundle a new key when it is re-materialized.
     Returns the bundle ids published by this tick and the sensor's new cursor.
     """
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
@@ -268,7 +269,6 @@ def tick_publish_sensor(
         prior = instance.get_runs(
             filters=dg.RunsFilter(
                 tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME},
-                statuses=[dg.DagsterRunStatus.SUCCESS],
             ),
             limit=1,
         )
@@ -289,7 +289,7 @@ def tick_publish_sensor(
             raise ModelFactoryError(
                 f"publishing {request.run_key} failed: {_first_failure(outcome)}", field="publish"
             )
-        done.append(request.run_key)
+        done.append(request.tags["model_factory/bundle_id"])
     return done, result.cursor
 
 

@@ -36,6 +36,7 @@ from model_factory.errors import (
 )
 
 _MAX_RACE_RETRIES = 64
+_NEVER = datetime.max.replace(tzinfo=UTC)  # a record without a time sorts after every other
 
 
 def readiness_ref(bundle_uri: str, bundle_id: str, model_sha256: str) -> ArtifactRef | None:
@@ -251,11 +252,18 @@ class FileRegistry:
 
     def champion_before(self, model_family: str, partition_key: str) -> ChampionRef | None:
         """The champion a candidate for ``partition_key`` is compared with: the family's newest
-        published bundle from an earlier week (deterministic, whatever order weeks ran in)."""
+        published bundle from an earlier week. Of several bundles of that week (two configs),
+        the one the champion history promoted, else the first published, as ``_maybe_promote``
+        keeps it: never a bundle that was not live while another of its week was."""
         earlier = [r for r in self.records(model_family) if r.partition_key < partition_key]
         if not earlier:
             return None
-        best = max(earlier, key=lambda r: (r.partition_key, r.bundle_id))
+        week = max(r.partition_key for r in earlier)
+        promoted = {c.bundle_id for c in self.history(model_family)}
+        best = min(
+            (r for r in earlier if r.partition_key == week),
+            key=lambda r: (r.bundle_id not in promoted, r.published_at_utc or _NEVER, r.bundle_id),
+        )
         return ChampionRef(
             bundle_id=best.bundle_id,
             bundle_uri=best.bundle_uri,

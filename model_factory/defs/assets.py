@@ -283,6 +283,7 @@ def evaluation_report(
         result,
         intake,
         **headline_metrics(report),
+        model_family=report.model_family,  # earlier_reports picks a week's report by family
         report_html=dg.MetadataValue.path(view.uri),
         **({"report_html_pinned": dg.MetadataValue.path(report.html.uri)} if report.html else {}),
         operating_points=dg.MetadataValue.md(markdown_operating_points(report)),

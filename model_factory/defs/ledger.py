@@ -180,10 +180,19 @@ def earlier_reports(
             dg.AssetRecordsFilter(
                 asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]
             ),
-            limit=1,
+            limit=_SEARCHED,
         ).records
-        if records:
-            ref = ref_from_metadata(records[0].asset_materialization.metadata, "evaluation_report")
+        # The week's newest report of this model family: another family's (or an experiment's)
+        # report run later must not hide it. Reports recorded before the family was in the
+        # metadata count as this family's, as they did; the gate checks the family again.
+        mine = [
+            r.asset_materialization.metadata
+            for r in records
+            if _value(r.asset_materialization.metadata, "model_family")
+            in (None, config.model_family)
+        ]
+        if mine:
+            ref = ref_from_metadata(mine[0], "evaluation_report")
             refs.append(
                 WeekReportRef(
                     partition_key=key,

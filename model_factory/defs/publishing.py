@@ -55,6 +55,24 @@ def publish_bundle_job():
     publish_to_registry()
 
 
+_ENDED_UNPUBLISHED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> str:
+    """The bundle id, unless every publish run under it failed: then this materialization's own
+    key. The daemon launches a run key once and never again (even after a failure), so without
+    it a bundle whose publish failed once (a registry outage) would stay unpublished however
+    often its week re-ran; publishing is idempotent, so a retry never publishes twice."""
+    earlier = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={"dagster/run_key": bundle_id, "dagster/sensor_name": SENSOR_NAME}
+        )
+    )
+    if earlier and all(r.status in _ENDED_UNPUBLISHED for r in earlier):
+        return f"{bundle_id}:{storage_id}"
+    return bundle_id
+
+
 def publish_requests(
     instance: dg.DagsterInstance, cursor: int | None
 ) -> tuple[list[dg.RunRequest], int | None]:
@@ -78,7 +96,7 @@ def publish_requests(
                 continue
             requests.append(
                 dg.RunRequest(
-                    run_key=value["bundle_id"],
+                    run_key=_run_key(instance, value["bundle_id"], rec.storage_id),
                     run_config={
                         "ops": {
                             "publish_to_registry": {
@@ -104,7 +122,8 @@ def publish_requests(
     job=publish_bundle_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests one publish run per PASS bundle (run_key = bundle_id).",
+    description="Requests one publish run per PASS bundle (run_key = bundle_id; after a failed "
+    "publish, a re-materialized bundle is retried under its own key).",
 )
 def publish_pass_bundles(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     cursor = int(context.cursor) if context.cursor else None

@@ -159,3 +159,59 @@ def test_a_re_execution_keeps_the_train_run_of_the_run_it_re_executes(tmp_path, 
         assert again.success
         assert instance.get_run_by_id(again.run_id).parent_run_id == first.run_id
         assert _metadata(instance, "model_bundle", again.run_id)["train_run_id"] == first_run
+
+
+def test_the_stability_history_is_the_earlier_weeks_report_of_the_same_family(tmp_path):
+    """A later report of another model family for an earlier week must not hide that week's
+    report of this family from the stability criterion."""
+    from model_factory.contracts import EvaluationReport, IntakeReceipt
+    from model_factory.core.storage import ArtifactStore
+
+    generate_demo_data(
+        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
+    )
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    job = defs.resolve_job_def(TRAIN_JOB)
+    other = TrainingConfig(model_family="fraud_xgb_experiment")
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        assert run_week(instance, defs, WEEK).status == "succeeded"
+        experiment = job.execute_in_process(
+            partition_key=WEEK,
+            instance=instance,
+            run_config={
+                **QUIET,
+                "ops": {
+                    "dataset_manifests": {
+                        "config": other.model_dump(mode="json", exclude={"schema_version"})
+                    }
+                },
+            },
+            asset_selection=[
+                dg.AssetKey(a)
+                for a in ("dataset_manifests", "training_frame", "model", "evaluation_report")
+            ],
+        )
+        assert experiment.success
+        assert _metadata(instance, "evaluation_report", experiment.run_id)["model_family"] == (
+            "fraud_xgb_experiment"
+        )
+
+        next_week = job.execute_in_process(
+            partition_key="2026-03-09",
+            instance=instance,
+            run_config=QUIET,
+            asset_selection=[dg.AssetKey("dataset_manifests")],
+        )
+        receipt = ArtifactStore.get_document(
+            _metadata(instance, "dataset_manifests", next_week.run_id)["output_uri"], IntakeReceipt
+        )
+        (earlier,) = [h for h in receipt.gate_history if h.partition_key == WEEK]
+        report = ArtifactStore.get_document(earlier.evaluation_report_ref.uri, EvaluationReport)
+        assert report.model_family == TrainingConfig().model_family

@@ -146,3 +146,63 @@ def test_a_finished_record_needs_its_identity_but_a_failed_attempt_may_lack_it()
     TrainingRunRecord(train_run_id=None, **base)
     with pytest.raises(ValidationError, match="needs train_run_id"):
         TrainingRunRecord(train_run_id=None, **{**base, "status": "succeeded"})
+
+
+def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_path):
+    """The daemon launches a run key once, even after the run failed: a bundle keyed by its id
+    alone would stay unpublished after one registry outage, however often its week re-ran."""
+    from model_factory.definitions import build_definitions
+    from model_factory.defs.publishing import SENSOR_NAME, publish_requests
+    from model_factory.defs.resources import ModelFactoryResource
+    from model_factory.errors import ModelFactoryError
+    from model_factory.runner import tick_publish_sensor
+
+    factory = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    bundle = "mfb-" + "0" * 20
+
+    def materialize(bundle_id: str) -> int:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "model_bundle",
+                partition="2026-03-02",
+                metadata={
+                    "gate_status": "PASS",
+                    "bundle_id": bundle_id,
+                    "train_run_id": "mfr-" + "1" * 20,
+                    # nothing there: the publish run fails, as in a registry outage
+                    "output_uri": str(tmp_path / "store" / "bundles" / bundle_id / "bundle.json"),
+                },
+            )
+        )
+        (record,) = instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1).records
+        return record.storage_id
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        first = materialize(bundle)
+        requests, cursor = publish_requests(instance, None)
+        assert [r.run_key for r in requests] == [bundle]
+        with pytest.raises(ModelFactoryError):
+            tick_publish_sensor(instance, factory)  # the publish run fails under key = bundle id
+        (failed,) = instance.get_runs(
+            filters=dg.RunsFilter(tags={"dagster/sensor_name": SENSOR_NAME})
+        )
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        assert failed.tags["dagster/run_key"] == bundle
+
+        # the week runs again: the same bundle, a new materialization, a key of its own
+        again = materialize(bundle)
+        requests, _ = publish_requests(instance, cursor)
+        assert [r.run_key for r in requests] == [f"{bundle}:{again}"] != [f"{bundle}:{first}"]
+        assert requests[0].tags["model_factory/bundle_id"] == bundle
+        # a bundle never tried keeps its id as its key
+        other = "mfb-" + "2" * 20
+        materialize(other)
+        requests, _ = publish_requests(instance, again)
+        assert [r.run_key for r in requests] == [other]
