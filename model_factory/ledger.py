@@ -154,9 +154,13 @@ def _run_records(instance: dg.DagsterInstance, week: str | None) -> list[dg.RunR
 
 
 def _run_stages(run: dg.DagsterRun) -> set[str]:
+    if run.job_name != TRAIN_JOB:
+        return set()
     if run.asset_selection:  # empty when the whole job runs
         return {k.to_user_string() for k in run.asset_selection} & set(STAGES)
-    return set(STAGES) if run.job_name == TRAIN_JOB else set()
+    if run.step_keys_to_execute:  # a re-execution names its steps (one per stage) instead
+        return set(run.step_keys_to_execute) & set(STAGES)
+    return set(STAGES)
 
 
 def _is_training_run(record: dg.RunRecord) -> bool:
@@ -164,15 +168,27 @@ def _is_training_run(record: dg.RunRecord) -> bool:
 
 
 def _intake_before(instance: dg.DagsterInstance, record: dg.RunRecord) -> str | None:
-    """The train run a downstream-only attempt loaded: the week's latest intake before it ended."""
+    """The train run a downstream-only attempt loaded, as the stages pick it
+    (defs.ledger.run_intake_ref): the intake of the run it re-executes, else the week's latest
+    intake before it ended."""
     run = record.dagster_run
     if INTAKE in _run_stages(run) or not _is_training_run(record):
         return None
+    week, parent = run.tags["dagster/partition"], run.parent_run_id
+    while parent is not None:
+        for rec in instance.get_records_for_run(
+            parent, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
+        ).records:
+            if rec.asset_key == dg.AssetKey(INTAKE) and rec.partition_key == week:
+                value = rec.asset_materialization.metadata.get("train_run_id")
+                return getattr(value, "value", value)
+        parent_run = instance.get_run_by_id(parent)
+        parent = parent_run.parent_run_id if parent_run is not None else None
     before = record.end_time or datetime.now(UTC).timestamp()
     recs = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=dg.AssetKey(INTAKE),
-            asset_partitions=[run.tags["dagster/partition"]],
+            asset_partitions=[week],
             before_timestamp=before,
         ),
         limit=1,

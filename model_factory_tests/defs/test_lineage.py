@@ -13,6 +13,7 @@ from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.definitions import build_definitions
 from model_factory.defs.assets import LEAKAGE_CHECK, SCHEMA_CHECK
 from model_factory.defs.resources import ModelFactoryResource
+from model_factory.ledger import read_ledger
 from model_factory.runner import QUIET, TRAIN_JOB, _first_failure, run_week, summarize_week
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lineage")]
@@ -159,6 +160,24 @@ def test_a_re_execution_keeps_the_train_run_of_the_run_it_re_executes(tmp_path, 
         assert again.success
         assert instance.get_run_by_id(again.run_id).parent_run_id == first.run_id
         assert _metadata(instance, "model_bundle", again.run_id)["train_run_id"] == first_run
+
+        # a re-execution that fails before it materializes anything (its model is gone) is an
+        # attempt of the train run it re-executes, in the ledger as in the stages
+        Path(_metadata(instance, "model", first.run_id)["output_uri"]).unlink()
+        broken = dg.execute_job(
+            job,
+            instance,
+            run_config=QUIET,
+            tags={"dagster/partition": WEEK},
+            reexecution_options=dg.ReexecutionOptions(
+                parent_run_id=again.run_id, step_selection=["evaluation_report"]
+            ),
+        )
+        assert not broken.success
+        records = read_ledger(instance, week=WEEK)
+        (mine,) = [r for r in records if r.train_run_id == first_run]
+        assert broken.run_id in [a.dagster_run_id for a in mine.attempts]
+        assert not [r for r in records if r.train_run_id is None]
 
 
 def test_the_stability_history_is_the_earlier_weeks_report_of_the_same_family(tmp_path):
