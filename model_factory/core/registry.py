@@ -252,7 +252,10 @@ class FileRegistry:
 
     def champion_before(self, model_family: str, partition_key: str) -> ChampionRef | None:
         """The champion a candidate for ``partition_key`` is compared with: the family's newest
-        published bundle from an earlier week. Of several bundles of that week (two configs),
+        published bundle from an earlier week, among those published when this is called (in a
+        backfill, an earlier week may not be published yet: intake pins what it found, so the
+        train run id says which champion it was judged against). Of several bundles of that
+        week (two configs),
         the one the champion history promoted, else the first published, as ``_maybe_promote``
         keeps it: never a bundle that was not live while another of its week was."""
         earlier = [r for r in self.records(model_family) if r.partition_key < partition_key]
