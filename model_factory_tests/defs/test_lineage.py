@@ -31,30 +31,39 @@ def _metadata(instance: dg.DagsterInstance, asset: str, run_id: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
 
 
-def test_a_stage_never_reads_another_configs_outputs_and_checks_are_per_week(tmp_path: Path):
+def _demo(tmp_path: Path) -> dg.Definitions:
+    """Small demo data and the definitions over it (the Dagster home folder made too)."""
     generate_demo_data(
         str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
     )
-    defs = build_definitions(
+    (tmp_path / "dagster").mkdir()
+    return build_definitions(
         ModelFactoryResource(
             catalog_url=str(tmp_path / "catalog"),
             store_url=str(tmp_path / "store"),
             registry_url=str(tmp_path / "registry"),
         )
     )
-    job = defs.resolve_job_def(TRAIN_JOB)
+
+
+def _with_config(config: TrainingConfig) -> dict:
+    """Run config launching the week with ``config`` (as the launchpad or `run --config`)."""
+    dumped = config.model_dump(mode="json", exclude={"schema_version"})
+    return {**QUIET, "ops": {"dataset_manifests": {"config": dumped}}}
+
+
+def _deeper_trees() -> TrainingConfig:
+    """Another config of the same family: another train run of the same week."""
     default = TrainingConfig()
-    other = default.model_copy(
+    return default.model_copy(
         update={"hyperparams": default.hyperparams.model_copy(update={"max_depth": 3})}
     )
-    other_config = {
-        **QUIET,
-        "ops": {
-            "dataset_manifests": {
-                "config": other.model_dump(mode="json", exclude={"schema_version"})
-            }
-        },
-    }
+
+
+def test_a_stage_never_reads_another_configs_outputs_and_checks_are_per_week(tmp_path: Path):
+    defs = _demo(tmp_path)
+    job = defs.resolve_job_def(TRAIN_JOB)
+    other_config = _with_config(_deeper_trees())
 
     def run(selection: list[str], run_config: dict | None = None) -> dg.ExecuteInProcessResult:
         return job.execute_in_process(
@@ -65,7 +74,6 @@ def test_a_stage_never_reads_another_configs_outputs_and_checks_are_per_week(tmp
             raise_on_error=False,
         )
 
-    (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         first = run_week(instance, defs, WEEK)
         assert first.status == "succeeded"
@@ -116,16 +124,9 @@ def training_job() -> dg.JobDefinition:
 def test_a_re_execution_keeps_the_train_run_of_the_run_it_re_executes(tmp_path, monkeypatch):
     """'Re-execute' in the UI: the new run materializes only later stages, and must go on with
     the intake its parent pinned, not with one another config pinned since."""
-    generate_demo_data(
-        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
-    )
+    _demo(tmp_path)  # the re-executed job reads its locations from the environment instead
     for name in ("catalog", "store", "registry"):
         monkeypatch.setenv(f"MODEL_FACTORY_{name.upper()}", str(tmp_path / name))
-    default = TrainingConfig()
-    other = default.model_copy(
-        update={"hyperparams": default.hyperparams.model_copy(update={"max_depth": 3})}
-    )
-    (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         job = dg.reconstructable(training_job)
         first = dg.execute_job(job, instance, run_config=QUIET, tags={"dagster/partition": WEEK})
@@ -134,14 +135,7 @@ def test_a_re_execution_keeps_the_train_run_of_the_run_it_re_executes(tmp_path, 
         second = training_job().execute_in_process(
             partition_key=WEEK,
             instance=instance,
-            run_config={
-                **QUIET,
-                "ops": {
-                    "dataset_manifests": {
-                        "config": other.model_dump(mode="json", exclude={"schema_version"})
-                    }
-                },
-            },
+            run_config=_with_config(_deeper_trees()),
             asset_selection=[dg.AssetKey(a) for a in ("dataset_manifests", "training_frame")],
         )
         second_run = _metadata(instance, "dataset_manifests", second.run_id)["train_run_id"]
@@ -186,32 +180,14 @@ def test_the_stability_history_is_the_earlier_weeks_report_of_the_same_family(tm
     from model_factory.contracts import EvaluationReport, IntakeReceipt
     from model_factory.core.storage import ArtifactStore
 
-    generate_demo_data(
-        str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
-    )
-    defs = build_definitions(
-        ModelFactoryResource(
-            catalog_url=str(tmp_path / "catalog"),
-            store_url=str(tmp_path / "store"),
-            registry_url=str(tmp_path / "registry"),
-        )
-    )
+    defs = _demo(tmp_path)
     job = defs.resolve_job_def(TRAIN_JOB)
-    other = TrainingConfig(model_family="fraud_xgb_experiment")
-    (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         assert run_week(instance, defs, WEEK).status == "succeeded"
         experiment = job.execute_in_process(
             partition_key=WEEK,
             instance=instance,
-            run_config={
-                **QUIET,
-                "ops": {
-                    "dataset_manifests": {
-                        "config": other.model_dump(mode="json", exclude={"schema_version"})
-                    }
-                },
-            },
+            run_config=_with_config(TrainingConfig(model_family="fraud_xgb_experiment")),
             asset_selection=[
                 dg.AssetKey(a)
                 for a in ("dataset_manifests", "training_frame", "model", "evaluation_report")
