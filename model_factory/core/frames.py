@@ -864,6 +864,8 @@ def _plan_frame(
     check_no_pii(
         policy, [*cfg.entity_keys, *cfg.event_features], receipt.train_run_id, "event_features"
     )
+    for entries in inputs.feature_groups.values():
+        check_no_pii(policy, feature_columns(entries[0]), entries[0].uri, "columns")
     groups_cfg = cfg.feature_group_versions
     span = data_span(windows)
     key_columns = sorted({k for e in inputs.feature_groups.values() for k in e[0].manifest.keys})

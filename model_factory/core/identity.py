@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 
 from model_factory import __version__
@@ -15,19 +16,26 @@ def config_hash(config: TrainingConfig) -> str:
 
 
 NOT_RUN_CODE = frozenset({"demo_data.py", "settings.py"})
+# Libraries whose release changes what a run writes: Polars and pyarrow the frame's parquet
+# bytes (its created_by, its encoding), NumPy and XGBoost the numbers and the model.
+RUNTIME = ("numpy", "polars", "pyarrow", "xgboost")
 
 
 @cache
 def code_version() -> str:
-    """Package version plus a digest of the code that decides what a run produces.
+    """Package version plus a digest of the code that decides what a run produces: our
+    sources and the releases of the libraries in ``RUNTIME``.
 
-    Hashing the sources (not a git sha) means an edited checkout never reuses an old run id.
+    Hashing the sources (not a git sha) means an edited checkout never reuses an old run id;
+    hashing the releases means an upgraded Polars (other frame bytes) is another train run,
+    not a re-run refused for writing a different bundle under the same id.
     """
     root = Path(__file__).resolve().parent.parent
     # The demo simulator produces inputs, not runs: editing it must not rename train runs.
     core = [p for p in (root / "core").glob("*.py") if p.name not in NOT_RUN_CODE]
     files = sorted([root / "contracts.py", *core])
-    digest = sha256_hex(b"".join(p.name.encode() + b"\0" + p.read_bytes() for p in files))
+    runtime = "".join(f"{name}=={version(name)}\n" for name in RUNTIME).encode()
+    digest = sha256_hex(b"".join(p.name.encode() + b"\0" + p.read_bytes() for p in files) + runtime)
     return f"{__version__}+{digest[:12]}"
 
 

@@ -358,7 +358,11 @@ def audit_frame(
     rules += _label_rules(frame, windows, gap)
     rules.append(_unlabeled_rule(frame, windows.missing_label))
     names = [f.name for f in schema]
+    # A group's feature is named <group>__<column>: the policy names the column, so both count.
     pii = pii_columns(policy, ["event_id", "event_time", "split", "label", *names])
+    pii += [
+        f.name for f in schema if f.name not in pii and pii_columns(policy, [_source_column(f)])
+    ]
     by_name = [
         f.name
         for f in schema

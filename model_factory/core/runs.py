@@ -54,6 +54,7 @@ from model_factory.core.frames import (
     frame_from_parquet,
 )
 from model_factory.core.gates import GateEvidence, decide_gate
+from model_factory.core.governance import policy_digest
 from model_factory.core.intake import FrameInputs, feature_columns, intake, reload_inputs
 from model_factory.core.journal import Journal
 from model_factory.core.manifests import Catalog
@@ -69,7 +70,12 @@ from model_factory.core.report_html import render_readiness_html, render_report_
 from model_factory.core.settings import DEFAULT_STREAM_ABOVE_BYTES, Settings
 from model_factory.core.storage import ArtifactStore, file_sha256, join, open_uri, read_json
 from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
-from model_factory.errors import LeakageError, MissingInputError, ModelFactoryError
+from model_factory.errors import (
+    LeakageError,
+    MissingInputError,
+    ModelFactoryError,
+    PolicyViolationError,
+)
 
 D = TypeVar("D", bound=BaseModel)
 
@@ -172,9 +178,23 @@ def frame_file(
     return build_frame_file(receipt, inputs, env.policy, path, streaming=streaming)
 
 
+def _same_policy(env: FactoryEnv, receipt: IntakeReceipt, source: str) -> None:
+    """The frame is read under the policy the intake pinned (it is in the train run id): under
+    another one a column it denies could reach the frame of a run recorded as obeying it."""
+    current = policy_digest(env.policy)
+    if receipt.policy_digest is not None and receipt.policy_digest != current:
+        raise PolicyViolationError(
+            f"the intake was pinned under governance policy {receipt.policy_digest[:12]}, this "
+            f"stage runs under {current[:12]}: materialize the week from dataset_manifests again",
+            source=source,
+            field="policy_digest",
+        )
+
+
 def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
+    _same_policy(env, receipt, intake_ref.uri)
     inputs = reload_inputs(receipt)  # every pinned file verified again
     parquet = {"media_type": "application/vnd.apache.parquet", "suffix": ".parquet"}
     with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:

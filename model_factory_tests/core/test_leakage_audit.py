@@ -222,6 +222,17 @@ def test_a_pii_feature_fails_no_denied_features(tmp_path: Path, data: CatalogDat
         build_with(tmp_path / "event", data, policy=GovernancePolicy(pii_columns=["amount"]))
 
 
+def test_the_audit_knows_a_group_feature_by_its_column_name(
+    tmp_path: Path, data: CatalogData, monkeypatch
+) -> None:
+    # The policy names the column ("spend"); the frame calls it "cust_fg__spend". The builder
+    # refuses such a column; with its check gone, the audit must still see it.
+    monkeypatch.setattr(frames, "check_no_pii", lambda *args, **kwargs: None)
+    audit = build_with(tmp_path, data, policy=GovernancePolicy(pii_columns=["spend"])).audit
+    assert_caught(audit, "no_denied_features")
+    assert "cust_fg__spend" in audit.denied_features
+
+
 def with_event_column(data: CatalogData, name: str, values: pl.Expr | pl.Series) -> CatalogData:
     events = data.events.with_columns(
         values.alias(name) if isinstance(values, pl.Expr) else values.rename(name)

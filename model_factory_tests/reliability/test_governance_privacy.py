@@ -30,6 +30,7 @@ from model_factory.contracts import (
 )
 from model_factory.core.bundles import load_bundle
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.core.frames import build_training_frame
 from model_factory.core.governance import pii_columns, policy_digest
 from model_factory.core.intake import intake
 from model_factory.core.manifests import Catalog, create_manifest
@@ -237,19 +238,42 @@ def test_pii_columns_in_events_and_labels_are_never_selected_into_the_frame(home
 
 
 def test_the_frame_builder_refuses_a_pii_column_whatever_the_receipt_says(home):
-    # A receipt pinned under a policy that knew no PII (or forged): the frame builder, running
-    # under the real policy, still never reads the column.
-    lenient = GovernancePolicy(pii_columns=[], pii_patterns=[])
-    config = TrainingConfig(event_features=["amount", "customer_email"])
-    run = stage_intake(_env(home, lenient), config, WEEK)
-    frames_before = list((home / "store").rglob("*.parquet"))
+    # A receipt pinned under a policy that did not call the column PII (or forged): the frame
+    # stage refuses to run under another policy than the one pinned, and the builder itself,
+    # running under the real policy, still never reads the column.
+    config = TrainingConfig(event_features=["amount", "is_night"])
+    run = stage_intake(_env(home), config, WEEK)
+    strict = GovernancePolicy(pii_columns=["is_night"])
 
     with pytest.raises(PolicyViolationError) as info:
-        stage_frame(_env(home), run.ref)
+        stage_frame(_env(home, strict), run.ref)
+    assert info.value.field == "policy_digest" and info.value.source == run.ref.uri
 
-    assert info.value.field == "event_features" and "customer_email" in str(info.value)
-    assert info.value.source == run.doc.train_run_id  # type: ignore[union-attr]
-    assert list((home / "store").rglob("*.parquet")) == frames_before == []
+    receipt, inputs = intake(Catalog(str(home / "catalog")), config, WEEK, GovernancePolicy())
+    with pytest.raises(PolicyViolationError) as info:
+        build_training_frame(receipt, inputs, strict)
+    assert info.value.field == "event_features" and "is_night" in str(info.value)
+    assert info.value.source == receipt.train_run_id
+    assert list((home / "store").rglob("*.parquet")) == []
+
+
+def test_a_feature_group_column_denied_after_intake_never_reaches_a_frame(home):
+    # Intake under the default policy; the policy then calls a feature group's column PII.
+    run = stage_intake(_env(home), TrainingConfig(), WEEK)
+    strict = GovernancePolicy(pii_columns=["card_flagged"])
+
+    with pytest.raises(PolicyViolationError) as info:
+        stage_frame(_env(home, strict), run.ref)
+    assert info.value.field == "policy_digest"
+
+    receipt, inputs = intake(
+        Catalog(str(home / "catalog")), TrainingConfig(), WEEK, GovernancePolicy()
+    )
+    with pytest.raises(PolicyViolationError) as info:
+        build_training_frame(receipt, inputs, strict)
+    assert info.value.field == "columns" and "card_flagged" in str(info.value)
+    assert "feature_group/card_status/" in (info.value.source or "")
+    assert list((home / "store").rglob("*.parquet")) == []
 
 
 # ----------------------------------------------------- gate floors, window, who may trigger
