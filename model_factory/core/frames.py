@@ -58,7 +58,7 @@ from model_factory.contracts import (
     TimeWindow,
     TrainingConfig,
 )
-from model_factory.core.governance import check_no_pii
+from model_factory.core.governance import allowed_times, check_no_pii
 from model_factory.core.intake import ID_COLUMNS, FrameInputs, feature_columns
 from model_factory.core.leakage import (
     LABEL_OBSERVED,
@@ -269,9 +269,14 @@ def _visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: st
 
 
 def _snapshots(
-    entries: list[CatalogEntry], keys: list[str], features: list[str], end: datetime
+    entries: list[CatalogEntry],
+    keys: list[str],
+    features: list[str],
+    end: datetime,
+    allowed: pl.Expr | None = None,
 ) -> pl.DataFrame:
-    """A group's snapshot rows the join may use, in written order (files, then rows).
+    """A group's snapshot rows the join may use, in written order (files, then rows): written
+    before ``end`` and where ``allowed`` (the governance policy's data window) says.
 
     Columns: keys, ``__join_at`` (= available_at: the only time a join may match on),
     available_at, ``__tiebreak`` (valid_from, when declared) and the features. Of several rows
@@ -282,7 +287,7 @@ def _snapshots(
     scan = _scan(entries)
     return (
         scan.with_columns(_known_from("available_at", scan.collect_schema()["available_at"]))
-        .filter(pl.col("available_at") < end)
+        .filter(pl.col("available_at") < end, *([] if allowed is None else [allowed]))
         .select(*keys, pl.col("available_at").alias(JOIN_AT), "available_at", *tiebreak, *features)
         .collect()
     )
@@ -874,7 +879,10 @@ def _plan_frame(
     def prepare(sel: DatasetSelector) -> _Prepared:
         entries = inputs.feature_groups[sel.name]
         keys, features = entries[0].manifest.keys, feature_columns(entries[0])
-        return _prepare_snapshots(_snapshots(entries, keys, features, span.end), keys, features)
+        snapshots = _snapshots(
+            entries, keys, features, span.end, allowed_times(policy, "available_at")
+        )
+        return _prepare_snapshots(snapshots, keys, features)
 
     ttls = {sel.name: _ttl(inputs.feature_groups[sel.name][0].manifest) for sel in groups_cfg}
 

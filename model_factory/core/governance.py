@@ -6,6 +6,8 @@ import re
 from collections.abc import Iterable
 from fnmatch import fnmatch
 
+import polars as pl
+
 from model_factory.contracts import (
     GateCriterionSpec,
     GateSettings,
@@ -22,6 +24,20 @@ def policy_digest(policy: GovernancePolicy) -> str:
     """sha256 of the canonical policy: pinned in every intake receipt (so in the train run id)
     and every bundle, so a run can be checked against the exact rules it obeyed."""
     return sha256_hex(canonical_json(policy))
+
+
+def allowed_times(policy: GovernancePolicy, column: str) -> pl.Expr:
+    """True for rows whose ``column`` lies where the policy allows data: inside the allowed
+    window and in no excluded range. Intake checks the windows a run reads events and labels
+    in; feature snapshots reach back before them (a group without a TTL, to its first one), so
+    the frame builder keeps only the snapshots this allows."""
+    t, ok = pl.col(column), pl.lit(True)
+    allowed = policy.allowed_data_window
+    if allowed is not None:
+        ok = ok & (t >= allowed.start) & (t < allowed.end)
+    for excluded in policy.excluded_ranges:
+        ok = ok & ~((t >= excluded.start) & (t < excluded.end))
+    return ok
 
 
 def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: str | None) -> None:

@@ -257,6 +257,43 @@ def test_the_frame_builder_refuses_a_pii_column_whatever_the_receipt_says(home):
     assert list((home / "store").rglob("*.parquet")) == []
 
 
+def test_no_snapshot_from_outside_the_allowed_data_window_is_joined(home):
+    """Intake checks the windows events and labels are read in; snapshots reach back before
+    them (card_status has no TTL: to its first one). The policy's window binds them too."""
+    from datetime import UTC, datetime, timedelta
+
+    from model_factory.core.windows import data_span
+
+    catalog = Catalog(str(home / "catalog"))
+    receipt, inputs = intake(catalog, TrainingConfig(), WEEK, GovernancePolicy())
+    start = data_span(receipt.windows).start
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    ages = {}
+    for name, policy in (
+        ("open", GovernancePolicy()),
+        ("window", GovernancePolicy(allowed_data_window=TimeWindow(start=start, end=far))),
+        # the same rule through an excluded range: everything before the span
+        (
+            "excluded",
+            GovernancePolicy(
+                excluded_ranges=[TimeWindow(start=far - timedelta(days=365 * 200), end=start)]
+            ),
+        ),
+    ):
+        receipt, inputs = intake(catalog, TrainingConfig(), WEEK, policy)
+        built = build_training_frame(receipt, inputs, policy)
+        (group,) = [g for g in built.audit.feature_groups if g.name == "card_status"]
+        ages[name] = group.max_snapshot_age_seconds
+        # every used snapshot was available at or after the start: no event is older than the
+        # span's end, so no age can exceed end - start
+        if name != "open":
+            assert (
+                group.max_snapshot_age_seconds
+                <= (data_span(receipt.windows).end - start).total_seconds()
+            )
+    assert ages["open"] > ages["window"] == ages["excluded"]
+
+
 def test_a_feature_group_column_denied_after_intake_never_reaches_a_frame(home):
     # Intake under the default policy; the policy then calls a feature group's column PII.
     run = stage_intake(_env(home), TrainingConfig(), WEEK)
