@@ -154,13 +154,12 @@ def _run_records(instance: dg.DagsterInstance, week: str | None) -> list[dg.RunR
 
 
 def _run_stages(run: dg.DagsterRun) -> set[str]:
-    if run.job_name != TRAIN_JOB:
-        return set()
+    # Backfills launched from the UI run the implicit asset job: their selection says it all.
     if run.asset_selection:  # empty when the whole job runs
         return {k.to_user_string() for k in run.asset_selection} & set(STAGES)
     if run.step_keys_to_execute:  # a re-execution names its steps (one per stage) instead
         return set(run.step_keys_to_execute) & set(STAGES)
-    return set(STAGES)
+    return set(STAGES) if run.job_name == TRAIN_JOB else set()
 
 
 def _is_training_run(record: dg.RunRecord) -> bool:

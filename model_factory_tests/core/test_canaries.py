@@ -230,7 +230,7 @@ def test_a_model_too_good_to_be_true_fails_the_gate_and_no_override_lifts_it() -
 WEEK = "2026-03-02"
 
 
-def lying_store_snapshots(entries, keys, features, end) -> pl.DataFrame:
+def lying_store_snapshots(entries, keys, features, end, allowed=None) -> pl.DataFrame:
     """Test-only: a store that joins on valid_from *and* stamps valid_from as the availability
     time, so the audit's evidence is blind; only the model's results can give it away."""
     vf = entries[0].manifest.valid_from_column

@@ -133,7 +133,7 @@ def test_rows_outside_their_split_window_fail(
     assert_caught(build_with(tmp_path, data).audit, "events_inside_split_windows")
 
 
-def unsafe_valid_from_snapshots(entries, keys, features, end) -> pl.DataFrame:
+def unsafe_valid_from_snapshots(entries, keys, features, end, allowed=None) -> pl.DataFrame:
     """THE TRAP, test-only: match snapshots on valid_from (the business time they describe)
     instead of available_at (when they could have been served). available_at is kept as it is,
     so the audit's evidence tells the truth about what was joined."""
