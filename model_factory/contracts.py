@@ -799,8 +799,8 @@ class ThresholdMetrics(_Contract):
 
     threshold: float
     precision: float
-    recall: float
-    f1: float
+    recall: float | None = Field(description="None: not measured (no positives).")
+    f1: float | None = Field(description="None when recall is (no positives).")
     alerts: int
     alert_rate: float
 

@@ -79,7 +79,7 @@ def at_thresholds(
     y: np.ndarray, score: np.ndarray, thresholds: list[float]
 ) -> list[ThresholdMetrics]:
     """Precision, recall, F1 and alert rate when alerting on score >= threshold (precision 0
-    with no alerts)."""
+    with no alerts; recall and F1 None without positives: not measured, never 0)."""
     pos = int(y.sum())
     out = []
     for th in thresholds:
@@ -90,8 +90,8 @@ def at_thresholds(
             ThresholdMetrics(
                 threshold=th,
                 precision=tp / n if n else 0.0,
-                recall=tp / pos if pos else 0.0,
-                f1=2 * tp / (n + pos) if n + pos else 0.0,
+                recall=tp / pos if pos else None,
+                f1=2 * tp / (n + pos) if pos else None,
                 alerts=n,
                 alert_rate=n / y.size if y.size else 0.0,
             )

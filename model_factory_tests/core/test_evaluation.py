@@ -85,7 +85,10 @@ def test_single_class_inputs_have_no_auc() -> None:
     m = metric_set("test", np.zeros(4, dtype=np.int64), score, THRESHOLDS)
     assert m.roc_auc is None and m.pr_auc is None
     assert m.positives == 0 and m.positive_rate == 0.0
-    assert all(t.recall == 0.0 and t.precision == 0.0 for t in m.at_thresholds)
+    # no positives: nothing to recall, so recall and F1 are not measured (never a 0 that reads
+    # as a model missing every fraud); precision is measured wherever something is alerted
+    assert all(t.recall is None and t.f1 is None for t in m.at_thresholds)
+    assert all(t.precision == 0.0 for t in m.at_thresholds)
     m1 = metric_set("val", np.ones(4, dtype=np.int64), score, THRESHOLDS)
     assert m1.roc_auc is None
     assert m1.pr_auc == pytest.approx(1.0)
@@ -126,7 +129,10 @@ def test_metric_set_matches_sklearn(data, split: str) -> None:
     recall = recall_score(truth, alerts, average=None, zero_division=0.0)
     assert [t.alerts for t in m.at_thresholds] == alerts.sum(axis=0).tolist()
     assert [t.precision for t in m.at_thresholds] == pytest.approx(list(precision), abs=1e-12)
-    assert [t.recall for t in m.at_thresholds] == pytest.approx(list(recall), abs=1e-12)
+    if y.sum() > 0:
+        assert [t.recall for t in m.at_thresholds] == pytest.approx(list(recall), abs=1e-12)
+    else:  # sklearn's zero_division stands in for what is not measured
+        assert all(t.recall is None and t.f1 is None for t in m.at_thresholds)
 
 
 @settings(max_examples=100, deadline=None)
@@ -185,6 +191,9 @@ def test_threshold_f1_and_alert_rate_match_sklearn(data) -> None:
     m = metric_set("test", y, score, THRESHOLDS)
     for t in m.at_thresholds:
         alerts = (score >= t.threshold).astype(np.int64)
+        if y.sum() == 0:
+            assert t.f1 is None  # no positives: not measured
+            continue
         assert t.f1 == pytest.approx(f1_score(y, alerts, zero_division=0.0), abs=1e-9)
         assert t.alert_rate == pytest.approx(alerts.mean(), abs=1e-12)
 
