@@ -20,6 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from model_factory_tests.conftest import SERVER_GROUP, STAGES, TRAINABLE_WEEKS, artifacts_dir
 from model_factory_tests.dagster_server import LOCATION
+from model_factory_tests.postgres_server import REQUIRE_SERVERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SERVER_GROUP)]
 
@@ -42,11 +43,18 @@ FLAGS = (
 
 @pytest.fixture(scope="module")
 def browser(dagster_server) -> Iterator[webdriver.Chrome]:
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        assert os.access(binary, os.X_OK), (
-            f"{binary} is missing: run scripts/ensure-browser.sh (apt-get install chromium "
-            f"chromium-driver), as `make test` and .ci/run do"
+    missing = [b for b in (CHROMIUM, CHROMEDRIVER) if not os.access(b, os.X_OK)]
+    if missing:
+        # As for PostgreSQL: only root can install them (scripts/ensure-browser.sh); CI is root
+        # and sets MODEL_FACTORY_REQUIRE_SERVERS=1, so there a missing browser fails.
+        message = (
+            f"NO BROWSER: {', '.join(missing)} missing: run scripts/ensure-browser.sh as root "
+            "(apt-get install chromium chromium-driver)"
         )
+        if os.environ.get(REQUIRE_SERVERS) == "1":
+            pytest.fail(f"{message} ({REQUIRE_SERVERS}=1: CI must run these tests)", pytrace=False)
+        print(f"\n{'!' * 100}\n{message}\nSKIPPING the browser test\n{'!' * 100}")
+        pytest.skip(message)
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver
     # What the first-visit "join the community" dialog's Skip button records on the server.
     dagster_server.graphql("mutation { setNuxSeen }")
