@@ -36,6 +36,14 @@ from model_factory.errors import (
 )
 
 _MAX_RACE_RETRIES = 64
+
+
+def _sequence_of(path: str) -> int | None:
+    """The sequence a champion change file is named by (``.../00000003.json``), or None."""
+    stem = path.rsplit("/", 1)[-1].removesuffix(".json")
+    return int(stem) if stem.isdigit() else None
+
+
 _NEVER = datetime.max.replace(tzinfo=UTC)  # a record without a time sorts after every other
 
 
@@ -222,9 +230,7 @@ class FileRegistry:
             # After the highest sequence taken, by name or content, not after the count: with a
             # change file gone (a gap `verify` reports) the count would name a taken file forever.
             taken = [c.sequence for c in changes] + [
-                int(stem)
-                for p, _ in files
-                if (stem := p.rsplit("/", 1)[-1].removesuffix(".json")).isdigit()
+                n for p, _ in files if (n := _sequence_of(p)) is not None
             ]
             change = ChampionChange(
                 model_family=record.model_family,
@@ -313,9 +319,9 @@ class FileRegistry:
         for subject, (kind, _) in files.items():
             if kind != "champion_change":
                 continue
-            _, family, name = subject.split("/")
-            if name.removesuffix(".json").isdigit():
-                taken.setdefault(family, set()).add(int(name.removesuffix(".json")))
+            family, n = subject.split("/")[1], _sequence_of(subject)
+            if n is not None:
+                taken.setdefault(family, set()).add(n)
         problems = []
         for family, sequences in sorted(taken.items()):
             for n in sorted(set(range(1, max(sequences) + 1)) - sequences):
