@@ -31,7 +31,7 @@ from model_factory.contracts import (
 from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
-from model_factory.defs.ledger import triggered_by
+from model_factory.defs.ledger import lineage_materialization, metadata_value, triggered_by
 from model_factory.errors import ModelFactoryError
 
 STAGES = (
@@ -173,16 +173,11 @@ def _intake_before(instance: dg.DagsterInstance, record: dg.RunRecord) -> str | 
     run = record.dagster_run
     if INTAKE in _run_stages(run) or not _is_training_run(record):
         return None
-    week, parent = run.tags["dagster/partition"], run.parent_run_id
-    while parent is not None:
-        for rec in instance.get_records_for_run(
-            parent, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
-        ).records:
-            if rec.asset_key == dg.AssetKey(INTAKE) and rec.partition_key == week:
-                value = rec.asset_materialization.metadata.get("train_run_id")
-                return getattr(value, "value", value)
-        parent_run = instance.get_run_by_id(parent)
-        parent = parent_run.parent_run_id if parent_run is not None else None
+    week = run.tags["dagster/partition"]
+    parent = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    pinned = lineage_materialization(instance, parent, INTAKE, week)
+    if pinned is not None:
+        return metadata_value(pinned, "train_run_id")
     before = record.end_time or datetime.now(UTC).timestamp()
     recs = instance.fetch_materializations(
         dg.AssetRecordsFilter(

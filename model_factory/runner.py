@@ -19,6 +19,7 @@ from model_factory.contracts import TrainingConfig
 from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
 from model_factory.core.windows import resolve_windows, week_start
+from model_factory.defs.ledger import metadata_value, run_materialization
 from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
 from model_factory.errors import ConfigError, ModelFactoryError
 from model_factory.ledger import own_error
@@ -170,17 +171,12 @@ def _latest(
         recs = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[week]), limit=1
         ).records
+        metadata = recs[0].asset_materialization.metadata if recs else None
     else:
-        recs = [
-            r
-            for r in instance.get_records_for_run(
-                run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
-            ).records
-            if r.asset_key == dg.AssetKey(asset) and r.partition_key == week
-        ]
-    if not recs:
+        metadata = run_materialization(instance, run_id, asset, week)
+    if metadata is None:
         return None
-    return {k: getattr(v, "value", v) for k, v in recs[0].asset_materialization.metadata.items()}
+    return {k: metadata_value(metadata, k) for k in metadata}
 
 
 def run_week(

@@ -96,15 +96,37 @@ def run_intake_ref(context: dg.AssetExecutionContext) -> ArtifactRef:
     Not simply the week's latest: another run of the same week with another config may have
     pinned its own intake since this run started, and this run would go on as that train run.
     """
-    key, run = dg.AssetKey("dataset_manifests"), context.run
+    pinned = lineage_materialization(
+        context.instance, context.run, "dataset_manifests", context.partition_key
+    )
+    if pinned is None:
+        pinned = _latest(context, "dataset_manifests", 1)[0]
+    return ref_from_metadata(pinned, "dataset_manifests")
+
+
+def run_materialization(
+    instance: dg.DagsterInstance, run_id: str, asset: str, partition: str
+) -> dict | None:
+    """Metadata of run ``run_id``'s newest materialization of ``asset`` for ``partition``."""
+    for record in instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
+    ).records:
+        if record.asset_key == dg.AssetKey(asset) and record.partition_key == partition:
+            return record.asset_materialization.metadata
+    return None
+
+
+def lineage_materialization(
+    instance: dg.DagsterInstance, run: dg.DagsterRun | None, asset: str, partition: str
+) -> dict | None:
+    """The materialization of ``asset`` for ``partition`` that ``run`` made, or else the run it
+    re-executes made (and so on up the parent runs), or None."""
     while run is not None:
-        for record in context.instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, ascending=False
-        ).records:
-            if record.asset_key == key and record.partition_key == context.partition_key:
-                return ref_from_metadata(record.asset_materialization.metadata, key.path[-1])
-        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
-    return ref_from_metadata(_latest(context, "dataset_manifests", 1)[0], "dataset_manifests")
+        found = run_materialization(instance, run.run_id, asset, partition)
+        if found is not None:
+            return found
+        run = instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    return None
 
 
 def upstream_ref(context: dg.AssetExecutionContext, asset: str, train_run_id: str) -> ArtifactRef:
@@ -112,12 +134,12 @@ def upstream_ref(context: dg.AssetExecutionContext, asset: str, train_run_id: st
     such materialization): a stage never reads another config's frame or model."""
     found = _latest(context, asset, _SEARCHED)
     for metadata in found:
-        if _value(metadata, "train_run_id") == train_run_id:
+        if metadata_value(metadata, "train_run_id") == train_run_id:
             return ref_from_metadata(metadata, asset)
     raise MissingInputError(
         f"'{asset}' of week {context.partition_key} was last materialized for train run "
-        f"{_value(found[0], 'train_run_id')}, not this run's {train_run_id} (another config ran "
-        "this week meanwhile): materialize the week's stages again",
+        f"{metadata_value(found[0], 'train_run_id')}, not this run's {train_run_id} (another "
+        "config ran this week meanwhile): materialize the week's stages again",
         field=asset,
     )
 
@@ -138,7 +160,8 @@ def _latest(context: dg.AssetExecutionContext, asset: str, limit: int) -> list[d
     return [r.asset_materialization.metadata for r in records]
 
 
-def _value(metadata: dict, key: str):
+def metadata_value(metadata: dict, key: str):
+    """A metadata entry's plain value (Dagster wraps some in MetadataValue), or None."""
     v = metadata.get(key)
     return getattr(v, "value", v)
 
@@ -188,7 +211,7 @@ def earlier_reports(
         mine = [
             r.asset_materialization.metadata
             for r in records
-            if _value(r.asset_materialization.metadata, "model_family")
+            if metadata_value(r.asset_materialization.metadata, "model_family")
             in (None, config.model_family)
         ]
         if mine:
