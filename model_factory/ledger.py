@@ -31,7 +31,12 @@ from model_factory.contracts import (
 from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
-from model_factory.defs.ledger import lineage_materialization, metadata_value, triggered_by
+from model_factory.defs.ledger import (
+    lineage_materialization,
+    metadata_value,
+    run_materialization,
+    triggered_by,
+)
 from model_factory.errors import ModelFactoryError
 
 STAGES = (
@@ -433,6 +438,18 @@ def _unpinned_record(record: dg.RunRecord, attempt: RunAttempt) -> TrainingRunRe
 # ------------------------------------------------------------------------------ integrity
 
 
+def _materialized_entry(
+    instance: dg.DagsterInstance, run_id: str, stage: str, week: str | None, sequence: int
+) -> bool:
+    """Whether run ``run_id``'s event log holds a materialization of ``stage`` for ``week``
+    naming journal entry ``sequence``. Wiping an asset hides its materializations from the
+    asset queries but leaves them in the runs' event logs."""
+    if week is None:
+        return False
+    found = run_materialization(instance, run_id, stage, week)
+    return found is not None and metadata_value(found, "ledger_sequence") == sequence
+
+
 def verify_ledger(
     instance: dg.DagsterInstance, journal: Journal, anchor: tuple[int, str] | None = None
 ) -> IntegrityReport:
@@ -442,8 +459,9 @@ def verify_ledger(
     A materialization names its entry (``ledger_sequence``, ``ledger_entry_sha256``), so a deleted
     or rewritten entry is found even at the tail, where the chain alone cannot see it. An entry
     with no materialization is a problem when its run succeeded or is gone from the instance (a
-    deleted run or wiped materialization); when its run failed or never finished (a crash between
-    journaling and materializing) it is only a note.
+    deleted run or wiped materialization), or when its run failed later but its event log shows
+    the stage materialized (since wiped); when its run failed or never finished before
+    materializing (a crash between journaling and materializing) it is only a note.
     """
     chain = verify_chain(journal, anchor)
     problems = list(chain.problems)
@@ -559,6 +577,17 @@ def verify_ledger(
                 f"entry {e.sequence} ({e.subject}) has no "
                 f"materialization, yet its run {e.dagster_run_id} succeeded: the materialization "
                 "was wiped from the instance",
+                "ledger_sequence",
+            )
+        elif _materialized_entry(instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence):
+            # a later step failed: the run's own event log still holds what was since wiped
+            add(
+                "entry_unmaterialized",
+                source,
+                f"entry {e.sequence} ({e.subject}) has no materialization, yet its run "
+                f"{e.dagster_run_id} materialized it before it ended "
+                f"({record.dagster_run.status.value}): the materialization was wiped from the "
+                "instance",
                 "ledger_sequence",
             )
         else:

@@ -430,6 +430,31 @@ def test_ledger_verify_names_records_deleted_from_the_dagster_instance(world, tm
     assert ("not in this Dagster instance" if how == "delete_run" else "was wiped") in detail
 
 
+def test_ledger_verify_names_a_wiped_materialization_of_a_run_that_failed_later(world, tmp_path):
+    """A stage can materialize and a later step of its run fail: the entry's materialization
+    then exists although the run failed. Wiped, it is a problem, not a note about a run that
+    "ended before materializing"."""
+    home = world["home"]
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    instance = dg.DagsterInstance.from_config(str(copy))
+    run_id = _run_of(home, WEEKS[1])
+    # the run's status only: its events (the model's materialization among them) stay as they were
+    instance.report_run_failed(instance.get_run_by_id(run_id))
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    instance.wipe_assets([dg.AssetKey("model")])
+    instance.dispose()
+    report = ledger_report(home, copy)
+    journal = ledger_journal(home).entries()
+    wiped = {e.sequence for e in journal if e.stage == "model"}
+    assert {(p.kind, Path(p.source).name) for p in report.problems} == {
+        ("entry_unmaterialized", f"{s:012d}.json") for s in wiped
+    }
+    failed = next(e.sequence for e in journal if e.stage == "model" and e.dagster_run_id == run_id)
+    detail = next(p.detail for p in report.problems if Path(p.source).name == f"{failed:012d}.json")
+    assert "was wiped" in detail and "(FAILURE)" in detail, detail
+
+
 def test_an_entry_of_an_attempt_that_died_before_materializing_is_a_note(world):
     """A crash between journaling a stage and Dagster storing its materialization leaves an
     entry whose run never succeeded: reported, but not a problem."""
