@@ -819,7 +819,7 @@ class MetricSet(_Contract):
     split: Literal["train", "val", "test"]
     rows: int
     positives: int
-    positive_rate: float
+    positive_rate: float | None = Field(description="None: not measured (no rows).")
     roc_auc: float | None
     pr_auc: float | None = Field(description="Average precision (sum of recall steps x precision).")
     roc_auc_ci: ConfidenceInterval | None = Field(

@@ -160,7 +160,7 @@ def metric_set(
 ) -> MetricSet:
     """Every point metric of a split; bootstrap intervals too when resamples > 0.
 
-    An empty split has no Brier, log loss or ECE (None: not measured, never 0).
+    An empty split has no positive rate, Brier, log loss or ECE (None: not measured, never 0).
     """
     y = y.astype(np.int64)
     clipped = np.clip(score, 1e-15, 1 - 1e-15)
@@ -175,7 +175,7 @@ def metric_set(
         split=split,
         rows=int(y.size),
         positives=pos,
-        positive_rate=pos / y.size if y.size else 0.0,
+        positive_rate=pos / y.size if y.size else None,
         roc_auc=roc_auc(y, score),
         pr_auc=average_precision(y, score),
         roc_auc_ci=cis.get("roc_auc"),

@@ -491,7 +491,7 @@ def empty_test_report(frame, trained) -> EvaluationReport:
 def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_report) -> None:
     r = empty_test_report
     t = r.metrics["test"]
-    assert t.rows == 0 and (t.brier, t.log_loss, t.ece, t.roc_auc) == (None, None, None, None)
+    assert t.rows == 0 and (t.positive_rate, t.brier, t.log_loss, t.ece, t.roc_auc) == (None,) * 5
     assert r.drift.current_rows == 0 and r.drift.reference_rows > 0
     assert all(f.psi is None and f.level is None for f in r.drift.features)
     assert all(f.current_null_share is None for f in r.drift.features)
