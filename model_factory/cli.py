@@ -705,5 +705,62 @@ def _record_reproduction(settings: Settings, report) -> None:
         )
 
 
+@main.group()
+def store() -> None:
+    """Housekeeping of the artifact store, the registry and the catalog."""
+
+
+def _roots(settings: Settings) -> list[str]:
+    """The configured roots, without one that lies inside another (it would be walked twice)."""
+    roots = sorted(dict.fromkeys([settings.store_url, settings.registry_url, settings.catalog_url]))
+    return [r for r in roots if not any(r.startswith(o.rstrip("/") + "/") for o in roots if o != r)]
+
+
+@store.command("sweep")
+@click.option(
+    "--older-than",
+    "hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Hours since a temporary file was last written. A write in flight renames its file "
+    "within seconds, so keep this well above the longest write.",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+def store_sweep(hours, dry_run, as_json) -> None:
+    """Remove the temporary files (.tmp-*.partial) that killed writers left behind.
+
+    A writer puts its bytes under a hidden temporary name and renames it when complete, so a
+    process killed mid-write leaves that file and never a partial final one. Nothing else is
+    touched: final names are never removed, whatever their age.
+    """
+    from datetime import timedelta
+
+    from model_factory.core.storage import remove_partial, stale_partials
+
+    settings = Settings.from_env()
+    count = size = 0
+    for root in _roots(settings):
+        for partial in stale_partials(root, timedelta(hours=hours)):
+            removed = False if dry_run else remove_partial(partial)
+            if dry_run or removed:
+                count, size = count + 1, size + partial.bytes
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {
+                            "uri": partial.uri,
+                            "bytes": partial.bytes,
+                            "modified_utc": partial.modified_utc.isoformat(),
+                            "removed": removed,
+                        }
+                    )
+                )
+            else:
+                click.echo(f"{'would remove' if dry_run else 'removed'}  {partial.uri}")
+    _say(f"{'would remove' if dry_run else 'removed'} {count} temporary file(s), {size} bytes")
+
+
 if __name__ == "__main__":
     main()

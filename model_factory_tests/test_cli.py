@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -420,3 +421,73 @@ def test_an_export_replaces_the_old_file_whole_or_not_at_all(tmp_path: Path) -> 
     replace_from_file(memory, "mf-export-test.parquet", str(new))
     assert memory.cat_file("mf-export-test.parquet") == new.read_bytes()
     memory.rm("mf-export-test.parquet")
+
+
+# ------------------------------------------------------------------------------ store sweep
+
+
+def _killed_writer(folder: Path) -> Path:
+    """A real writer SIGKILLed between writing its temporary file and linking the final name."""
+    import subprocess
+    import sys
+
+    final = folder / "sha256" / "ab" / "abcdef"
+    code = (
+        "import sys; from fsspec.implementations.local import LocalFileSystem; "
+        "from model_factory.core.storage import write_exclusive; "
+        "write_exclusive(LocalFileSystem(), sys.argv[1], b'x' * 1000)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(final)],
+        env={**os.environ, "MODEL_FACTORY_CRASH_AT": "link"},
+        capture_output=True,
+    )
+    assert proc.returncode == -9, proc.stderr
+    assert not final.exists()
+    (partial,) = final.parent.glob(".tmp-*.partial")
+    return partial
+
+
+def _age(path: Path, hours: float) -> None:
+    then = (datetime.now(UTC) - timedelta(hours=hours)).timestamp()
+    os.utime(path, (then, then))
+
+
+def test_store_sweep_removes_only_old_temporary_files(home: Path) -> None:
+    store, registry, catalog = home / "home" / "store", home / "home" / "registry", home / "catalog"
+    killed = _killed_writer(store)  # under the store, as the store writes them
+    _age(killed, 48)
+    stale_registry = registry / "records" / f".tmp-{'0' * 32}-r.json.partial"
+    stale_catalog = catalog / "events" / "v1" / f".tmp-{'1' * 32}-manifest.json.partial"
+    fresh = store / "sha256" / f".tmp-{'2' * 32}-x.partial"  # a write in flight
+    old_final = store / "sha256" / "cd" / "cdef"  # a final name, however old
+    look_alike = store / ".tmp-notes.partial.txt"  # not one of our temporary names
+    for path in (stale_registry, stale_catalog, fresh, old_final, look_alike):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"y" * 10)
+    for path in (stale_registry, stale_catalog, old_final, look_alike):
+        _age(path, 48)
+    stale = {killed, stale_registry, stale_catalog}
+
+    dry = _invoke("store", "sweep", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert sorted(dry.stdout.splitlines()) == sorted(f"would remove  {p}" for p in stale)
+    assert all(p.exists() for p in stale)  # a dry run removes nothing
+
+    swept = _invoke("store", "sweep", "--json")
+    assert swept.exit_code == 0, swept.output
+    rows = [json.loads(line) for line in swept.stdout.splitlines()]
+    assert len(rows) == 3 and all(r["removed"] for r in rows)
+    assert sorted(r["bytes"] for r in rows) == [10, 10, 1000]
+    assert "removed 3 temporary file(s), 1020 bytes" in swept.stderr
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and old_final.exists() and look_alike.exists()
+
+    # with no margin, the young one goes too; final names never do
+    assert _invoke("store", "sweep", "--older-than", "0").exit_code == 0
+    assert not fresh.exists() and old_final.exists() and look_alike.exists()
+
+
+def test_store_sweep_refuses_a_negative_age(home: Path) -> None:
+    result = _invoke("store", "sweep", "--older-than", "-1")
+    assert result.exit_code == 2 and "--older-than" in result.output

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 
 import fsspec
 import pytest
@@ -26,7 +27,9 @@ from model_factory.core.settings import Settings
 from model_factory.core.storage import (
     S3_CONDITIONAL_WRITES_ENV,
     ArtifactStore,
+    remove_partial,
     replace_from_file,
+    stale_partials,
     write_exclusive,
 )
 from model_factory.errors import ConfigError, DigestMismatchError, ImmutabilityError
@@ -113,6 +116,22 @@ def test_exclusive_create_keeps_the_first_bytes(bucket):
     assert write_exclusive(fs, path, b"second") is False
     assert fs.cat_file(path) == b"first"
     assert keys(bucket) == [path]
+
+
+def test_a_sweep_removes_leftover_temporary_objects_only(bucket):
+    """A probe object a bucket kept (its delete was denied once) is swept; a final key is not,
+    and a young one waits for the margin."""
+    fs = fsspec.filesystem("s3")
+    final, probe = f"{bucket}/store/sha256/ab/abc", f"{bucket}/store/.tmp-probe-{'0' * 32}.partial"
+    fs.pipe_file(final, b"kept")
+    fs.pipe_file(probe, b"1")
+    fs.invalidate_cache()
+    assert stale_partials(f"s3://{bucket}/store", timedelta(hours=1)) == []  # written just now
+    (left,) = stale_partials(f"s3://{bucket}/store", timedelta(0))
+    assert (left.uri, left.bytes) == (f"s3://{probe}", 1)
+    assert remove_partial(left) is True
+    assert remove_partial(left) is False  # another sweep got it first
+    assert keys(bucket) == [final]
 
 
 def test_a_named_record_is_created_once_and_never_replaced(bucket, passed):

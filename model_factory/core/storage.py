@@ -21,6 +21,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any, BinaryIO
 
@@ -137,6 +138,63 @@ def write_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bo
 def _temporary_name(parent: str, path: str) -> str:
     # Hidden and with a suffix of its own, so no glob for final names ever matches it.
     return f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}.partial"
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether a file name is one of our temporary names (``_temporary_name``, the S3 probe)."""
+    return name.startswith(".tmp-") and name.endswith(".partial")
+
+
+@dataclass(frozen=True)
+class StalePartial:
+    """A temporary file a writer left behind (killed between writing and renaming it)."""
+
+    uri: str
+    bytes: int
+    modified_utc: datetime
+
+
+def stale_partials(root_uri: str, older_than: timedelta) -> list[StalePartial]:
+    """Every temporary file under ``root_uri`` last modified more than ``older_than`` ago.
+
+    A writer renames or removes its temporary file within the seconds its write takes, so one
+    older than that belongs to a writer that was killed: its final file was never created (the
+    write failed, and was retried or reported), and the bytes are waste. Younger ones may be a
+    write in flight and are left alone."""
+    try:
+        fs, root = open_uri(root_uri)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(
+            f"no installed filesystem opens this URL ({exc})", source=root_uri
+        ) from exc
+    if not fs.exists(root):
+        return []
+    cutoff = datetime.now(UTC) - older_than
+    found = []
+    for path, info in sorted(fs.find(root, withdirs=False, detail=True).items()):
+        if not is_partial_name(path.rsplit("/", 1)[-1]):
+            continue
+        modified = fs.modified(path)
+        modified = modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
+        if modified < cutoff:
+            uri = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+            found.append(StalePartial(uri, int(info.get("size") or 0), modified))
+    return found
+
+
+def remove_partial(partial: StalePartial) -> bool:
+    """Remove one stale temporary file; False if it was already gone (another sweep)."""
+    fs, path = open_uri(partial.uri)
+    if not is_partial_name(path.rsplit("/", 1)[-1]):  # never a final name, whatever the caller
+        raise ConfigError("not a temporary file of the store", source=partial.uri)
+    fs.invalidate_cache(path)
+    if not fs.exists(path):  # S3 deletes a missing key without complaint: ask first
+        return False
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # -- other filesystems ---------------------------------------------------------------------------
