@@ -167,11 +167,15 @@ def stale_partials(root_uri: str, older_than: timedelta) -> list[StalePartial]:
         raise ConfigError(
             f"no installed filesystem opens this URL ({exc})", source=root_uri
         ) from exc
-    if not fs.exists(root):
-        return []
+    try:
+        listing = fs.find(root, withdirs=False, detail=True) if fs.exists(root) else {}
+    except OSError as exc:
+        raise ModelFactoryError(
+            f"cannot be listed ({type(exc).__name__}: {exc})", source=root_uri
+        ) from exc
     cutoff = datetime.now(UTC) - older_than
     found = []
-    for path, info in sorted(fs.find(root, withdirs=False, detail=True).items()):
+    for path, info in sorted(listing.items()):
         if not is_partial_name(path.rsplit("/", 1)[-1]):
             continue
         modified = fs.modified(path)
@@ -194,6 +198,10 @@ def remove_partial(partial: StalePartial) -> bool:
         fs.rm_file(path)
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        raise ModelFactoryError(
+            f"cannot be removed ({type(exc).__name__}: {exc})", source=partial.uri
+        ) from exc
     return True
 
 
