@@ -8,6 +8,7 @@ does, and lets the daemon's queued run coordinator run two weeks at once against
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -25,7 +26,12 @@ from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 
 from model_factory.contracts import RegistryRecord
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
-from model_factory.core.settings import POSTGRES_ENV, Settings
+from model_factory.core.settings import (
+    INSTANCE_TEMPLATES,
+    POSTGRES_ENV,
+    TEMPLATE_VERSIONS,
+    Settings,
+)
 from model_factory.errors import ConfigError
 from model_factory.ledger import read_ledger
 from model_factory_tests.conftest import (
@@ -59,6 +65,32 @@ def test_postgres_instance_is_selected_by_the_environment_and_switches_back(tmp_
     # Explicitly SQLite: an unedited copy of the other template is switched.
     _settings(tmp_path, MODEL_FACTORY_INSTANCE="sqlite").ensure_dagster_home({})
     assert target.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+
+
+def test_every_template_version_is_known_and_an_old_unedited_copy_is_brought_up_to_date(tmp_path):
+    """A home made by an earlier release keeps no stale instance settings: its dagster.yaml
+    (here the release before dead runs' pool slots were freed) becomes the current template;
+    a file the user edited stays as it is."""
+    for kind, file in INSTANCE_TEMPLATES.items():
+        digest = hashlib.sha256((ROOT / file).read_bytes()).hexdigest()
+        assert TEMPLATE_VERSIONS.get(digest) == kind, (
+            f"add {file}'s new digest to TEMPLATE_VERSIONS"
+        )
+    old = (Path(__file__).parent / "instance_templates" / "dagster.c523fc4.yaml").read_bytes()
+    assert b"free_slots_after_run_end_seconds" not in old
+    settings = _settings(tmp_path)
+    target = settings.dagster_home / "dagster.yaml"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(old)
+    settings.ensure_dagster_home({})
+    assert target.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
+    config, _ = dagster_instance_config(str(settings.dagster_home))
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
+
+    edited = old + b"\n# my own note\n"
+    target.write_bytes(edited)
+    settings.ensure_dagster_home({})
+    assert target.read_bytes() == edited  # the user's file, never overwritten
 
 
 def test_postgres_template_is_a_valid_instance_config_reading_every_variable():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -19,6 +20,18 @@ FRAME_MODES = ("auto", "memory", "streaming")
 DEFAULT_STREAM_ABOVE_BYTES = 2 << 30  # of input parquet: about 5M events with 60 features
 # MODEL_FACTORY_INSTANCE -> the instance settings copied into $DAGSTER_HOME/dagster.yaml.
 INSTANCE_TEMPLATES = {"sqlite": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
+# sha256 of every version the instance templates have had (the current ones included: a test
+# checks it): a $DAGSTER_HOME/dagster.yaml equal to one of them is an unedited copy, which is
+# brought up to the current template, so a home made by an earlier release gets settings added
+# since (e.g. freeing a dead run's pool slots). Add the new digest whenever a template changes.
+TEMPLATE_VERSIONS = {
+    "13e516778772b6f7c01a44718732a2be199a1d17861f6e3a3f82e0ef77f918ce": "sqlite",  # d11f9f9
+    "32758910c9dff661cd8f7c0a1dc9344484a30d65282aa95afd4234e97746a819": "sqlite",  # c523fc4
+    "ec52e77694d87484b6d04c4341aec4fbdb79e4ad30c69dfaa233d131296f63fb": "sqlite",  # 1e7b836
+    "13b661ad8462644448886df19d7a0700cb92fd4a9c07ca45b404c3fa673e8925": "sqlite",  # e8ca5f4
+    "cb2b8b3d09f5413ca3ab43e2b072b7d13a98e44256b40e318c780d9ede23a925": "postgres",  # 56513be
+    "252b8b217acf54a88b84b6d27218c9faa8c4eb8dd242e72f67bf30f8c939bdaf": "postgres",  # 1e7b836
+}
 # What dagster.postgres.yaml reads from the environment when the instance loads.
 POSTGRES_ENV = (
     "DAGSTER_PG_HOST",
@@ -101,8 +114,9 @@ class Settings:
         """Create DAGSTER_HOME with the project's instance settings (telemetry off): dagster.yaml
         (persistent SQLite) by default, dagster.postgres.yaml with MODEL_FACTORY_INSTANCE=postgres.
 
-        A file copied from one project template is switched to the selected one; a dagster.yaml
-        of the user's own is kept, but refused when it cannot be the selected PostgreSQL instance.
+        A file copied from a project template (of any release) is brought up to the selected one
+        as this release has it (unset: the same kind); a dagster.yaml of the user's own is kept,
+        but refused when it cannot be the selected PostgreSQL instance.
         """
         env = dict(os.environ if env is None else env)
         self.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -131,13 +145,14 @@ class Settings:
             else:  # installed without the repository: the essentials of that file
                 target.write_text("telemetry:\n  enabled: false\n")
             return self.dagster_home
-        if self.instance is None or not wanted.exists():
-            return self.dagster_home
         current = target.read_bytes()
-        if current == wanted.read_bytes():
-            return self.dagster_home
-        if any(t.exists() and current == t.read_bytes() for t in templates.values()):
-            shutil.copyfile(wanted, target)  # an unedited copy of the other template: switch
+        copied_from = TEMPLATE_VERSIONS.get(hashlib.sha256(current).hexdigest())
+        if copied_from is not None:
+            # An unedited copy of a template, of this release or an earlier one: the selected
+            # template (unset: the same kind) as this release has it.
+            latest = templates[self.instance or copied_from]
+            if latest.exists() and current != latest.read_bytes():
+                shutil.copyfile(latest, target)
         elif self.instance == "postgres" and b"postgres" not in current:
             raise ConfigError(
                 "MODEL_FACTORY_INSTANCE=postgres, but this dagster.yaml (not a copy "
