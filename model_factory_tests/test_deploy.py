@@ -50,6 +50,7 @@ def test_values_use_only_keys_the_chart_knows():
         (("concurrency", "pools"), "trainingLimit"),  # not a chart key
         (("dagster-user-deployments", "deployments", 0), "codeServerArg"),
         ((), "userDeployments"),  # the pre-1.0 name
+        (("dagsterDaemon", "runMonitoring"), "free_slots_after_run_end_seconds"),  # dagster.yaml's
     ],
 )
 def test_the_schema_refuses_keys_the_chart_does_not_know(path, key):
@@ -133,6 +134,14 @@ def test_k8s_run_launcher_postgres_and_the_training_pool_limit():
     assert doc["concurrency"]["enabled"] is True
     assert doc["concurrency"]["runs"]["maxConcurrentRuns"] >= 1
     assert doc["concurrency"]["pools"]["defaultLimit"] >= 1
+    # A dead run pod gives its pool slot back as the local instance does (the chart renders
+    # this key into run_monitoring.free_slots_after_run_end_seconds; its default 0 never frees).
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert (
+        doc["dagsterDaemon"]["runMonitoring"]["freeSlotsAfterRunEndSeconds"]
+        == local["run_monitoring"]["free_slots_after_run_end_seconds"]
+        > 0
+    )
     # ... and the pool it limits is the one the model asset uses.
     from model_factory.defs.assets import model
 
