@@ -1,5 +1,7 @@
 """Publishing PASS bundles: a sensor over new bundle materializations and the publish job."""
 
+import time
+
 import dagster as dg
 from pydantic import Field
 
@@ -73,23 +75,48 @@ def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> s
     return bundle_id
 
 
+# PostgreSQL numbers an event when it is inserted and shows it when its transaction commits, so
+# two runs storing bundles at once can commit out of storage-id order: a tick between the two
+# commits would see the larger id, move past the smaller one and never publish that bundle.
+# The cursor therefore stays behind the records of the last SETTLE_SECONDS, which the next tick
+# reads (and requests) again; the run key keeps a bundle from being published twice.
+SETTLE_SECONDS = 60.0
+# A tick reads at most this many records and resumes from there: a long history (the CLI ticks
+# from the start) must not run into the sensor's evaluation timeout, which would return no
+# cursor, so every later tick would start over and time out again.
+RECORDS_PER_TICK = 2000
+_BATCH = 200
+
+
 def publish_requests(
-    instance: dg.DagsterInstance, cursor: int | None
+    instance: dg.DagsterInstance,
+    cursor: int | None,
+    *,
+    now: float | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
+    max_records: int = RECORDS_PER_TICK,
 ) -> tuple[list[dg.RunRequest], int | None]:
     """Run requests for PASS bundles materialized after ``cursor`` (a storage id), and the
-    new cursor. Reading every record by storage id never skips one, unlike asset_sensor."""
+    new cursor. Reading every record by storage id never skips one, unlike asset_sensor; the
+    cursor stops before the first record younger than ``settle_seconds`` (see SETTLE_SECONDS)."""
     requests: list[dg.RunRequest] = []
-    after = cursor
-    while True:
+    settled_before = (time.time() if now is None else now) - settle_seconds
+    after = new_cursor = cursor
+    settled = True  # every record read so far is older than the settle window
+    read = 0
+    while read < max_records:
         batch = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), after_storage_id=after),
-            limit=200,
+            limit=min(_BATCH, max_records - read),
             ascending=True,
         ).records
         if not batch:
             break
         for rec in batch:
-            after = rec.storage_id
+            after, read = rec.storage_id, read + 1
+            settled = settled and rec.timestamp < settled_before
+            if settled:
+                new_cursor = rec.storage_id
             meta = rec.asset_materialization.metadata
             value = {k: getattr(v, "value", v) for k, v in meta.items()}
             if value.get("gate_status") != "PASS":
@@ -114,7 +141,7 @@ def publish_requests(
                     },
                 )
             )
-    return requests, after
+    return requests, new_cursor
 
 
 @dg.sensor(

@@ -2,6 +2,7 @@
 the backtest's pure helpers and the run record's contract rules."""
 
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -186,7 +187,7 @@ def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_pa
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         first = materialize(bundle)
-        requests, cursor = publish_requests(instance, None)
+        requests, cursor = publish_requests(instance, None, settle_seconds=0)
         assert [r.run_key for r in requests] == [bundle]
         with pytest.raises(ModelFactoryError):
             tick_publish_sensor(instance, factory)  # the publish run fails under key = bundle id
@@ -198,11 +199,58 @@ def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_pa
 
         # the week runs again: the same bundle, a new materialization, a key of its own
         again = materialize(bundle)
-        requests, _ = publish_requests(instance, cursor)
+        requests, _ = publish_requests(instance, cursor, settle_seconds=0)
         assert [r.run_key for r in requests] == [f"{bundle}:{again}"] != [f"{bundle}:{first}"]
         assert requests[0].tags["model_factory/bundle_id"] == bundle
         # a bundle never tried keeps its id as its key
         other = "mfb-" + "2" * 20
         materialize(other)
-        requests, _ = publish_requests(instance, again)
+        requests, _ = publish_requests(instance, again, settle_seconds=0)
         assert [r.run_key for r in requests] == [other]
+
+
+def test_the_publish_cursor_waits_for_late_commits_and_reads_a_bounded_batch(tmp_path):
+    """On PostgreSQL a materialization with a smaller storage id can become visible after one
+    with a larger id: the cursor stays behind the last minute's records (read again next tick,
+    the run key deduplicates them), and one tick reads a bounded number of records."""
+    from model_factory.defs.publishing import SETTLE_SECONDS, publish_requests
+
+    def materialize(bundle_id: str) -> int:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "model_bundle",
+                partition="2026-03-02",
+                metadata={
+                    "gate_status": "PASS",
+                    "bundle_id": bundle_id,
+                    "train_run_id": "mfr-" + "1" * 20,
+                    "output_uri": str(tmp_path / bundle_id / "bundle.json"),
+                },
+            )
+        )
+        (record,) = instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1).records
+        return record.storage_id
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        bundles = [f"mfb-{i:020d}" for i in range(3)]
+        ids = [materialize(b) for b in bundles]
+        # all three just written: requested now, but the cursor does not move past them
+        requests, cursor = publish_requests(instance, None)
+        assert [r.run_key for r in requests] == bundles and cursor is None
+        # a minute on, they are settled
+        later = time.time() + SETTLE_SECONDS + 1
+        requests, cursor = publish_requests(instance, None, now=later)
+        assert [r.run_key for r in requests] == bundles and cursor == ids[-1]
+        # the cursor stops at the first unsettled record, even when later ones look settled
+        (first,) = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), storage_ids=[ids[0]]),
+            limit=1,
+        ).records
+        requests, cursor = publish_requests(instance, None, now=first.timestamp + SETTLE_SECONDS)
+        assert cursor is None
+        # bounded: two records a tick, resumed where the last tick stopped
+        requests, cursor = publish_requests(instance, None, now=later, max_records=2)
+        assert [r.run_key for r in requests] == bundles[:2] and cursor == ids[1]
+        requests, cursor = publish_requests(instance, cursor, now=later, max_records=2)
+        assert [r.run_key for r in requests] == bundles[2:] and cursor == ids[2]
