@@ -872,8 +872,15 @@ def headline_metrics(report: EvaluationReport) -> dict[str, float]:
     return out
 
 
+# How many earlier weeks the report's page shows beside the week.
+HISTORY_WEEKS = 52
+
+
 def earlier_reports(
-    refs: Iterable[tuple[str, ArtifactRef]], before: str, model_family: str, weeks: int = 52
+    refs: Iterable[tuple[str, ArtifactRef]],
+    before: str,
+    model_family: str,
+    weeks: int = HISTORY_WEEKS,
 ) -> list[EvaluationReport]:
     """The latest report of each week before ``before`` of the same family, oldest first, from
     (partition, ref) pairs listed newest first; reports of an older contract are skipped."""

@@ -236,13 +236,14 @@ def evaluation_report(
     decision policy chosen on val, calibration, slices, drift, SHAP, latency, HTML view."""
     from model_factory.contracts import EvaluationReport
     from model_factory.core.report_html import (
+        HISTORY_WEEKS,
         earlier_reports,
         headline_metrics,
         markdown_operating_points,
         markdown_slices,
         render_report_html,
     )
-    from model_factory.defs.ledger import ref_from_metadata
+    from model_factory.defs.ledger import family_reports
 
     intake, intake_ref = _intake(context)
     env = model_factory.factory_env()
@@ -256,20 +257,15 @@ def evaluation_report(
     # The page to open adds the earlier weeks found in the ledger and the latency. It depends on
     # what else has run, so only this metadata points at it; the report references its own
     # deterministic page (report_html_pinned).
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key), limit=1000
-    ).records  # newest first
     history = earlier_reports(
-        (
-            (
-                r.partition_key,
-                ref_from_metadata(r.asset_materialization.metadata, "evaluation_report"),
+        reversed(
+            family_reports(
+                context.instance, context.partition_key, report.model_family, HISTORY_WEEKS
             )
-            for r in records
-            if r.partition_key and "output_uri" in r.asset_materialization.metadata
         ),
         context.partition_key,
         report.model_family,
+        HISTORY_WEEKS,
     )
     view = env.store.put_bytes(
         "evaluation_report_view.html",

@@ -189,17 +189,17 @@ def json_value(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(obj)))
 
 
-def earlier_reports(
-    context: dg.AssetExecutionContext, config: TrainingConfig
-) -> list[WeekReportRef]:
-    """The previous weeks' evaluation reports (latest materialization each, oldest first) that
-    the config's stability criteria need; pinned at intake so a re-run judges the same history."""
-    weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
-    start = week_start(context.partition_key)
-    refs = []
+def family_reports(
+    instance: dg.DagsterInstance, partition_key: str, model_family: str, weeks: int
+) -> list[tuple[str, ArtifactRef]]:
+    """(week, report ref) of the ``weeks`` weeks before ``partition_key`` that have a report of
+    ``model_family``: each week's newest such report, oldest week first. One lookup per week, so
+    however many runs a later week had, no earlier week drops out."""
+    start = week_start(partition_key)
+    found = []
     for i in range(weeks, 0, -1):
         key = (start - timedelta(days=7 * i)).date().isoformat()
-        records = context.instance.fetch_materializations(
+        records = instance.fetch_materializations(
             dg.AssetRecordsFilter(
                 asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]
             ),
@@ -207,22 +207,34 @@ def earlier_reports(
         ).records
         # The week's newest report of this model family: another family's (or an experiment's)
         # report run later must not hide it. Reports recorded before the family was in the
-        # metadata count as this family's, as they did; the gate checks the family again.
+        # metadata count as this family's, as they did; readers check the family again.
         mine = [
             r.asset_materialization.metadata
             for r in records
-            if metadata_value(r.asset_materialization.metadata, "model_family")
-            in (None, config.model_family)
+            if "output_uri" in r.asset_materialization.metadata  # a report was stored
+            and metadata_value(r.asset_materialization.metadata, "model_family")
+            in (None, model_family)
         ]
         if mine:
-            ref = ref_from_metadata(mine[0], "evaluation_report")
-            refs.append(
-                WeekReportRef(
-                    partition_key=key,
-                    evaluation_report_ref=EvaluationReportRef(uri=ref.uri, digest=ref.sha256),
-                )
-            )
-    return refs
+            found.append((key, ref_from_metadata(mine[0], "evaluation_report")))
+    return found
+
+
+def earlier_reports(
+    context: dg.AssetExecutionContext, config: TrainingConfig
+) -> list[WeekReportRef]:
+    """The previous weeks' evaluation reports (latest materialization each, oldest first) that
+    the config's stability criteria need; pinned at intake so a re-run judges the same history."""
+    weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
+    return [
+        WeekReportRef(
+            partition_key=key,
+            evaluation_report_ref=EvaluationReportRef(uri=ref.uri, digest=ref.sha256),
+        )
+        for key, ref in family_reports(
+            context.instance, context.partition_key, config.model_family, weeks
+        )
+    ]
 
 
 def criteria_table(gate: GateReceipt) -> str:

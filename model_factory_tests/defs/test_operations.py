@@ -254,3 +254,48 @@ def test_the_publish_cursor_waits_for_late_commits_and_reads_a_bounded_batch(tmp
         assert [r.run_key for r in requests] == bundles[:2] and cursor == ids[1]
         requests, cursor = publish_requests(instance, cursor, now=later, max_records=2)
         assert [r.run_key for r in requests] == bundles[2:] and cursor == ids[2]
+
+
+def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_later_weeks_are(
+    tmp_path,
+):
+    """The report page's history and the stability criterion look a week up on its own: many
+    runs of a later week (or another family's reports) never push an earlier week out."""
+    from model_factory.defs.ledger import family_reports
+
+    def report(week: str, family: str | None, tag: str, stored: bool = True) -> None:
+        outputs = {
+            "output_name": "evaluation_report.json",
+            "output_uri": f"/reports/{week}/{tag}.json",
+            "output_sha256": "0" * 64,
+            "output_size_bytes": 1,
+            "output_media_type": "application/json",
+        }
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "evaluation_report",
+                partition=week,
+                metadata={
+                    **(outputs if stored else {}),
+                    **({"model_family": family} if family else {}),
+                },
+            )
+        )
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        report("2026-02-23", None, "before-families")  # recorded before the family was known
+        report("2026-03-02", "fraud", "old")
+        report("2026-03-02", "fraud", "new")
+        report("2026-03-02", "experiment", "other-family")  # newer, another family
+        report("2026-03-02", "fraud", "failed-to-store", stored=False)
+        for i in range(30):  # a busy later week
+            report("2026-03-09", "fraud", f"rerun-{i}")
+        found = family_reports(instance, "2026-03-16", "fraud", 3)
+        assert [(week, ref.uri) for week, ref in found] == [
+            ("2026-02-23", "/reports/2026-02-23/before-families.json"),
+            ("2026-03-02", "/reports/2026-03-02/new.json"),
+            ("2026-03-09", "/reports/2026-03-09/rerun-29.json"),
+        ]
+        # only the weeks asked for, and never the week itself or a later one
+        assert [w for w, _ in family_reports(instance, "2026-03-09", "fraud", 1)] == ["2026-03-02"]
