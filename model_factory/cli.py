@@ -21,7 +21,12 @@ from model_factory.core.manifests import (
     verify_manifest_files,
 )
 from model_factory.core.settings import Settings
-from model_factory.errors import ConfigError, MissingInputError, ModelFactoryError
+from model_factory.errors import (
+    ConfigError,
+    MissingInputError,
+    ModelFactoryError,
+    PolicyViolationError,
+)
 
 CONTRACTS_FILE = Path("contracts") / "mf_public_contracts_v0.schema.json"
 
@@ -272,6 +277,38 @@ def _instance(settings: Settings):
     return instance
 
 
+def _check_before_running(config: TrainingConfig, config_path: str | None, settings) -> None:
+    """What would fail every week's intake, refused before any run starts: a config the
+    governance policy forbids, and a dataset it names that the catalog does not have."""
+    from model_factory.core.governance import check_gate_policy
+
+    source = config_path or "the default TrainingConfig"
+    policy_source = settings.policy_path or "built-in default policy"
+    try:
+        check_gate_policy(config.gates, settings.policy(), source=source)
+    except PolicyViolationError as exc:
+        raise PolicyViolationError(
+            f"{exc.detail} (policy: {policy_source})", source=source, field=exc.field
+        ) from None
+    catalog = Catalog(settings.catalog_url)
+    named = [
+        ("events", "events", config.events),
+        ("labels", "labels", config.labels),
+        *(
+            ("feature_group", f"feature_group_versions[{i}]", sel)
+            for i, sel in enumerate(config.feature_group_versions)
+        ),
+    ]
+    for kind, field, sel in named:
+        if not catalog.has(kind, sel.name, sel.version):
+            raise MissingInputError(
+                f"the catalog {settings.catalog_url} has no {kind} dataset '{sel.name}' "
+                f"version '{sel.version}'",
+                source=source,
+                field=field,
+            )
+
+
 def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
     from model_factory.core.registry import FileRegistry
     from model_factory.definitions import defs
@@ -279,6 +316,7 @@ def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
 
     settings = Settings.from_env()
     config = _load_config(config_path)
+    _check_before_running(config, config_path, settings)
     run_config = None
     if config_path:
         run_config = {
@@ -486,7 +524,13 @@ def frame_build(partition, config_path, out) -> None:
     from model_factory.core.storage import file_sha256, open_uri, replace_from_file
 
     env = FactoryEnv.from_settings(Settings.from_env())
-    receipt, inputs = intake(env.catalog, _load_config(config_path), partition, env.policy)
+    receipt, inputs = intake(
+        env.catalog,
+        _load_config(config_path),
+        partition,
+        env.policy,
+        policy_source=env.policy_source,
+    )
     with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
         written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
         digest, _ = file_sha256(LocalFileSystem(), written.path)

@@ -148,3 +148,17 @@ def test_backtest_summary_page_shows_every_week(dagster_server, backfill, browse
     )
     assert all(week in text for week in TRAINABLE_WEEKS)
     assert shot(browser, "backtest_summary").stat().st_size > 10_000
+    # The plot is a data-URI image in Markdown metadata, behind its row's "[Show Markdown]":
+    # the UI must really draw it (its sanitizer could drop a data: source).
+    row = browser.find_element(By.XPATH, "//tr[td[normalize-space()='plot']]")
+    link = row.find_element(By.XPATH, ".//*[contains(text(), 'Show Markdown')]")
+    browser.execute_script("arguments[0].click();", link)
+
+    def drawn(d) -> list[int] | bool:
+        images = d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/svg+xml']")
+        widths = [d.execute_script("return arguments[0].naturalWidth", i) for i in images]
+        return widths if widths and all(widths) else False
+
+    widths = WebDriverWait(browser, 30, poll_frequency=0.5).until(drawn)
+    assert all(w > 100 for w in widths), widths
+    assert shot(browser, "backtest_plot").stat().st_size > 10_000

@@ -295,18 +295,73 @@ def test_run_of_a_week_outside_the_partitions_exits_2_before_running_any(
     assert not (home / "dagster").exists()  # nothing ran, not even the valid weeks
 
 
+@pytest.fixture
+def small_catalog(home: Path) -> Path:
+    """A small demo catalog (10 weeks from 2026-01-05) where the home's settings look."""
+    from model_factory.core.demo_data import generate_demo_data
+
+    generate_demo_data(str(home / "catalog"), DemoDataSpec(customers=200, terminals=400, weeks=10))
+    return home / "catalog"
+
+
 @pytest.mark.slow
-def test_run_json_tells_a_failed_week_from_one_without_results(home, monkeypatch):
+def test_run_json_tells_a_failed_week_from_one_without_results(home, small_catalog, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
 
-    result = _invoke("run", "--from", "2026-03-02", "--to", "2026-03-02", "--json")
+    result = _invoke("run", "--from", "2026-06-01", "--to", "2026-06-01", "--json")
 
-    assert result.exit_code == 1, result.output  # the catalog is empty: intake fails
+    assert result.exit_code == 1, result.output  # no data for that week: its intake fails
     [week] = [json.loads(line) for line in result.stdout.splitlines()]
-    assert week["week"] == "2026-03-02"
+    assert week["week"] == "2026-06-01"
     assert week["status"] == "failed"
     assert "MissingInputError" in week["error"]
     assert week["dagster_run_id"]
+
+
+@pytest.mark.parametrize(
+    "config, code, field, says",
+    [
+        # the default policy makes these criteria mandatory
+        (
+            {
+                "gates": {
+                    "criteria": [
+                        {"name": "x", "metric": "roc_auc", "kind": "point", "threshold": 0.5}
+                    ]
+                }
+            },
+            "policy_violation",
+            "gates.criteria",
+            "(policy: built-in default policy)",
+        ),
+        (
+            {"feature_group_versions": [{"name": "customer_profile", "version": "v9"}]},
+            "missing_input",
+            "feature_group_versions[0]",
+            "no feature_group dataset 'customer_profile' version 'v9'",
+        ),
+        (
+            {"events": {"name": "payments", "version": "v1"}},
+            "missing_input",
+            "events",
+            "'payments'",
+        ),
+    ],
+)
+def test_run_refuses_a_config_every_week_would_fail_before_running_any(
+    home, small_catalog, monkeypatch, config, code, field, says
+):
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    path = home / "cfg.json"
+    path.write_text(json.dumps(config))
+
+    result = _invoke("run", "--from", "2026-02-23", "--to", "2026-03-02", "--config", str(path))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error [{code}]: file {path}, field '{field}'")
+    assert says in result.stderr
+    assert len(result.stderr.splitlines()) == 1  # one line, no traceback
+    assert not (home / "dagster").exists()  # nothing ran
 
 
 @pytest.mark.slow
@@ -491,3 +546,19 @@ def test_store_sweep_removes_only_old_temporary_files(home: Path) -> None:
 def test_store_sweep_refuses_a_negative_age(home: Path) -> None:
     result = _invoke("store", "sweep", "--older-than", "-1")
     assert result.exit_code == 2 and "--older-than" in result.output
+
+
+def test_frame_build_names_the_policy_file_a_config_breaks(
+    home, small_catalog, monkeypatch, tmp_path
+):
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"gate_floors": {"roc_auc_lower": 0.99}}))
+    monkeypatch.setenv("MODEL_FACTORY_POLICY", str(policy))
+
+    result = _invoke("frame", "build", "--partition", "2026-02-23", "--out", str(tmp_path / "f.pq"))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        f"error [policy_violation]: file {policy}, field 'gates.criteria["
+    )
+    assert not (tmp_path / "f.pq").exists()

@@ -432,6 +432,14 @@ class Catalog:
             )
         return CatalogEntry(self.location.uri(path), manifest, sha256_hex(data))
 
+    def has(self, kind: str, name: str, version: str) -> bool:
+        """Whether any manifest of this dataset version is in the catalog (none is read)."""
+        fs = self.location.fs
+        folder = self.dataset_dir(kind, name, version)
+        return fs.exists(folder) and any(
+            not p.rsplit("/", 1)[-1].startswith(".") for p in fs.glob(folder + "/*.json")
+        )
+
     def entries(self, kind: str, name: str, version: str) -> list[CatalogEntry]:
         fs = self.location.fs
         folder = self.dataset_dir(kind, name, version)
