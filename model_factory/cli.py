@@ -61,6 +61,25 @@ def _option(param: click.Parameter) -> str:
     return param.opts[0] if param.opts else str(param.name)
 
 
+def _writable_out(out: str) -> None:
+    """Refuse an ``--out`` that is a folder before any work is done for it."""
+    if "://" not in out and Path(out).is_dir():
+        raise ConfigError("is a folder; give a file name", source=out, field="--out")
+
+
+def _written(out: str, write) -> None:
+    """``write()``, with an error naming ``--out`` if the file cannot be written."""
+    _writable_out(out)
+    try:
+        write()
+    except OSError as exc:
+        raise ModelFactoryError(
+            f"cannot be written ({type(exc).__name__}: {exc.strerror or exc})",
+            source=out,
+            field="--out",
+        ) from exc
+
+
 def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
     """A YYYY-MM-DD date option, refused naming the option."""
     if value is None:
@@ -209,7 +228,7 @@ def manifest_create(
         description=description,
     )
     if out:
-        Path(out).write_text(m.model_dump_json(indent=2))
+        _written(out, lambda: Path(out).write_text(m.model_dump_json(indent=2)))
         _say(f"manifest written to {out}")
     else:
         entry = Catalog(catalog or Settings.from_env().catalog_url).write(m)
@@ -523,6 +542,7 @@ def frame_build(partition, config_path, out) -> None:
     from model_factory.core.runs import FactoryEnv, frame_file
     from model_factory.core.storage import file_sha256, open_uri, replace_from_file
 
+    _writable_out(out)
     env = FactoryEnv.from_settings(Settings.from_env())
     receipt, inputs = intake(
         env.catalog,
@@ -534,7 +554,7 @@ def frame_build(partition, config_path, out) -> None:
     with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
         written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
         digest, _ = file_sha256(LocalFileSystem(), written.path)
-        replace_from_file(*open_uri(out), written.path)
+        _written(out, lambda: replace_from_file(*open_uri(out), written.path))
     counts = ", ".join(f"{s} {written.rows.get(s, 0)}" for s in ("train", "val", "test"))
     _say(
         f"frame of week {partition}: {sum(written.rows.values())} rows ({counts}), "
@@ -557,8 +577,11 @@ def contracts_export(out) -> None:
     """Write the JSON Schema generated from the pydantic contracts."""
     from model_factory.core.schema import export_schema
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(export_schema())
+    def write() -> None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(export_schema())
+
+    _written(out, write)
     _say(f"wrote {out}")
 
 

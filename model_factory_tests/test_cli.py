@@ -562,3 +562,68 @@ def test_frame_build_names_the_policy_file_a_config_breaks(
         f"error [policy_violation]: file {policy}, field 'gates.criteria["
     )
     assert not (tmp_path / "f.pq").exists()
+
+
+@pytest.mark.parametrize("command", ["contracts", "frame", "manifest"])
+def test_an_out_that_is_a_folder_is_refused_before_any_work(home, parquet_files, tmp_path, command):
+    folder = tmp_path / "already-a-folder"
+    folder.mkdir()
+    args = {
+        "contracts": ["contracts", "export"],
+        # with an empty catalog: the --out check comes before intake would fail
+        "frame": ["frame", "build", "--partition", "2026-03-02"],
+        "manifest": [*CREATE, *parquet_files],
+    }[command]
+
+    result = _invoke(*args, "--out", str(folder))
+
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr
+        == f"error [config_invalid]: file {folder}, field '--out': is a folder; give a file name\n"
+    )
+
+
+def test_an_out_that_cannot_be_written_is_an_error_naming_it(home, tmp_path):
+    out = tmp_path / "a-file" / "schema.json"
+    (tmp_path / "a-file").write_text("not a folder")  # so no folder can be made under it
+
+    result = _invoke("contracts", "export", "--out", str(out))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error [model_factory_error]: file {out}, field '--out'")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_manifest_validate_of_a_folder_is_an_error_not_a_traceback(home, tmp_path):
+    result = _invoke("manifest", "validate", str(tmp_path))
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error [manifest_invalid]: file {tmp_path}")
+    assert "cannot be read" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_bad_automation_interval_is_a_config_error(home):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_factory.cli",
+            "run",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-02",
+        ],
+        env={**os.environ, "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS": "abc"},
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "error [config_invalid]: field 'MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS': 'abc' is not "
+        "a whole number of seconds >= 1"
+    )

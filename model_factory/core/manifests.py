@@ -273,6 +273,11 @@ def read_manifest(uri: str) -> DatasetManifest:
         data = fs.cat_file(path)
     except FileNotFoundError as exc:
         raise MissingInputError("manifest does not exist", source=uri) from exc
+    except OSError as exc:  # a folder, no permission
+        raise ManifestError(
+            f"the manifest cannot be read ({type(exc).__name__}: {exc.strerror or exc})",
+            source=uri,
+        ) from exc
     return parse_document(data, DatasetManifest, source=uri, error=ManifestError)
 
 

@@ -9,6 +9,7 @@ from model_factory.backtest import plot_markdown, plot_svg, spread_table, summar
 from model_factory.contracts import BacktestWeek
 from model_factory.defs.ledger import CODE_VERSION
 from model_factory.defs.resources import ModelFactoryResource
+from model_factory.errors import ConfigError
 from model_factory.ledger import StageMaterialization, stage_materializations
 
 SOURCES = ("evaluation_report", "gate_receipt", "model_bundle")
@@ -22,8 +23,16 @@ REFRESH_AFTER_NEW_WEEKS = (
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after new weeks, once upstream is idle")
 
+
+def _interval_seconds(name: str = "MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS") -> int:
+    value = os.environ.get(name) or "30"
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"'{value}' is not a whole number of seconds >= 1", field=name)
+    return int(value)
+
+
 # The daemon evaluates the condition this often (seconds); tests lower it.
-AUTOMATION_INTERVAL_SECONDS = int(os.environ.get("MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS", "30"))
+AUTOMATION_INTERVAL_SECONDS = _interval_seconds()
 
 
 def _value(meta: dict, key: str, cast=float):
