@@ -496,6 +496,9 @@ def verify_ledger(
 
     mats = stage_materializations(instance)
     claimed: set[int] = set()
+    # entries a materialization names, matching or not: one that does not match is reported
+    # from the materialization's side, and is not also "unmaterialized"
+    named: set[int] = set()
     for m in mats:
         where = (
             f"dagster materialization of {m.stage}[{m.partition}] in run {m.run_id} "
@@ -503,6 +506,8 @@ def verify_ledger(
         )
         seq, digest = m.meta.get("ledger_sequence"), m.meta.get("ledger_entry_sha256")
         s = stored.get(seq) if isinstance(seq, int) else None
+        if s is not None:
+            named.add(s.sequence)
         if seq is None:
             add(
                 "materialization_unjournaled",
@@ -552,7 +557,7 @@ def verify_ledger(
     }
     for s in entries:
         e = s.entry
-        if s.sequence in claimed:
+        if s.sequence in named:
             continue
         source = journal.location.uri(s.path)
         record = instance.get_run_record_by_id(e.dagster_run_id) if e.dagster_run_id else None
