@@ -249,13 +249,22 @@ def manifest_validate(uris, catalog) -> None:
 
     settings = Settings.from_env()
     target, policy = Catalog(catalog or settings.catalog_url), settings.policy()
-    for uri in uris:
-        m = read_manifest(uri)
-        check_manifest_location(target, m, uri, policy)
-        verify_manifest_files(m, uri)
+    bad = 0
+    for uri in uris:  # every manifest, so one bad file does not hide the state of the rest
+        try:
+            m = read_manifest(uri)
+            check_manifest_location(target, m, uri, policy)
+            verify_manifest_files(m, uri)
+        except ModelFactoryError as exc:
+            bad += 1
+            click.echo(f"error [{exc.code}]: {exc}", err=True)
+            continue
         click.echo(
             f"ok  {uri}  {m.kind}:{m.name}/{m.version}  {m.row_count} rows in {len(m.files)} file(s)"
         )
+    if bad:
+        _say(f"{bad} of {len(uris)} manifest(s) refused")
+        sys.exit(2)
 
 
 # ------------------------------------------------------------------------------------ runs

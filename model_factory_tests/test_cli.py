@@ -170,17 +170,21 @@ def test_manifest_validate_of_a_tampered_manifest_exits_2_naming_the_file(
     assert "ok" not in result.stdout
 
 
-def test_manifest_validate_stops_at_the_first_bad_manifest(home, parquet_files, data_roots):
-    good, bad = home / "good.json", home / "bad.json"
+def test_manifest_validate_checks_every_manifest_and_names_each_bad_one(
+    home, parquet_files, data_roots
+):
+    good, bad, missing = home / "good.json", home / "bad.json", home / "missing.json"
     assert _invoke(*CREATE, "--out", str(good), *parquet_files).exit_code == 0
     bad.write_text("{not json")
 
-    result = _invoke("manifest", "validate", str(good), str(bad))
+    result = _invoke("manifest", "validate", str(bad), str(good), str(missing))
 
     assert result.exit_code == 2
-    assert str(good) in result.stdout
-    assert "error [manifest_invalid]" in result.stderr
-    assert str(bad) in result.stderr
+    assert result.stdout.startswith("ok") and str(good) in result.stdout  # checked after a bad one
+    errors = result.stderr.splitlines()
+    assert errors[0].startswith(f"error [manifest_invalid]: file {bad}")
+    assert errors[1].startswith(f"error [missing_input]: file {missing}")
+    assert errors[2] == "2 of 3 manifest(s) refused"
 
 
 def test_manifest_validate_refuses_files_outside_the_catalog_as_intake_would(home, parquet_files):
@@ -600,7 +604,8 @@ def test_manifest_validate_of_a_folder_is_an_error_not_a_traceback(home, tmp_pat
 
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"error [manifest_invalid]: file {tmp_path}")
-    assert "cannot be read" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "cannot be read" in result.stderr
+    assert result.stderr.splitlines()[1:] == ["1 of 1 manifest(s) refused"]  # no traceback
 
 
 def test_a_bad_automation_interval_is_a_config_error(home):
