@@ -199,7 +199,10 @@ def test_manifest_validate_refuses_files_outside_the_catalog_as_intake_would(hom
     assert "error [manifest_invalid]" in result.stderr
     assert entry.uri in result.stderr
     assert "field 'files[0].path'" in result.stderr
-    assert "outside the catalog root and the policy's data_roots" in result.stderr
+    # the catalog root, and the policy's own data_roots (none here), each said as what it is
+    assert f"outside the catalog root {home / 'catalog'} and the policy's data_roots []" in (
+        result.stderr
+    )
     assert "ok" not in result.stdout
 
 

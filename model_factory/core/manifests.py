@@ -113,11 +113,10 @@ def check_file_locations(
                 field=field,
             )
         uri = resolve_file_uri(manifest_uri, entry.path)
-        roots = [root, *data_roots]
-        if not any(_is_under(uri, r) for r in roots):
+        if not any(_is_under(uri, r) for r in [root, *data_roots]):
             raise ManifestError(
                 f"data file {uri} resolves to {_location_key(uri)[1]}, outside the catalog root "
-                f"and the policy's data_roots {roots}",
+                f"{root} and the policy's data_roots {list(data_roots)}",
                 source=manifest_uri,
                 field=field,
             )
