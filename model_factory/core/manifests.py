@@ -122,6 +122,20 @@ def check_file_locations(
             )
 
 
+def _schema_difference(first: pa.Schema, other: pa.Schema) -> str:
+    """The columns in which ``other`` differs from ``first``, by name and type, in one line."""
+    a = {f.name: str(f.type) for f in first}
+    b = {f.name: str(f.type) for f in other}
+    parts = [
+        f"missing {[n for n in a if n not in b]}" if any(n not in b for n in a) else "",
+        f"unexpected {[n for n in b if n not in a]}" if any(n not in a for n in b) else "",
+        ", ".join(f"'{n}' is {b[n]}, not {a[n]}" for n in a if n in b and a[n] != b[n]),
+    ]
+    said = "; ".join(p for p in parts if p)
+    # same names and types: the order, nullability or metadata differ
+    return said or f"the same columns, but {list(b)} in another order or with other details"
+
+
 def _arrow_schema(uri: str) -> pa.Schema:
     fs, path = open_uri(uri)
     try:
@@ -212,7 +226,7 @@ def create_manifest(
         other = _arrow_schema(uri)
         if not other.equals(schema):
             raise SchemaMismatchError(
-                f"schema differs from {file_uris[0]}: {other} vs {schema}",
+                f"schema differs from {file_uris[0]}: {_schema_difference(schema, other)}",
                 source=uri,
                 field="columns",
             )

@@ -227,7 +227,14 @@ def test_files_with_differing_schemas_are_a_schema_mismatch(tmp_path):
 
     assert info.value.source == b
     assert info.value.field == "columns"
-    assert "float" in str(info.value)
+    assert info.value.detail == f"schema differs from {a}: 'amount' is float, not double"
+
+    # a missing and an unexpected column are named too, on one line
+    c = str(tmp_path / "c.parquet")
+    pq.write_table(pq.read_table(a).rename_columns([*EVENT_SCHEMA.names[:-1], "amt"]), c)
+    with pytest.raises(SchemaMismatchError) as info:
+        create_manifest([a, c], kind="events", name="transactions", version="v1", keys=["event_id"])
+    assert info.value.detail == f"schema differs from {a}: missing ['amount']; unexpected ['amt']"
 
 
 @pytest.mark.parametrize(
