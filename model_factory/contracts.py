@@ -155,13 +155,13 @@ class DatasetManifest(_Contract):
             raise ValueError("keys: duplicate key names")
         for col in [self.time_column, *self.keys, self.valid_from_column]:
             if col is not None and col not in names:
-                raise ValueError(f"column '{col}' is declared but not in columns")
+                raise ValueError(f"columns: '{col}' is declared but not among the columns")
         if sum(f.rows for f in self.files) != self.row_count:
-            raise ValueError("row_count differs from the sum of files[].rows")
+            raise ValueError("row_count: differs from the sum of files[].rows")
         if self.kind == "labels" and self.label_family is None:
-            raise ValueError("label_family is required for kind 'labels'")
+            raise ValueError("label_family: required for kind 'labels'")
         if self.kind != "feature_group" and self.ttl_seconds is not None:
-            raise ValueError("ttl_seconds applies to feature groups only")
+            raise ValueError("ttl_seconds: applies to feature groups only")
         return self
 
     def column_names(self) -> list[str]:
@@ -251,9 +251,11 @@ class GateCriterionSpec(_Contract):
             "roc_auc",
             "pr_auc",
         ):
-            raise ValueError(f"kind '{self.kind}' needs a ranking metric (roc_auc or pr_auc)")
+            raise ValueError(
+                f"metric: kind '{self.kind}' needs a ranking metric (roc_auc or pr_auc)"
+            )
         if self.kind == "stability" and self.weeks < 1:
-            raise ValueError("a stability criterion needs weeks >= 1")
+            raise ValueError("weeks: a stability criterion needs weeks >= 1")
         return self
 
     @property
@@ -341,7 +343,7 @@ class GateSettings(_Contract):
     def _unique(self) -> GateSettings:
         names = [c.name for c in self.criteria]
         if len(set(names)) != len(names):
-            raise ValueError("gates.criteria: names must be unique")
+            raise ValueError("criteria: names must be unique")
         return self
 
 
@@ -564,13 +566,9 @@ class ReadinessSettings(_Contract):
     @model_validator(mode="after")
     def _ordered(self) -> ReadinessSettings:
         if self.ramp_min_alert_overlap < self.shadow_below_alert_overlap:
-            raise ValueError(
-                "readiness: ramp_min_alert_overlap must be at least shadow_below_alert_overlap"
-            )
+            raise ValueError("ramp_min_alert_overlap: must be at least shadow_below_alert_overlap")
         if self.min_canary_traffic_share > self.canary_traffic_share:
-            raise ValueError(
-                "readiness: min_canary_traffic_share must not exceed canary_traffic_share"
-            )
+            raise ValueError("min_canary_traffic_share: must not exceed canary_traffic_share")
         return self
 
 
@@ -630,7 +628,7 @@ class TrainingConfig(_Contract):
     @classmethod
     def _thresholds(cls, thresholds: list[float]) -> list[float]:
         if any(not 0 < t < 1 for t in thresholds):
-            raise ValueError("thresholds must lie strictly between 0 and 1")
+            raise ValueError("thresholds: must lie strictly between 0 and 1")
         return thresholds
 
     @field_validator("feature_group_versions")
@@ -644,7 +642,9 @@ class TrainingConfig(_Contract):
     @model_validator(mode="after")
     def _sane(self) -> TrainingConfig:
         if not self.event_features and not self.feature_group_versions:
-            raise ValueError("a model needs at least one event feature or feature group")
+            raise ValueError(
+                "event_features: a model needs at least one event feature or feature group"
+            )
         return self
 
 

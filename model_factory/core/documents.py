@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -12,13 +13,25 @@ from model_factory.errors import ModelFactoryError
 M = TypeVar("M", bound=BaseModel)
 
 
+# A rule across fields (a model validator) has no location of its own: its message starts with
+# the field it is about ("row_count: ..."), which becomes the field named.
+_FIELD_FIRST = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?): (.+)$", re.S)
+
+
 def first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     field = ""
     for part in err.get("loc", ()):
         field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
-    field = field or "(document)"
-    return field, err.get("msg", "invalid")
+    msg = err.get("msg", "invalid")
+    named = _FIELD_FIRST.match(msg)
+    if named:
+        # a field validator's own field is in the location already
+        last = re.split(r"[.\[]", field)[-1] if field else ""
+        if named.group(1) != last:
+            field = f"{field}.{named.group(1)}" if field else named.group(1)
+        msg = named.group(2)
+    return field or "(document)", msg
 
 
 def require_object(

@@ -241,6 +241,13 @@ def test_wrong_row_count_is_a_manifest_error_naming_the_field(home):
             id="other-contract-version",
         ),
         pytest.param(lambda d: d.update(surprise=1), r"surprise", id="unknown-field"),
+        # rules across fields name the field they are about, not "(document)"
+        pytest.param(
+            lambda d: d.update(row_count=d["row_count"] + 1), r"row_count", id="row-count-sum"
+        ),
+        pytest.param(lambda d: d.update(keys=["terminal_id", "x"]), r"columns", id="undeclared"),
+        pytest.param(lambda d: d.update(kind="labels"), r"label_family", id="labels-no-family"),
+        pytest.param(lambda d: d.update(kind="events"), r"ttl_seconds", id="ttl-not-a-group"),
     ],
 )
 def test_malformed_manifest_is_a_manifest_error_naming_file_and_field(home, edit, field):
