@@ -610,7 +610,10 @@ def _registry():
 @click.option("--json", "as_json", is_flag=True)
 def registry_list(family, as_json) -> None:
     """Published bundles, by week."""
-    for r in _registry().records(family):
+    records = _registry().records(family)
+    if not records:
+        _say("no published bundles" + (f" of model family '{family}'" if family else ""))
+    for r in records:
         if as_json:
             click.echo(r.model_dump_json())
         else:

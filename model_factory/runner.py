@@ -97,7 +97,7 @@ class WeekSummary:
 def weeks_between(first: str, last: str) -> list[str]:
     start, end = week_start(first), week_start(last)
     if end < start:
-        raise ModelFactoryError(f"--to {last} is before --from {first}", field="--to")
+        raise ConfigError(f"--to {last} is before --from {first}", field="--to")
     out, d = [], start
     while d <= end:
         out.append(d.date().isoformat())

@@ -635,3 +635,19 @@ def test_a_bad_automation_interval_is_a_config_error(home):
         "error [config_invalid]: field 'MODEL_FACTORY_AUTOMATION_INTERVAL_SECONDS': 'abc' is not "
         "a whole number of seconds >= 1"
     )
+
+
+def test_a_range_that_ends_before_it_starts_is_a_config_error(home):
+    result = _invoke("run", "--from", "2026-03-09", "--to", "2026-03-02")
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error [config_invalid]: field '--to': --to 2026-03-02 is before --from 2026-03-09\n"
+    )
+
+
+def test_registry_list_says_when_there_is_nothing_to_list(home):
+    result = _invoke("registry", "list", "--family", "nope")
+
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr == "no published bundles of model family 'nope'\n"
