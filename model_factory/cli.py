@@ -214,6 +214,13 @@ def manifest_create(
             raise ConfigError(f"--end {end} is not after --start {start}", field="--end")
         window = TimeWindow(start=start, end=end)
     uris = [str(Path(f).resolve()) if "://" not in f else f for f in files]
+    target = None if out else Catalog(catalog or Settings.from_env().catalog_url)
+    # Files under the dataset's own folder of the catalog are stored relative to the manifest
+    # (as demo-data does), so the catalog can be moved or copied; any other file by its path.
+    relative_to = None
+    if target is not None:
+        folder = target.manifest_dir(kind, name, version)
+        relative_to = folder if "://" in folder else str(Path(folder).resolve())
     m = create_manifest(
         uris,
         kind=kind,
@@ -226,12 +233,13 @@ def manifest_create(
         ttl_seconds=ttl_seconds,
         label_family=label_family,
         description=description,
+        relative_to=relative_to,
     )
     if out:
         _written(out, lambda: Path(out).write_text(m.model_dump_json(indent=2)))
         _say(f"manifest written to {out}")
     else:
-        entry = Catalog(catalog or Settings.from_env().catalog_url).write(m)
+        entry = target.write(m)
         _say(f"manifest added to the catalog: {entry.uri} (sha256 {entry.digest})")
 
 

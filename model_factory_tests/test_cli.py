@@ -651,3 +651,29 @@ def test_registry_list_says_when_there_is_nothing_to_list(home):
 
     assert result.exit_code == 0 and result.stdout == ""
     assert result.stderr == "no published bundles of model family 'nope'\n"
+
+
+def test_files_under_the_datasets_folder_are_stored_relative_so_the_catalog_can_move(
+    home, parquet_files, monkeypatch
+):
+    import shutil
+
+    catalog = home / "catalog"
+    folder = catalog / "datasets" / "events" / "transactions" / "v1" / "files"
+    folder.mkdir(parents=True)
+    inside = [shutil.copy(f, folder / Path(f).name) for f in parquet_files]
+    assert _invoke(*CREATE, *map(str, inside)).exit_code == 0
+    [entry] = Catalog(str(catalog)).entries("events", "transactions", "v1")
+    assert [f.path for f in entry.manifest.files] == [
+        "files/part-0.parquet",
+        "files/part-1.parquet",
+    ]
+
+    moved = home / "moved-catalog"
+    shutil.copytree(catalog, moved)
+    shutil.rmtree(catalog)
+    monkeypatch.setenv("MODEL_FACTORY_CATALOG", str(moved))
+    manifest = str(moved / Path(entry.uri).relative_to(catalog))
+    result = _invoke("manifest", "validate", manifest)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"ok  {manifest}")
