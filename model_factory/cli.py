@@ -239,8 +239,10 @@ def manifest_create(
         _written(out, lambda: Path(out).write_text(m.model_dump_json(indent=2)))
         _say(f"manifest written to {out}")
     else:
-        entry = target.write(m)
-        _say(f"manifest added to the catalog: {entry.uri} (sha256 {entry.digest})")
+        existed = target.location.fs.exists(target.manifest_path(m))
+        entry = target.write(m)  # the same manifest again is a no-op, another one an error
+        said = "already in the catalog" if existed else "added to the catalog"
+        _say(f"manifest {said}: {entry.uri} (sha256 {entry.digest})")
 
 
 @manifest.command("validate")

@@ -101,6 +101,11 @@ def test_manifest_create_adds_the_manifest_to_the_catalog_from_the_environment(h
     )
     assert entries[0].uri in result.stderr
     assert entries[0].digest in result.stderr
+    assert result.stderr.startswith("manifest added to the catalog: ")
+
+    again = _invoke(*CREATE, *parquet_files)  # the same manifest again: a no-op, said as one
+    assert again.exit_code == 0, again.output
+    assert again.stderr.startswith(f"manifest already in the catalog: {entries[0].uri}")
 
 
 def test_manifest_create_to_an_explicit_catalog(home, parquet_files):
