@@ -255,13 +255,21 @@ def tick_publish_sensor(
     Returns the bundle ids published by this tick and the sensor's new cursor.
     """
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    with dg.build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, sensor_name=SENSOR_NAME
-    ) as ctx:
-        result = sensor.evaluate_tick(ctx)
+    # One tick reads a bounded batch: tick again until the cursor stops (at the end, or before
+    # the last minute's records), so a long history never keeps this week's bundle unread.
+    requests: list[dg.RunRequest] = []
+    while True:
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, sensor_name=SENSOR_NAME
+        ) as ctx:
+            result = sensor.evaluate_tick(ctx)
+        requests += result.run_requests or []
+        if result.cursor == cursor:
+            break
+        cursor = result.cursor
     job = defs.resolve_job_def(PUBLISH_JOB)
     done = []
-    for request in result.run_requests or []:
+    for request in requests:
         prior = instance.get_runs(
             filters=dg.RunsFilter(
                 tags={"dagster/run_key": request.run_key, "dagster/sensor_name": SENSOR_NAME},
@@ -286,7 +294,7 @@ def tick_publish_sensor(
                 f"publishing {request.run_key} failed: {_first_failure(outcome)}", field="publish"
             )
         done.append(request.tags["model_factory/bundle_id"])
-    return done, result.cursor
+    return done, cursor
 
 
 def run_weeks(

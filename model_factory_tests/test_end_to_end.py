@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.registry import FileRegistry
 from model_factory.definitions import build_definitions
 from model_factory.defs.assets import TRAINING_ASSETS
-from model_factory.defs.publishing import SENSOR_NAME
+from model_factory.defs.publishing import SENSOR_NAME, SETTLE_SECONDS, publish_requests
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.defs.schedules import weekly_training_schedule
 from model_factory.runner import run_week, run_weeks, tick_publish_sensor
@@ -199,7 +200,14 @@ def test_sensor_cursor_never_requests_a_bundle_twice(factory, first_pass):
     assert {r.run_key for r in first.run_requests} == pass_ids
     with dg.build_sensor_context(instance=instance, definitions=defs, cursor=first.cursor) as ctx:
         second = sensor.evaluate_tick(ctx)
-    assert second.run_requests == []
+    # the last minute's bundles are read again while the cursor settles, under the same run
+    # keys: the daemon launches a run key once, so no bundle gets a second publish run
+    assert [r.run_key for r in second.run_requests] == [r.run_key for r in first.run_requests]
+    # once settled, the cursor is past them and nothing is requested again
+    later = time.time() + SETTLE_SECONDS + 1
+    settled, cursor = publish_requests(instance, None, now=later)
+    assert {r.run_key for r in settled} == pass_ids
+    assert publish_requests(instance, cursor, now=later) == ([], cursor)
 
 
 def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(

@@ -60,16 +60,24 @@ def publish_bundle_job():
 _ENDED_UNPUBLISHED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
+STORAGE_ID_TAG = "model_factory/bundle_storage_id"  # the materialization a publish run is for
+
+
 def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> str:
-    """The bundle id, unless every publish run under it failed: then this materialization's own
-    key. The daemon launches a run key once and never again (even after a failure), so without
-    it a bundle whose publish failed once (a registry outage) would stay unpublished however
-    often its week re-ran; publishing is idempotent, so a retry never publishes twice."""
+    """The bundle id, unless every publish run of the bundle failed: then this materialization's
+    own key. The daemon launches a run key once and never again (even after a failure), so
+    without it a bundle whose publish failed once (a registry outage) would stay unpublished
+    however often its week re-ran; publishing is idempotent, so a retry never publishes twice.
+    A materialization that already had its run (read again while the cursor settles) keeps
+    that run's key, so the daemon does not launch it twice."""
     earlier = instance.get_runs(
         filters=dg.RunsFilter(
-            tags={"dagster/run_key": bundle_id, "dagster/sensor_name": SENSOR_NAME}
+            tags={"model_factory/bundle_id": bundle_id, "dagster/sensor_name": SENSOR_NAME}
         )
     )
+    for run in earlier:
+        if run.tags.get(STORAGE_ID_TAG) == str(storage_id):
+            return run.tags.get("dagster/run_key", bundle_id)
     if earlier and all(r.status in _ENDED_UNPUBLISHED for r in earlier):
         return f"{bundle_id}:{storage_id}"
     return bundle_id
@@ -83,7 +91,8 @@ def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> s
 SETTLE_SECONDS = 60.0
 # A tick reads at most this many records and resumes from there: a long history (the CLI ticks
 # from the start) must not run into the sensor's evaluation timeout, which would return no
-# cursor, so every later tick would start over and time out again.
+# cursor, so every later tick would start over and time out again. (More unsettled records than
+# this, i.e. this many bundles in one SETTLE_SECONDS, would wait until they settle.)
 RECORDS_PER_TICK = 2000
 _BATCH = 200
 
@@ -93,12 +102,15 @@ def publish_requests(
     cursor: int | None,
     *,
     now: float | None = None,
-    settle_seconds: float = SETTLE_SECONDS,
-    max_records: int = RECORDS_PER_TICK,
+    settle_seconds: float | None = None,
+    max_records: int | None = None,
 ) -> tuple[list[dg.RunRequest], int | None]:
     """Run requests for PASS bundles materialized after ``cursor`` (a storage id), and the
     new cursor. Reading every record by storage id never skips one, unlike asset_sensor; the
-    cursor stops before the first record younger than ``settle_seconds`` (see SETTLE_SECONDS)."""
+    cursor stops before the first record younger than ``settle_seconds`` (default
+    SETTLE_SECONDS) and after ``max_records`` (default RECORDS_PER_TICK)."""
+    settle_seconds = SETTLE_SECONDS if settle_seconds is None else settle_seconds
+    max_records = RECORDS_PER_TICK if max_records is None else max_records
     requests: list[dg.RunRequest] = []
     settled_before = (time.time() if now is None else now) - settle_seconds
     after = new_cursor = cursor
@@ -138,6 +150,7 @@ def publish_requests(
                     tags={
                         "model_factory/bundle_id": value["bundle_id"],
                         "model_factory/train_run_id": value["train_run_id"],
+                        STORAGE_ID_TAG: str(rec.storage_id),
                     },
                 )
             )

@@ -196,6 +196,10 @@ def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_pa
         )
         assert failed.status == dg.DagsterRunStatus.FAILURE
         assert failed.tags["dagster/run_key"] == bundle
+        # read again while the cursor settles, the same materialization keeps its failed run's
+        # key, so the daemon does not silently launch a second publish of it
+        requests, _ = publish_requests(instance, None)
+        assert [r.run_key for r in requests] == [bundle]
 
         # the week runs again: the same bundle, a new materialization, a key of its own
         again = materialize(bundle)
@@ -299,3 +303,41 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
         ]
         # only the weeks asked for, and never the week itself or a later one
         assert [w for w, _ in family_reports(instance, "2026-03-09", "fraud", 1)] == ["2026-03-02"]
+
+
+def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
+    """The CLI ticks from the start of the history: with more records than one tick reads, it
+    ticks again until the cursor stops, so the bundle just trained is reached."""
+    from model_factory.definitions import build_definitions
+    from model_factory.defs import publishing
+    from model_factory.defs.resources import ModelFactoryResource
+    from model_factory.errors import ModelFactoryError
+    from model_factory.runner import tick_publish_sensor
+
+    monkeypatch.setattr(publishing, "RECORDS_PER_TICK", 2)
+    monkeypatch.setattr(publishing, "SETTLE_SECONDS", 0)
+    factory = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for i, gate in enumerate(["FAIL"] * 4 + ["PASS"]):  # four old weeks, then this week's
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    "model_bundle",
+                    partition="2026-03-02",
+                    metadata={
+                        "gate_status": gate,
+                        "bundle_id": f"mfb-{i:020d}",
+                        "train_run_id": "mfr-" + "1" * 20,
+                        # nothing there: the publish run fails, which shows it was reached
+                        "output_uri": str(tmp_path / "nothing" / "bundle.json"),
+                    },
+                )
+            )
+        with pytest.raises(ModelFactoryError, match=f"publishing mfb-{4:020d} failed"):
+            tick_publish_sensor(instance, factory)
