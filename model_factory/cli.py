@@ -206,6 +206,8 @@ def manifest_create(
     out,
 ) -> None:
     """Build a manifest from parquet FILES (schema, sha256 and rows read from the files)."""
+    if out:
+        _writable_out(out)  # before the files are read and hashed
     window = None
     if start or end:
         if not (start and end):
@@ -800,9 +802,22 @@ def store() -> None:
 
 
 def _roots(settings: Settings) -> list[str]:
-    """The configured roots, without one that lies inside another (it would be walked twice)."""
-    roots = sorted(dict.fromkeys([settings.store_url, settings.registry_url, settings.catalog_url]))
-    return [r for r in roots if not any(r.startswith(o.rstrip("/") + "/") for o in roots if o != r)]
+    """The configured roots, each once, without one that lies inside another (it would be
+    walked twice); local ones compared as resolved paths, however they were written."""
+
+    def where(url: str) -> str:
+        if "://" not in url or url.startswith("file://"):
+            return os.path.realpath(url.removeprefix("file://"))
+        return url.rstrip("/")
+
+    roots: dict[str, str] = {}
+    for url in (settings.store_url, settings.registry_url, settings.catalog_url):
+        roots.setdefault(where(url), url)
+    return [
+        url
+        for key, url in sorted(roots.items())
+        if not any(key.startswith(other + "/") for other in roots if other != key)
+    ]
 
 
 @store.command("sweep")
@@ -847,7 +862,8 @@ def store_sweep(hours, dry_run, as_json) -> None:
                     )
                 )
             else:
-                click.echo(f"{'would remove' if dry_run else 'removed'}  {partial.uri}")
+                verb = "would remove" if dry_run else "removed" if removed else "already gone"
+                click.echo(f"{verb}  {partial.uri}")
     _say(f"{'would remove' if dry_run else 'removed'} {count} temporary file(s), {size} bytes")
 
 

@@ -584,7 +584,8 @@ def test_an_out_that_is_a_folder_is_refused_before_any_work(home, parquet_files,
         "contracts": ["contracts", "export"],
         # with an empty catalog: the --out check comes before intake would fail
         "frame": ["frame", "build", "--partition", "2026-03-02"],
-        "manifest": [*CREATE, *parquet_files],
+        # with a file that does not exist: the --out check comes before any file is read
+        "manifest": [*CREATE, *parquet_files, str(tmp_path / "missing.parquet")],
     }[command]
 
     result = _invoke(*args, "--out", str(folder))
@@ -682,3 +683,19 @@ def test_files_under_the_datasets_folder_are_stored_relative_so_the_catalog_can_
     result = _invoke("manifest", "validate", manifest)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"ok  {manifest}")
+
+
+def test_store_sweep_walks_a_place_once_however_its_roots_are_written(home, monkeypatch):
+    data = home / "data"
+    monkeypatch.setenv("MODEL_FACTORY_STORE", str(data))
+    monkeypatch.setenv("MODEL_FACTORY_CATALOG", f"file://{data}/catalog")  # inside the store
+    monkeypatch.setenv("MODEL_FACTORY_REGISTRY", f"file://{data}/./")  # the store again
+    partial = data / "catalog" / f".tmp-{'4' * 32}-x.partial"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"x")
+
+    result = _invoke("store", "sweep", "--older-than", "0", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [f"would remove  {partial}"]
+    assert "would remove 1 temporary file(s), 1 bytes" in result.stderr

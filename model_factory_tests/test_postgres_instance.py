@@ -93,6 +93,26 @@ def test_every_template_version_is_known_and_an_old_unedited_copy_is_brought_up_
     assert target.read_bytes() == edited  # the user's file, never overwritten
 
 
+def test_a_copy_of_this_checkouts_own_templates_switches_whatever_their_bytes(
+    tmp_path, monkeypatch
+):
+    """A checkout whose templates differ from the committed bytes (CRLF line endings, a local
+    edit) still recognises an unedited copy of them, so MODEL_FACTORY_INSTANCE=postgres is not
+    silently left on SQLite."""
+    import model_factory.core.settings as settings_module
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for file in INSTANCE_TEMPLATES.values():
+        (checkout / file).write_bytes((ROOT / file).read_bytes().replace(b"\n", b"\r\n"))
+    monkeypatch.setattr(settings_module, "_PROJECT_ROOT", checkout)
+    home = _settings(tmp_path / "home").ensure_dagster_home({})
+    target = home / "dagster.yaml"
+    assert target.read_bytes() == (checkout / "dagster.yaml").read_bytes()
+    _settings(tmp_path / "home", MODEL_FACTORY_INSTANCE="postgres").ensure_dagster_home(PG_ENV)
+    assert target.read_bytes() == (checkout / "dagster.postgres.yaml").read_bytes()
+
+
 def test_postgres_template_is_a_valid_instance_config_reading_every_variable():
     # Dagster's own instance-config validation (no connection is made), with the values
     # coming from the environment as they will on a server.

@@ -146,7 +146,12 @@ class Settings:
                 target.write_text("telemetry:\n  enabled: false\n")
             return self.dagster_home
         current = target.read_bytes()
-        copied_from = TEMPLATE_VERSIONS.get(hashlib.sha256(current).hexdigest())
+        # this checkout's own template files too: they may differ from the committed bytes
+        # (line endings, a local edit) and a copy of them is as unedited
+        copied_from = TEMPLATE_VERSIONS.get(hashlib.sha256(current).hexdigest()) or next(
+            (name for name, t in templates.items() if t.exists() and current == t.read_bytes()),
+            None,
+        )
         if copied_from is not None:
             # An unedited copy of a template, of this release or an earlier one: the selected
             # template (unset: the same kind) as this release has it.

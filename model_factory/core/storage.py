@@ -157,10 +157,11 @@ class StalePartial:
 def stale_partials(root_uri: str, older_than: timedelta) -> list[StalePartial]:
     """Every temporary file under ``root_uri`` last modified more than ``older_than`` ago.
 
-    A writer renames or removes its temporary file within the seconds its write takes, so one
-    older than that belongs to a writer that was killed: its final file was never created (the
-    write failed, and was retried or reported), and the bytes are waste. Younger ones may be a
-    write in flight and are left alone."""
+    A writer links (or renames) and then removes its temporary file within the seconds its
+    write takes, so one older than that belongs to a writer that was killed: before the link, its
+    final file was never created (the write failed, and was retried or reported); after it, the
+    temporary name is a second link to the final file, which removing it leaves intact. Younger
+    ones may be a write in flight and are left alone."""
     try:
         fs, root = open_uri(root_uri)
     except (ImportError, ValueError) as exc:

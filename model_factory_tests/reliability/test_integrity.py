@@ -459,6 +459,35 @@ def test_ledger_verify_names_a_wiped_materialization_of_a_run_that_failed_later(
     assert "was wiped" in detail and "(FAILURE)" in detail, detail
 
 
+def test_an_entry_of_a_run_still_going_is_a_note_even_when_its_event_log_shows_it(world, tmp_path):
+    """A run still going may store a materialization after verify read them: its event log
+    showing one is no proof it was wiped, so the entry is a note (as before it ended)."""
+    home = world["home"]
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    instance = dg.DagsterInstance.from_config(str(copy))
+    run = instance.get_run_by_id(_run_of(home, WEEKS[1]))
+    instance.report_dagster_event(
+        dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+        ),
+        run_id=run.run_id,
+    )
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    instance.wipe_assets([dg.AssetKey("model")])
+    instance.dispose()
+    report = ledger_report(home, copy)
+    journal = ledger_journal(home).entries()
+    going = next(e for e in journal if e.stage == "model" and e.dagster_run_id == run.run_id)
+    # the other week's model (its run succeeded) is still reported as wiped
+    assert {Path(p.source).name for p in report.problems} == {
+        f"{e.sequence:012d}.json"
+        for e in journal
+        if e.stage == "model" and e.dagster_run_id != run.run_id
+    }
+    assert any(n.startswith(f"entry {going.sequence} ") and "STARTED" in n for n in report.notes)
+
+
 def test_an_entry_of_an_attempt_that_died_before_materializing_is_a_note(world):
     """A crash between journaling a stage and Dagster storing its materialization leaves an
     entry whose run never succeeded: reported, but not a problem."""
