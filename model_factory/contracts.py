@@ -82,7 +82,7 @@ class TimeWindow(_Contract):
     @model_validator(mode="after")
     def _ordered(self) -> TimeWindow:
         if self.end <= self.start:
-            raise ValueError(f"window end {self.end} must be after start {self.start}")
+            raise ValueError(f"end: window end {self.end} must be after start {self.start}")
         return self
 
     def contains(self, t: datetime) -> bool:
@@ -153,9 +153,14 @@ class DatasetManifest(_Contract):
             raise ValueError("columns: duplicate column names")
         if len(set(self.keys)) != len(self.keys):
             raise ValueError("keys: duplicate key names")
-        for col in [self.time_column, *self.keys, self.valid_from_column]:
-            if col is not None and col not in names:
-                raise ValueError(f"columns: '{col}' is declared but not among the columns")
+        for field, declared in (
+            ("time_column", [self.time_column]),
+            ("keys", self.keys),
+            ("valid_from_column", [self.valid_from_column]),
+        ):
+            for col in declared:
+                if col is not None and col not in names:
+                    raise ValueError(f"{field}: '{col}' is not among the columns {names}")
         if sum(f.rows for f in self.files) != self.row_count:
             raise ValueError("row_count: differs from the sum of files[].rows")
         if self.kind == "labels" and self.label_family is None:
@@ -374,10 +379,11 @@ class SliceSpec(_Contract):
     @model_validator(mode="after")
     def _bands(self) -> SliceSpec:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
-            raise ValueError(f"slice {self.name}: edges must be strictly increasing")
+            raise ValueError(f"edges: slice {self.name}'s edges must be strictly increasing")
         if self.labels is not None and len(self.labels) != len(self.edges) + 1:
             raise ValueError(
-                f"slice {self.name}: {len(self.edges) + 1} labels needed, found {len(self.labels)}"
+                f"labels: slice {self.name} needs {len(self.edges) + 1} labels, found "
+                f"{len(self.labels)}"
             )
         return self
 
@@ -485,8 +491,9 @@ class EvaluationSettings(_Contract):
 
     @model_validator(mode="after")
     def _sane(self) -> EvaluationSettings:
-        if any(not 0 < r < 1 for r in [*self.alert_rates, *self.target_precisions]):
-            raise ValueError("alert_rates and target_precisions must lie strictly between 0 and 1")
+        for field in ("alert_rates", "target_precisions"):
+            if any(not 0 < r < 1 for r in getattr(self, field)):
+                raise ValueError(f"{field}: each must lie strictly between 0 and 1")
         if any(k < 1 for k in self.top_k_per_day):
             raise ValueError("top_k_per_day: every k must be at least 1")
         names = [s.name for s in self.slices]
@@ -1625,7 +1632,7 @@ class GovernancePolicy(_Contract):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"pii_patterns[{i}] is not a regular expression: {exc}") from exc
+                raise ValueError(f"pii_patterns[{i}]: not a regular expression ({exc})") from exc
         return patterns
 
 

@@ -26,10 +26,13 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
     msg = err.get("msg", "invalid")
     named = _FIELD_FIRST.match(msg)
     if named:
-        # a field validator's own field is in the location already
+        name = named.group(1)
+        # a field validator's own field is in the location already (perhaps without the index)
         last = re.split(r"[.\[]", field)[-1] if field else ""
-        if named.group(1) != last:
-            field = f"{field}.{named.group(1)}" if field else named.group(1)
+        if field and last == name.split("[")[0]:
+            field = field[: len(field) - len(last)] + name
+        else:
+            field = f"{field}.{name}" if field else name
         msg = named.group(2)
     return field or "(document)", msg
 

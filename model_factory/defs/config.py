@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from model_factory.contracts import TrainingConfig as TrainingConfigContract
+from model_factory.core.documents import first_error
 from model_factory.errors import ConfigError
 
 
@@ -112,11 +113,10 @@ def to_contract(config: dg.Config) -> TrainingConfigContract:
         # "expected a Config" serializer notice for them is noise.
         return TrainingConfigContract.model_validate(config.model_dump(warnings=False))
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
-        ]
-        first = exc.errors()[0]["loc"]
+        field, message = first_error(exc)  # the same field a config file's error names
+        more = exc.error_count() - 1
         raise ConfigError(
-            "invalid TrainingConfig: " + "; ".join(problems),
-            field=".".join(str(p) for p in first) or None,
+            f"invalid TrainingConfig: {message}"
+            + (f" (and {more} more problem(s))" if more else ""),
+            field=field,
         ) from exc

@@ -245,7 +245,7 @@ def test_wrong_row_count_is_a_manifest_error_naming_the_field(home):
         pytest.param(
             lambda d: d.update(row_count=d["row_count"] + 1), r"row_count", id="row-count-sum"
         ),
-        pytest.param(lambda d: d.update(keys=["terminal_id", "x"]), r"columns", id="undeclared"),
+        pytest.param(lambda d: d.update(keys=["terminal_id", "x"]), r"keys", id="undeclared"),
         pytest.param(lambda d: d.update(kind="labels"), r"label_family", id="labels-no-family"),
         pytest.param(lambda d: d.update(kind="events"), r"ttl_seconds", id="ttl-not-a-group"),
     ],

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from model_factory.contracts import TrainingConfig as TrainingConfigContract
 from model_factory.definitions import defs
@@ -100,3 +101,25 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "config, field",
+    [
+        ({"thresholds": [0.5, 1.5]}, "thresholds"),
+        ({"evaluation": {"top_k_per_day": [0]}}, "evaluation.top_k_per_day"),
+        ({"event_features": [], "feature_group_versions": []}, "event_features"),
+    ],
+)
+def test_a_launchpad_config_breaking_a_rule_names_the_field_a_config_file_would(config, field):
+    """The launchpad and `--config` report a broken rule under the same field name."""
+    from model_factory.contracts import TrainingConfig as Contract
+    from model_factory.core.documents import parse_document
+    from model_factory.defs.config import TrainingConfig, to_contract
+    from model_factory.errors import ConfigError
+
+    with pytest.raises(ConfigError) as launchpad:
+        to_contract(TrainingConfig(**config))
+    with pytest.raises(ConfigError) as file:
+        parse_document(config, Contract, source="cfg.json", error=ConfigError)
+    assert launchpad.value.field == file.value.field == field

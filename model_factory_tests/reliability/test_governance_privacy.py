@@ -74,7 +74,7 @@ def _nothing_written(home: Path) -> bool:
 @pytest.mark.parametrize(
     ("content", "field"),
     [
-        ({"pii_patterns": ["(card"]}, "pii_patterns"),
+        ({"pii_patterns": ["(card"]}, "pii_patterns[0]"),
         ({"policy_version": "v 2"}, "policy_version"),
         ({"allowed_url_schemes": ["HTTP://"]}, "allowed_url_schemes[0]"),
         ({"gate_floors": {"roc_auc_lower": "high"}}, "gate_floors.roc_auc_lower"),
@@ -97,7 +97,7 @@ def _nothing_written(home: Path) -> bool:
         ),
         (
             {"excluded_ranges": [{"start": "2026-02-02T00:00:00Z", "end": "2026-02-01T00:00:00Z"}]},
-            "excluded_ranges[0]",
+            "excluded_ranges[0].end",
         ),
         ({"pii_colums": ["email"]}, "pii_colums"),
         ({"schema_version": "mf.GovernancePolicy.v1"}, "schema_version"),
