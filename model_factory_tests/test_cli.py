@@ -699,3 +699,21 @@ def test_store_sweep_walks_a_place_once_however_its_roots_are_written(home, monk
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [f"would remove  {partial}"]
     assert "would remove 1 temporary file(s), 1 bytes" in result.stderr
+
+
+def test_manifest_validate_names_a_data_file_that_is_a_folder_and_goes_on(
+    home, parquet_files, data_roots
+):
+    good, bad = home / "good.json", home / "bad.json"
+    assert _invoke(*CREATE, "--out", str(good), *parquet_files).exit_code == 0
+    doc = json.loads(good.read_text())
+    doc["files"][0]["path"] = str(Path(parquet_files[0]).parent)  # the folder, not the file
+    bad.write_text(json.dumps(doc))
+
+    result = _invoke("manifest", "validate", str(bad), str(good))
+
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0].startswith(
+        f"error [manifest_invalid]: file {bad}, field 'files[0].path': data file"
+    )
+    assert "cannot be read" in result.stderr and str(good) in result.stdout

@@ -332,7 +332,14 @@ def verify_manifest_files(
             raise MissingInputError(
                 f"data file {uri} does not exist", source=manifest_uri, field=f"files[{i}].path"
             )
-        digest, size = file_sha256(fs, path)
+        try:
+            digest, size = file_sha256(fs, path)
+        except OSError as exc:  # a folder, no permission
+            raise ManifestError(
+                f"data file {uri} cannot be read ({type(exc).__name__}: {exc.strerror or exc})",
+                source=manifest_uri,
+                field=f"files[{i}].path",
+            ) from exc
         if digest != entry.sha256:
             raise DigestMismatchError(
                 f"data file {uri} has sha256 {digest}, manifest pins {entry.sha256}",
