@@ -243,7 +243,7 @@ def evaluation_report(
         markdown_slices,
         render_report_html,
     )
-    from model_factory.defs.ledger import family_reports
+    from model_factory.defs.ledger import family_report_candidates
 
     intake, intake_ref = _intake(context)
     env = model_factory.factory_env()
@@ -257,12 +257,13 @@ def evaluation_report(
     # The page to open adds the earlier weeks found in the ledger and the latency. It depends on
     # what else has run, so only this metadata points at it; the report references its own
     # deterministic page (report_html_pinned).
+    # a few candidates per week: a report that no longer loads (removed, an older contract)
+    # gives way to the week's next newest
+    candidates = family_report_candidates(
+        context.instance, context.partition_key, report.model_family, HISTORY_WEEKS, per_week=3
+    )
     history = earlier_reports(
-        reversed(
-            family_reports(
-                context.instance, context.partition_key, report.model_family, HISTORY_WEEKS
-            )
-        ),
+        ((week, ref) for week, refs in reversed(candidates) for ref in refs),
         context.partition_key,
         report.model_family,
         HISTORY_WEEKS,

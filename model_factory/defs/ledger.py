@@ -189,12 +189,17 @@ def json_value(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(obj)))
 
 
-def family_reports(
-    instance: dg.DagsterInstance, partition_key: str, model_family: str, weeks: int
-) -> list[tuple[str, ArtifactRef]]:
-    """(week, report ref) of the ``weeks`` weeks before ``partition_key`` that have a report of
-    ``model_family``: each week's newest such report, oldest week first. One lookup per week, so
-    however many runs a later week had, no earlier week drops out."""
+def family_report_candidates(
+    instance: dg.DagsterInstance,
+    partition_key: str,
+    model_family: str,
+    weeks: int,
+    per_week: int = 1,
+) -> list[tuple[str, list[ArtifactRef]]]:
+    """(week, report refs) of the ``weeks`` weeks before ``partition_key`` that have a report of
+    ``model_family``: each week's newest ``per_week`` such reports (newest first), oldest week
+    first. One lookup per week, so however many runs a later week had, no earlier week drops
+    out."""
     start = week_start(partition_key)
     found = []
     for i in range(weeks, 0, -1):
@@ -205,19 +210,29 @@ def family_reports(
             ),
             limit=_SEARCHED,
         ).records
-        # The week's newest report of this model family: another family's (or an experiment's)
-        # report run later must not hide it. Reports recorded before the family was in the
+        # The week's newest reports of this model family: another family's (or an experiment's)
+        # report run later must not hide them. Reports recorded before the family was in the
         # metadata count as this family's, as they did; readers check the family again.
         mine = [
-            r.asset_materialization.metadata
+            ref_from_metadata(r.asset_materialization.metadata, "evaluation_report")
             for r in records
             if "output_uri" in r.asset_materialization.metadata  # a report was stored
             and metadata_value(r.asset_materialization.metadata, "model_family")
             in (None, model_family)
-        ]
+        ][:per_week]
         if mine:
-            found.append((key, ref_from_metadata(mine[0], "evaluation_report")))
+            found.append((key, mine))
     return found
+
+
+def family_reports(
+    instance: dg.DagsterInstance, partition_key: str, model_family: str, weeks: int
+) -> list[tuple[str, ArtifactRef]]:
+    """(week, its newest report of the family) of the ``weeks`` weeks before, oldest first."""
+    return [
+        (key, refs[0])
+        for key, refs in family_report_candidates(instance, partition_key, model_family, weeks)
+    ]
 
 
 def earlier_reports(

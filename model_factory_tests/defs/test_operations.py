@@ -341,3 +341,28 @@ def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, 
             )
         with pytest.raises(ModelFactoryError, match=f"publishing mfb-{4:020d} failed"):
             tick_publish_sensor(instance, factory)
+
+
+def test_a_weeks_candidate_reports_come_newest_first_and_are_bounded(tmp_path):
+    from model_factory.defs.ledger import family_report_candidates
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for tag in ("a", "b", "c", "d"):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    "evaluation_report",
+                    partition="2026-03-02",
+                    metadata={
+                        "output_name": "evaluation_report.json",
+                        "output_uri": f"/reports/{tag}.json",
+                        "output_sha256": "0" * 64,
+                        "output_size_bytes": 1,
+                        "output_media_type": "application/json",
+                        "model_family": "fraud",
+                    },
+                )
+            )
+        [(week, refs)] = family_report_candidates(instance, "2026-03-09", "fraud", 1, per_week=3)
+        assert week == "2026-03-02"
+        assert [r.uri for r in refs] == ["/reports/d.json", "/reports/c.json", "/reports/b.json"]
