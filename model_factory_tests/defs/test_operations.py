@@ -149,6 +149,27 @@ def test_a_finished_record_needs_its_identity_but_a_failed_attempt_may_lack_it()
         TrainingRunRecord(train_run_id=None, **{**base, "status": "succeeded"})
 
 
+def _bundle_materialized(
+    instance: dg.DagsterInstance, bundle_id: str, folder: Path, gate: str = "PASS"
+) -> int:
+    """A model_bundle materialization of week 2026-03-02 (its bundle.json under ``folder``),
+    as the stage records it; returns its storage id."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "model_bundle",
+            partition="2026-03-02",
+            metadata={
+                "gate_status": gate,
+                "bundle_id": bundle_id,
+                "train_run_id": "mfr-" + "1" * 20,
+                "output_uri": str(folder / bundle_id / "bundle.json"),
+            },
+        )
+    )
+    (record,) = instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1).records
+    return record.storage_id
+
+
 def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_path):
     """The daemon launches a run key once, even after the run failed: a bundle keyed by its id
     alone would stay unpublished after one registry outage, however often its week re-ran."""
@@ -168,21 +189,8 @@ def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_pa
     bundle = "mfb-" + "0" * 20
 
     def materialize(bundle_id: str) -> int:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                "model_bundle",
-                partition="2026-03-02",
-                metadata={
-                    "gate_status": "PASS",
-                    "bundle_id": bundle_id,
-                    "train_run_id": "mfr-" + "1" * 20,
-                    # nothing there: the publish run fails, as in a registry outage
-                    "output_uri": str(tmp_path / "store" / "bundles" / bundle_id / "bundle.json"),
-                },
-            )
-        )
-        (record,) = instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1).records
-        return record.storage_id
+        # nothing there: the publish run fails, as in a registry outage
+        return _bundle_materialized(instance, bundle_id, tmp_path / "store" / "bundles")
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
@@ -220,20 +228,7 @@ def test_the_publish_cursor_waits_for_late_commits_and_reads_a_bounded_batch(tmp
     from model_factory.defs.publishing import SETTLE_SECONDS, publish_requests
 
     def materialize(bundle_id: str) -> int:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                "model_bundle",
-                partition="2026-03-02",
-                metadata={
-                    "gate_status": "PASS",
-                    "bundle_id": bundle_id,
-                    "train_run_id": "mfr-" + "1" * 20,
-                    "output_uri": str(tmp_path / bundle_id / "bundle.json"),
-                },
-            )
-        )
-        (record,) = instance.fetch_materializations(dg.AssetKey("model_bundle"), limit=1).records
-        return record.storage_id
+        return _bundle_materialized(instance, bundle_id, tmp_path)
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
@@ -326,19 +321,8 @@ def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         for i, gate in enumerate(["FAIL"] * 4 + ["PASS"]):  # four old weeks, then this week's
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    "model_bundle",
-                    partition="2026-03-02",
-                    metadata={
-                        "gate_status": gate,
-                        "bundle_id": f"mfb-{i:020d}",
-                        "train_run_id": "mfr-" + "1" * 20,
-                        # nothing there: the publish run fails, which shows it was reached
-                        "output_uri": str(tmp_path / "nothing" / "bundle.json"),
-                    },
-                )
-            )
+            # nothing there: the publish run fails, which shows it was reached
+            _bundle_materialized(instance, f"mfb-{i:020d}", tmp_path / "nothing", gate)
         with pytest.raises(ModelFactoryError, match=f"publishing mfb-{4:020d} failed"):
             tick_publish_sensor(instance, factory)
 
