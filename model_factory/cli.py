@@ -245,6 +245,20 @@ def manifest_create(
         entry = target.write(m)  # the same manifest again is a no-op, another one an error
         said = "already in the catalog" if existed else "added to the catalog"
         _say(f"manifest {said}: {entry.uri} (sha256 {entry.digest})")
+        _warn_if_intake_would_refuse(target, m, entry.uri)
+
+
+def _warn_if_intake_would_refuse(target: Catalog, m, uri: str) -> None:
+    """Say now, not at the first run, when intake will refuse where the files are."""
+    from model_factory.core.intake import check_manifest_location
+
+    try:
+        check_manifest_location(target, m, uri, Settings.from_env().policy())
+    except ModelFactoryError as exc:
+        _say(
+            f"warning: intake will refuse this manifest until its files are under the catalog "
+            f"or a data_roots folder of the policy ({exc.detail})"
+        )
 
 
 @manifest.command("validate")
