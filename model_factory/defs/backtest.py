@@ -18,7 +18,15 @@ SOURCES = ("evaluation_report", "gate_receipt", "model_bundle")
 # yields one refresh at its end rather than one per week. (eager() would wait for every
 # weekly partition, including weeks no one trained, and only looks at the latest week.)
 REFRESH_AFTER_NEW_WEEKS = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        # An upstream materialization that lands between two ticks together with the summary's
+        # own refresh is lost by since_last_handled (the reset wins a tie): a run of a week can
+        # finish just after a refresh that another run of that week let through. Refresh again.
+        | (
+            dg.AutomationCondition.any_deps_updated() & dg.AutomationCondition.newly_updated()
+        ).with_label("upstream updated with the last refresh")
+    )
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("after new weeks, once upstream is idle")

@@ -350,3 +350,37 @@ def test_a_weeks_candidate_reports_come_newest_first_and_are_bounded(tmp_path):
         [(week, refs)] = family_report_candidates(instance, "2026-03-09", "fraud", 1, per_week=3)
         assert week == "2026-03-02"
         assert [r.uri for r in refs] == ["/reports/d.json", "/reports/c.json", "/reports/b.json"]
+
+
+def test_an_upstream_update_landing_with_a_refresh_refreshes_the_backtest_again(tmp_path):
+    """Two runs of one week: the second failing ends 'in progress' for the week, the refresh it
+    let through lands, and in the same interval the first run's bundle lands. The summary must
+    refresh again (since_last_handled alone loses that update), and then settle."""
+    from model_factory.definitions import build_definitions
+    from model_factory.defs.resources import ModelFactoryResource
+
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+
+        def tick(cursor):
+            return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+        def materialize(key: str, week: str | None = None) -> None:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=week))
+
+        first = tick(None)
+        materialize("evaluation_report", "2026-03-02")
+        requested = tick(first.cursor)
+        assert requested.total_requested == 1
+        materialize("backtest_summary")  # the refresh lands ...
+        materialize("model_bundle", "2026-03-09")  # ... and so does another week's bundle
+        again = tick(requested.cursor)
+        assert again.get_requested_partitions(dg.AssetKey("backtest_summary")) == {None}
+        assert tick(again.cursor).total_requested == 0  # nothing new since: no more refreshes
