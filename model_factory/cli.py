@@ -483,7 +483,25 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
         for r in records:
             click.echo(r.model_dump_json())
         return
-    _say(f"Dagster instance: {settings.dagster_home}: {len(records)} train run(s)")
+    pinned = sum(1 for r in records if r.train_run_id)
+    _say(
+        f"Dagster instance: {settings.dagster_home}: {pinned} train run(s)"
+        + (
+            f", {len(records) - pinned} attempt(s) that failed before intake"
+            if pinned < len(records)
+            else ""
+        )
+    )
+    if not records and week is None and train_run_id is None:
+        from model_factory.core.journal import Journal
+        from model_factory.core.storage import join
+
+        journaled = len(Journal(join(settings.store_url, "ledger")).sequences())
+        if journaled:
+            _say(
+                f"warning: the store's ledger journal has {journaled} entries, but this instance "
+                "has no train runs: is DAGSTER_HOME the instance that ran them?"
+            )
     header = (
         f"{'week':<10}  {'train run id':<24}  {'status':<11}  {'tries':>5}  "
         f"{'triggered by (latest)':<34}  {'config':<12}  {'bundle id':<24}  error"

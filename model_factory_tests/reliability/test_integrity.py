@@ -488,6 +488,18 @@ def test_an_entry_of_a_run_still_going_is_a_note_even_when_its_event_log_shows_i
     assert any(n.startswith(f"entry {going.sequence} ") and "STARTED" in n for n in report.notes)
 
 
+def test_the_ledger_of_another_instance_warns_that_the_journal_has_entries(world, tmp_path):
+    """Pointed at an instance that did not run the store's train runs, `ledger` says so
+    instead of only printing an empty table."""
+    home = world["home"]
+    env = {**home.env(), "DAGSTER_HOME": str(tmp_path / "other-instance")}
+    result = CliRunner().invoke(main, ["ledger"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0
+    entries = len(ledger_journal(home).entries())
+    assert f"warning: the store's ledger journal has {entries} entries" in result.stderr
+    assert "warning" not in cli(home, "ledger").stderr  # the right instance: no warning
+
+
 def test_an_entry_of_an_attempt_that_died_before_materializing_is_a_note(world):
     """A crash between journaling a stage and Dagster storing its materialization leaves an
     entry whose run never succeeded: reported, but not a problem."""
