@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -179,6 +180,33 @@ def _latest(
     return {k: metadata_value(metadata, k) for k in metadata}
 
 
+POOLS = ("training",)  # the pools the training job's steps wait on
+_POOL_WATCH_SECONDS = 5.0
+
+
+def release_stranded_steps(instance: dg.DagsterInstance, pools: tuple[str, ...] = POOLS) -> int:
+    """Hand a free pool slot to a step left waiting for it; returns how many pools needed it.
+
+    Dagster's SQL event log queues a step after a separate check for free slots, so a slot freed
+    (and handed to the queue) between the two goes to nobody: the step then waits forever while
+    its run busy-polls (seen with two `model-factory run` processes on one SQLite instance).
+    Assigning the oldest waiting step of a pool with a free slot is what freeing the slot would
+    have done; the slot rows stay the semaphore, so no two steps ever hold one slot."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or not hasattr(
+        storage, "assign_pending_steps"
+    ):
+        return 0
+    released = 0
+    for pool in pools:
+        info = storage.get_concurrency_info(pool)
+        waiting = [p for p in info.pending_steps if p.assigned_timestamp is None]
+        if waiting and storage.has_unassigned_slots(pool):  # type: ignore[attr-defined]
+            storage.assign_pending_steps([pool])  # type: ignore[attr-defined]
+            released += 1
+    return released
+
+
 def run_week(
     instance: dg.DagsterInstance,
     defs: dg.Definitions,
@@ -189,13 +217,28 @@ def run_week(
     """One run of the six stages for ``week``; failures are reported, not raised."""
     fail_orphaned_runs(instance)
     job = defs.resolve_job_def(TRAIN_JOB)
-    result = job.execute_in_process(
-        partition_key=week,
-        instance=instance,
-        run_config={**QUIET, **(run_config or {})},
-        raise_on_error=False,
-        tags={"model_factory/triggered_by": "cli", **_process_tags(), **(tags or {})},
-    )
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(_POOL_WATCH_SECONDS):
+            try:
+                release_stranded_steps(instance)
+            except Exception:  # a repair attempt must never fail the run itself
+                continue
+
+    watcher = threading.Thread(target=watch, name="pool-watch", daemon=True)
+    watcher.start()
+    try:
+        result = job.execute_in_process(
+            partition_key=week,
+            instance=instance,
+            run_config={**QUIET, **(run_config or {})},
+            raise_on_error=False,
+            tags={"model_factory/triggered_by": "cli", **_process_tags(), **(tags or {})},
+        )
+    finally:
+        stop.set()
+        watcher.join()
     if not result.success:
         error = _first_failure(result)
         return WeekSummary(

@@ -384,3 +384,26 @@ def test_an_upstream_update_landing_with_a_refresh_refreshes_the_backtest_again(
         again = tick(requested.cursor)
         assert again.get_requested_partitions(dg.AssetKey("backtest_summary")) == {None}
         assert tick(again.cursor).total_requested == 0  # nothing new since: no more refreshes
+
+
+def test_a_step_stranded_in_the_pool_queue_gets_the_free_slot(tmp_path):
+    """Dagster's race: a step queued just after a slot was freed and handed to the queue gets
+    nobody's slot. The runner's watch hands it the free slot; with the slot taken, it waits."""
+    from model_factory.runner import release_stranded_steps
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("training", 1)
+        # the stranded state: a free slot, and a step queued without being assigned it
+        storage.add_pending_step("training", "run-a", "model", should_assign=False)
+        assert not storage.check_concurrency_claim("training", "run-a", "model").is_assigned
+        assert release_stranded_steps(instance) == 1
+        assert storage.claim_concurrency_slot("training", "run-a", "model").is_claimed
+        # the slot is taken now: a second run's step stays queued, and nothing is released
+        storage.add_pending_step("training", "run-b", "model", should_assign=False)
+        assert release_stranded_steps(instance) == 0
+        assert not storage.check_concurrency_claim("training", "run-b", "model").is_assigned
+        # once it is freed, Dagster itself hands it on, as usual
+        storage.free_concurrency_slot_for_step("run-a", "model")
+        assert storage.check_concurrency_claim("training", "run-b", "model").is_assigned
