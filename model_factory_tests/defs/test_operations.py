@@ -149,6 +149,20 @@ def test_a_finished_record_needs_its_identity_but_a_failed_attempt_may_lack_it()
         TrainingRunRecord(train_run_id=None, **{**base, "status": "succeeded"})
 
 
+def _definitions(tmp_path: Path) -> dg.Definitions:
+    """The project's definitions on a catalog, store and registry under ``tmp_path``."""
+    from model_factory.definitions import build_definitions
+    from model_factory.defs.resources import ModelFactoryResource
+
+    return build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"),
+            store_url=str(tmp_path / "store"),
+            registry_url=str(tmp_path / "registry"),
+        )
+    )
+
+
 def _bundle_materialized(
     instance: dg.DagsterInstance, bundle_id: str, folder: Path, gate: str = "PASS"
 ) -> int:
@@ -173,19 +187,11 @@ def _bundle_materialized(
 def test_a_bundle_whose_publish_failed_is_retried_when_materialized_again(tmp_path):
     """The daemon launches a run key once, even after the run failed: a bundle keyed by its id
     alone would stay unpublished after one registry outage, however often its week re-ran."""
-    from model_factory.definitions import build_definitions
     from model_factory.defs.publishing import SENSOR_NAME, publish_requests
-    from model_factory.defs.resources import ModelFactoryResource
     from model_factory.errors import ModelFactoryError
     from model_factory.runner import tick_publish_sensor
 
-    factory = build_definitions(
-        ModelFactoryResource(
-            catalog_url=str(tmp_path / "catalog"),
-            store_url=str(tmp_path / "store"),
-            registry_url=str(tmp_path / "registry"),
-        )
-    )
+    factory = _definitions(tmp_path)
     bundle = "mfb-" + "0" * 20
 
     def materialize(bundle_id: str) -> int:
@@ -303,21 +309,13 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
     """The CLI ticks from the start of the history: with more records than one tick reads, it
     ticks again until the cursor stops, so the bundle just trained is reached."""
-    from model_factory.definitions import build_definitions
     from model_factory.defs import publishing
-    from model_factory.defs.resources import ModelFactoryResource
     from model_factory.errors import ModelFactoryError
     from model_factory.runner import tick_publish_sensor
 
     monkeypatch.setattr(publishing, "RECORDS_PER_TICK", 2)
     monkeypatch.setattr(publishing, "SETTLE_SECONDS", 0)
-    factory = build_definitions(
-        ModelFactoryResource(
-            catalog_url=str(tmp_path / "catalog"),
-            store_url=str(tmp_path / "store"),
-            registry_url=str(tmp_path / "registry"),
-        )
-    )
+    factory = _definitions(tmp_path)
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         for i, gate in enumerate(["FAIL"] * 4 + ["PASS"]):  # four old weeks, then this week's
@@ -356,16 +354,8 @@ def test_an_upstream_update_landing_with_a_refresh_refreshes_the_backtest_again(
     """Two runs of one week: the second failing ends 'in progress' for the week, the refresh it
     let through lands, and in the same interval the first run's bundle lands. The summary must
     refresh again (since_last_handled alone loses that update), and then settle."""
-    from model_factory.definitions import build_definitions
-    from model_factory.defs.resources import ModelFactoryResource
 
-    defs = build_definitions(
-        ModelFactoryResource(
-            catalog_url=str(tmp_path / "catalog"),
-            store_url=str(tmp_path / "store"),
-            registry_url=str(tmp_path / "registry"),
-        )
-    )
+    defs = _definitions(tmp_path)
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
 
