@@ -32,6 +32,7 @@ from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
 from model_factory.defs.ledger import (
+    ENDED_WITHOUT_SUCCESS,
     lineage_materialization,
     metadata_value,
     run_materialization,
@@ -438,11 +439,6 @@ def _unpinned_record(record: dg.RunRecord, attempt: RunAttempt) -> TrainingRunRe
 # ------------------------------------------------------------------------------ integrity
 
 
-# A run still going may store a materialization after this verify read them: only an ended run's
-# event log says for certain that a materialization it made is gone.
-_ENDED_WITHOUT_SUCCESS = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-
-
 def _materialized_entry(
     instance: dg.DagsterInstance, run_id: str, stage: str, week: str | None, sequence: int
 ) -> bool:
@@ -589,7 +585,9 @@ def verify_ledger(
                 "was wiped from the instance",
                 "ledger_sequence",
             )
-        elif record.dagster_run.status in _ENDED_WITHOUT_SUCCESS and _materialized_entry(
+        # a run still going may store a materialization after this verify read them: only an
+        # ended run's event log says for certain that one it made is gone
+        elif record.dagster_run.status in ENDED_WITHOUT_SUCCESS and _materialized_entry(
             instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence
         ):
             # a later step failed: the run's own event log still holds what was since wiped

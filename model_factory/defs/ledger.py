@@ -160,6 +160,10 @@ def _latest(context: dg.AssetExecutionContext, asset: str, limit: int) -> list[d
     return [r.asset_materialization.metadata for r in records]
 
 
+# Runs that ended and did not succeed: what they did not finish, they never will.
+ENDED_WITHOUT_SUCCESS = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
 def metadata_value(metadata: dict, key: str):
     """A metadata entry's plain value (Dagster wraps some in MetadataValue), or None."""
     v = metadata.get(key)
@@ -225,16 +229,6 @@ def family_report_candidates(
     return found
 
 
-def family_reports(
-    instance: dg.DagsterInstance, partition_key: str, model_family: str, weeks: int
-) -> list[tuple[str, ArtifactRef]]:
-    """(week, its newest report of the family) of the ``weeks`` weeks before, oldest first."""
-    return [
-        (key, refs[0])
-        for key, refs in family_report_candidates(instance, partition_key, model_family, weeks)
-    ]
-
-
 def earlier_reports(
     context: dg.AssetExecutionContext, config: TrainingConfig
 ) -> list[WeekReportRef]:
@@ -244,9 +238,9 @@ def earlier_reports(
     return [
         WeekReportRef(
             partition_key=key,
-            evaluation_report_ref=EvaluationReportRef(uri=ref.uri, digest=ref.sha256),
+            evaluation_report_ref=EvaluationReportRef(uri=newest.uri, digest=newest.sha256),
         )
-        for key, ref in family_reports(
+        for key, (newest, *_) in family_report_candidates(
             context.instance, context.partition_key, config.model_family, weeks
         )
     ]

@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from model_factory.core.runs import stage_publish
-from model_factory.defs.ledger import provenance
+from model_factory.defs.ledger import ENDED_WITHOUT_SUCCESS, provenance
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.errors import RegistryError
 
@@ -57,9 +57,6 @@ def publish_bundle_job():
     publish_to_registry()
 
 
-_ENDED_UNPUBLISHED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-
-
 STORAGE_ID_TAG = "model_factory/bundle_storage_id"  # the materialization a publish run is for
 
 
@@ -78,7 +75,7 @@ def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> s
     for run in earlier:
         if run.tags.get(STORAGE_ID_TAG) == str(storage_id):
             return run.tags.get("dagster/run_key", bundle_id)
-    if earlier and all(r.status in _ENDED_UNPUBLISHED for r in earlier):
+    if earlier and all(r.status in ENDED_WITHOUT_SUCCESS for r in earlier):
         return f"{bundle_id}:{storage_id}"
     return bundle_id
 

@@ -266,7 +266,7 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
 ):
     """The report page's history and the stability criterion look a week up on its own: many
     runs of a later week (or another family's reports) never push an earlier week out."""
-    from model_factory.defs.ledger import family_reports
+    from model_factory.defs.ledger import family_report_candidates
 
     def report(week: str, family: str | None, tag: str, stored: bool = True) -> None:
         outputs = {
@@ -296,14 +296,16 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
         report("2026-03-02", "fraud", "failed-to-store", stored=False)
         for i in range(30):  # a busy later week
             report("2026-03-09", "fraud", f"rerun-{i}")
-        found = family_reports(instance, "2026-03-16", "fraud", 3)
-        assert [(week, ref.uri) for week, ref in found] == [
+        found = family_report_candidates(instance, "2026-03-16", "fraud", 3)
+        assert [(week, refs[0].uri) for week, refs in found] == [
             ("2026-02-23", "/reports/2026-02-23/before-families.json"),
             ("2026-03-02", "/reports/2026-03-02/new.json"),
             ("2026-03-09", "/reports/2026-03-09/rerun-29.json"),
         ]
         # only the weeks asked for, and never the week itself or a later one
-        assert [w for w, _ in family_reports(instance, "2026-03-09", "fraud", 1)] == ["2026-03-02"]
+        assert [w for w, _ in family_report_candidates(instance, "2026-03-09", "fraud", 1)] == [
+            "2026-03-02"
+        ]
 
 
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
