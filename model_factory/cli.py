@@ -493,10 +493,9 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
         )
     )
     if not records and week is None and train_run_id is None:
-        from model_factory.core.journal import Journal
-        from model_factory.core.storage import join
+        from model_factory.core.runs import ledger_journal
 
-        journaled = len(Journal(join(settings.store_url, "ledger")).sequences())
+        journaled = len(ledger_journal(settings.store_url).sequences())
         if journaled:
             _say(
                 f"warning: the store's ledger journal has {journaled} entries, but this instance "
@@ -562,14 +561,13 @@ def ledger_verify(anchor, as_json) -> None:
     """Check the ledger's hash chain, every document it pins, and that each stage
     materialization in the Dagster instance has its journal entry (and each entry its
     materialization). Exits 1 on any problem."""
-    from model_factory.core.journal import Journal
-    from model_factory.core.storage import join
+    from model_factory.core.runs import ledger_journal
     from model_factory.ledger import verify_ledger
 
     settings = Settings.from_env()
     pinned = _anchor(anchor)
     with _instance(settings) as instance:
-        report = verify_ledger(instance, Journal(join(settings.store_url, "ledger")), pinned)
+        report = verify_ledger(instance, ledger_journal(settings.store_url), pinned)
     _report_integrity(report, as_json)
 
 
@@ -834,22 +832,15 @@ def store() -> None:
 
 
 def _roots(settings: Settings) -> list[str]:
-    """The configured roots, each once, without one that lies inside another (it would be
-    walked twice); local ones compared as resolved paths, however they were written."""
+    """The configured roots, without one that is or lies inside another (it would be walked
+    twice), however each was written (a path, a file:// URL, through a symlink)."""
+    from model_factory.core.manifests import is_under
 
-    def where(url: str) -> str:
-        if "://" not in url or url.startswith("file://"):
-            return os.path.realpath(url.removeprefix("file://"))
-        return url.rstrip("/")
-
-    roots: dict[str, str] = {}
+    kept: list[str] = []
     for url in (settings.store_url, settings.registry_url, settings.catalog_url):
-        roots.setdefault(where(url), url)
-    return [
-        url
-        for key, url in sorted(roots.items())
-        if not any(key.startswith(other + "/") for other in roots if other != key)
-    ]
+        if not any(is_under(url, other) for other in kept):
+            kept = [k for k in kept if not is_under(k, url)] + [url]
+    return kept
 
 
 @store.command("sweep")

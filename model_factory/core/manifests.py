@@ -78,7 +78,8 @@ def _location_key(uri: str) -> tuple[str, str]:
     return scheme, posixpath.normpath("/" + rest.lstrip("/"))
 
 
-def _is_under(uri: str, root: str) -> bool:
+def is_under(uri: str, root: str) -> bool:
+    """Whether ``uri`` is ``root`` or lies inside it (local paths resolved, symlinks too)."""
     (scheme, path), (root_scheme, root_path) = _location_key(uri), _location_key(root)
     return scheme == root_scheme and (
         path == root_path or path.startswith(root_path.rstrip("/") + "/")
@@ -113,7 +114,7 @@ def check_file_locations(
                 field=field,
             )
         uri = resolve_file_uri(manifest_uri, entry.path)
-        if not any(_is_under(uri, r) for r in [root, *data_roots]):
+        if not any(is_under(uri, r) for r in [root, *data_roots]):
             raise ManifestError(
                 f"data file {uri} resolves to {_location_key(uri)[1]}, outside the catalog root "
                 f"{root} and the policy's data_roots {list(data_roots)}",

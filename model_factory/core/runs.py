@@ -475,9 +475,9 @@ def stage_publish(
     )
 
 
-def ledger_journal(env: FactoryEnv) -> Journal:
+def ledger_journal(store_url: str) -> Journal:
     """The run ledger's hash chain, beside the documents it points at: ``<store>/ledger/``."""
-    return Journal(join(env.store.url, "ledger"))
+    return Journal(join(store_url, "ledger"))
 
 
 def journal_stage(
@@ -493,7 +493,7 @@ def journal_stage(
     pins every byte)."""
     fs, path = open_uri(ref.uri)
     stored, _ = file_sha256(fs, path)
-    entry, _ = ledger_journal(env).append(
+    entry, _ = ledger_journal(env.store.url).append(
         kind="ledger_stage",
         subject=f"{train_run_id}/{stage}",
         uri=ref.uri,

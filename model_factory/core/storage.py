@@ -162,8 +162,9 @@ def stale_partials(root_uri: str, older_than: timedelta) -> list[StalePartial]:
     final file was never created (the write failed, and was retried or reported); after it, the
     temporary name is a second link to the final file, which removing it leaves intact. Younger
     ones may be a write in flight and are left alone."""
+    location = Location(root_uri)
     try:
-        fs, root = open_uri(root_uri)
+        fs, root = location.fs, location.root
     except (ImportError, ValueError) as exc:
         raise ConfigError(
             f"no installed filesystem opens this URL ({exc})", source=root_uri
@@ -182,8 +183,7 @@ def stale_partials(root_uri: str, older_than: timedelta) -> list[StalePartial]:
         modified = fs.modified(path)
         modified = modified.replace(tzinfo=UTC) if modified.tzinfo is None else modified
         if modified < cutoff:
-            uri = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
-            found.append(StalePartial(uri, int(info.get("size") or 0), modified))
+            found.append(StalePartial(location.uri(path), int(info.get("size") or 0), modified))
     return found
 
 
