@@ -21,6 +21,7 @@ from model_factory.core.manifests import Catalog
 from model_factory.core.registry import FileRegistry
 from model_factory.core.windows import resolve_windows, week_start
 from model_factory.defs.ledger import metadata_value, run_materialization
+from model_factory.defs.pools import release_stranded_steps
 from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
 from model_factory.errors import ConfigError, ModelFactoryError
 from model_factory.ledger import own_error
@@ -180,31 +181,7 @@ def _latest(
     return {k: metadata_value(metadata, k) for k in metadata}
 
 
-POOLS = ("training",)  # the pools the training job's steps wait on
 _POOL_WATCH_SECONDS = 5.0
-
-
-def release_stranded_steps(instance: dg.DagsterInstance, pools: tuple[str, ...] = POOLS) -> int:
-    """Hand a free pool slot to a step left waiting for it; returns how many pools needed it.
-
-    Dagster's SQL event log queues a step after a separate check for free slots, so a slot freed
-    (and handed to the queue) between the two goes to nobody: the step then waits forever while
-    its run busy-polls (seen with two `model-factory run` processes on one SQLite instance).
-    Assigning the oldest waiting step of a pool with a free slot is what freeing the slot would
-    have done; the slot rows stay the semaphore, so no two steps ever hold one slot."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits or not hasattr(
-        storage, "assign_pending_steps"
-    ):
-        return 0
-    released = 0
-    for pool in pools:
-        info = storage.get_concurrency_info(pool)
-        waiting = [p for p in info.pending_steps if p.assigned_timestamp is None]
-        if waiting and storage.has_unassigned_slots(pool):  # type: ignore[attr-defined]
-            storage.assign_pending_steps([pool])  # type: ignore[attr-defined]
-            released += 1
-    return released
 
 
 def run_week(

@@ -39,6 +39,7 @@ from model_factory.defs.ledger import (
     upstream_ref,
 )
 from model_factory.defs.partitions import WEEKLY_PARTITIONS
+from model_factory.defs.pools import TRAINING_POOL
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.errors import ModelFactoryError
 
@@ -214,7 +215,7 @@ def training_frame(
     )
 
 
-@dg.asset(deps=[training_frame], kinds={"xgboost"}, pool="training", **_common)
+@dg.asset(deps=[training_frame], kinds={"xgboost"}, pool=TRAINING_POOL, **_common)
 def model(
     context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
 ) -> dg.MaterializeResult:

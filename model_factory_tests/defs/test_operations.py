@@ -36,7 +36,7 @@ def test_dagster_yaml_caps_runs_and_gives_the_training_pool_one_slot(tmp_path):
 
 def test_sensors_and_schedule_run_by_default():
     d = defs()
-    for name in ("publish_pass_bundles", "backtest_automation"):
+    for name in ("publish_pass_bundles", "backtest_automation", "training_pool_watch"):
         assert d.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING, name
     schedule = d.resolve_schedule_def("weekly_training_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
@@ -381,7 +381,7 @@ def test_an_upstream_update_landing_with_a_refresh_refreshes_the_backtest_again(
 def test_a_step_stranded_in_the_pool_queue_gets_the_free_slot(tmp_path):
     """Dagster's race: a step queued just after a slot was freed and handed to the queue gets
     nobody's slot. The runner's watch hands it the free slot; with the slot taken, it waits."""
-    from model_factory.runner import release_stranded_steps
+    from model_factory.defs.pools import release_stranded_steps
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
@@ -399,3 +399,25 @@ def test_a_step_stranded_in_the_pool_queue_gets_the_free_slot(tmp_path):
         # once it is freed, Dagster itself hands it on, as usual
         storage.free_concurrency_slot_for_step("run-a", "model")
         assert storage.check_concurrency_claim("training", "run-b", "model").is_assigned
+
+
+def test_the_pool_watch_sensor_releases_a_stranded_step_of_a_daemon_run(tmp_path):
+    """Runs the daemon launches (UI, backfill, schedule) are not wrapped by the CLI's watch: the
+    project's sensor, evaluated as the daemon does, hands the stranded step the free slot."""
+    from model_factory.defs.pools import SENSOR_NAME
+
+    sensor = _definitions(tmp_path).resolve_sensor_def(SENSOR_NAME)
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("training", 1)
+        idle = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert not idle.run_requests and "no step waits" in idle.skip_message
+        storage.add_pending_step("training", "run-a", "model", should_assign=False)
+        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert not tick.run_requests and "stranded" in tick.skip_message
+        assert storage.claim_concurrency_slot("training", "run-a", "model").is_claimed
+        # the slot held, a waiting step is not stranded: the sensor leaves it queued
+        storage.add_pending_step("training", "run-b", "model", should_assign=False)
+        sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        assert not storage.check_concurrency_claim("training", "run-b", "model").is_assigned
