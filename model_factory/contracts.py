@@ -1568,6 +1568,20 @@ def _default_floors() -> dict[str, float]:
     }
 
 
+class CriterionMeaning(_Contract):
+    """What a gate criterion's name stands for under a policy: the metric and kind its floor
+    bounds. A floor is a number compared with a threshold, so it means something only for one
+    metric and kind; without this, a config could keep a mandatory name and weaken what it
+    measures (a point ROC-AUC under the name of its CI lower bound)."""
+
+    metric: GateMetric
+    kind: GateKind
+
+
+def _default_meanings() -> dict[str, CriterionMeaning]:
+    return {c.name: CriterionMeaning(metric=c.metric, kind=c.kind) for c in _default_criteria()}
+
+
 class GovernancePolicy(_Contract):
     """What data may be used, what may never enter a frame or bundle, and gate floors."""
 
@@ -1606,6 +1620,12 @@ class GovernancePolicy(_Contract):
         default_factory=lambda: ["test_positives", "roc_auc_lower", "pr_auc_lower"],
         description="Criterion names no config may drop.",
     )
+    criterion_meanings: dict[str, CriterionMeaning] = Field(
+        default_factory=_default_meanings,
+        description="Per criterion name: the metric and kind a config's criterion of that name "
+        "must have. Every name with a floor or in mandatory_criteria needs one; the default "
+        "criteria's names (test_positives, roc_auc_lower, ...) have theirs unless given here.",
+    )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
     allowed_triggerers: list[str] | None = Field(
         None,
@@ -1623,6 +1643,26 @@ class GovernancePolicy(_Contract):
         description="URL prefixes data files may live under besides the catalog root (for data "
         "registered in place with `manifest create`); files elsewhere are refused at intake.",
     )
+
+    @field_validator("criterion_meanings")
+    @classmethod
+    def _defaults_kept(cls, meanings: dict[str, CriterionMeaning]) -> dict[str, CriterionMeaning]:
+        # a policy file naming only its own criteria keeps the default names' meanings
+        return _default_meanings() | meanings
+
+    @model_validator(mode="after")
+    def _every_floor_has_a_meaning(self) -> GovernancePolicy:
+        for field, names in (
+            ("gate_floors", list(self.gate_floors)),
+            ("mandatory_criteria", self.mandatory_criteria),
+        ):
+            for name in names:
+                if name not in self.criterion_meanings:
+                    raise ValueError(
+                        f"criterion_meanings.{name}: '{name}' is in {field} but has no metric "
+                        "and kind here, so a config could give that name any meaning"
+                    )
+        return self
 
     @field_validator("pii_patterns")
     @classmethod

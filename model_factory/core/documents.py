@@ -15,7 +15,8 @@ M = TypeVar("M", bound=BaseModel)
 
 # A rule across fields (a model validator) has no location of its own: its message starts with
 # the field it is about ("row_count: ..."), which becomes the field named.
-_FIELD_FIRST = re.compile(r"^Value error, ([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?): (.+)$", re.S)
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?"
+_FIELD_FIRST = re.compile(rf"^Value error, ({_NAME}(?:\.{_NAME})*): (.+)$", re.S)
 
 
 def first_error(exc: ValidationError) -> tuple[str, str]:

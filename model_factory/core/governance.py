@@ -20,10 +20,21 @@ from model_factory.core.windows import data_span
 from model_factory.errors import PolicyViolationError
 
 
+# Fields added to the policy after bundles were pinned to its digest: left out of the digest
+# while they hold their default, so a policy that does not use one keeps the digest it had (and
+# its bundles still reproduce). The default is what those bundles were judged under.
+_ADDED_LATER = ("criterion_meanings",)
+
+
 def policy_digest(policy: GovernancePolicy) -> str:
     """sha256 of the canonical policy: pinned in every intake receipt (so in the train run id)
     and every bundle, so a run can be checked against the exact rules it obeyed."""
-    return sha256_hex(canonical_json(policy))
+    doc = policy.model_dump(mode="json")
+    default = GovernancePolicy().model_dump(mode="json")
+    for field in _ADDED_LATER:
+        if doc[field] == default[field]:
+            del doc[field]
+    return sha256_hex(canonical_json(doc))
 
 
 def allowed_times(policy: GovernancePolicy, column: str) -> pl.Expr:
@@ -108,6 +119,16 @@ def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: 
             field="gates.criteria",
         )
     for i, spec in enumerate(settings.criteria):
+        meaning = policy.criterion_meanings.get(spec.name)
+        for part in ("metric", "kind"):
+            if meaning is not None and getattr(spec, part) != getattr(meaning, part):
+                raise PolicyViolationError(
+                    f"criterion '{spec.name}' has {part} '{getattr(spec, part)}'; under the "
+                    f"policy that name means {meaning.kind} of {meaning.metric} (rename it to "
+                    "add another criterion)",
+                    source=source,
+                    field=f"gates.criteria[{i}].{part}",
+                )
         floor = policy.gate_floors.get(spec.name)
         if floor is not None and floor_is_relaxed(spec, floor):
             raise PolicyViolationError(

@@ -84,6 +84,14 @@ def point_gates(**thresholds: float) -> GateSettings:
 
 
 LENIENT = TrainingConfig(gates=point_gates())
+# The policy under which those names may be point criteria: by default a mandatory name keeps
+# the meaning the policy gives it (a CI lower bound), so the small demo weeks could not PASS.
+POINT_GATES_POLICY = GovernancePolicy(
+    criterion_meanings={
+        "roc_auc_lower": {"metric": "roc_auc", "kind": "point"},
+        "pr_auc_lower": {"metric": "pr_auc", "kind": "point"},
+    }
+)
 
 
 def build(
@@ -109,7 +117,7 @@ def fresh_env(catalog: Path, root: Path, policy: GovernancePolicy | None = None)
         Catalog(str(catalog)),
         ArtifactStore(str(root / "store")),
         FileRegistry(str(root / "registry")),
-        policy or GovernancePolicy(),
+        policy or POINT_GATES_POLICY,
     )
 
 
@@ -368,7 +376,7 @@ def test_override_forces_pass_only_with_a_recorded_reason(catalog, tmp_path):
     assert (receipt.gate_status, receipt.judged_status) == ("PASS", "FAIL")
     assert receipt.override == override
     assert any("FORCED PASS by head of fraud risk" in r for r in receipt.reasons)
-    strict = GovernancePolicy(allow_override=False)
+    strict = POINT_GATES_POLICY.model_copy(update={"allow_override": False})
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(
             fresh_env(catalog, tmp_path / "strict", strict), TrainingConfig(gates=gates), WEEK1

@@ -9,6 +9,7 @@ from model_factory.contracts import (
     EvaluationReport,
     GateCriterionSpec,
     GateSettings,
+    GovernancePolicy,
     PublishBundleRequest,
     TrainingConfig,
     WeekReportRef,
@@ -48,7 +49,7 @@ def weeks(tmp_path_factory):
     """Three consecutive weeks, each published (when PASS) before the next trains."""
     root = tmp_path_factory.mktemp("gates")
     generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    env = fresh_env(root / "catalog", root)
+    env = fresh_env(root / "catalog", root, GovernancePolicy())  # these criteria mean the defaults
     out = []
     for week in WEEKS:
         # what the dataset_manifests asset reads from the ledger: the earlier weeks' reports

@@ -4,8 +4,19 @@ import json
 
 import pytest
 
-from model_factory.contracts import GovernancePolicy
-from model_factory.core.governance import check_triggerer, pii_columns
+from model_factory.contracts import (
+    GateSettings,
+    GovernancePolicy,
+    TrainingConfig,
+    _default_meanings,
+)
+from model_factory.core.canonical import canonical_json, sha256_hex
+from model_factory.core.governance import (
+    check_gate_policy,
+    check_triggerer,
+    pii_columns,
+    policy_digest,
+)
 from model_factory.core.settings import Settings, load_policy
 from model_factory.errors import ConfigError, PolicyViolationError
 
@@ -77,3 +88,70 @@ def test_dagster_home_gets_the_project_instance_settings(tmp_path):
     home = Settings.from_env({"MODEL_FACTORY_HOME": str(tmp_path)}).ensure_dagster_home()
     text = (home / "dagster.yaml").read_text()
     assert "telemetry" in text and "enabled: false" in text
+
+
+def _gates_with(name: str, **change) -> GateSettings:
+    """The default criteria, with the one called ``name`` changed."""
+    criteria = TrainingConfig().gates.criteria
+    return GateSettings(
+        criteria=[c.model_copy(update=change) if c.name == name else c for c in criteria]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "field"),
+    [
+        # the weakening found in review: the point value under the name of its CI lower bound
+        ("roc_auc_lower", {"kind": "point"}, "kind"),
+        # a count of positives under the name of PR-AUC's CI lower bound
+        ("pr_auc_lower", {"metric": "positives", "kind": "point"}, "metric"),
+        ("brier", {"metric": "log_loss"}, "metric"),
+    ],
+)
+def test_a_criterion_keeps_the_metric_and_kind_its_name_has_under_the_policy(name, change, field):
+    gates = _gates_with(name, **change)
+    index = [c.name for c in gates.criteria].index(name)
+    with pytest.raises(PolicyViolationError) as info:
+        check_gate_policy(gates, GovernancePolicy(), "policy.yaml")
+    assert (info.value.source, info.value.field) == (
+        "policy.yaml",
+        f"gates.criteria[{index}].{field}",
+    )
+    # a policy that gives the name that meaning allows it
+    meaning = GovernancePolicy().criterion_meanings[name].model_dump() | change
+    check_gate_policy(gates, GovernancePolicy(criterion_meanings={name: meaning}), None)
+
+
+def test_every_floor_and_mandatory_name_needs_a_meaning(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("gate_floors:\n  recall_at_review: 0.5\n")
+    with pytest.raises(PolicyViolationError) as info:
+        load_policy(str(path))
+    assert (info.value.source, info.value.field) == (
+        str(path),
+        "criterion_meanings.recall_at_review",
+    )
+    path.write_text("mandatory_criteria: [recall_at_review]\n")
+    with pytest.raises(PolicyViolationError):
+        load_policy(str(path))
+    # naming one's own criterion keeps the default names' meanings
+    path.write_text(
+        "gate_floors:\n  roc_point: 0.8\n"
+        "criterion_meanings:\n  roc_point: {metric: roc_auc, kind: point}\n"
+    )
+    policy = load_policy(str(path))
+    assert policy.criterion_meanings["roc_point"].kind == "point"
+    assert policy.criterion_meanings["roc_auc_lower"].kind == "ci_lower_bound"
+
+
+def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlier_digest():
+    """Bundles pin the policy's digest: the field added later must not change the digest of a
+    policy that does not use it, or every earlier bundle would stop reproducing."""
+    for policy in (GovernancePolicy(), GovernancePolicy(pii_columns=["secret"])):
+        earlier = policy.model_dump(mode="json")
+        del earlier["criterion_meanings"]  # the document before the field existed
+        assert policy_digest(policy) == sha256_hex(canonical_json(earlier))
+        explicit = policy.model_copy(update={"criterion_meanings": _default_meanings()})
+        assert policy_digest(explicit) == policy_digest(policy)
+    changed = GovernancePolicy(criterion_meanings={"x": {"metric": "roc_auc", "kind": "point"}})
+    assert policy_digest(changed) != policy_digest(GovernancePolicy())

@@ -52,7 +52,12 @@ from model_factory.core.reproduce import reproduce_bundle
 from model_factory.core.runs import load_readiness
 from model_factory.core.storage import ArtifactStore
 from model_factory.core.training import TrainedModel, feature_matrix
-from model_factory_tests.core.test_bundles_registry import build, fresh_env, point_gates
+from model_factory_tests.core.test_bundles_registry import (
+    POINT_GATES_POLICY,
+    build,
+    fresh_env,
+    point_gates,
+)
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "contracts" / "mf_public_contracts_v0.schema.json").read_text()
@@ -641,10 +646,13 @@ def test_dagster_shows_readiness_on_the_later_weeks_bundle(tmp_path):
     generate_demo_data(
         str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
     )
+    policy = tmp_path / "policy.json"  # the policy under which point_gates' names may be points
+    policy.write_text(POINT_GATES_POLICY.model_dump_json())
     resource = ModelFactoryResource(
         catalog_url=str(tmp_path / "catalog"),
         store_url=str(tmp_path / "store"),
         registry_url=str(tmp_path / "registry"),
+        policy_path=str(policy),
     )
     registry = FileRegistry(str(tmp_path / "registry"))
     config = {

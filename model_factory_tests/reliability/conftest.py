@@ -32,6 +32,14 @@ LENIENT_CONFIG = {
         ]
     }
 }
+# ... and the policy that lets those mandatory names be point criteria (by default they mean
+# CI lower bounds, and a config may not change what a mandatory name measures).
+POINT_GATES_POLICY = {
+    "criterion_meanings": {
+        "roc_auc_lower": {"metric": "roc_auc", "kind": "point"},
+        "pr_auc_lower": {"metric": "pr_auc", "kind": "point"},
+    }
+}
 CLI = str(Path(sys.executable).with_name("model-factory"))
 PARTIAL_GLOB = ".tmp-*.partial"
 
@@ -64,6 +72,14 @@ class Home:
             path.write_text(json.dumps(LENIENT_CONFIG))
         return path
 
+    @property
+    def policy(self) -> Path:
+        path = self.root / "policy.json"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(POINT_GATES_POLICY))
+        return path
+
     def env(self, **extra: str) -> dict[str, str]:
         env = {
             k: v
@@ -77,6 +93,7 @@ class Home:
             "MODEL_FACTORY_STORE": str(self.store),
             "MODEL_FACTORY_REGISTRY": str(self.registry),
             "DAGSTER_HOME": str(self.dagster),
+            "MODEL_FACTORY_POLICY": str(self.policy),
             "OMP_WAIT_POLICY": "PASSIVE",
             **extra,
         }
