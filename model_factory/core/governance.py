@@ -19,7 +19,6 @@ from model_factory.core.canonical import canonical_json, sha256_hex
 from model_factory.core.windows import data_span
 from model_factory.errors import PolicyViolationError
 
-
 # Fields added to the policy after bundles were pinned to its digest: left out of the digest
 # while they hold their default, so a policy that does not use one keeps the digest it had (and
 # its bundles still reproduce). The default is what those bundles were judged under.
