@@ -788,7 +788,7 @@ def bundle_reproduce(bundle_ref, as_json) -> None:
     settings = Settings.from_env()
     uri = _bundle_uri(bundle_ref)
     report = reproduce_bundle(uri, FactoryEnv.from_settings(settings))
-    _record_reproduction(settings, report)
+    _record_reproduction(settings, report, uri)
     if as_json:
         click.echo(report.model_dump_json(indent=2))
     else:
@@ -802,13 +802,14 @@ def bundle_reproduce(bundle_ref, as_json) -> None:
         sys.exit(1)
 
 
-def _record_reproduction(settings: Settings, report) -> None:
-    """The result joins the ledger as an observation of the bundle's week."""
+def _record_reproduction(settings: Settings, report, uri: str) -> None:
+    """The result joins the ledger as an observation of the bundle's week: of the file that was
+    reproduced (a copy claiming another bundle's id is named as itself)."""
     import dagster as dg
 
     from model_factory.core.bundles import load_bundle
 
-    week = load_bundle(_bundle_uri(report.bundle_id)).partition_key
+    week = load_bundle(uri).partition_key
     with _instance(settings) as instance:
         instance.report_runless_asset_event(
             dg.AssetObservation(
@@ -816,6 +817,7 @@ def _record_reproduction(settings: Settings, report) -> None:
                 partition=week,
                 metadata={
                     "bundle_id": report.bundle_id,
+                    "bundle_uri": uri,
                     "reproduce_verdict": report.verdict,
                     "code_version_now": report.code_version_now,
                     "comparisons": dg.MetadataValue.json(

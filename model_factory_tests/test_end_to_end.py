@@ -324,6 +324,12 @@ def test_bundle_reproduce_is_identical_and_joins_the_ledger(factory, first_pass,
         if "reproduce_verdict" in o.asset_observation.metadata
     ]
     assert verdicts == ["IDENTICAL"]
+    [uri] = [
+        o.asset_observation.metadata["bundle_uri"].value
+        for o in observations
+        if "reproduce_verdict" in o.asset_observation.metadata
+    ]
+    assert uri.endswith("bundle.json")  # the file reproduced, not a lookup by its claimed id
 
 
 def test_second_week_names_the_first_weeks_champion(factory, first_pass):

@@ -101,6 +101,9 @@ def _same(name: str, expected: str, actual: str) -> ArtifactCheck:
     )
 
 
+STORED_CONTENT = "bundle_content"  # the comparison of the stored bundle with its own id
+
+
 def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
     """Rebuild every stage of the bundle's train run and compare.
 
@@ -132,6 +135,10 @@ def reproduce_bundle(bundle_uri: str, env: FactoryEnv) -> ReproductionReport:
         return content_digest(as_stored_shape(original_doc, rebuilt_doc.model_dump(mode="json")))
 
     comparisons = [
+        # the stored document as it is against the id it claims: the rebuild below derives
+        # every field afresh, so an edit to a field it re-derives (a decision threshold, the
+        # declared feature schema) would otherwise go unseen
+        _same(STORED_CONTENT, original.bundle_id, bundle_id_of(stored)),
         *(
             [_same("policy_digest", original.policy_digest, current_policy)]
             if original.policy_digest is not None

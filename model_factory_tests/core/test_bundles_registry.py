@@ -161,6 +161,7 @@ def test_reproduce_says_identical(env, passed):
     report = reproduce_bundle(uri, env)
     assert report.verdict == "IDENTICAL", report.comparisons
     assert {c.name for c in report.comparisons} == {
+        "bundle_content",
         "policy_digest",
         "training_frame.parquet",
         "model.ubj",
@@ -182,6 +183,22 @@ def test_reproduce_notices_changed_training(env, passed, tmp_path):
     assert report.verdict == "DIFFERENT"
     statuses = {c.name: c.status for c in report.comparisons}
     assert statuses["training_frame.parquet"] == "ok" and statuses["model.ubj"] == "mismatch"
+
+
+def test_reproduce_notices_an_edited_bundle_that_kept_its_id(env, passed, tmp_path):
+    """Fields the rebuild derives afresh (the decision thresholds, the declared schema) were
+    edited in a copy that still claims the genuine id: the rebuild alone would match it."""
+    _bundle, uri = passed
+    doc = json.loads(Path(uri).read_text())
+    doc["policy_config"]["review_threshold"] = 0.05
+    doc["feature_schema"][0]["dtype"] = "String"
+    forged = tmp_path / "bundle.json"
+    forged.write_text(json.dumps(doc))
+    report = reproduce_bundle(str(forged), env)
+    assert report.verdict == "DIFFERENT"
+    statuses = {c.name: c.status for c in report.comparisons}
+    assert statuses.pop("bundle_content") == "mismatch"
+    assert set(statuses.values()) == {"ok"}  # what the pinned inputs give is the genuine bundle
 
 
 def test_a_different_bundle_for_an_existing_train_run_is_refused(env, passed):
