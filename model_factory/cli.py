@@ -409,9 +409,14 @@ def _print_table(results: list) -> None:
             continue
         click.echo(
             f"{r.week:<10}  {r.train_run_id:<24}  {r.train_rows:>7}  {r.test_rows:>6}  "
-            f"{r.roc_auc:>7.4f}  {r.pr_auc:>6.4f}  {r.gate:<4}  {r.bundle_id:<24}  "
+            f"{_metric(r.roc_auc):>7}  {_metric(r.pr_auc):>6}  {r.gate:<4}  {r.bundle_id:<24}  "
             f"{'yes' if r.published else 'no'}"
         )
+
+
+def _metric(value: float | None) -> str:
+    """A test metric as the week table shows it: '-' when the week could not measure it."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 @main.command("run")

@@ -8,7 +8,7 @@ bootstrap on the same test rows; and stability of a metric over the previous wee
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -106,8 +106,15 @@ def _judge(
                 f"{ev.champion.bundle_id}) on the same {ev.y_test.size} test rows"
             )
     else:  # stability
+        # the previous `weeks` calendar weeks, not the last `weeks` entries: a week without a
+        # report must not pull an older one into a shorter criterion's window
+        since = (
+            date.fromisoformat(ev.report.partition_key) - timedelta(weeks=spec.weeks)
+        ).isoformat()
         earlier = [
-            v for _, r in ev.history[-spec.weeks :] if (v := _point(r, spec.metric)) is not None
+            v
+            for key, r in ev.history
+            if since <= key < ev.report.partition_key and (v := _point(r, spec.metric)) is not None
         ]
         current = _point(ev.report, spec.metric)
         if current is None:

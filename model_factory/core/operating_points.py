@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def threshold_for(rule: ThresholdRule, y: np.ndarray, score: np.ndarray) -> floa
     if score.size == 0:
         return None
     if rule.basis == "alert_rate":
-        k = max(1, math.ceil(rule.target * score.size))
+        # the target as written (0.07), not its binary float: 0.07 * 100 is 7.000000000000001
+        # in floating point, and its ceiling would alert one row too many
+        k = max(1, math.ceil(Fraction(str(rule.target)) * score.size))
         return float(np.partition(score, score.size - k)[score.size - k])
     thresholds, alerts, hits = _descending_runs(y.astype(np.int64), score)
     ok = np.nonzero(hits / alerts >= rule.target)[0]

@@ -853,11 +853,12 @@ def markdown_slices(report: EvaluationReport) -> str:
 
 
 def headline_metrics(report: EvaluationReport) -> dict[str, float]:
-    """Test metrics, interval bounds, policy thresholds and score PSI as plain numbers (absent
-    when undefined, except ROC-AUC and PR-AUC, which read 0 without both classes)."""
+    """Test metrics, interval bounds, policy thresholds and score PSI as plain numbers, each
+    absent when undefined: a ROC-AUC of a test week without both classes is not 0, and the
+    backtest's spread and plots, reading these, must not count it as one."""
     test = report.metrics["test"]
-    out = {"roc_auc": test.roc_auc or 0.0, "pr_auc": test.pr_auc or 0.0}
-    for metric in ("brier", "ece", "log_loss"):
+    out: dict[str, float] = {}
+    for metric in ("roc_auc", "pr_auc", "brier", "ece", "log_loss"):
         if getattr(test, metric) is not None:
             out[metric] = getattr(test, metric)
     for metric in ("roc_auc", "pr_auc"):

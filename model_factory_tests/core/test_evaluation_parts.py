@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from decimal import Decimal
 
 import numpy as np
 import polars as pl
@@ -31,13 +32,20 @@ def window(draw: st.DrawFn):
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=window(), rate=st.sampled_from([0.001, 0.005, 0.01, 0.2, 0.9]))
+@given(data=window(), rate=st.sampled_from([0.001, 0.005, 0.01, 0.035, 0.07, 0.14, 0.2, 0.9]))
 def test_alert_rate_rule_alerts_at_least_the_target_and_ties_only_beyond(data, rate) -> None:
     y, score = data
     th = threshold_for(ThresholdRule(basis="alert_rate", target=rate), y, score)
-    k = max(1, math.ceil(rate * score.size))
+    k = max(1, math.ceil(Decimal(str(rate)) * score.size))  # in decimal: 7% of 100 is 7
     assert (score >= th).sum() >= k  # ties at the threshold alert together
     assert (score > th).sum() < k  # without the tied rows it would be under the target
+
+
+@pytest.mark.parametrize(("rate", "rows"), [(0.07, 100), (0.14, 100), (0.28, 100), (0.035, 200)])
+def test_an_alert_rate_that_is_a_whole_number_of_rows_alerts_exactly_that_many(rate, rows):
+    score = np.linspace(0, 1, rows)  # no ties
+    th = threshold_for(ThresholdRule(basis="alert_rate", target=rate), np.zeros(rows), score)
+    assert (score >= th).sum() == round(rate * rows)
 
 
 @settings(max_examples=150, deadline=None)

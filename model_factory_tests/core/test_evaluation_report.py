@@ -500,7 +500,7 @@ def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_rep
     assert review is not None and (review.recall, review.f1, review.recall_ci) == (None,) * 3
     # what is not measured is shown as such, never as 0
     head = headline_metrics(r)
-    assert not {"brier", "ece", "log_loss", "score_psi"} & head.keys()
+    assert not {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "score_psi"} & head.keys()
     page = render_report_html(r).decode()
     assert "plot-drift" not in page  # no bars at 0 for what was not measured
     drift = page[page.index("<h2>Drift") :]
@@ -538,3 +538,33 @@ def test_a_gate_on_what_an_empty_test_split_did_not_measure_fails(report, empty_
     ]
     assert "brier_max: test brier = missing, needs <= 0.05" in receipt.reasons
     assert receipt.observed_metrics["brier"] is None
+
+
+def test_stability_reaches_back_calendar_weeks_not_reports(report):
+    """Weeks without a report are not skipped over: a one-week criterion does not compare with a
+    week three weeks back, while a three-week one does."""
+    older = report.model_copy(
+        update={
+            "partition_key": "2026-02-09",  # three weeks before 2026-03-02; none in between
+            "metrics": report.metrics
+            | {"test": report.metrics["test"].model_copy(update={"roc_auc": 0.5})},
+        }
+    )
+    criteria = [
+        GateCriterionSpec(
+            name=f"roc_{n}w", metric="roc_auc", kind="stability", threshold=0.01, weeks=n
+        )
+        for n in (1, 3)
+    ]
+    ev = GateEvidence(
+        report=report,
+        report_ref=EvaluationReportRef(uri="memory://report", digest="b" * 64),
+        frame_sha256="b" * 64,
+        y_test=np.zeros(0),
+        score_test=np.zeros(0),
+        history=(("2026-02-09", older),),
+    )
+    one, three = decide_gate(GateSettings(criteria=criteria), GovernancePolicy(), ev).criteria
+    assert (one.observed, one.passed) == (None, True) and "not applicable" in one.detail
+    assert three.observed == pytest.approx(report.metrics["test"].roc_auc - 0.5)
+    assert not three.passed
