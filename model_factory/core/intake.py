@@ -39,6 +39,21 @@ from model_factory.errors import DigestMismatchError, MissingInputError, SchemaM
 
 RESERVED_FEATURE_COLUMNS = ("available_at", "valid_from")
 ID_COLUMNS = ("event_id", "event_time", "split", "label")  # every frame's own columns
+# Columns the builder adds to the events while it works (the label cut per row; row numbers,
+# join times, label times and availability all start with "__"), and the feature groups'
+# "<group>__<feature>" columns. An events column of such a name would be overwritten by them,
+# unseen: a label's observed time could become a feature.
+WORKING_COLUMNS = ("split", "label", "label_cut")
+
+
+def is_working_column(name: str, groups: list[str]) -> bool:
+    return (
+        name in WORKING_COLUMNS
+        or name.startswith("__")
+        or any(name.startswith(f"{g}__") for g in groups)
+    )
+
+
 # What the model trains on: numbers and booleans (cast to float32, null as missing). A string or
 # categorical column would get through the frame and fail in training; these refuse it first.
 _NUMERIC = re.compile(r"(u?int(8|16|32|64)|halffloat|float|double|bool)")
@@ -109,6 +124,20 @@ def check_compatibility(
     check_same_schema(inputs.labels, "labels")
     for e in inputs.events:
         names = e.manifest.column_names()
+        groups = [g.name for g in config.feature_group_versions]
+        for field, cols in (
+            ("event_features", config.event_features),
+            ("entity_keys", [k for k in config.entity_keys if k not in ("event_id", "event_time")]),
+        ):
+            reserved = [c for c in cols if is_working_column(c, groups)]
+            if reserved:
+                raise SchemaMismatchError(
+                    f"{reserved} are names the frame builder uses for its own columns (split, "
+                    "label, label_cut, __*, <feature group>__*): it would overwrite such an "
+                    "events column; rename it in the data",
+                    source=e.uri,
+                    field=field,
+                )
         for field, cols in (
             ("event_features", config.event_features),
             ("entity_keys", config.entity_keys),

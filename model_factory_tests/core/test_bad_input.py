@@ -344,6 +344,30 @@ def test_a_frame_column_named_as_an_event_feature_is_refused(home):
 
 
 @pytest.mark.parametrize(
+    ("change", "field", "name"),
+    [
+        # found in review: the label's observed time would have become this feature
+        ({"event_features": ["amount", "__label_observed"]}, "event_features", "__label_observed"),
+        ({"event_features": ["amount", "label_cut"]}, "event_features", "label_cut"),
+        ({"event_features": ["amount", "__row"]}, "event_features", "__row"),
+        (
+            {"event_features": ["amount", "customer_spending__cust_tx_count_1d"]},
+            "event_features",
+            "customer_spending__cust_tx_count_1d",
+        ),
+        ({"entity_keys": ["customer_id", "split"]}, "entity_keys", "split"),
+    ],
+)
+def test_an_events_column_named_as_a_working_column_of_the_builder_is_refused(
+    home, change, field, name
+):
+    err = _fails_before_writing(home, SchemaMismatchError, config=TrainingConfig(**change))
+
+    assert err.field == field and f"['{name}']" in str(err)
+    assert "overwrite" in str(err)
+
+
+@pytest.mark.parametrize(
     ("dtype", "name", "refused"),
     [
         ("double", "spend", False),
