@@ -20,6 +20,7 @@ from model_factory.contracts import (
     TrainingConfig,
     WeekReportRef,
 )
+from model_factory.core import identity
 from model_factory.core.identity import code_version
 from model_factory.core.runs import StageResult
 from model_factory.core.windows import week_start
@@ -199,11 +200,13 @@ def family_report_candidates(
     model_family: str,
     weeks: int,
     per_week: int = 1,
+    config_hash: str | None = None,
 ) -> list[tuple[str, list[ArtifactRef]]]:
     """(week, report refs) of the ``weeks`` weeks before ``partition_key`` that have a report of
     ``model_family``: each week's newest ``per_week`` such reports (newest first), oldest week
     first. One lookup per week, so however many runs a later week had, no earlier week drops
-    out."""
+    out. With ``config_hash``, only reports of that config count, those of this code version
+    first (see earlier_reports)."""
     start = week_start(partition_key)
     found = []
     for i in range(weeks, 0, -1):
@@ -217,13 +220,18 @@ def family_report_candidates(
         # The week's newest reports of this model family: another family's (or an experiment's)
         # report run later must not hide them. Reports recorded before the family was in the
         # metadata count as this family's, as they did; readers check the family again.
-        mine = [
-            ref_from_metadata(r.asset_materialization.metadata, "evaluation_report")
+        metas = [
+            r.asset_materialization.metadata
             for r in records
             if "output_uri" in r.asset_materialization.metadata  # a report was stored
             and metadata_value(r.asset_materialization.metadata, "model_family")
             in (None, model_family)
-        ][:per_week]
+        ]
+        if config_hash is not None:
+            metas = [m for m in metas if metadata_value(m, "config_hash") == config_hash]
+            # stable sort: this code's reports (newest first), then older code's
+            metas.sort(key=lambda m: metadata_value(m, "code_version") != code_version())
+        mine = [ref_from_metadata(m, "evaluation_report") for m in metas][:per_week]
         if mine:
             found.append((key, mine))
     return found
@@ -232,8 +240,13 @@ def family_report_candidates(
 def earlier_reports(
     context: dg.AssetExecutionContext, config: TrainingConfig
 ) -> list[WeekReportRef]:
-    """The previous weeks' evaluation reports (latest materialization each, oldest first) that
-    the config's stability criteria need; pinned at intake so a re-run judges the same history."""
+    """The previous weeks' evaluation reports (oldest first) that the config's stability
+    criteria need; pinned at intake so a re-run judges the same history.
+
+    Each week's report is the newest of *this config* (by this code version if there is one):
+    the newest of any config would let an experiment run on an earlier week since (another
+    config, same family) change this week's history, and so its train run id, though nothing
+    of this run changed."""
     weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
     return [
         WeekReportRef(
@@ -241,7 +254,11 @@ def earlier_reports(
             evaluation_report_ref=EvaluationReportRef(uri=newest.uri, digest=newest.sha256),
         )
         for key, (newest, *_) in family_report_candidates(
-            context.instance, context.partition_key, config.model_family, weeks
+            context.instance,
+            context.partition_key,
+            config.model_family,
+            weeks,
+            config_hash=identity.config_hash(config),
         )
     ]
 

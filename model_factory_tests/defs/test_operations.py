@@ -308,6 +308,51 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
         ]
 
 
+def test_the_stability_history_is_this_configs_not_the_newest_experiments(tmp_path):
+    """An experiment (another config of the family) run on an earlier week since must not
+    change what a re-run of this week pins, and so its train run id (found in review)."""
+    from model_factory.core.identity import code_version
+    from model_factory.defs.ledger import family_report_candidates
+
+    def report(week: str, config: str, tag: str, code: str) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "evaluation_report",
+                partition=week,
+                metadata={
+                    "output_name": "evaluation_report.json",
+                    "output_uri": f"/reports/{tag}.json",
+                    "output_sha256": "0" * 64,
+                    "output_size_bytes": 1,
+                    "output_media_type": "application/json",
+                    "model_family": "fraud",
+                    "config_hash": config,
+                    "code_version": code,
+                },
+            )
+        )
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        now = code_version()
+        report("2026-03-02", "prod", "prod", now)
+        report("2026-03-02", "experiment", "experiment", now)  # newer, another config
+        report("2026-02-23", "prod", "prod-now", now)
+        report("2026-02-23", "prod", "prod-older-code", "0.0.0+older")  # newer, older code
+        report("2026-02-16", "prod", "only-older-code", "0.0.0+older")
+
+        def pinned(config):
+            found = family_report_candidates(instance, "2026-03-09", "fraud", 3, config_hash=config)
+            return [(week, refs[0].uri) for week, refs in found]
+
+        assert pinned("prod") == [
+            ("2026-02-16", "/reports/only-older-code.json"),  # no report of this code: older code's
+            ("2026-02-23", "/reports/prod-now.json"),  # this code's before a newer older code's
+            ("2026-03-02", "/reports/prod.json"),  # the newer experiment is not this config's
+        ]
+        assert pinned("experiment") == [("2026-03-02", "/reports/experiment.json")]
+
+
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
     """The CLI ticks from the start of the history: with more records than one tick reads, it
     ticks again until the cursor stops, so the bundle just trained is reached."""
