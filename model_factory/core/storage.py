@@ -474,7 +474,8 @@ class ArtifactStore:
     ) -> ArtifactRef:
         digest = sha256_hex(data)
         path = self._blob_path(digest, suffix)
-        write_exclusive(self.location.fs, path, data)
+        if not write_exclusive(self.location.fs, path, data):
+            self._check_existing(path, digest)
         return ArtifactRef(
             name=name,
             uri=self.location.uri(path),
@@ -496,10 +497,12 @@ class ArtifactStore:
         path = self._blob_path(digest, suffix)
         fs = self.location.fs
         if isinstance(fs, LocalFileSystem):
-            _create_local(path, _copy_from(local_path))
+            created = _create_local(path, _copy_from(local_path))
         else:  # remote stores create an object in one conditional PUT: write_exclusive's rules
             with open(local_path, "rb") as f:
-                write_exclusive(fs, path, f.read())
+                created = write_exclusive(fs, path, f.read())
+        if not created:
+            self._check_existing(path, digest)
         return ArtifactRef(
             name=name,
             uri=self.location.uri(path),
@@ -517,6 +520,8 @@ class ArtifactStore:
         data = canonical_json(doc)
         path = self._blob_path(digest, ".json")
         created = write_exclusive(self.location.fs, path, data)
+        if not created:
+            self._check_existing(path, digest, document=True)
         # An earlier attempt's bytes (other volatile fields, so maybe another length) are kept:
         # the ref describes the blob it names.
         size = len(data) if created else self.location.fs.size(path)
@@ -527,6 +532,29 @@ class ArtifactStore:
             size_bytes=size,
             media_type="application/json",
         )
+
+    def _check_existing(self, path: str, digest: str, document: bool = False) -> None:
+        """The blob already under a content address must hold that content. Write-once keeps
+        it, so a corrupted one would otherwise be pinned by every re-run (and fail every reader)
+        while the stage that "wrote" it reports success."""
+        fs = self.location.fs
+        fs.invalidate_cache(path)
+        uri = self.location.uri(path)
+        if document:
+            try:
+                found = content_digest(read_json(uri))
+            except ModelFactoryError:
+                found = "(not a JSON document)"
+        else:
+            found, _ = file_sha256(fs, path)
+        if found != digest:
+            raise DigestMismatchError(
+                f"the store already holds other bytes under this content address (sha256 "
+                f"{found}, the name says {digest}): the file is corrupt; move it away (keep it "
+                "for inspection) and run again, which writes it anew",
+                source=uri,
+                field="sha256",
+            )
 
     @staticmethod
     def get_bytes(ref: ArtifactRef) -> bytes:

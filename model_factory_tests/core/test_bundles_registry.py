@@ -626,6 +626,41 @@ def test_put_document_describes_the_blob_it_keeps(tmp_path):
     assert second.size_bytes == first.size_bytes == Path(second.uri).stat().st_size
 
 
+def test_a_corrupt_blob_under_a_content_address_is_refused_not_pinned_again(tmp_path):
+    """Write-once keeps what is there: a blob corrupted on disk must fail the writer that
+    finds it (naming it, leaving it for inspection), not be pinned again as if it were new."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    source = tmp_path / "model.ubj"
+    source.write_bytes(b"model bytes" * 100)
+    record = RegistryRecord(
+        bundle_id="mfb-" + "0" * 20,
+        bundle_uri="u",
+        bundle_sha256="a" * 64,
+        train_run_id="mfr-" + "0" * 20,
+        model_family="f",
+        partition_key="p",
+        model_sha256="b" * 64,
+        gate_status="PASS",
+        published_by="x",
+        published_at_utc=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    for put in (
+        lambda: store.put_bytes("blob", b"frame bytes" * 100),
+        lambda: store.put_file("model.ubj", str(source)),
+        lambda: store.put_document("rec.json", record),
+    ):
+        ref = put()
+        assert put() == ref  # the same content again: a no-op
+        blob = Path(ref.uri)
+        corrupt = bytearray(blob.read_bytes())
+        corrupt[5] ^= 0xFF
+        blob.write_bytes(bytes(corrupt))
+        with pytest.raises(DigestMismatchError) as info:
+            put()
+        assert (info.value.source, info.value.field) == (ref.uri, "sha256")
+        assert blob.read_bytes() == bytes(corrupt)  # kept for inspection, not replaced
+
+
 def test_reproducing_into_another_store_is_a_config_error_writing_nothing(
     passed, catalog, tmp_path
 ):
