@@ -201,8 +201,10 @@ def _events(inputs: FrameInputs, receipt: IntakeReceipt) -> pl.DataFrame:
 
 def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -> pl.DataFrame:
     """Every label of the family for an event of the frame, with its visibility at the cut."""
+    if "label_family" in labels.collect_schema().names():  # else the manifest names the family
+        labels = labels.filter(pl.col("label_family") == label_family)
     return (
-        labels.filter(pl.col("label_family") == label_family)
+        labels
         # truncated: with the cut on a whole microsecond, floor(observed) < cut iff observed < cut
         .select("event_id", "label_value", pl.col("observed_time").cast(TS))
         .join(

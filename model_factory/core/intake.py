@@ -160,7 +160,18 @@ def check_compatibility(
         dtypes = {c.name: c.dtype for c in e.manifest.columns}
         for c in config.event_features:
             _check_feature(c, c, dtypes[c], e.uri, "event_features")
+    event_id_types = {
+        c.dtype for e in inputs.events for c in e.manifest.columns if c.name == "event_id"
+    }
     for e in inputs.labels:
+        label_id_type = next((c.dtype for c in e.manifest.columns if c.name == "event_id"), None)
+        if label_id_type is not None and event_id_types and label_id_type not in event_id_types:
+            raise SchemaMismatchError(
+                f"event_id is {label_id_type} here but {sorted(event_id_types)} in the events: "
+                "labels are joined to events by it",
+                source=e.uri,
+                field="event_id",
+            )
         if e.manifest.label_family != config.label_family:
             raise SchemaMismatchError(
                 f"label family '{e.manifest.label_family}' is not the config's '{config.label_family}'",
@@ -244,6 +255,39 @@ def check_label_values(entries: list[CatalogEntry], label_family: str) -> None:
             )
 
 
+def check_event_ids(entries: list[CatalogEntry]) -> None:
+    """Every event of the run has an id, and no two share one (across files and weeks too): a
+    labels join matches by id, so a repeated id would count one event twice in training and
+    evaluation, or give two events one label, and a null id could never take a label."""
+    ids = []
+    for e in entries:
+        column = pl.scan_parquet(file_uris(e.manifest, e.uri)).select("event_id").collect()
+        found = column.select(
+            nulls=pl.col("event_id").null_count(), unique=pl.col("event_id").n_unique()
+        ).row(0, named=True)
+        if found["nulls"]:
+            raise SchemaMismatchError(
+                f"{found['nulls']} events have no event_id", source=e.uri, field="event_id"
+            )
+        if found["unique"] != column.height:
+            raise SchemaMismatchError(
+                f"{column.height - found['unique']} event_id values repeat within this dataset",
+                source=e.uri,
+                field="event_id",
+            )
+        ids.append(column.with_columns(manifest=pl.lit(e.uri)))
+    every = pl.concat(ids) if ids else pl.DataFrame()
+    if every.height and every["event_id"].n_unique() != every.height:
+        repeated = every.filter(pl.col("event_id").is_duplicated()).sort("event_id", "manifest")
+        first = repeated.filter(pl.col("event_id") == repeated["event_id"][0])
+        raise SchemaMismatchError(
+            f"event_id {first['event_id'][0]!r} is also an event of {first['manifest'][1]}: ids "
+            "must be unique across the run's events",
+            source=first["manifest"][0],
+            field="event_id",
+        )
+
+
 def check_not_empty(events: list[CatalogEntry], windows: LeakagePolicy) -> None:
     """Every split has events by the manifests' own row counts: an empty week that would leave a
     split without rows is refused before the frame, the model and a report about nothing."""
@@ -309,6 +353,7 @@ def intake(
     for e in inputs.all_entries():
         verify_manifest_files(e.manifest, e.uri, decode=True)
     check_label_values(inputs.labels, config.label_family)
+    check_event_ids(inputs.events)
     refs = [e.ref for e in inputs.all_entries()]
     cfg_hash = config_hash(config)
     code = code_version()

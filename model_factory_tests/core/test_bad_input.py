@@ -170,6 +170,101 @@ def _rewrite_with_float32_amount(home: Path) -> Path:
     return manifest
 
 
+def _rewrite(home: Path, dataset: str, change, window: str = TAMPERED_WINDOW) -> Path:
+    """Rewrite one file of ``dataset`` with ``change`` (a pyarrow Table -> Table) and re-pin the
+    manifest's digest, size, row count and column types, as `manifest create` would."""
+    data = home / "catalog" / "datasets" / dataset / window / "part-0.parquet"
+    table = change(pq.read_table(data))
+    pq.write_table(table, data)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    manifest = home / "catalog" / "datasets" / dataset / f"{window}.json"
+
+    def edit(doc: dict[str, Any]) -> None:
+        doc["files"][0].update(sha256=digest, size_bytes=data.stat().st_size, rows=table.num_rows)
+        doc["row_count"] = table.num_rows
+        for column in doc["columns"]:
+            if column["name"] in table.schema.names:
+                column["dtype"] = str(table.schema.field(column["name"]).type)
+        doc["columns"] = [c for c in doc["columns"] if c["name"] in table.schema.names]
+
+    _edit_manifest(manifest, edit)
+    return manifest
+
+
+def _with_ids(table: pa.Table, ids: list) -> pa.Table:
+    index = table.schema.get_field_index("event_id")
+    return table.set_column(index, "event_id", pa.array(ids, table.schema.field(index).type))
+
+
+def test_a_repeated_event_id_is_refused_naming_the_dataset(home):
+    ids = pq.read_table(_data_path(home, "events/transactions/v1"))["event_id"].to_pylist()
+    manifest = _rewrite(home, "events/transactions/v1", lambda t: _with_ids(t, [ids[0], *ids[:-1]]))
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert (err.source, err.field) == (str(manifest), "event_id") and "repeat" in str(err)
+
+
+def test_an_event_id_of_another_week_is_refused_naming_both(home):
+    other = "20260209T000000Z_20260216T000000Z"
+    taken = pq.read_table(
+        home / "catalog" / "datasets" / "events/transactions/v1" / other / "part-0.parquet"
+    )["event_id"][0].as_py()
+    ids = pq.read_table(_data_path(home, "events/transactions/v1"))["event_id"].to_pylist()
+    _rewrite(home, "events/transactions/v1", lambda t: _with_ids(t, [taken, *ids[1:]]))
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.field == "event_id" and repr(taken) in str(err)
+    assert TAMPERED_WINDOW in f"{err.source} {err}" and other in f"{err.source} {err}"
+
+
+def test_a_null_event_id_is_refused(home):
+    ids = pq.read_table(_data_path(home, "events/transactions/v1"))["event_id"].to_pylist()
+    manifest = _rewrite(home, "events/transactions/v1", lambda t: _with_ids(t, [None, *ids[1:]]))
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert (err.source, err.field) == (str(manifest), "event_id") and "no event_id" in str(err)
+
+
+def test_labels_whose_event_id_has_another_type_than_the_events_are_refused(home):
+    folder = home / "catalog" / "datasets" / "labels/chargebacks/v1"
+    manifests = [
+        _rewrite(
+            home,
+            "labels/chargebacks/v1",
+            lambda t: t.set_column(
+                t.schema.get_field_index("event_id"), "event_id", t["event_id"].cast(pa.string())
+            ),
+            window=m.stem,
+        )
+        for m in sorted(folder.glob("*.json"))  # every week: one schema across weeks
+    ]
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == "event_id" and "string" in str(err)
+
+
+def test_labels_without_a_label_family_column_are_the_manifests_family(home):
+    """The column is optional (the manifest names its family); intake let such labels through,
+    and the frame builder then failed on the missing column (found in review)."""
+    from model_factory.core.frames import build_training_frame
+
+    env = _env(home)
+    before, inputs = intake(env.catalog, TrainingConfig(), WEEK, env.policy)
+    expected = build_training_frame(before, inputs, env.policy).frame
+    folder = home / "catalog" / "datasets" / "labels/chargebacks/v1"
+    for m in sorted(folder.glob("*.json")):
+        _rewrite(home, "labels/chargebacks/v1", lambda t: t.drop(["label_family"]), window=m.stem)
+
+    receipt, inputs = intake(env.catalog, TrainingConfig(), WEEK, env.policy)
+    built = build_training_frame(receipt, inputs, env.policy).frame
+
+    assert built.equals(expected)
+
+
 def test_data_file_with_another_schema_is_a_schema_mismatch_naming_the_column(home):
     manifest = _rewrite_with_float32_amount(home)
 
