@@ -238,8 +238,21 @@ def manifest_create(
         relative_to=relative_to,
     )
     if out:
-        _written(out, lambda: Path(out).write_text(m.model_dump_json(indent=2)))
-        _say(f"manifest written to {out}")
+        from model_factory.core.storage import open_uri, write_exclusive
+
+        data = m.model_dump_json(indent=2).encode()
+        fs, path = open_uri(out)
+        created: list[bool] = []
+        # written whole under a temporary name first, and never over another file: a manifest
+        # of the catalog (or anything else) under that name would be lost
+        _written(out, lambda: created.append(write_exclusive(fs, path, data)))
+        if not created[0] and fs.cat_file(path) != data:
+            raise ConfigError(
+                "exists with other content; remove it or give another file name",
+                source=out,
+                field="--out",
+            )
+        _say(f"manifest written to {out}" if created[0] else f"manifest already at {out}")
     else:
         existed = target.location.fs.exists(target.manifest_path(m))
         entry = target.write(m)  # the same manifest again is a no-op, another one an error

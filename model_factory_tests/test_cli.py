@@ -89,6 +89,24 @@ def test_manifest_create_writes_the_manifest_to_out(home, parquet_files):
     assert not (home / "catalog").exists()  # --out writes there instead of the catalog
 
 
+def test_manifest_create_never_writes_over_another_file(home, parquet_files):
+    """An --out naming an existing file (a catalog manifest, say) was overwritten in place; now
+    another content is refused and kept, and the same manifest again is a no-op."""
+    out = home / "m.json"
+    window = ["--start", "2026-01-05", "--end", "2026-01-12"]
+    assert _invoke(*CREATE, *window, "--out", str(out), *parquet_files).exit_code == 0
+    written = out.read_bytes()
+
+    again = _invoke(*CREATE, *window, "--out", str(out), *parquet_files)
+    assert again.exit_code == 0 and "already at" in again.output
+    other = _invoke(*CREATE, *window, "--out", str(out), parquet_files[0])
+
+    assert other.exit_code == 2
+    assert f"file {out}, field '--out'" in other.output and "other content" in other.output
+    assert out.read_bytes() == written
+    assert [p.name for p in home.iterdir() if p.name.startswith(".tmp-")] == []
+
+
 def test_manifest_create_adds_the_manifest_to_the_catalog_from_the_environment(home, parquet_files):
     result = _invoke(*CREATE, *parquet_files)
 
