@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -637,6 +638,15 @@ class TrainingConfig(_Contract):
         if any(not 0 < t < 1 for t in thresholds):
             raise ValueError("thresholds: must lie strictly between 0 and 1")
         return thresholds
+
+    @field_validator("event_features", "entity_keys")
+    @classmethod
+    def _columns_once(cls, columns: list[str], info: ValidationInfo) -> list[str]:
+        # a column selected twice would be two frame columns of one name
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:
+            raise ValueError(f"{info.field_name}: {repeated} appear more than once")
+        return columns
 
     @field_validator("feature_group_versions")
     @classmethod

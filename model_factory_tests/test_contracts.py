@@ -22,8 +22,10 @@ from model_factory.contracts import (
     TrainingRunRecord,
 )
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.core.documents import parse_document
 from model_factory.core.manifests import Catalog
 from model_factory.core.schema import export_schema, schema_for
+from model_factory.errors import ModelFactoryError
 
 COMMITTED = Path(__file__).resolve().parents[1] / "contracts" / "mf_public_contracts_v0.schema.json"
 # Shared pieces, not documents: they travel inside documents and carry no version of their own.
@@ -205,3 +207,19 @@ def test_train_run_id_definition_agrees_with_the_pydantic_type():
     assert validator.is_valid("mfr-" + "0" * 20)
     assert not validator.is_valid("mfr-" + "0" * 19)
     assert not validator.is_valid("mfr-" + "g" * 20)
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"event_features": ["amount", "is_night", "amount"]}, "event_features"),
+        ({"entity_keys": ["customer_id", "customer_id"]}, "entity_keys"),
+    ],
+)
+def test_a_column_selected_twice_is_refused_naming_the_field(doc, field):
+    """Two frame columns of one name crashed the frame build with a DuplicateError, after
+    intake had already written its receipt (found in review)."""
+    with pytest.raises(ModelFactoryError) as info:
+        parse_document(doc, contracts.TrainingConfig, source="config.json")
+    assert (info.value.source, info.value.field) == ("config.json", field)
+    assert "more than once" in str(info.value)

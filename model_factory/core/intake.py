@@ -124,6 +124,11 @@ def check_compatibility(
     check_same_schema(inputs.labels, "labels")
     for e in inputs.events:
         names = e.manifest.column_names()
+        for col in ("event_id", "event_time"):
+            if col not in names:
+                raise SchemaMismatchError(
+                    f"events lack column '{col}'", source=e.uri, field="columns"
+                )
         groups = [g.name for g in config.feature_group_versions]
         for field, cols in (
             ("event_features", config.event_features),
@@ -192,6 +197,13 @@ def check_compatibility(
             )
     for name, entries in inputs.feature_groups.items():
         first = entries[0]
+        if "available_at" not in first.manifest.column_names():
+            raise SchemaMismatchError(
+                f"feature group '{name}' lacks column 'available_at', the time from which a "
+                "snapshot may be joined",
+                source=first.uri,
+                field="columns",
+            )
         for e in entries:
             if (
                 e.manifest.columns != first.manifest.columns

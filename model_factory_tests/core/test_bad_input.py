@@ -182,10 +182,7 @@ def _rewrite(home: Path, dataset: str, change, window: str = TAMPERED_WINDOW) ->
     def edit(doc: dict[str, Any]) -> None:
         doc["files"][0].update(sha256=digest, size_bytes=data.stat().st_size, rows=table.num_rows)
         doc["row_count"] = table.num_rows
-        for column in doc["columns"]:
-            if column["name"] in table.schema.names:
-                column["dtype"] = str(table.schema.field(column["name"]).type)
-        doc["columns"] = [c for c in doc["columns"] if c["name"] in table.schema.names]
+        doc["columns"] = [{"name": f.name, "dtype": str(f.type)} for f in table.schema]
 
     _edit_manifest(manifest, edit)
     return manifest
@@ -245,6 +242,37 @@ def test_labels_whose_event_id_has_another_type_than_the_events_are_refused(home
     err = _fails_before_writing(home, SchemaMismatchError)
 
     assert err.source in map(str, manifests) and err.field == "event_id" and "string" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "column", "says"),
+    [
+        ("feature_group/terminal_risk/v1", "available_at", "lacks column 'available_at'"),
+        ("events/transactions/v1", "event_time", "lack column 'event_time'"),
+    ],
+)
+def test_a_dataset_without_the_time_the_join_reads_is_refused(home, dataset, column, says):
+    """Renamed (say to published_at, given as the manifest's time column), the column the
+    builder reads was a KeyError or a Polars error mid-frame (found in review)."""
+    folder = home / "catalog" / "datasets" / dataset
+    manifests = []
+    for m in sorted(folder.glob("*.json")):  # every week: one schema across weeks
+        manifests.append(
+            _rewrite(
+                home,
+                dataset,
+                lambda t: t.rename_columns(
+                    ["published_at" if c == column else c for c in t.schema.names]
+                ),
+                window=m.stem,
+            )
+        )
+        # the manifest's window is on that column: it names the renamed one
+        _edit_manifest(m, lambda d: d.update(time_column="published_at"))
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == "columns" and says in str(err)
 
 
 def test_labels_without_a_label_family_column_are_the_manifests_family(home):
