@@ -112,7 +112,8 @@ def _utc(ctx: click.Context, param: click.Parameter, value: str | None) -> datet
             f"2026-01-05T00:00:00Z ({exc})",
             field=_option(param),
         ) from exc
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
+    # an offset is honoured, then expressed in UTC (the contracts hold UTC times only)
+    return d.astimezone(UTC) if d.tzinfo else d.replace(tzinfo=UTC)
 
 
 def _week(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -214,7 +215,7 @@ def manifest_create(
             raise ConfigError("give both --start and --end, or neither", field="--start/--end")
         if end <= start:
             raise ConfigError(f"--end {end} is not after --start {start}", field="--end")
-        window = TimeWindow(start=start, end=end)
+        window = TimeWindow(start=start, end=end)  # both UTC (_utc), in order
     uris = [str(Path(f).resolve()) if "://" not in f else f for f in files]
     target = None if out else Catalog(catalog or Settings.from_env().catalog_url)
     # Files under the dataset's own folder of the catalog are stored relative to the manifest

@@ -89,6 +89,18 @@ def test_manifest_create_writes_the_manifest_to_out(home, parquet_files):
     assert not (home / "catalog").exists()  # --out writes there instead of the catalog
 
 
+def test_manifest_create_takes_a_window_with_an_offset_as_that_instant_in_utc(home, parquet_files):
+    """A pydantic traceback before (found in review): the contracts hold UTC times only."""
+    out = home / "m.json"
+    window = ["--start", "2026-01-05T01:00:00+01:00", "--end", "2026-01-12T00:00:00Z"]
+
+    result = _invoke(*CREATE, *window, "--out", str(out), *parquet_files)
+
+    assert result.exit_code == 0, result.output
+    m = DatasetManifest.model_validate_json(out.read_text())
+    assert m.time_window.start == MONDAY  # 01:00 at +01:00 is midnight UTC
+
+
 def test_manifest_create_never_writes_over_another_file(home, parquet_files):
     """An --out naming an existing file (a catalog manifest, say) was overwritten in place; now
     another content is refused and kept, and the same manifest again is a no-op."""
