@@ -294,7 +294,7 @@ def manifest_validate(uris, catalog) -> None:
         try:
             m = read_manifest(uri)
             check_manifest_location(target, m, uri, policy)
-            verify_manifest_files(m, uri)
+            verify_manifest_files(m, uri, decode=True)  # every page, as intake reads them
         except ModelFactoryError as exc:
             bad += 1
             click.echo(f"error [{exc.code}]: {exc}", err=True)

@@ -101,6 +101,42 @@ def test_manifest_create_takes_a_window_with_an_offset_as_that_instant_in_utc(ho
     assert m.time_window.start == MONDAY  # 01:00 at +01:00 is midnight UTC
 
 
+def _corrupt_pages(path: Path) -> None:
+    """Garbage over every data page; the footer (schema, row counts) still reads."""
+    meta = pq.ParquetFile(path).metadata
+    raw = bytearray(path.read_bytes())
+    start = min(meta.row_group(0).column(c).data_page_offset for c in range(meta.num_columns))
+    end = len(raw) - 8 - meta.serialized_size
+    raw[start:end] = bytes((i * 7 + 3) % 251 for i in range(end - start))
+    path.write_bytes(bytes(raw))
+
+
+def test_manifest_create_and_validate_name_a_file_whose_pages_are_corrupt(
+    home, parquet_files, data_roots
+):
+    """create: a Polars traceback; validate: "ok" for a file intake then refused (found in
+    review). Both now read every page, as intake does, and name the file in one line."""
+    out = home / "m.json"
+    assert _invoke(*CREATE, "--out", str(out), *parquet_files).exit_code == 0
+    damaged = Path(parquet_files[1])
+    _corrupt_pages(damaged)
+    doc = json.loads(out.read_text())
+    doc["files"][1].update(
+        sha256=hashlib.sha256(damaged.read_bytes()).hexdigest(), size_bytes=damaged.stat().st_size
+    )
+    out.write_text(json.dumps(doc))  # the digest re-pinned after the damage
+
+    validated = _invoke("manifest", "validate", str(out))
+    created = _invoke(*CREATE, "--out", str(home / "again.json"), *parquet_files)
+
+    for result in (validated, created):
+        assert result.exit_code == 2, result.output
+        [line] = [x for x in result.output.splitlines() if x.startswith("error")]
+        assert "not readable parquet" in line and str(damaged) in line
+        assert "Traceback" not in result.output
+    assert not (home / "again.json").exists()
+
+
 def test_manifest_create_never_writes_over_another_file(home, parquet_files):
     """An --out naming an existing file (a catalog manifest, say) was overwritten in place; now
     another content is refused and kept, and the same manifest again is a no-op."""

@@ -156,15 +156,31 @@ def _columns(schema: pa.Schema) -> list[ColumnSpec]:
 
 def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, datetime | None]:
     """Min and max of the time column; a null time belongs to no window and is refused."""
-    frame = (
-        pl.scan_parquet(list(uris))
-        .select(
-            pl.col(column).min().alias("lo"),
-            pl.col(column).max().alias("hi"),
-            pl.col(column).null_count().alias("nulls"),
+
+    def scan(files: list[str]) -> pl.DataFrame:
+        return (
+            pl.scan_parquet(files)
+            .select(
+                pl.col(column).min().alias("lo"),
+                pl.col(column).max().alias("hi"),
+                pl.col(column).null_count().alias("nulls"),
+            )
+            .collect()
         )
-        .collect()
-    )
+
+    try:
+        frame = scan(list(uris))
+    except (pl.exceptions.PolarsError, OSError):
+        for uri in uris:  # which file: the one that does not read alone
+            try:
+                scan([uri])
+            except (pl.exceptions.PolarsError, OSError) as exc:
+                raise ManifestError(
+                    f"data file {uri} is not readable parquet ({_first_line(exc)})",
+                    source=uri,
+                    field=column,
+                ) from exc
+        raise
     if frame["nulls"][0]:
         raise ManifestError(
             f"{frame['nulls'][0]} row(s) have a null {column}: every row needs a time",
@@ -305,8 +321,16 @@ def _decode_all(uri: str, manifest_uri: str, field: str) -> None:
                 pass
     except (pa.ArrowException, OSError) as exc:
         raise ManifestError(
-            f"data file {uri} is not readable parquet ({exc})", source=manifest_uri, field=field
+            f"data file {uri} is not readable parquet ({_first_line(exc)})",
+            source=manifest_uri,
+            field=field,
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """A library's error in one line (Arrow's and Polars' run over several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def verify_manifest_files(
