@@ -312,6 +312,15 @@ def _epoch_us(s: pl.Series) -> np.ndarray:
     return s.dt.epoch("us").to_numpy()
 
 
+def _offset(keys: pl.Series, k0: int) -> np.ndarray:
+    """``keys - k0`` as int64 (the caller has checked that the differences fit): unsigned keys
+    are subtracted as unsigned, so ids of 2**63 and more (hashes) do not overflow."""
+    values = keys.to_numpy()
+    if values.dtype == np.uint64:
+        return (values - np.uint64(k0)).astype(np.int64)
+    return values.astype(np.int64) - k0
+
+
 def _composite_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.ndarray | None:
     """Index of each event's snapshot (or -1) for one integer key, or None when the composite
     key ``(key - min) * (time span + 1) + (time - first time)`` would not fit in 62 bits."""
@@ -327,7 +336,7 @@ def _composite_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.n
     k1 = max(int(ev_key.max()), int(snap_key.max()))  # type: ignore[arg-type]
     if (k1 - k0 + 1) * width >= _COMPOSITE_LIMIT:
         return None
-    snap_comp = (snap_key.to_numpy().astype(np.int64) - k0) * width + (snap_t - t0)
+    snap_comp = _offset(snap_key, k0) * width + (snap_t - t0)
     snap_order = np.argsort(snap_comp, kind="stable")
     snap_sorted = snap_comp[snap_order]
     if snap_sorted.size > 1 and bool(np.any(snap_sorted[1:] == snap_sorted[:-1])):
@@ -335,7 +344,7 @@ def _composite_match(frame: pl.DataFrame, right: pl.DataFrame, key: str) -> np.n
         # the tiebreak, then by written order
         snap_order = np.lexsort((np.arange(right.height), _tiebreak(right), snap_comp))
         snap_sorted = snap_comp[snap_order]
-    ev_comp = (ev_key.to_numpy().astype(np.int64) - k0) * width + (ev_t - t0)
+    ev_comp = _offset(ev_key, k0) * width + (ev_t - t0)
     perm = pl.Series(ev_comp).arg_sort().to_numpy()  # sorted queries: the search walks forward
     queries = ev_comp[perm]
     pos = np.searchsorted(snap_sorted, queries, side="right") - 1

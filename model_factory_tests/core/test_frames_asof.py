@@ -288,7 +288,9 @@ def test_asof_join_max_ahead_is_none_when_no_row_survives_the_ttl() -> None:
 @st.composite
 def keyed_cases(draw: st.DrawFn) -> dict:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = draw(st.sampled_from(["int", "negative", "wide", "string", "pair", "null_keys"]))
+    shape = draw(
+        st.sampled_from(["int", "negative", "wide", "uint_high", "string", "pair", "null_keys"])
+    )
     n_events, n_snaps = draw(st.integers(0, 40)), draw(st.integers(0, 40))
     n_keys, slots = draw(st.integers(1, 5)), draw(st.integers(1, 12))
 
@@ -301,6 +303,8 @@ def keyed_cases(draw: st.DrawFn) -> dict:
             return {"k": k - 3}
         if shape == "wide":  # the composite key would overflow: the by-join takes over
             return {"k": np.where(k % 2 == 0, k, 2**62 + k)}
+        if shape == "uint_high":  # hashed ids: unsigned, above 2**63 (an OverflowError once)
+            return {"k": pl.Series(k.astype(np.uint64) + np.uint64(2**64 - 16), dtype=pl.UInt64)}
         if shape == "string":
             return {"k": pl.Series([f"id{v}" for v in k], dtype=pl.String)}
         if shape == "pair":
@@ -370,7 +374,7 @@ def test_every_key_shape_matches_duckdb_asof_join(case: dict) -> None:
 def test_composite_and_by_join_paths_pick_the_same_snapshot(case: dict) -> None:
     """Integer keys take the entity walk or the composite path; both must agree row for row
     with Polars' by-join."""
-    if case["shape"] not in ("int", "negative"):
+    if case["shape"] not in ("int", "negative", "uint_high"):
         return
     right = case["snaps"].with_columns(pl.col("available_at").alias(JOIN_AT))
     # duplicates of (key, available_at), with and without a tiebreak: every path picks the row
