@@ -1681,7 +1681,7 @@ class GovernancePolicy(_Contract):
         for i, pattern in enumerate(patterns):
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # x{99999999999}: Overflow
                 raise ValueError(f"pii_patterns[{i}]: not a regular expression ({exc})") from exc
         return patterns
 

@@ -94,11 +94,20 @@ class Settings:
                 f"'{above}' is not a number of bytes",
                 field="MODEL_FACTORY_STREAM_FRAMES_ABOVE_BYTES",
             )
+        folders = {
+            "MODEL_FACTORY_CATALOG": env.get("MODEL_FACTORY_CATALOG") or str(home / "catalog"),
+            "MODEL_FACTORY_STORE": env.get("MODEL_FACTORY_STORE") or str(home / "store"),
+            "MODEL_FACTORY_REGISTRY": env.get("MODEL_FACTORY_REGISTRY") or str(home / "registry"),
+        }
+        for name, url in {"MODEL_FACTORY_HOME": str(home), **folders}.items():
+            if "://" not in url and Path(url).exists() and not Path(url).is_dir():
+                # else a NotADirectoryError from the first write, perhaps after work was done
+                raise ConfigError("is a file; it must be a folder", source=url, field=name)
         return cls(
             home=home,
-            catalog_url=env.get("MODEL_FACTORY_CATALOG") or str(home / "catalog"),
-            store_url=env.get("MODEL_FACTORY_STORE") or str(home / "store"),
-            registry_url=env.get("MODEL_FACTORY_REGISTRY") or str(home / "registry"),
+            catalog_url=folders["MODEL_FACTORY_CATALOG"],
+            store_url=folders["MODEL_FACTORY_STORE"],
+            registry_url=folders["MODEL_FACTORY_REGISTRY"],
             start_week=start,
             policy_path=env.get("MODEL_FACTORY_POLICY") or None,
             dagster_home=Path(env.get("DAGSTER_HOME") or home / "dagster").resolve(),

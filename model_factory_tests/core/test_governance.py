@@ -155,3 +155,22 @@ def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlie
         assert policy_digest(explicit) == policy_digest(policy)
     changed = GovernancePolicy(criterion_meanings={"x": {"metric": "roc_auc", "kind": "point"}})
     assert policy_digest(changed) != policy_digest(GovernancePolicy())
+
+
+def test_a_pii_pattern_too_large_to_compile_names_its_field(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text('pii_patterns: ["x{99999999999}"]\n')  # an OverflowError, not a re.error
+    with pytest.raises(PolicyViolationError) as info:
+        load_policy(str(path))
+    assert (info.value.source, info.value.field) == (str(path), "pii_patterns[0]")
+
+
+@pytest.mark.parametrize(
+    "name", ["MODEL_FACTORY_CATALOG", "MODEL_FACTORY_STORE", "MODEL_FACTORY_HOME"]
+)
+def test_a_location_that_is_a_file_is_a_config_error_naming_the_setting(tmp_path, name):
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({name: str(afile)})
+    assert (info.value.source, info.value.field) == (str(afile), name)
