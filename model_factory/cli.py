@@ -778,11 +778,17 @@ def bundle() -> None:
 @bundle.command("verify")
 @click.argument("bundle_ref", metavar="ID|URI")
 @click.option("--json", "as_json", is_flag=True)
-def bundle_verify(bundle_ref, as_json) -> None:
+@click.option(
+    "--inputs",
+    is_flag=True,
+    help="Also re-verify the input manifests the bundle pins and every data file's sha256, "
+    "size and schema (reads all the training data).",
+)
+def bundle_verify(bundle_ref, as_json, inputs) -> None:
     """Recompute every digest a bundle pins and report each artifact's status."""
     from model_factory.core.bundles import verification
 
-    result = verification(_bundle_uri(bundle_ref))
+    result = verification(_bundle_uri(bundle_ref), inputs=inputs)
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:

@@ -185,6 +185,37 @@ def test_reproduce_notices_changed_training(env, passed, tmp_path):
     assert statuses["training_frame.parquet"] == "ok" and statuses["model.ubj"] == "mismatch"
 
 
+def test_verify_with_inputs_rechecks_the_pinned_manifests_and_their_files(
+    passed, catalog, tmp_path
+):
+    """Without --inputs a bundle whose training data changed since still verified (found in
+    review); with it, each pinned manifest and data file is checked and the changed one named."""
+    _bundle, uri = passed
+    genuine = verification(uri, inputs=True)
+    inputs = [c for c in genuine.checks if c.name.startswith("input ")]
+    assert genuine.valid and len(inputs) == len(_bundle.input_dataset_manifests) > 0
+    assert not [c for c in verification(uri).checks if c.name.startswith("input ")]
+
+    copy = tmp_path / "catalog"
+    shutil.copytree(catalog, copy)
+    doc = json.loads(Path(uri).read_text())
+    for ref in doc["input_dataset_manifests"]:
+        ref["uri"] = ref["uri"].replace(str(catalog), str(copy))
+    labels = next(r for r in doc["input_dataset_manifests"] if r["kind"] == "labels")
+    data = next(Path(labels["uri"][: -len(".json")]).glob("*.parquet"))
+    data.write_bytes(data.read_bytes() + b"late edit")
+    moved = tmp_path / "bundle.json"
+    moved.write_text(json.dumps(doc))
+
+    result = verification(str(moved), inputs=True)
+    bad = [c for c in result.checks if c.name.startswith("input ") and c.status != "ok"]
+    assert not result.valid
+    assert [c.name for c in bad] == [
+        f"input labels:{labels['name']}/{labels['version']}@{labels['time_window']['start'][:10]}"
+    ]
+    assert str(data) in bad[0].actual and "sha256" in bad[0].actual
+
+
 def test_reproduce_notices_an_edited_bundle_that_kept_its_id(env, passed, tmp_path):
     """Fields the rebuild derives afresh (the decision thresholds, the declared schema) were
     edited in a copy that still claims the genuine id: the rebuild alone would match it."""
