@@ -243,7 +243,7 @@ class GateCriterionSpec(_Contract):
     )
     kind: GateKind = Field(
         description="point: the value; ci_lower_bound: the lower bound of its bootstrap CI; "
-        "non_inferiority: lower CI bound of candidate minus champion on the same rows > -threshold; "
+        "non_inferiority: lower CI bound of candidate minus champion on the same rows >= -threshold; "
         "stability: max - min over this and the previous `weeks` weeks <= threshold."
     )
     threshold: float = Field(

@@ -148,10 +148,16 @@ def judge_leakage(guard: LeakageGuard, report: EvaluationReport) -> LeakageVerdi
         metrics = report.metrics.get(split)
         if metrics is None:
             continue
+        # With one class only, a ranking metric says nothing of the model (a split of frauds
+        # alone has average precision 1 whatever the scores): it is not judged, as a missing
+        # ROC-AUC is not
+        one_class = metrics.positives in (0, metrics.rows)
         for metric, limit in sorted(guard.ceilings.items()):
             observed = (
                 float(metrics.positives) if metric == "positives" else getattr(metrics, metric)
             )
+            if one_class and metric in ("roc_auc", "pr_auc"):
+                observed = None
             checks.append(_ceiling(split, metric, limit, observed))
     canary = report.leakage_canary
     if canary is not None:

@@ -99,7 +99,7 @@ def stand_in(
     """What judge_leakage reads of a report."""
 
     def split(auc: float) -> SimpleNamespace:
-        return SimpleNamespace(roc_auc=auc, pr_auc=0.3, positives=50)
+        return SimpleNamespace(roc_auc=auc, pr_auc=0.3, positives=50, rows=5000)
 
     canary = (
         None
@@ -140,6 +140,18 @@ def test_ceilings_on_val_and_test_and_the_control_within_chance(val, test, canar
     verdict = judge_leakage(LeakageGuard(), stand_in(val, test, canary))  # type: ignore[arg-type]
     assert {c.name for c in verdict.checks if not c.passed} == tripped
     assert verdict.suspected == bool(tripped)
+
+
+def test_a_split_of_one_class_is_not_suspected_of_leakage() -> None:
+    """Frauds alone have average precision 1 whatever the scores: not "too good", not judged
+    (it was a suspected_leakage verdict no override can lift; found in review)."""
+    report = stand_in(0.91, 0.92, 0.50)
+    report.metrics["test"] = SimpleNamespace(roc_auc=None, pr_auc=1.0, positives=30, rows=30)
+    verdict = judge_leakage(LeakageGuard(), report)  # type: ignore[arg-type]
+    assert not verdict.suspected
+    judged = {c.name: c.observed for c in verdict.checks}
+    assert judged["suspected_leakage_test_pr_auc_ceiling"] is None
+    assert judged["suspected_leakage_val_pr_auc_ceiling"] == 0.3  # two classes: judged
 
 
 def test_a_small_test_window_widens_the_controls_tolerance() -> None:
