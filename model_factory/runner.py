@@ -218,8 +218,21 @@ def run_week(
         watcher.join()
     if not result.success:
         error = _first_failure(result)
+        # a run that failed after intake has its train run: the ledger lists it under that id
+        intake = _latest(instance, "dataset_manifests", week, run_id=result.run_id) or {}
         return WeekSummary(
-            week, None, None, None, None, None, None, None, False, "failed", error, result.run_id
+            week,
+            intake.get("train_run_id"),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            False,
+            "failed",
+            error,
+            result.run_id,
         )
     return summarize_week(instance, week, run_id=result.run_id)
 

@@ -397,6 +397,35 @@ def test_run_json_tells_a_failed_week_from_one_without_results(home, small_catal
     assert week["status"] == "failed"
     assert "MissingInputError" in week["error"]
     assert week["dagster_run_id"]
+    assert week["train_run_id"] is None  # it failed before it had one
+
+
+@pytest.mark.slow
+def test_run_json_names_the_train_run_of_a_week_that_failed_after_intake(
+    home, small_catalog, monkeypatch
+):
+    """The ledger lists such a run under its train run id; `run --json` said null (found in
+    review)."""
+    import dagster as dg
+
+    from model_factory.defs import assets
+    from model_factory.errors import ModelFactoryError
+    from model_factory.ledger import read_ledger
+
+    def planted(*args, **kwargs):
+        raise ModelFactoryError("planted failure after intake")
+
+    monkeypatch.setattr(assets, "stage_frame", planted)  # the step after intake fails
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+
+    result = _invoke("run", "--from", "2026-02-23", "--to", "2026-02-23", "--json")
+
+    assert result.exit_code == 1, result.output
+    [week] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert week["status"] == "failed" and "planted failure" in week["error"]
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        [record] = read_ledger(instance, week="2026-02-23")
+    assert week["train_run_id"] == record.train_run_id is not None
 
 
 @pytest.mark.parametrize(
