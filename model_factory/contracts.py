@@ -1013,7 +1013,9 @@ class LabelContext(_Contract):
     labels_visible: dict[str, int]
     labels_hidden_by_cut: dict[str, int]
     matured_share: dict[str, float | None] = Field(
-        description="Per split: visible / (visible + hidden by cut) over the pinned label manifests."
+        description="Per split: visible / (visible + hidden by cut) over the pinned label "
+        "manifests; None for test, whose later labels are never pinned (see "
+        "test_label_completeness_estimate)."
     )
     test_label_completeness_estimate: float | None = Field(
         description="The validation window's matured share: it ends the same maturity gap before "

@@ -68,8 +68,12 @@ def label_context(
             if visible.get(s, 0) + hidden.get(s, 0)
             else None
         )
-        for s in ("train", "val", "test")
+        for s in ("train", "val")
     }
+    # Not for test: labels observed after the test cut are never pinned, so none is "hidden"
+    # from it and the share would read 100% whatever the truth; the validation window's share
+    # estimates it (test_label_completeness_estimate)
+    matured["test"] = None
     return LabelContext(
         label_family=label_family,
         test_label_cut=windows.cut,

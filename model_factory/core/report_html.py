@@ -658,7 +658,7 @@ def label_table(report: EvaluationReport) -> str:
         [
             f"{s}: labels visible / hidden by the cut / matured share",
             f"{c.labels_visible.get(s, 0)} / {c.labels_hidden_by_cut.get(s, 0)} / "
-            f"{_pct(c.matured_share.get(s))}",
+            f"{_pct(c.matured_share.get(s)) if c.matured_share.get(s) is not None else 'not measured'}",
         ]
         for s in ("train", "val", "test")
     ]

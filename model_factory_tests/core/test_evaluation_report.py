@@ -41,6 +41,7 @@ from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.report_html import (
     earlier_reports,
     headline_metrics,
+    label_table,
     markdown_operating_points,
     markdown_slices,
     render_report_html,
@@ -388,6 +389,9 @@ def test_label_context_names_the_cuts_and_the_maturity(report) -> None:
     assert c.label_maturity_days == 7
     assert c.matured_share["val"] == pytest.approx(60 / 80)
     assert c.test_label_completeness_estimate == pytest.approx(60 / 80)
+    # the test cut hides nothing pinned: a share of 100% there would say nothing (found in review)
+    assert c.matured_share["test"] is None
+    assert "not measured" in label_table(report).split("test: labels visible")[1].split("</tr>")[0]
     assert c.test_positives == report.metrics["test"].positives
 
 
