@@ -248,7 +248,12 @@ def _agreement(cand: np.ndarray, champ: np.ndarray, bins: int) -> ScoreAgreement
 def max_share_within_capacity(
     candidate: np.ndarray, champion: np.ndarray | None, capacity: int
 ) -> float:
-    """Largest s in [0, 1] with s x candidate + (1 - s) x champion alerts <= capacity every day."""
+    """Largest s in [0, 1] with s x candidate + (1 - s) x champion alerts <= capacity on every
+    day where the candidate raises the volume (candidate > champion, candidate > capacity).
+
+    A day the candidate alerts no more than the champion does not limit the share, even when
+    both are over capacity: routing traffic to the candidate only lowers that day's volume, so
+    the overload is the champion's and no share of the candidate makes it worse."""
     champion = np.zeros_like(candidate) if champion is None else champion
     share = 1.0
     for c, h in zip(candidate.astype(np.float64), champion.astype(np.float64), strict=True):
