@@ -137,6 +137,26 @@ def test_manifest_create_and_validate_name_a_file_whose_pages_are_corrupt(
     assert not (home / "again.json").exists()
 
 
+def test_manifest_create_of_files_without_rows_names_them_and_asks_for_a_window(home, tmp_path):
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "event_id": pa.array([], pa.string()),
+                "event_time": pa.array([], pa.timestamp("us", tz="UTC")),
+            }
+        ),
+        empty,
+    )
+
+    result = _invoke(*CREATE, "--out", str(tmp_path / "m.json"), str(empty))
+
+    assert result.exit_code == 2
+    assert f"file {empty}, field 'time_window'" in result.output and "--start" in result.output
+    window = ["--start", "2026-01-05", "--end", "2026-01-12"]
+    assert _invoke(*CREATE, *window, "--out", str(tmp_path / "m.json"), str(empty)).exit_code == 0
+
+
 def test_manifest_create_never_writes_over_another_file(home, parquet_files):
     """An --out naming an existing file (a catalog manifest, say) was overwritten in place; now
     another content is refused and kept, and the same manifest again is a no-op."""

@@ -263,7 +263,12 @@ def create_manifest(
     lo, hi = _time_range(file_uris, time_column)
     if window is None:
         if lo is None:
-            raise ManifestError("no rows: give the time window explicitly", field="time_window")
+            raise ManifestError(
+                f"the files hold no rows, so no window can be read from {time_column}: give "
+                "--start and --end",
+                source=file_uris[0],
+                field="time_window",
+            )
         start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
         end = datetime(hi.year, hi.month, hi.day, tzinfo=UTC) + timedelta(days=1)
         window = TimeWindow(start=start, end=end)
