@@ -1650,7 +1650,8 @@ class GovernancePolicy(_Contract):
             "other (http, ftp, data, chained caches) is refused at intake.",
         )
     )
-    data_roots: list[str] = Field(
+    # non-empty: "" would resolve to the working directory and allow whatever lies under it
+    data_roots: list[Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]] = Field(
         default_factory=list,
         description="URL prefixes data files may live under besides the catalog root (for data "
         "registered in place with `manifest create`); files elsewhere are refused at intake.",

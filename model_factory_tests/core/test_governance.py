@@ -174,3 +174,12 @@ def test_a_location_that_is_a_file_is_a_config_error_naming_the_setting(tmp_path
     with pytest.raises(ConfigError) as info:
         Settings.from_env({name: str(afile)})
     assert (info.value.source, info.value.field) == (str(afile), name)
+
+
+@pytest.mark.parametrize("root", ["", "   "])
+def test_an_empty_data_root_is_refused_not_taken_as_the_working_directory(tmp_path, root):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"data_roots": ["/data", root]}))
+    with pytest.raises(PolicyViolationError) as info:
+        load_policy(str(path))
+    assert (info.value.source, info.value.field) == (str(path), "data_roots[1]")
