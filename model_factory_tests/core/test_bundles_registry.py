@@ -631,11 +631,9 @@ def test_the_champion_of_a_week_with_two_published_bundles_is_the_promoted_one(p
     assert judged_against.bundle_id == bundle.bundle_id
 
 
-def test_put_document_describes_the_blob_it_keeps(tmp_path):
-    """A re-run with other volatile fields (here a timestamp with microseconds) names the first
-    attempt's blob: its size must be that blob's, not this attempt's bytes."""
-    store = ArtifactStore(str(tmp_path / "store"))
-    record = RegistryRecord(
+def _a_record() -> RegistryRecord:
+    """A small document with a volatile field, to store."""
+    return RegistryRecord(
         bundle_id="mfb-" + "0" * 20,
         bundle_uri="u",
         bundle_sha256="a" * 64,
@@ -647,6 +645,13 @@ def test_put_document_describes_the_blob_it_keeps(tmp_path):
         published_by="x",
         published_at_utc=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+def test_put_document_describes_the_blob_it_keeps(tmp_path):
+    """A re-run with other volatile fields (here a timestamp with microseconds) names the first
+    attempt's blob: its size must be that blob's, not this attempt's bytes."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    record = _a_record()
     first = store.put_document("rec.json", record)
     again = record.model_copy(
         update={"published_at_utc": datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)}
@@ -663,18 +668,7 @@ def test_a_corrupt_blob_under_a_content_address_is_refused_not_pinned_again(tmp_
     store = ArtifactStore(str(tmp_path / "store"))
     source = tmp_path / "model.ubj"
     source.write_bytes(b"model bytes" * 100)
-    record = RegistryRecord(
-        bundle_id="mfb-" + "0" * 20,
-        bundle_uri="u",
-        bundle_sha256="a" * 64,
-        train_run_id="mfr-" + "0" * 20,
-        model_family="f",
-        partition_key="p",
-        model_sha256="b" * 64,
-        gate_status="PASS",
-        published_by="x",
-        published_at_utc=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    record = _a_record()
     for put in (
         lambda: store.put_bytes("blob", b"frame bytes" * 100),
         lambda: store.put_file("model.ubj", str(source)),

@@ -261,6 +261,25 @@ def test_the_publish_cursor_waits_for_late_commits_and_reads_a_bounded_batch(tmp
         assert [r.run_key for r in requests] == bundles[2:] and cursor == ids[2]
 
 
+def _report_materialized(instance, week: str, uri: str | None, **metadata) -> None:
+    """An evaluation_report materialization as the ledger records one: ``uri`` None for a run
+    that stored no report."""
+    stored = {
+        "output_name": "evaluation_report.json",
+        "output_uri": uri,
+        "output_sha256": "0" * 64,
+        "output_size_bytes": 1,
+        "output_media_type": "application/json",
+    }
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            "evaluation_report",
+            partition=week,
+            metadata={**(stored if uri is not None else {}), **metadata},
+        )
+    )
+
+
 def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_later_weeks_are(
     tmp_path,
 ):
@@ -269,23 +288,8 @@ def test_each_earlier_week_keeps_its_newest_report_of_the_family_however_busy_la
     from model_factory.defs.ledger import family_report_candidates
 
     def report(week: str, family: str | None, tag: str, stored: bool = True) -> None:
-        outputs = {
-            "output_name": "evaluation_report.json",
-            "output_uri": f"/reports/{week}/{tag}.json",
-            "output_sha256": "0" * 64,
-            "output_size_bytes": 1,
-            "output_media_type": "application/json",
-        }
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                "evaluation_report",
-                partition=week,
-                metadata={
-                    **(outputs if stored else {}),
-                    **({"model_family": family} if family else {}),
-                },
-            )
-        )
+        uri = f"/reports/{week}/{tag}.json" if stored else None
+        _report_materialized(instance, week, uri, **({"model_family": family} if family else {}))
 
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
@@ -315,21 +319,13 @@ def test_the_stability_history_is_this_configs_not_the_newest_experiments(tmp_pa
     from model_factory.defs.ledger import family_report_candidates
 
     def report(week: str, config: str, tag: str, code: str) -> None:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                "evaluation_report",
-                partition=week,
-                metadata={
-                    "output_name": "evaluation_report.json",
-                    "output_uri": f"/reports/{tag}.json",
-                    "output_sha256": "0" * 64,
-                    "output_size_bytes": 1,
-                    "output_media_type": "application/json",
-                    "model_family": "fraud",
-                    "config_hash": config,
-                    "code_version": code,
-                },
-            )
+        _report_materialized(
+            instance,
+            week,
+            f"/reports/{tag}.json",
+            model_family="fraud",
+            config_hash=config,
+            code_version=code,
         )
 
     (tmp_path / "dagster").mkdir()
@@ -378,19 +374,8 @@ def test_a_weeks_candidate_reports_come_newest_first_and_are_bounded(tmp_path):
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         for tag in ("a", "b", "c", "d"):
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(
-                    "evaluation_report",
-                    partition="2026-03-02",
-                    metadata={
-                        "output_name": "evaluation_report.json",
-                        "output_uri": f"/reports/{tag}.json",
-                        "output_sha256": "0" * 64,
-                        "output_size_bytes": 1,
-                        "output_media_type": "application/json",
-                        "model_family": "fraud",
-                    },
-                )
+            _report_materialized(
+                instance, "2026-03-02", f"/reports/{tag}.json", model_family="fraud"
             )
         [(week, refs)] = family_report_candidates(instance, "2026-03-09", "fraud", 1, per_week=3)
         assert week == "2026-03-02"
