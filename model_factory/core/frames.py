@@ -181,7 +181,8 @@ def _sorted_by_time_then_id(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _events(inputs: FrameInputs, receipt: IntakeReceipt) -> pl.DataFrame:
     cfg, windows = receipt.config, receipt.windows
-    cols = ["event_id", "event_time", *dict.fromkeys([*cfg.entity_keys, *cfg.event_features])]
+    # once each: an entity key may be the event id itself (an event-level feature group)
+    cols = list(dict.fromkeys(["event_id", "event_time", *cfg.entity_keys, *cfg.event_features]))
     events = (
         _scan(inputs.events)
         .select(cols)

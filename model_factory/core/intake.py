@@ -136,9 +136,15 @@ def check_compatibility(
         groups = [g.name for g in config.feature_group_versions]
         for field, cols in (
             ("event_features", config.event_features),
-            ("entity_keys", [k for k in config.entity_keys if k not in ("event_id", "event_time")]),
+            # the event id may key a group (event-level features); the event time, the join's
+            # own time, never does
+            ("entity_keys", [k for k in config.entity_keys if k != "event_id"]),
         ):
-            reserved = [c for c in cols if is_working_column(c, groups)]
+            reserved = [
+                c
+                for c in cols
+                if is_working_column(c, groups) or (field == "entity_keys" and c == "event_time")
+            ]
             if reserved:
                 raise SchemaMismatchError(
                     f"{reserved} are names the frame builder uses for its own columns (split, "

@@ -275,6 +275,19 @@ def test_a_dataset_without_the_time_the_join_reads_is_refused(home, dataset, col
     assert err.source in map(str, manifests) and err.field == "columns" and says in str(err)
 
 
+def test_the_event_id_as_an_entity_key_builds_a_frame(home):
+    """It may key an event-level feature group; listed with the frame's own event_id column it
+    was selected twice, a DuplicateError once intake had passed (found in review)."""
+    from model_factory.core.frames import build_training_frame
+
+    env = _env(home)
+    config = TrainingConfig(entity_keys=["customer_id", "terminal_id", "event_id"])
+    receipt, inputs = intake(env.catalog, config, WEEK, env.policy)
+    built = build_training_frame(receipt, inputs, env.policy).frame
+
+    assert built.height > 0 and built.columns.count("event_id") == 1
+
+
 def test_labels_without_a_label_family_column_are_the_manifests_family(home):
     """The column is optional (the manifest names its family); intake let such labels through,
     and the frame builder then failed on the missing column (found in review)."""
@@ -490,6 +503,7 @@ def test_a_frame_column_named_as_an_event_feature_is_refused(home):
             "customer_spending__cust_tx_count_1d",
         ),
         ({"entity_keys": ["customer_id", "split"]}, "entity_keys", "split"),
+        ({"entity_keys": ["customer_id", "event_time"]}, "entity_keys", "event_time"),
     ],
 )
 def test_an_events_column_named_as_a_working_column_of_the_builder_is_refused(
