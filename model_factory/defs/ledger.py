@@ -194,6 +194,27 @@ def json_value(obj) -> dg.MetadataValue:
     return dg.MetadataValue.json(json.loads(json.dumps(obj)))
 
 
+def _family_reports(
+    instance: dg.DagsterInstance, week: str, model_family: str, oldest_first: bool = False
+) -> list[dict]:
+    """Metadata of the week's stored reports of ``model_family``, newest first (or oldest).
+
+    Another family's (or an experiment's) report run later must not hide them. Reports recorded
+    before the family was in the metadata count as this family's, as they did; readers check
+    the family again."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[week]),
+        limit=_SEARCHED,
+        ascending=oldest_first,
+    ).records
+    return [
+        r.asset_materialization.metadata
+        for r in records
+        if "output_uri" in r.asset_materialization.metadata  # a report was stored
+        and metadata_value(r.asset_materialization.metadata, "model_family") in (None, model_family)
+    ]
+
+
 def family_report_candidates(
     instance: dg.DagsterInstance,
     partition_key: str,
@@ -205,32 +226,21 @@ def family_report_candidates(
     """(week, report refs) of the ``weeks`` weeks before ``partition_key`` that have a report of
     ``model_family``: each week's newest ``per_week`` such reports (newest first), oldest week
     first. One lookup per week, so however many runs a later week had, no earlier week drops
-    out. With ``config_hash``, only reports of that config count, those of this code version
-    first (see earlier_reports)."""
+    out.
+
+    With ``config_hash`` (the stability history, see earlier_reports) a week's candidates are
+    its reports of that config, this code version's first; a week without one gives the
+    family's *first* report of the week instead, which later runs never change."""
     start = week_start(partition_key)
     found = []
     for i in range(weeks, 0, -1):
         key = (start - timedelta(days=7 * i)).date().isoformat()
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[key]
-            ),
-            limit=_SEARCHED,
-        ).records
-        # The week's newest reports of this model family: another family's (or an experiment's)
-        # report run later must not hide them. Reports recorded before the family was in the
-        # metadata count as this family's, as they did; readers check the family again.
-        metas = [
-            r.asset_materialization.metadata
-            for r in records
-            if "output_uri" in r.asset_materialization.metadata  # a report was stored
-            and metadata_value(r.asset_materialization.metadata, "model_family")
-            in (None, model_family)
-        ]
+        metas = _family_reports(instance, key, model_family)
         if config_hash is not None:
-            metas = [m for m in metas if metadata_value(m, "config_hash") == config_hash]
+            same = [m for m in metas if metadata_value(m, "config_hash") == config_hash]
             # stable sort: this code's reports (newest first), then older code's
-            metas.sort(key=lambda m: metadata_value(m, "code_version") != code_version())
+            same.sort(key=lambda m: metadata_value(m, "code_version") != code_version())
+            metas = same or _family_reports(instance, key, model_family, oldest_first=True)[:1]
         mine = [ref_from_metadata(m, "evaluation_report") for m in metas][:per_week]
         if mine:
             found.append((key, mine))
@@ -243,10 +253,11 @@ def earlier_reports(
     """The previous weeks' evaluation reports (oldest first) that the config's stability
     criteria need; pinned at intake so a re-run judges the same history.
 
-    Each week's report is the newest of *this config* (by this code version if there is one):
-    the newest of any config would let an experiment run on an earlier week since (another
-    config, same family) change this week's history, and so its train run id, though nothing
-    of this run changed."""
+    Each week's report is the newest of *this config* (by this code version if there is one),
+    else the family's first of that week: the newest of any config would let an experiment run
+    on an earlier week since change this week's history, and so its train run id, though
+    nothing of this run changed; and a config edited in one field (its notes) must still be
+    judged against the weeks before it, not skip the criterion."""
     weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
     return [
         WeekReportRef(

@@ -346,7 +346,20 @@ def test_the_stability_history_is_this_configs_not_the_newest_experiments(tmp_pa
             ("2026-02-23", "/reports/prod-now.json"),  # this code's before a newer older code's
             ("2026-03-02", "/reports/prod.json"),  # the newer experiment is not this config's
         ]
-        assert pinned("experiment") == [("2026-03-02", "/reports/experiment.json")]
+        assert pinned("experiment") == [
+            ("2026-02-16", "/reports/only-older-code.json"),  # no report of this config: the
+            ("2026-02-23", "/reports/prod-now.json"),  # week's first, which no later run changes
+            ("2026-03-02", "/reports/experiment.json"),
+        ]
+        # a config edited in one field (notes) is judged against the weeks before it too, and a
+        # later run of any config on those weeks does not change what it pins
+        before = pinned("edited")
+        report("2026-03-02", "other", "later-other", now)
+        assert pinned("edited") == before == [
+            ("2026-02-16", "/reports/only-older-code.json"),
+            ("2026-02-23", "/reports/prod-now.json"),
+            ("2026-03-02", "/reports/prod.json"),
+        ]
 
 
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
