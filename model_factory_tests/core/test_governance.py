@@ -5,6 +5,7 @@ import json
 import pytest
 
 from model_factory.contracts import (
+    GateCriterionSpec,
     GateSettings,
     GovernancePolicy,
     TrainingConfig,
@@ -122,19 +123,8 @@ def test_a_criterion_keeps_the_metric_and_kind_its_name_has_under_the_policy(nam
     check_gate_policy(gates, GovernancePolicy(criterion_meanings={name: meaning}), None)
 
 
-def test_every_floor_and_mandatory_name_needs_a_meaning(tmp_path):
+def test_a_policy_names_its_own_criteria_meanings_and_keeps_the_defaults(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("gate_floors:\n  recall_at_review: 0.5\n")
-    with pytest.raises(PolicyViolationError) as info:
-        load_policy(str(path))
-    assert (info.value.source, info.value.field) == (
-        str(path),
-        "criterion_meanings.recall_at_review",
-    )
-    path.write_text("mandatory_criteria: [recall_at_review]\n")
-    with pytest.raises(PolicyViolationError):
-        load_policy(str(path))
-    # naming one's own criterion keeps the default names' meanings
     path.write_text(
         "gate_floors:\n  roc_point: 0.8\n"
         "criterion_meanings:\n  roc_point: {metric: roc_auc, kind: point}\n"
@@ -142,11 +132,45 @@ def test_every_floor_and_mandatory_name_needs_a_meaning(tmp_path):
     policy = load_policy(str(path))
     assert policy.criterion_meanings["roc_point"].kind == "point"
     assert policy.criterion_meanings["roc_auc_lower"].kind == "ci_lower_bound"
+    gates = GateSettings(
+        criteria=[
+            *TrainingConfig().gates.criteria,
+            GateCriterionSpec(
+                name="roc_point", metric="roc_auc", kind="stability", threshold=0.1, weeks=2
+            ),
+        ]
+    )
+    with pytest.raises(PolicyViolationError) as info:
+        check_gate_policy(gates, policy, str(path))
+    assert info.value.field == f"gates.criteria[{len(gates.criteria) - 1}].kind"
+
+
+def test_a_policy_of_its_own_names_without_meanings_still_loads(tmp_path):
+    """Policies written before criterion_meanings existed keep loading (and their digest):
+    a name without a meaning is checked by name only, as it was."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "gate_floors:\n  recall_at_review: 0.5\nmandatory_criteria: [recall_at_review]\n"
+    )
+    policy = load_policy(str(path))
+    gates = GateSettings(
+        criteria=[
+            *TrainingConfig().gates.criteria,
+            GateCriterionSpec(
+                name="recall_at_review", metric="pr_auc", kind="point", threshold=0.6
+            ),
+        ]
+    )
+    check_gate_policy(gates, policy, str(path))
 
 
 def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlier_digest():
     """Bundles pin the policy's digest: the field added later must not change the digest of a
     policy that does not use it, or every earlier bundle would stop reproducing."""
+    # the built-in default policy's digest since before the field existed (bundles pin it)
+    assert policy_digest(GovernancePolicy()) == (
+        "6d24f81ae2a02b171386242761b13e5c6f36785a3f16cfaebffbf215e52fa150"
+    )
     for policy in (GovernancePolicy(), GovernancePolicy(pii_columns=["secret"])):
         earlier = policy.model_dump(mode="json")
         del earlier["criterion_meanings"]  # the document before the field existed

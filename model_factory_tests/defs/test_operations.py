@@ -355,11 +355,15 @@ def test_the_stability_history_is_this_configs_not_the_newest_experiments(tmp_pa
         # later run of any config on those weeks does not change what it pins
         before = pinned("edited")
         report("2026-03-02", "other", "later-other", now)
-        assert pinned("edited") == before == [
-            ("2026-02-16", "/reports/only-older-code.json"),
-            ("2026-02-23", "/reports/prod-now.json"),
-            ("2026-03-02", "/reports/prod.json"),
-        ]
+        assert (
+            pinned("edited")
+            == before
+            == [
+                ("2026-02-16", "/reports/only-older-code.json"),
+                ("2026-02-23", "/reports/prod-now.json"),
+                ("2026-03-02", "/reports/prod.json"),
+            ]
+        )
 
 
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
