@@ -46,6 +46,16 @@ ID_COLUMNS = ("event_id", "event_time", "split", "label")  # every frame's own c
 WORKING_COLUMNS = ("split", "label", "label_cut")
 
 
+def _id_kind(dtype: str) -> str:
+    """What a join on an id column needs to agree on: text with text (string, large_string,
+    string_view: one type to the join), integers with integers (any width), else the type."""
+    if dtype in ("string", "large_string", "string_view", "utf8", "large_utf8"):
+        return "text"
+    if re.fullmatch(r"u?int(8|16|32|64)", dtype):
+        return "integer"
+    return dtype
+
+
 def is_working_column(name: str, groups: list[str]) -> bool:
     return (
         name in WORKING_COLUMNS
@@ -175,15 +185,15 @@ def check_compatibility(
         dtypes = {c.name: c.dtype for c in e.manifest.columns}
         for c in config.event_features:
             _check_feature(c, c, dtypes[c], e.uri, "event_features")
-    event_id_types = {
-        c.dtype for e in inputs.events for c in e.manifest.columns if c.name == "event_id"
+    event_id_kinds = {
+        _id_kind(c.dtype) for e in inputs.events for c in e.manifest.columns if c.name == "event_id"
     }
     for e in inputs.labels:
-        label_id_type = next((c.dtype for c in e.manifest.columns if c.name == "event_id"), None)
-        if label_id_type is not None and event_id_types and label_id_type not in event_id_types:
+        label_id = next((c.dtype for c in e.manifest.columns if c.name == "event_id"), None)
+        if label_id is not None and event_id_kinds and _id_kind(label_id) not in event_id_kinds:
             raise SchemaMismatchError(
-                f"event_id is {label_id_type} here but {sorted(event_id_types)} in the events: "
-                "labels are joined to events by it",
+                f"event_id is {label_id} here but {' or '.join(sorted(event_id_kinds))} in the "
+                "events: labels are joined to events by it",
                 source=e.uri,
                 field="event_id",
             )
