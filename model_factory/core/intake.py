@@ -98,10 +98,6 @@ def find_inputs(catalog: Catalog, config: TrainingConfig, windows: LeakagePolicy
         )
         for sel in config.feature_group_versions
     }
-    for sel in config.feature_group_versions:
-        # ... and none of the events' weeks missing: a week without its snapshots left most of
-        # the group's features null (or older) for the events after it, unseen
-        catalog.find("feature_group", sel.name, sel.version, span.start, span.end)
     return FrameInputs(events=events, labels=labels, feature_groups=groups)
 
 

@@ -461,17 +461,6 @@ def test_unknown_feature_group_version_is_a_missing_input(home):
     assert err.field == "feature_group:terminal_risk/v2"
 
 
-def test_a_feature_group_week_missing_inside_the_events_span_is_a_missing_input(home):
-    """Without that week's snapshots most of the group's features were null for the events
-    after it, and the run went on (found in review)."""
-    _manifest_path(home, "feature_group/terminal_risk/v1").unlink()
-
-    err = _fails_before_writing(home, MissingInputError)
-
-    assert err.field == "feature_group:terminal_risk/v1 time_window"
-    assert "2026-02-02" in str(err)
-
-
 def test_selecting_a_pii_event_column_is_a_policy_violation(home):
     config = TrainingConfig(event_features=["amount", "card_number"])
 
