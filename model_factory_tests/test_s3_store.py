@@ -95,6 +95,11 @@ def test_blobs_are_content_addressed_and_a_changed_blob_is_detected(bucket):
     with pytest.raises(DigestMismatchError) as info:
         ArtifactStore.get_bytes(ref)
     assert info.value.source == ref.uri
+    # a writer finding another object under the address (by its size, on S3) refuses to pin it
+    fsspec.filesystem("s3").pipe_file(ref.uri, b"model bytes, truncated")
+    with pytest.raises(DigestMismatchError) as info:
+        store.put_bytes("model.ubj", b"model bytes", suffix=".ubj")
+    assert (info.value.source, info.value.field) == (ref.uri, "sha256")
 
 
 def test_an_export_to_s3_replaces_the_object(bucket, tmp_path):
