@@ -33,7 +33,7 @@ from model_factory.core.storage import (
     write_exclusive,
 )
 from model_factory.errors import ConfigError, DigestMismatchError, ImmutabilityError
-from model_factory_tests.core.test_bundles_registry import LENIENT, build
+from model_factory_tests.core.test_bundles_registry import LENIENT, POINT_GATES_POLICY, build
 from model_factory_tests.s3_server import (
     DENIES_DELETE,
     IGNORES_CONDITIONAL,
@@ -191,7 +191,7 @@ def s3_env(s3, catalog) -> FactoryEnv:
         Catalog(str(catalog)),
         ArtifactStore(f"s3://{name}/store"),
         FileRegistry(f"s3://{name}/registry"),
-        Settings.from_env({}).policy(),
+        POINT_GATES_POLICY,  # the policy under which LENIENT's point criteria may stand
     )
 
 
@@ -361,8 +361,11 @@ def test_a_week_runs_end_to_end_on_s3(s3, tmp_path):
         "MODEL_FACTORY_REGISTRY": f"s3://{name}/registry",
         "OMP_WAIT_POLICY": "PASSIVE",
     }
-    for var in ("MODEL_FACTORY_POLICY", "DAGSTER_HOME", S3_CONDITIONAL_WRITES_ENV):
+    for var in ("DAGSTER_HOME", S3_CONDITIONAL_WRITES_ENV):
         env.pop(var, None)
+    policy = tmp_path / "policy.json"  # under which LENIENT's point criteria may stand
+    policy.write_text(POINT_GATES_POLICY.model_dump_json())
+    env["MODEL_FACTORY_POLICY"] = str(policy)
     cli = [sys.executable, "-m", "model_factory.cli"]
     made = subprocess.run(
         [*cli, "demo-data", "--weeks", "9", "--customers", "600", "--terminals", "1200"],
