@@ -60,17 +60,22 @@ def backtest_weeks(instance: dg.DagsterInstance) -> list[BacktestWeek]:
         if stage != "evaluation_report":
             continue
         trid = report.meta.get("train_run_id")
+        rows = _value(report.meta, "test_rows", int)
+        positives = _value(report.meta, "test_positives", int)
+        # Reports recorded before ranking metrics were left out when unmeasured read 0 for a
+        # test week of one class: not a measurement, so not a worst week either
+        one_class = positives is not None and positives in (0, rows)
         gate = by_run.get(("gate_receipt", week, str(trid)))
         bundle = by_run.get(("model_bundle", week, str(trid)))
         weeks.append(
             BacktestWeek(
                 partition_key=week,
                 train_run_id=trid,
-                roc_auc=_value(report.meta, "roc_auc"),
-                pr_auc=_value(report.meta, "pr_auc"),
+                roc_auc=None if one_class else _value(report.meta, "roc_auc"),
+                pr_auc=None if one_class else _value(report.meta, "pr_auc"),
                 brier=_value(report.meta, "brier"),
-                test_rows=_value(report.meta, "test_rows", int),
-                test_positives=_value(report.meta, "test_positives", int),
+                test_rows=rows,
+                test_positives=positives,
                 gate_status=gate.meta.get("gate_status") if gate else None,
                 bundle_id=bundle.meta.get("bundle_id") if bundle else None,
             )

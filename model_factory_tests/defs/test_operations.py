@@ -468,3 +468,33 @@ def test_the_pool_watch_sensor_releases_a_stranded_step_of_a_daemon_run(tmp_path
         storage.add_pending_step("training", "run-b", "model", should_assign=False)
         sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
         assert not storage.check_concurrency_claim("training", "run-b", "model").is_assigned
+
+
+def test_the_backtest_reads_a_one_class_week_of_an_older_ledger_as_unmeasured(tmp_path):
+    """Reports recorded before unmeasured ranking metrics were left out carry 0 for a test
+    week of one class; the backtest counted it as the worst week (found in the diff review)."""
+    from model_factory.defs.backtest import backtest_weeks
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        _report_materialized(
+            instance,
+            "2026-03-02",
+            "/r/a.json",
+            roc_auc=0.91,
+            pr_auc=0.3,
+            test_rows=900,
+            test_positives=30,
+        )
+        _report_materialized(
+            instance,
+            "2026-03-09",
+            "/r/b.json",
+            roc_auc=0.0,
+            pr_auc=0.0,
+            test_rows=900,
+            test_positives=0,
+        )
+        weeks = {w.partition_key: w for w in backtest_weeks(instance)}
+    assert (weeks["2026-03-02"].roc_auc, weeks["2026-03-02"].pr_auc) == (0.91, 0.3)
+    assert (weeks["2026-03-09"].roc_auc, weeks["2026-03-09"].pr_auc) == (None, None)
