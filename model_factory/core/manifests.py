@@ -176,7 +176,7 @@ def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, date
                 scan([uri])
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise ManifestError(
-                    f"data file {uri} is not readable parquet ({_first_line(exc)})",
+                    f"data file {uri}: its {column} cannot be read ({_first_line(exc)})",
                     source=uri,
                     field=column,
                 ) from exc
@@ -251,6 +251,7 @@ def create_manifest(
         digest, size = file_sha256(fs, path)
         with fs.open(path, "rb") as f:
             rows = pq.ParquetFile(f).metadata.num_rows
+        _decode_all(uri, uri, "files")  # every page of every column, as intake will read it
         stored = uri
         if relative_to is not None and uri.startswith(relative_to.rstrip("/") + "/"):
             stored = uri[len(relative_to.rstrip("/")) + 1 :]
