@@ -48,11 +48,15 @@ WORKING_COLUMNS = ("split", "label", "label_cut")
 
 def _id_kind(dtype: str) -> str:
     """What a join on an id column needs to agree on: text with text (string, large_string,
-    string_view: one type to the join), integers with integers (any width), else the type."""
+    string_view: one type to the join), integers of one signedness with each other (any width:
+    they join by value). Not signed with unsigned: ids of 2**63 and more, stored as negative
+    int64 by a system without unsigned types, would match no event, unseen."""
     if dtype in ("string", "large_string", "string_view", "utf8", "large_utf8"):
         return "text"
-    if re.fullmatch(r"u?int(8|16|32|64)", dtype):
-        return "integer"
+    if re.fullmatch(r"int(8|16|32|64)", dtype):
+        return "signed integer"
+    if re.fullmatch(r"uint(8|16|32|64)", dtype):
+        return "unsigned integer"
     return dtype
 
 
@@ -154,8 +158,8 @@ def check_compatibility(
             if reserved:
                 raise SchemaMismatchError(
                     f"{reserved} are names the frame builder uses for its own columns (split, "
-                    "label, label_cut, __*, <feature group>__*): it would overwrite such an "
-                    "events column; rename it in the data",
+                    "label, label_cut, __*, <feature group>__*; event_time is the join's time, "
+                    "never a key): it would overwrite such an events column; rename it",
                     source=e.uri,
                     field=field,
                 )

@@ -247,6 +247,31 @@ def test_labels_whose_event_id_has_another_type_than_the_events_are_refused(home
     assert "int64 here but text in the events" in str(err)
 
 
+def test_labels_with_signed_ids_for_events_with_unsigned_ids_are_refused(home):
+    """uint64 ids of 2**63 and more, stored signed by the labels' system, would match no
+    event: frauds silently negatives (found in the diff review)."""
+    unsigned = lambda t: t.set_column(  # noqa: E731
+        t.schema.get_field_index("event_id"),
+        "event_id",
+        pa.array([2**63 + i for i in range(t.num_rows)], pa.uint64()),
+    )
+    signed = lambda t: t.set_column(  # noqa: E731
+        t.schema.get_field_index("event_id"),
+        "event_id",
+        pa.array(range(t.num_rows), pa.int64()),
+    )
+    for dataset, change in (
+        ("events/transactions/v1", unsigned),
+        ("labels/chargebacks/v1", signed),
+    ):
+        for m in sorted((home / "catalog" / "datasets" / dataset).glob("*.json")):
+            _rewrite(home, dataset, change, window=m.stem)
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.field == "event_id" and "int64 here but unsigned integer in the events" in str(err)
+
+
 def test_labels_whose_event_id_is_another_text_type_than_the_events_are_accepted(home):
     """string against large_string (pandas against Polars): one type to the join (the check
     refused it at first; found in the diff review)."""
