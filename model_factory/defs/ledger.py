@@ -195,24 +195,42 @@ def json_value(obj) -> dg.MetadataValue:
 
 
 def _family_reports(
-    instance: dg.DagsterInstance, week: str, model_family: str, oldest_first: bool = False
+    instance: dg.DagsterInstance,
+    week: str,
+    model_family: str,
+    oldest_first: bool = False,
+    wanted=lambda meta: True,
+    count: int | None = None,
 ) -> list[dict]:
-    """Metadata of the week's stored reports of ``model_family``, newest first (or oldest).
+    """Metadata of the week's stored reports of ``model_family`` for which ``wanted`` holds,
+    newest first (or oldest), ``count`` at most (None: all), page by page, so no number of other
+    runs of the week pushes one out.
 
     Another family's (or an experiment's) report run later must not hide them. Reports recorded
     before the family was in the metadata count as this family's, as they did; readers check
     the family again."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[week]),
-        limit=_SEARCHED,
-        ascending=oldest_first,
-    ).records
-    return [
-        r.asset_materialization.metadata
-        for r in records
-        if "output_uri" in r.asset_materialization.metadata  # a report was stored
-        and metadata_value(r.asset_materialization.metadata, "model_family") in (None, model_family)
-    ]
+    found: list[dict] = []
+    cursor = None
+    while count is None or len(found) < count:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("evaluation_report"), asset_partitions=[week]
+            ),
+            limit=_SEARCHED,
+            cursor=cursor,
+            ascending=oldest_first,
+        )
+        found += [
+            meta
+            for r in page.records
+            if "output_uri" in (meta := r.asset_materialization.metadata)  # a report was stored
+            and metadata_value(meta, "model_family") in (None, model_family)
+            and wanted(meta)
+        ]
+        if not page.has_more:
+            break
+        cursor = page.cursor
+    return found if count is None else found[:count]
 
 
 def family_report_candidates(
@@ -230,17 +248,24 @@ def family_report_candidates(
 
     With ``config_hash`` (the stability history, see earlier_reports) a week's candidates are
     its reports of that config, this code version's first; a week without one gives the
-    family's *first* report of the week instead, which later runs never change."""
+    family's *first* report of the week instead, which later runs of other configs never
+    change."""
     start = week_start(partition_key)
     found = []
     for i in range(weeks, 0, -1):
         key = (start - timedelta(days=7 * i)).date().isoformat()
-        metas = _family_reports(instance, key, model_family)
-        if config_hash is not None:
-            same = [m for m in metas if metadata_value(m, "config_hash") == config_hash]
+        if config_hash is None:
+            metas = _family_reports(instance, key, model_family, count=per_week)
+        else:
+            same = _family_reports(
+                instance,
+                key,
+                model_family,
+                wanted=lambda m: metadata_value(m, "config_hash") == config_hash,
+            )
             # stable sort: this code's reports (newest first), then older code's
             same.sort(key=lambda m: metadata_value(m, "code_version") != code_version())
-            metas = same or _family_reports(instance, key, model_family, oldest_first=True)[:1]
+            metas = same or _family_reports(instance, key, model_family, oldest_first=True, count=1)
         mine = [ref_from_metadata(m, "evaluation_report") for m in metas][:per_week]
         if mine:
             found.append((key, mine))
@@ -257,7 +282,8 @@ def earlier_reports(
     else the family's first of that week: the newest of any config would let an experiment run
     on an earlier week since change this week's history, and so its train run id, though
     nothing of this run changed; and a config edited in one field (its notes) must still be
-    judged against the weeks before it, not skip the criterion."""
+    judged against the weeks before it, not skip the criterion. What changes the history is a
+    report of this very config for that week, run since: new evidence of this config."""
     weeks = max((c.weeks for c in config.gates.criteria if c.kind == "stability"), default=0)
     return [
         WeekReportRef(

@@ -366,6 +366,36 @@ def test_the_stability_history_is_this_configs_not_the_newest_experiments(tmp_pa
         )
 
 
+def test_the_stability_history_pages_past_other_runs_and_reports_never_stored(
+    tmp_path, monkeypatch
+):
+    """However many other runs a week had, this config's report is found, and the fallback is
+    the family's first *stored* report (found in the second diff review)."""
+    from model_factory.defs import ledger
+
+    monkeypatch.setattr(ledger, "_SEARCHED", 2)  # pages of two records
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        week = "2026-03-02"
+        _report_materialized(instance, week, "/r/other-family.json", model_family="other")
+        _report_materialized(instance, week, None, model_family="fraud")  # failed to store
+        _report_materialized(instance, week, "/r/first.json", model_family="fraud", config_hash="a")
+        _report_materialized(instance, week, "/r/mine.json", model_family="fraud", config_hash="me")
+        for i in range(5):
+            _report_materialized(
+                instance, week, f"/r/later-{i}.json", model_family="fraud", config_hash="b"
+            )
+
+        def pinned(config):
+            found = ledger.family_report_candidates(
+                instance, "2026-03-09", "fraud", 1, config_hash=config
+            )
+            return [refs[0].uri for _, refs in found]
+
+        assert pinned("me") == ["/r/mine.json"]  # three pages back
+        assert pinned("new") == ["/r/first.json"]  # the family's first stored report
+
+
 def test_the_cli_tick_reads_on_past_a_full_batch_to_this_weeks_bundle(tmp_path, monkeypatch):
     """The CLI ticks from the start of the history: with more records than one tick reads, it
     ticks again until the cursor stops, so the bundle just trained is reached."""
