@@ -101,12 +101,19 @@ def test_manifest_create_takes_a_window_with_an_offset_as_that_instant_in_utc(ho
     assert m.time_window.start == MONDAY  # 01:00 at +01:00 is midnight UTC
 
 
-def _corrupt_pages(path: Path) -> None:
-    """Garbage over every data page; the footer (schema, row counts) still reads."""
+def _corrupt_pages(path: Path, column: str | None = None) -> None:
+    """Garbage over every data page (or over ``column``'s only); the footer (schema, row counts)
+    still reads."""
     meta = pq.ParquetFile(path).metadata
     raw = bytearray(path.read_bytes())
-    start = min(meta.row_group(0).column(c).data_page_offset for c in range(meta.num_columns))
-    end = len(raw) - 8 - meta.serialized_size
+    chunks = [meta.row_group(0).column(c) for c in range(meta.num_columns)]
+    if column is None:
+        start = min(c.data_page_offset for c in chunks)
+        end = len(raw) - 8 - meta.serialized_size
+    else:
+        chunk = next(c for c in chunks if c.path_in_schema == column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        end = start + chunk.total_compressed_size
     raw[start:end] = bytes((i * 7 + 3) % 251 for i in range(end - start))
     path.write_bytes(bytes(raw))
 
@@ -155,6 +162,18 @@ def test_manifest_create_of_files_without_rows_names_them_and_asks_for_a_window(
     assert f"file {empty}, field 'time_window'" in result.output and "--start" in result.output
     window = ["--start", "2026-01-05", "--end", "2026-01-12"]
     assert _invoke(*CREATE, *window, "--out", str(tmp_path / "m.json"), str(empty)).exit_code == 0
+
+
+def test_manifest_create_reads_every_column_not_only_the_time(home, parquet_files):
+    """Damage in a column other than the time was not read by create (found in the second
+    diff review)."""
+    _corrupt_pages(Path(parquet_files[0]), column="amount")
+
+    result = _invoke(*CREATE, "--out", str(home / "m.json"), *parquet_files)
+
+    assert result.exit_code == 2
+    assert "not readable parquet" in result.output and parquet_files[0] in result.output
+    assert not (home / "m.json").exists()
 
 
 def test_manifest_create_never_writes_over_another_file(home, parquet_files):
