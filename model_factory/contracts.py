@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 CONTRACTS_VERSION = "v0"
+# Seeds go to NumPy (non-negative) and to XGBoost (a signed 64-bit long), some plus a small
+# offset per control model: a bound well inside both, refused at the config, not mid-run.
+MAX_SEED = 2**62
 
 # Keys dropped (at any depth) before a document is digested: they record when and by whom,
 # not what, so two builds of the same inputs must not differ by them.
@@ -224,7 +227,9 @@ class XGBoostParams(_Contract):
     colsample_bytree: float = Field(0.8, gt=0, le=1, description="Column subsample ratio per tree.")
     reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation on leaf weights.")
     max_bin: int = Field(256, ge=2, le=4096, description="Histogram bins per feature (hist).")
-    seed: int = Field(42, description="Random seed: fixed so a rebuild gives the same bytes.")
+    seed: int = Field(
+        42, ge=0, le=MAX_SEED, description="Random seed: fixed so a rebuild gives the same bytes."
+    )
     nthread: int = Field(2, ge=1, le=64, description="Threads; fixed for reproducibility.")
 
 
@@ -335,7 +340,9 @@ class GateSettings(_Contract):
     bootstrap_resamples: int = Field(
         1000, ge=100, le=20000, description="Resamples for CIs and the champion comparison."
     )
-    bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap the gate runs.")
+    bootstrap_seed: int = Field(
+        20260105, ge=0, le=MAX_SEED, description="Seed of every bootstrap the gate runs."
+    )
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
     override: GateOverride | None = Field(
         None, description="Force PASS with a reason and approver (recorded, never silent)."
@@ -423,7 +430,12 @@ class CanarySettings(_Contract):
     )
     rounds: int = Field(10, ge=1, le=500, description="Boosting rounds of each control.")
     max_depth: int = Field(3, ge=1, le=16, description="Tree depth of each control.")
-    seed: int = Field(20260105, description="Seed of the row samples, the shuffles and XGBoost.")
+    seed: int = Field(
+        20260105,
+        ge=0,
+        le=MAX_SEED,
+        description="Seed of the row samples, the shuffles and XGBoost.",
+    )
 
 
 class EvaluationSettings(_Contract):
@@ -432,7 +444,9 @@ class EvaluationSettings(_Contract):
     bootstrap_resamples: int = Field(
         1000, ge=0, le=20000, description="Stratified bootstrap resamples per interval; 0: none."
     )
-    bootstrap_seed: int = Field(20260105, description="Seed of every bootstrap in the report.")
+    bootstrap_seed: int = Field(
+        20260105, ge=0, le=MAX_SEED, description="Seed of every bootstrap in the report."
+    )
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided interval level.")
     alert_rates: list[float] = Field(
         default_factory=lambda: [0.005, 0.01, 0.02],
@@ -562,7 +576,9 @@ class ReadinessSettings(_Contract):
     bootstrap_resamples: int = Field(
         1000, ge=100, le=20000, description="Resamples (rows within each test day) for outcome CIs."
     )
-    bootstrap_seed: int = Field(20260105, description="Seed of the outcome bootstrap.")
+    bootstrap_seed: int = Field(
+        20260105, ge=0, le=MAX_SEED, description="Seed of the outcome bootstrap."
+    )
     confidence_level: float = Field(0.95, gt=0.5, lt=1, description="Two-sided CI level.")
     psi_bins: int = Field(
         10, ge=2, le=100, description="Quantile bins (champion scores) of the PSI."

@@ -249,12 +249,7 @@ def smoke_test(bundle: ModelBundle) -> int:
     """Load the model, score a few rows of its own frame: finite probabilities, the declared
     inputs in order. Returns the rows scored; every failure names the artifact at fault."""
     model, frame_ref = model_ref(bundle), artifact_named(bundle, FRAME_ARTIFACT)
-    try:
-        trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model), nthread=1)
-    except xgb.core.XGBoostError as exc:
-        raise ModelFactoryError(
-            f"not a model XGBoost can load ({_first_line(exc)})", source=model.uri, field="(model)"
-        ) from exc
+    trained = TrainedModel.from_bytes(ArtifactStore.get_bytes(model), nthread=1, source=model.uri)
     names = [f.name for f in bundle.feature_schema]
     if list(trained.booster.feature_names or []) != names:
         raise ModelFactoryError(

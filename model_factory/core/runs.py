@@ -298,7 +298,8 @@ def _champion_scores(
         missing = [n for n in names if n not in test.columns]
         if missing:
             return None, f"its inputs {missing} are not in this frame"
-        model = TrainedModel.from_bytes(ArtifactStore.get_bytes(model_ref(bundle)), nthread=2)
+        ref = model_ref(bundle)
+        model = TrainedModel.from_bytes(ArtifactStore.get_bytes(ref), nthread=2, source=ref.uri)
         return model.predict(feature_matrix(test, names)), None
     except ModelFactoryError as exc:
         return None, str(exc)

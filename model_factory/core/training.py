@@ -9,7 +9,7 @@ import polars as pl
 import xgboost as xgb
 
 from model_factory.contracts import XGBoostParams
-from model_factory.errors import ModelFactoryError
+from model_factory.errors import ModelFactoryError, SchemaMismatchError
 
 
 @dataclass(frozen=True)
@@ -19,19 +19,56 @@ class TrainedModel:
     best_iteration: int
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes, nthread: int) -> TrainedModel:
+    def from_bytes(
+        cls, model_bytes: bytes, nthread: int, source: str | None = None
+    ) -> TrainedModel:
         """A saved model (UBJ keeps the early-stopping best iteration with the trees)."""
         booster = xgb.Booster(params={"nthread": nthread})
-        booster.load_model(bytearray(model_bytes))
-        return cls(
-            booster=booster, model_bytes=model_bytes, best_iteration=int(booster.best_iteration)
-        )
+        try:
+            booster.load_model(bytearray(model_bytes))
+        except xgb.core.XGBoostError as exc:  # another release's format, damaged bytes
+            raise ModelFactoryError(
+                f"not a model this XGBoost {xgb.__version__} can load ({_first_line(exc)})",
+                source=source,
+                field="(model)",
+            ) from exc
+        # a model saved without early stopping has no best iteration: all its rounds count
+        best = booster.attr("best_iteration")
+        best_iteration = int(best) if best is not None else booster.num_boosted_rounds() - 1
+        return cls(booster=booster, model_bytes=model_bytes, best_iteration=best_iteration)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Scores from the trees up to the best iteration."""
         data = xgb.DMatrix(x, feature_names=self.booster.feature_names)
         return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(
             np.float64
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_finite(frame: pl.DataFrame, features: list[str], source: str) -> None:
+    """Every feature value is missing or a finite float32: XGBoost refuses inf (a ratio over
+    zero), and a float64 beyond float32's range becomes inf on the way in."""
+    bad = frame.select(pl.col(features).cast(pl.Float32, strict=False).is_infinite().any()).row(
+        0, named=True
+    )
+    for name in [f for f in features if bad[f]]:
+        splits = (
+            frame.filter(pl.col(name).cast(pl.Float32, strict=False).is_infinite())["split"]
+            .unique()
+            .sort()
+            .to_list()
+        )
+        raise SchemaMismatchError(
+            f"feature '{name}' holds infinite values or values beyond float32's range (in "
+            f"split {', '.join(map(str, splits))}), which XGBoost cannot take; make them null "
+            "(missing) or finite in the data",
+            source=source,
+            field=name,
         )
 
 
@@ -62,6 +99,7 @@ def train_xgboost(
     frame: pl.DataFrame, features: list[str], params: XGBoostParams, source: str = "training_frame"
 ) -> TrainedModel:
     """Train on split 'train', stop early on split 'val'; returns the booster and its bytes."""
+    check_finite(frame, features, source)  # every split: the test rows are scored next
     train = frame.filter(pl.col("split") == "train")
     val = frame.filter(pl.col("split") == "val")
     for name, part in (("train", train), ("val", val)):
