@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """A library's error in one line: Arrow's and Polars' run over several, and XGBoost's carry a
+    native stack trace after the first."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class ModelFactoryError(Exception):
     """Base of every error the factory raises on purpose.
 

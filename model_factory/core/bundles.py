@@ -29,10 +29,10 @@ from model_factory.contracts import (
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex, short_id
 from model_factory.core.documents import parse_document
 from model_factory.core.frames import frame_from_parquet
-from model_factory.core.manifests import manifest_digest, read_manifest, verify_manifest_files
+from model_factory.core.intake import pinned_manifest
 from model_factory.core.storage import ArtifactStore, read_bytes, read_json
 from model_factory.core.training import TrainedModel, feature_matrix
-from model_factory.errors import DigestMismatchError, ModelFactoryError
+from model_factory.errors import DigestMismatchError, ModelFactoryError, first_line
 
 MODEL_ARTIFACT = "model.ubj"
 FRAME_ARTIFACT = "training_frame.parquet"
@@ -171,10 +171,7 @@ def _input_check(ref) -> ArtifactCheck:
     """A pinned input manifest: its digest, and every data file's digest, size and schema."""
     name = f"input {ref.kind}:{ref.name}/{ref.version}@{ref.time_window.start:%Y-%m-%d}"
     try:
-        manifest = read_manifest(ref.uri)
-        found = manifest_digest(manifest)
-        if found == ref.digest:
-            verify_manifest_files(manifest, ref.uri, check_window=False)
+        found = pinned_manifest(ref).digest
     except ModelFactoryError as exc:
         found = f"[{exc.code}] {exc}"
     return _check(name, ref.digest, found)
@@ -264,7 +261,7 @@ def smoke_test(bundle: ModelBundle) -> int:
         x = feature_matrix(rows, names)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ModelFactoryError(
-            f"the frame cannot be read for scoring ({_first_line(exc)})",
+            f"the frame cannot be read for scoring ({first_line(exc)})",
             source=frame_ref.uri,
             field="(frame)",
         ) from exc
@@ -272,7 +269,7 @@ def smoke_test(bundle: ModelBundle) -> int:
         scores = trained.predict(x)
     except xgb.core.XGBoostError as exc:
         raise ModelFactoryError(
-            f"the model cannot score its own frame ({_first_line(exc)})",
+            f"the model cannot score its own frame ({first_line(exc)})",
             source=model.uri,
             field="(model)",
         ) from exc
@@ -287,11 +284,6 @@ def smoke_test(bundle: ModelBundle) -> int:
             field="(model)",
         )
     return rows.height
-
-
-def _first_line(exc: BaseException) -> str:
-    # XGBoost's messages carry a native stack trace after the first line.
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def check_serving_schema(

@@ -10,6 +10,7 @@ import polars as pl
 from model_factory.contracts import (
     ChampionRef,
     DatasetManifest,
+    DatasetManifestRef,
     GovernancePolicy,
     IntakeReceipt,
     LeakagePolicy,
@@ -413,6 +414,22 @@ def intake(
     return receipt, inputs
 
 
+def pinned_manifest(ref: DatasetManifestRef, *, verify_files: bool = True) -> CatalogEntry:
+    """A manifest as pinned: refused if its content changed since, and (``verify_files``) if
+    any of its data files did."""
+    m = read_manifest(ref.uri)
+    digest = manifest_digest(m)
+    if digest != ref.digest:
+        raise DigestMismatchError(
+            f"manifest changed since intake: sha256 {digest}, pinned {ref.digest}",
+            source=ref.uri,
+            field="digest",
+        )
+    if verify_files:
+        verify_manifest_files(m, ref.uri, check_window=False)
+    return CatalogEntry(ref.uri, m, digest)
+
+
 def reload_inputs(receipt: IntakeReceipt, *, verify_files: bool = True) -> FrameInputs:
     """The pinned manifests again, refusing any whose content changed since intake."""
     by_role: dict[str, list[CatalogEntry]] = {"events": [], "labels": []}
@@ -420,17 +437,8 @@ def reload_inputs(receipt: IntakeReceipt, *, verify_files: bool = True) -> Frame
         g.name: [] for g in receipt.config.feature_group_versions
     }
     for ref in receipt.input_dataset_manifests:
-        m = read_manifest(ref.uri)
-        digest = manifest_digest(m)
-        if digest != ref.digest:
-            raise DigestMismatchError(
-                f"manifest changed since intake: sha256 {digest}, pinned {ref.digest}",
-                source=ref.uri,
-                field="digest",
-            )
-        if verify_files:
-            verify_manifest_files(m, ref.uri, check_window=False)
-        entry = CatalogEntry(ref.uri, m, digest)
+        entry = pinned_manifest(ref, verify_files=verify_files)
+        m = entry.manifest
         if m.kind == "feature_group":
             groups[m.name].append(entry)
         else:

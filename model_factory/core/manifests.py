@@ -37,6 +37,7 @@ from model_factory.errors import (
     MissingInputError,
     PolicyViolationError,
     SchemaMismatchError,
+    first_line,
 )
 
 DEFAULT_TIME_COLUMN: dict[str, str] = {
@@ -176,7 +177,7 @@ def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, date
                 scan([uri])
             except (pl.exceptions.PolarsError, OSError) as exc:
                 raise ManifestError(
-                    f"data file {uri}: its {column} cannot be read ({_first_line(exc)})",
+                    f"data file {uri}: its {column} cannot be read ({first_line(exc)})",
                     source=uri,
                     field=column,
                 ) from exc
@@ -327,16 +328,10 @@ def _decode_all(uri: str, manifest_uri: str, field: str) -> None:
                 pass
     except (pa.ArrowException, OSError) as exc:
         raise ManifestError(
-            f"data file {uri} is not readable parquet ({_first_line(exc)})",
+            f"data file {uri} is not readable parquet ({first_line(exc)})",
             source=manifest_uri,
             field=field,
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """A library's error in one line (Arrow's and Polars' run over several)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def verify_manifest_files(

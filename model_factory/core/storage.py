@@ -521,7 +521,7 @@ class ArtifactStore:
         path = self._blob_path(digest, ".json")
         created = write_exclusive(self.location.fs, path, data)
         if not created:
-            self._check_existing(path, digest, document=True)
+            self._check_existing(path, digest)
         # An earlier attempt's bytes (other volatile fields, so maybe another length) are kept:
         # the ref describes the blob it names.
         size = len(data) if created else self.location.fs.size(path)
@@ -533,25 +533,24 @@ class ArtifactStore:
             media_type="application/json",
         )
 
-    def _check_existing(
-        self, path: str, digest: str, document: bool = False, size: int | None = None
-    ) -> None:
+    def _check_existing(self, path: str, digest: str, size: int | None = None) -> None:
         """The blob already under a content address must hold that content. Write-once keeps
         it, so a corrupted one would otherwise be pinned by every re-run (and fail every reader)
         while the stage that "wrote" it reports success.
 
-        Documents are small and always re-read. A blob is hashed again on a local disk; on an
-        object store, whose objects carry their own checksums, its size is compared instead
-        (hashing would download a frame of gigabytes on every re-run)."""
+        A document (``size`` None: its digest is over its content, not its bytes) is small and
+        always re-read. A blob is hashed again on a local disk; on an object store, whose objects
+        carry their own checksums, its size is compared instead (hashing would download a frame
+        of gigabytes on every re-run)."""
         fs = self.location.fs
         fs.invalidate_cache(path)
         uri = self.location.uri(path)
-        if document:
+        if size is None:
             try:
                 found = content_digest(read_json(uri))
             except ModelFactoryError:
                 found = "(not a JSON document)"
-        elif isinstance(fs, LocalFileSystem) or size is None:
+        elif isinstance(fs, LocalFileSystem):
             found, _ = file_sha256(fs, path)
         else:
             stored = fs.size(path)

@@ -9,7 +9,7 @@ import polars as pl
 import xgboost as xgb
 
 from model_factory.contracts import XGBoostParams
-from model_factory.errors import ModelFactoryError, SchemaMismatchError
+from model_factory.errors import ModelFactoryError, SchemaMismatchError, first_line
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class TrainedModel:
             booster.load_model(bytearray(model_bytes))
         except xgb.core.XGBoostError as exc:  # another release's format, damaged bytes
             raise ModelFactoryError(
-                f"not a model this XGBoost {xgb.__version__} can load ({_first_line(exc)})",
+                f"not a model this XGBoost {xgb.__version__} can load ({first_line(exc)})",
                 source=source,
                 field="(model)",
             ) from exc
@@ -43,11 +43,6 @@ class TrainedModel:
         return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(
             np.float64
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def check_finite(frame: pl.DataFrame, features: list[str], source: str) -> None:

@@ -517,6 +517,19 @@ def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_rep
     ).validate(doc)
 
 
+def _judged(criteria, report, *history):
+    """The gate on a report alone: no test rows to resample, no champion, the given history."""
+    ev = GateEvidence(
+        report=report,
+        report_ref=EvaluationReportRef(uri="memory://report", digest="b" * 64),
+        frame_sha256="b" * 64,
+        y_test=np.zeros(0),
+        score_test=np.zeros(0),
+        history=history,
+    )
+    return decide_gate(GateSettings(criteria=criteria), GovernancePolicy(), ev)
+
+
 def test_a_gate_on_what_an_empty_test_split_did_not_measure_fails(report, empty_test_report):
     criteria = [
         GateCriterionSpec(name="brier_max", metric="brier", kind="point", threshold=0.05),
@@ -525,15 +538,7 @@ def test_a_gate_on_what_an_empty_test_split_did_not_measure_fails(report, empty_
             name="brier_stability", metric="brier", kind="stability", threshold=0.5, weeks=2
         ),
     ]
-    ev = GateEvidence(
-        report=empty_test_report,
-        report_ref=EvaluationReportRef(uri="memory://report", digest="b" * 64),
-        frame_sha256="b" * 64,
-        y_test=np.zeros(0),
-        score_test=np.zeros(0),
-        history=(("2026-02-23", report),),
-    )
-    receipt = decide_gate(GateSettings(criteria=criteria), GovernancePolicy(), ev)
+    receipt = _judged(criteria, empty_test_report, ("2026-02-23", report))
     assert receipt.gate_status == "FAIL"
     assert [(c.name, c.observed, c.passed) for c in receipt.criteria] == [
         ("brier_max", None, False),
@@ -560,15 +565,7 @@ def test_stability_reaches_back_calendar_weeks_not_reports(report):
         )
         for n in (1, 3)
     ]
-    ev = GateEvidence(
-        report=report,
-        report_ref=EvaluationReportRef(uri="memory://report", digest="b" * 64),
-        frame_sha256="b" * 64,
-        y_test=np.zeros(0),
-        score_test=np.zeros(0),
-        history=(("2026-02-09", older),),
-    )
-    one, three = decide_gate(GateSettings(criteria=criteria), GovernancePolicy(), ev).criteria
+    one, three = _judged(criteria, report, ("2026-02-09", older)).criteria
     assert (one.observed, one.passed) == (None, True) and "not applicable" in one.detail
     assert three.observed == pytest.approx(report.metrics["test"].roc_auc - 0.5)
     assert not three.passed
