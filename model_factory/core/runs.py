@@ -69,7 +69,7 @@ from model_factory.core.registry import FileRegistry
 from model_factory.core.report_html import render_readiness_html, render_report_html
 from model_factory.core.settings import DEFAULT_STREAM_ABOVE_BYTES, Settings
 from model_factory.core.storage import ArtifactStore, file_sha256, join, open_uri, read_json
-from model_factory.core.training import TrainedModel, feature_matrix, train_xgboost
+from model_factory.core.training import TrainedModel, train_xgboost
 from model_factory.errors import (
     LeakageError,
     MissingInputError,
@@ -270,8 +270,9 @@ def stage_evaluation(
     _same_run(receipt, record)
     frame = load_frame(record)
     trained = TrainedModel.from_bytes(
-        ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread
+        ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread, source=model_ref.uri
     )
+    trained.check_inputs([f.name for f in record.feature_schema], source=model_ref.uri)
     report = evaluate_run(receipt, record, frame, trained, model_ref.sha256, env.policy)
     # The HTML view is a pure function of the report's deterministic content, so referencing it
     # keeps the report digest reproducible.
@@ -300,7 +301,7 @@ def _champion_scores(
             return None, f"its inputs {missing} are not in this frame"
         ref = model_ref(bundle)
         model = TrainedModel.from_bytes(ArtifactStore.get_bytes(ref), nthread=2, source=ref.uri)
-        return model.predict(feature_matrix(test, names)), None
+        return model.score(test, names, source=ref.uri), None
     except ModelFactoryError as exc:
         return None, str(exc)
 
@@ -321,7 +322,9 @@ def stage_gate(
     test = load_frame(record).filter(pl.col("split") == "test")
     features = [f.name for f in record.feature_schema]
     model = TrainedModel.from_bytes(
-        ArtifactStore.get_bytes(model_ref_), receipt.config.hyperparams.nthread
+        ArtifactStore.get_bytes(model_ref_),
+        receipt.config.hyperparams.nthread,
+        source=model_ref_.uri,
     )
     champion_scores, problem = _champion_scores(receipt.champion, test)
     history = tuple(
@@ -339,7 +342,7 @@ def stage_gate(
         report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
         frame_sha256=record.frame.sha256,
         y_test=test["label"].to_numpy(),
-        score_test=model.predict(feature_matrix(test, features)),
+        score_test=model.score(test, features, source=model_ref_.uri),
         champion=receipt.champion,
         champion_score_test=champion_scores,
         champion_problem=problem,
@@ -410,7 +413,9 @@ def stage_readiness(
     settings = receipt.config.readiness
     test = load_frame(record).filter(pl.col("split") == "test")
     model = TrainedModel.from_bytes(
-        ArtifactStore.get_bytes(model_ref_), receipt.config.hyperparams.nthread
+        ArtifactStore.get_bytes(model_ref_),
+        receipt.config.hyperparams.nthread,
+        source=model_ref_.uri,
     )
     champion_scores, problem = _champion_scores(receipt.champion, test)
     champion_policy = None
@@ -429,8 +434,8 @@ def stage_readiness(
             evaluation_report_digest=bundle.evaluation_report_ref.digest,
             y=test["label"].to_numpy(),
             days=test["event_time"].dt.date().cast(pl.Utf8).to_numpy(),
-            candidate_score=model.predict(
-                feature_matrix(test, [f.name for f in record.feature_schema])
+            candidate_score=model.score(
+                test, [f.name for f in record.feature_schema], source=model_ref_.uri
             ),
             candidate_policy=bundle.policy_config,
             champion=receipt.champion,

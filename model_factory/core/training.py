@@ -37,8 +37,28 @@ class TrainedModel:
         best_iteration = int(best) if best is not None else booster.num_boosted_rounds() - 1
         return cls(booster=booster, model_bytes=model_bytes, best_iteration=best_iteration)
 
+    def check_inputs(self, features: list[str], source: str | None = None) -> None:
+        """``features`` are the model's inputs in its order. ``predict`` labels its matrix with
+        the model's own names, so XGBoost's check of names never sees a reordered matrix."""
+        own = self.booster.feature_names
+        if own is not None and list(own) != list(features):
+            raise SchemaMismatchError(
+                f"the model was trained on {list(own)} in that order, and is asked to score "
+                f"{list(features)}",
+                source=source,
+                field="feature_names",
+            )
+
+    def score(
+        self, frame: pl.DataFrame, features: list[str], source: str | None = None
+    ) -> np.ndarray:
+        """Scores of ``frame``'s rows, read from its columns ``features`` (the model's inputs)."""
+        self.check_inputs(features, source)
+        return self.predict(feature_matrix(frame, features))
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Scores from the trees up to the best iteration."""
+        """Scores from the trees up to the best iteration, of a matrix whose columns are the
+        model's inputs in its order (``score`` checks that from the names)."""
         data = xgb.DMatrix(x, feature_names=self.booster.feature_names)
         return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(
             np.float64

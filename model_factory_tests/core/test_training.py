@@ -83,3 +83,20 @@ def test_a_model_saved_without_early_stopping_scores_with_all_its_rounds():
 def test_a_seed_outside_what_numpy_and_xgboost_take_is_refused_at_the_config(config):
     with pytest.raises(ValidationError):
         TrainingConfig.model_validate(config)
+
+
+def test_scoring_refuses_inputs_in_another_order_than_the_model_was_trained_on():
+    """XGBoost checks the names of what it scores against the model's own, but the matrix was
+    labelled with the model's names whatever its columns were: features in another order
+    were scored silently, each read as its neighbour (found in review)."""
+    frame = separable_frame(4_000)
+    trained = train_xgboost(frame, FEATURES, PARAMS)
+    test = frame.filter(pl.col("split") == "test")
+
+    expected = trained.predict(feature_matrix(test, FEATURES))
+    assert np.array_equal(trained.score(test, FEATURES, source="frame.parquet"), expected)
+    for wrong in ([*reversed(FEATURES)], FEATURES[:1], [*FEATURES, "split_day"]):
+        with pytest.raises(SchemaMismatchError) as info:
+            trained.score(test.with_columns(split_day=pl.lit(1.0)), wrong, source="frame.parquet")
+        assert info.value.source == "frame.parquet" and info.value.field == "feature_names"
+        assert str(FEATURES) in str(info.value)
