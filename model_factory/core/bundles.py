@@ -287,14 +287,18 @@ def smoke_test(bundle: ModelBundle) -> int:
 
 
 def check_serving_schema(
-    bundle: ModelBundle, serving: list[FeatureSpec], groups: list[FeatureGroupVersion] | None = None
+    bundle: ModelBundle,
+    serving: list[FeatureSpec],
+    groups: list[FeatureGroupVersion] | None = None,
+    offered_as: str = "serving",
 ) -> CompatibilityReport:
-    """Can a serving feature schema (and its feature-group versions) feed this bundle's model?"""
+    """Can a serving feature schema (and its feature-group versions) feed this bundle's model?
+    ``offered_as`` names the offered side in the mismatches (another frame, for a champion)."""
     offered = {f.name: f for f in serving}
     wanted = {f.name: f for f in bundle.feature_schema}
     missing = [n for n in wanted if n not in offered]
     dtypes = [
-        f"{n}: bundle {wanted[n].dtype}, serving {offered[n].dtype}"
+        f"{n}: bundle {wanted[n].dtype}, {offered_as} {offered[n].dtype}"
         for n in wanted
         if n in offered and offered[n].dtype != wanted[n].dtype
     ]
@@ -302,7 +306,7 @@ def check_serving_schema(
     if groups is not None:
         served = {g.name: g.version for g in groups}
         versions = [
-            f"{g.name}: bundle {g.version}, serving {served.get(g.name, 'absent')}"
+            f"{g.name}: bundle {g.version}, {offered_as} {served.get(g.name, 'absent')}"
             for g in bundle.feature_group_versions
             if served.get(g.name) != g.version
         ]

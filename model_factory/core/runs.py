@@ -38,6 +38,7 @@ from model_factory.contracts import (
 from model_factory.core.bundles import (
     MODEL_ARTIFACT,
     assemble_bundle,
+    check_serving_schema,
     load_bundle,
     model_ref,
     verify_bundle,
@@ -288,17 +289,28 @@ def stage_evaluation(
 
 
 def _champion_scores(
-    champion: ChampionRef | None, test: pl.DataFrame
+    champion: ChampionRef | None, test: pl.DataFrame, record: TrainingFrameRecord
 ) -> tuple[np.ndarray | None, str | None]:
-    """The champion's scores on the candidate's test rows, or why there are none."""
+    """The champion's scores on the candidate's test rows, or why there are none.
+
+    Only where this frame can feed the champion's model as its bundle declares (names, dtypes
+    and feature-group versions): a group's new version keeps its column names, and the champion
+    scored on values it was not trained on is no evidence about either model."""
     if champion is None:
         return None, None
     try:
         bundle = verify_bundle(champion.bundle_uri)
+        fits = check_serving_schema(
+            bundle, record.feature_schema, record.feature_group_versions, "this frame"
+        )
+        if not fits.compatible:
+            differences = [
+                *([f"missing {fits.missing_features}"] if fits.missing_features else []),
+                *fits.dtype_mismatches,
+                *fits.group_version_mismatches,
+            ]
+            return None, f"its inputs are not this frame's ({'; '.join(differences)})"
         names = [f.name for f in bundle.feature_schema]
-        missing = [n for n in names if n not in test.columns]
-        if missing:
-            return None, f"its inputs {missing} are not in this frame"
         ref = model_ref(bundle)
         model = TrainedModel.from_bytes(ArtifactStore.get_bytes(ref), nthread=2, source=ref.uri)
         return model.score(test, names, source=ref.uri), None
@@ -326,7 +338,7 @@ def stage_gate(
         receipt.config.hyperparams.nthread,
         source=model_ref_.uri,
     )
-    champion_scores, problem = _champion_scores(receipt.champion, test)
+    champion_scores, problem = _champion_scores(receipt.champion, test, record)
     history = tuple(
         (h.partition_key, r)
         for h in receipt.gate_history
@@ -417,7 +429,7 @@ def stage_readiness(
         receipt.config.hyperparams.nthread,
         source=model_ref_.uri,
     )
-    champion_scores, problem = _champion_scores(receipt.champion, test)
+    champion_scores, problem = _champion_scores(receipt.champion, test, record)
     champion_policy = None
     if champion_scores is not None and receipt.champion is not None:
         champion_policy = load_bundle(receipt.champion.bundle_uri).policy_config

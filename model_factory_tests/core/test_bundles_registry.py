@@ -769,3 +769,54 @@ def test_a_registry_on_another_filesystem_names_corrupt_files_by_full_uri(
         with pytest.raises(ModelFactoryError) as info:
             read()
         assert info.value.source == f"memory://{path}"
+
+
+def test_a_champion_on_another_version_of_a_feature_group_is_not_scored_on_this_one(
+    catalog, tmp_path
+):
+    """The champion was re-scored by column names alone: after terminal_risk v2 it read v2's
+    columns as if they were the v1 values it was trained on, and the comparison looked like
+    evidence (found in review). Now it is the champion that could not be scored, with the
+    versions named, and the non-inferiority criterion fails (an audited override promotes
+    the first model of the new version)."""
+    copied = tmp_path / "catalog"
+    shutil.copytree(catalog, copied)
+    v1 = Catalog(str(copied))
+    v1_dir = Path(v1.dataset_dir("feature_group", "terminal_risk", "v1"))
+    shutil.copytree(v1_dir, v1_dir.parent / "v2", ignore=shutil.ignore_patterns("*.json"))
+    for entry in v1.entries("feature_group", "terminal_risk", "v1"):
+        v1.write(entry.manifest.model_copy(update={"version": "v2"}))
+    gates = point_gates().model_copy(
+        update={
+            "criteria": [
+                *point_gates().criteria,
+                GateCriterionSpec(
+                    name="roc_auc_vs_champion",
+                    metric="roc_auc",
+                    kind="non_inferiority",
+                    threshold=0.05,
+                ),
+            ]
+        }
+    )
+    config = TrainingConfig(gates=gates)
+    env = fresh_env(copied, tmp_path)
+    first, first_uri, _ = build(env, config, WEEK1)
+    env.registry.publish(PublishBundleRequest(bundle_uri=first_uri, bundle_id=first.bundle_id))
+
+    same, _, _ = build(env, config, WEEK2)  # the same versions: scored and compared
+    versions = [
+        s.model_copy(update={"version": "v2"}) if s.name == "terminal_risk" else s
+        for s in config.feature_group_versions
+    ]
+    second, _, _ = build(env, config.model_copy(update={"feature_group_versions": versions}), WEEK2)
+
+    def judged(bundle):
+        return next(c for c in bundle.gate_receipt.criteria if c.name == "roc_auc_vs_champion")
+
+    assert same.gate_receipt.champion.bundle_id == first.bundle_id
+    assert judged(same).detail.startswith("lower CI bound of roc_auc(candidate)")
+    assert second.gate_receipt.champion.bundle_id == first.bundle_id
+    assert not judged(second).passed and second.gate_receipt.gate_status == "FAIL"
+    assert "could not be scored" in judged(second).detail
+    assert "terminal_risk: bundle v1, this frame v2" in judged(second).detail
