@@ -278,11 +278,14 @@ def feature_label_auc(
     seed: int,
     rows: int = AUC_SAMPLE_ROWS,
 ) -> dict[str, float | None]:
-    """ROC-AUC of each feature alone on a seeded sample of labelled training rows, nulls and
-    NaNs ranked lowest (a value present only for frauds is the label too)."""
+    """ROC-AUC of each feature alone on a seeded sample of the training rows, against the label
+    the model trains on, nulls and NaNs ranked lowest (a value present only for frauds is the
+    label too). Every training row: under missing_label=negative the events without a visible
+    label are the negatives, and "a label exists" is the label; among labelled rows alone such
+    a proxy is constant."""
     eligible = np.flatnonzero(
         frame.lazy()
-        .select((pl.col("split") == "train") & pl.col(LABEL_OBSERVED).is_not_null())
+        .select(pl.col("split") == "train")
         .collect()
         .to_series()
         .to_numpy()

@@ -262,6 +262,29 @@ def test_a_feature_that_is_the_label_fails_no_label_derived_features(
     assert "merchant_score" in audit.denied_features
 
 
+def test_the_label_under_missing_label_negative_fails_no_label_derived_features(
+    tmp_path: Path, data: CatalogData
+) -> None:
+    """A label store of chargebacks only (every label 1): under missing_label=negative the
+    events without one are the negatives the model trains on. The rule ranked only the
+    labelled rows, all positives, so every AUC was None and an exact copy of the label passed,
+    as did any "a chargeback exists" proxy (found in review)."""
+    chargebacks = CatalogData(
+        data.events,
+        data.labels.filter(pl.col("label_value") == 1),
+        data.cust_files,
+        data.term_files,
+    )
+    honest = build_with(tmp_path / "a", chargebacks).frame.select("event_id", "label")
+    answer = data.events.join(honest, on="event_id", how="left")["label"].fill_null(0)
+    planted = with_event_column(chargebacks, "dispute_opened", answer.cast(pl.Float64))
+    cfg = config("negative").model_copy(update={"event_features": ["amount", "dispute_opened"]})
+    audit = build_with(tmp_path / "b", planted, cfg).audit
+    assert_caught(audit, "no_label_derived_features")
+    assert audit.feature_label_auc["dispute_opened"] == 1.0
+    assert audit.feature_label_auc["amount"] < 0.999  # an honest feature is still measured
+
+
 def test_label_maturity_counts_add_up(tmp_path: Path, data: CatalogData) -> None:
     for missing in ("negative", "exclude"):
         tf = build_with(tmp_path / missing, data, config(missing))
