@@ -685,9 +685,11 @@ def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[
 def _match_group(
     frame: pl.DataFrame, prepared: _Prepared, keys: list[str], ttl: timedelta | None
 ) -> _GroupPlan:
+    # intake has checked that the keys are of one kind (text, signed or unsigned integers): a
+    # key beyond the events' type matches no event, so it may become null (never matched)
     right = prepared.right.with_columns(
         [
-            pl.col(k).cast(frame.schema[k])
+            pl.col(k).cast(frame.schema[k], strict=False)
             for k in keys
             if prepared.right.schema[k] != frame.schema[k]
         ]

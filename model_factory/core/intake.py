@@ -198,6 +198,13 @@ def check_compatibility(
                 source=e.uri,
                 field="event_id",
             )
+        family = next((c.dtype for c in e.manifest.columns if c.name == "label_family"), None)
+        if family is not None and _id_kind(family) != "text":
+            raise SchemaMismatchError(
+                f"the label_family column is {family}: a family is a name (text)",
+                source=e.uri,
+                field="label_family",
+            )
         if e.manifest.label_family != config.label_family:
             raise SchemaMismatchError(
                 f"label family '{e.manifest.label_family}' is not the config's '{config.label_family}'",
@@ -247,8 +254,25 @@ def check_compatibility(
                 source=first.uri,
                 field="keys",
             )
-        check_no_pii(policy, feature_columns(first), first.uri, "columns")
+        event_dtypes = {c.name: c.dtype for e in inputs.events[:1] for c in e.manifest.columns}
         dtypes = {c.name: c.dtype for c in first.manifest.columns}
+        for key in first.manifest.keys:
+            if key in event_dtypes and _id_kind(dtypes[key]) != _id_kind(event_dtypes[key]):
+                raise SchemaMismatchError(
+                    f"key '{key}' is {dtypes[key]} here but {_id_kind(event_dtypes[key])} in the "
+                    "events: snapshots are joined to events by it",
+                    source=first.uri,
+                    field="keys",
+                )
+        for c in feature_columns(first):
+            if c.startswith("__"):  # beside the features: __join_at, __tiebreak (frames.py)
+                raise SchemaMismatchError(
+                    f"feature column '{c}': names starting with '__' are the frame builder's "
+                    "own columns; rename it",
+                    source=first.uri,
+                    field=c,
+                )
+        check_no_pii(policy, feature_columns(first), first.uri, "columns")
         for c in feature_columns(first):
             _check_feature(c, f"{name}__{c}", dtypes[c], first.uri, c)
 

@@ -284,11 +284,7 @@ def feature_label_auc(
     label are the negatives, and "a label exists" is the label; among labelled rows alone such
     a proxy is constant."""
     eligible = np.flatnonzero(
-        frame.lazy()
-        .select(pl.col("split") == "train")
-        .collect()
-        .to_series()
-        .to_numpy()
+        frame.lazy().select(pl.col("split") == "train").collect().to_series().to_numpy()
     )
     if eligible.size > rows:
         eligible = np.sort(np.random.default_rng(seed).choice(eligible, rows, replace=False))

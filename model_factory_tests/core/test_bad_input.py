@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -614,3 +615,90 @@ def test_excluded_range_touching_the_week_is_a_policy_violation(home):
     err = _fails_before_writing(home, PolicyViolationError, policy=policy)
 
     assert err.field == "excluded_ranges[0]"
+
+
+def _rewrite_all(home: Path, dataset: str, change) -> list[Path]:
+    """``_rewrite`` of every week of ``dataset``: one schema across weeks."""
+    folder = home / "catalog" / "datasets" / dataset
+    return [_rewrite(home, dataset, change, window=m.stem) for m in sorted(folder.glob("*.json"))]
+
+
+def _column_as(name: str, values) -> Any:
+    return lambda t: t.set_column(t.schema.get_field_index(name), name, values(t[name]))
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (lambda c: c.cast(pa.string()), "string"),  # matched no event: every feature null
+        (lambda c: pc.add(c.cast(pa.float64()), 0.9), "double"),  # 2.9 read as 2
+        (lambda c: c.cast(pa.uint64()), "uint64"),  # hashes of 2**63 and more: a raw cast error
+    ],
+    ids=["text", "float", "unsigned"],
+)
+def test_a_feature_group_keyed_by_another_kind_than_the_events_column_is_refused(
+    home, values, kind
+):
+    """The snapshots' key was cast to the events' type when joined: wrong values with the
+    audit passing, or a raw Polars error after intake (found in review)."""
+    manifests = _rewrite_all(
+        home, "feature_group/terminal_risk/v1", _column_as("terminal_id", values)
+    )
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == "keys"
+    assert f"'terminal_id' is {kind} here but signed integer in the events" in str(err)
+
+
+def test_a_feature_group_key_wider_than_the_events_column_builds_a_frame(home):
+    """int16 terminal ids in the events, int64 in the group with one id beyond int16: no event
+    can have it, so its snapshots match none (a strict cast of the group's keys raised)."""
+    from model_factory.core.frames import build_training_frame
+
+    _rewrite_all(
+        home, "events/transactions/v1", _column_as("terminal_id", lambda c: c.cast(pa.int16()))
+    )
+    _rewrite_all(
+        home,
+        "feature_group/terminal_risk/v1",
+        _column_as(
+            "terminal_id",
+            lambda c: pa.array([40_000, *c.to_pylist()[1:]], pa.int64()),
+        ),
+    )
+    env = _env(home)
+    receipt, inputs = intake(env.catalog, TrainingConfig(), WEEK, env.policy)
+    built = build_training_frame(receipt, inputs, env.policy)
+
+    assert built.audit.passed and built.frame.height > 0
+    assert built.frame["terminal_risk__term_tx_count_28d"].null_count() < built.frame.height
+
+
+@pytest.mark.parametrize("column", ["__tiebreak", "__join_at", "__row"])
+def test_a_feature_group_column_named_as_a_working_column_of_the_builder_is_refused(home, column):
+    """__tiebreak silently became the tiebreak of snapshots of one time; __join_at a raw
+    DuplicateError (found in review)."""
+    manifests = _rewrite_all(
+        home,
+        "feature_group/terminal_risk/v1",
+        lambda t: t.append_column(column, pa.array([0.0] * t.num_rows, pa.float64())),
+    )
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == column
+    assert "frame builder" in str(err)
+
+
+def test_a_label_family_column_that_is_not_text_is_refused_naming_it(home):
+    manifests = _rewrite_all(
+        home,
+        "labels/chargebacks/v1",
+        _column_as("label_family", lambda c: pa.array([1] * len(c), pa.int64())),
+    )
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == "label_family"
+    assert "int64" in str(err)
