@@ -263,11 +263,18 @@ def lying_store_snapshots(entries, keys, features, end, allowed=None) -> pl.Data
 def add_case_flags(catalog_dir: Path, spec: DemoDataSpec) -> None:
     """A case-management feature group on the terminal: each confirmed fraud is flagged with
     ``valid_from`` = the payment's own time (back-dated, as case systems do) but written when the
-    chargeback arrived (``available_at`` = observed_time), and cleared one microsecond later."""
+    chargeback arrived (``available_at`` = observed_time), and cleared one microsecond later.
+
+    One fraud in 50 is never flagged, as case systems miss some: the flag alone then ranks the
+    labels below the audit's label-derived bound (AUC 0.999), so that only the model's results
+    can give the trap away. A flag on every fraud the audit catches itself."""
     events = pl.read_parquet(str(catalog_dir / "datasets/events/transactions/v1/*/part-0.parquet"))
     labels = pl.read_parquet(str(catalog_dir / "datasets/labels/chargebacks/v1/*/part-0.parquet"))
-    fraud = labels.filter(pl.col("label_value") == 1).join(
-        events.select("event_id", "event_time", "terminal_id"), on="event_id"
+    fraud = (
+        labels.filter(pl.col("label_value") == 1)
+        .join(events.select("event_id", "event_time", "terminal_id"), on="event_id")
+        .sort("event_id", "observed_time")
+        .filter(pl.int_range(pl.len()) % 50 != 0)
     )
     later = pl.duration(microseconds=1)
     flags = pl.concat(
