@@ -76,6 +76,7 @@ TS = pl.Datetime("us", "UTC")
 SPLITS = ("train", "val", "test")
 JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_at
 ROW = "__row"  # an event's row before the missing-label rule
+OBSERVED_EXACT = "__observed_exact"  # a label's observed_time as written (finer than frames')
 TIEBREAK = "__tiebreak"  # among rows of one (key, __join_at): the latest of it, then the last row
 _INT_KEYS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
 _COMPOSITE_LIMIT = 1 << 62
@@ -206,8 +207,14 @@ def _label_rows(events: pl.DataFrame, labels: pl.LazyFrame, label_family: str) -
         labels = labels.filter(pl.col("label_family") == label_family)
     return (
         labels
-        # truncated: with the cut on a whole microsecond, floor(observed) < cut iff observed < cut
-        .select("event_id", "label_value", pl.col("observed_time").cast(TS))
+        # truncated: with the cut on a whole microsecond, floor(observed) < cut iff observed < cut;
+        # the exact time orders labels less than a microsecond apart
+        .select(
+            "event_id",
+            "label_value",
+            pl.col("observed_time").cast(TS),
+            pl.col("observed_time").alias(OBSERVED_EXACT),
+        )
         .join(
             # the event's row too, when the caller numbered them (ROW)
             events.lazy().select("event_id", "split", "label_cut", *({ROW} & set(events.columns))),
@@ -260,7 +267,7 @@ def _visible_labels(events: pl.DataFrame, labels: pl.LazyFrame, label_family: st
     }
     latest = (
         joined.filter(pl.col("visible"))
-        .sort(["event_id", "observed_time", "label_value"])
+        .sort(["event_id", OBSERVED_EXACT, "label_value"])
         .group_by("event_id", maintain_order=True)
         .agg(
             *([pl.col(ROW).first()] if ROW in joined.columns else []),
@@ -286,14 +293,21 @@ def _snapshots(
     with one (key, available_at) the join uses the latest valid_from, then the last written.
     """
     m = entries[0].manifest
-    tiebreak = [pl.col(m.valid_from_column).cast(TS).alias(TIEBREAK)] if m.valid_from_column else []
+    tiebreak = [pl.col(m.valid_from_column).alias(TIEBREAK)] if m.valid_from_column else []
     scan = _scan(entries)
     return (
-        scan.with_columns(_known_from("available_at", scan.collect_schema()["available_at"]))
+        # the join time and the tiebreak keep their exact times: _prepare_snapshots rounds the
+        # join time to microseconds once it has ordered the rows of one microsecond by them
+        scan.with_columns(pl.col("available_at").alias(JOIN_AT))
+        .with_columns(_known_from("available_at", scan.collect_schema()["available_at"]))
         .filter(pl.col("available_at") < end, *([] if allowed is None else [allowed]))
-        .select(*keys, pl.col("available_at").alias(JOIN_AT), "available_at", *tiebreak, *features)
+        .select(*keys, JOIN_AT, "available_at", *tiebreak, *features)
         .collect()
     )
+
+
+def _finer_than_us(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.Datetime) and dtype.time_unit == "ns"
 
 
 def _known_from(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -456,7 +470,10 @@ def _tiebreak(right: pl.DataFrame) -> np.ndarray:
     if TIEBREAK not in right.columns:
         return np.zeros(right.height, dtype=np.int64)
     lowest = np.iinfo(np.int64).min
-    return right[TIEBREAK].dt.epoch("us").fill_null(lowest).to_numpy()
+    column = right[TIEBREAK]
+    if column.dtype.is_integer():  # a rank of exact times (_prepare_snapshots)
+        return column.cast(pl.Int64).to_numpy()
+    return column.dt.epoch("us").fill_null(lowest).to_numpy()
 
 
 def _by_join_match(frame: pl.DataFrame, right: pl.DataFrame, keys: list[str]) -> np.ndarray:
@@ -672,6 +689,18 @@ def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[
         else snapshots.with_columns(pl.col("available_at").alias(JOIN_AT))
     )
     del snapshots  # the feature columns go once they are in the source
+    exact = [c for c in (JOIN_AT, TIEBREAK) if c in right.columns]
+    if any(_finer_than_us(right.schema[c]) for c in exact):
+        # Rows of one (key, microsecond) are ordered by their exact times, then written order:
+        # the tiebreak becomes each row's rank by (exact join time, exact tiebreak time), so
+        # rounding the join time up loses no order (a null tiebreak ranks lowest)
+        right = right.with_columns(
+            pl.int_range(pl.len(), dtype=pl.Int64)
+            .sort_by(exact, nulls_last=False, maintain_order=True)
+            .arg_sort()
+            .cast(pl.Int64)
+            .alias(TIEBREAK)
+        )
     right = right.with_columns(
         _known_from(JOIN_AT, right.schema[JOIN_AT]),
         _known_from("available_at", right.schema["available_at"]),

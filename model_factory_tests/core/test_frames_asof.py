@@ -1177,3 +1177,57 @@ def test_nanosecond_availability_rounds_up_to_the_next_microsecond(tmp_path: Pat
     (group,) = (g for g in tf.audit.feature_groups if g.name == "cust_fg")
     assert group.max_available_minus_event_seconds == 0.0
     assert group.max_snapshot_age_seconds == 3600.0
+
+
+def test_nanosecond_times_order_labels_and_snapshots_within_a_microsecond(tmp_path: Path) -> None:
+    """Labels and snapshots in nanoseconds, less than a microsecond apart: the latest is the
+    later one by its exact time. Rounded to microseconds first, they tied, and the tiebreak
+    (larger label, later valid_from, last written) picked the earlier one, with the audit
+    passing (found in review)."""
+    a = epoch_us(datetime(2026, 2, 28, 6, tzinfo=UTC))  # inside the train window
+    ns = pl.Datetime("ns", "UTC")
+    events = pl.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "event_time": ts([a + HOUR, a + HOUR]),
+            "customer_id": [1, 2],
+            "terminal_id": [0, 0],
+            "amount": [1.0, 2.0],
+        }
+    )
+    t = (a + 2 * HOUR) * 1000  # in ns
+    labels = pl.DataFrame(
+        {
+            "event_id": ["e1", "e1", "e2", "e2"],
+            "label_family": ["fraud"] * 4,
+            # e1: a chargeback reversed 800 ns later; e2: a 0 then a 1 400 ns later
+            "label_value": [1, 0, 0, 1],
+            "observed_time": pl.Series([t + 100, t + 900, t + 100, t + 500]).cast(ns),
+        }
+    )
+    s = a * 1000
+    cust = pl.DataFrame(
+        {
+            # the newer snapshot written first; customer 2: valid_from decides within one
+            # exact time, as it does at microseconds
+            "customer_id": [1, 1, 2, 2],
+            "valid_from": pl.Series([s + 900, s + 100, s + 600, s + 300]).cast(ns),
+            "available_at": pl.Series([s + 900, s + 100, s + 500, s + 500]).cast(ns),
+            "spend": [222.0, 111.0, 30.0, 20.0],
+            "n_tx": [0, 0, 0, 0],
+        }
+    )
+    term = pl.DataFrame(
+        {
+            "terminal_id": [0],
+            "valid_from": ts([a - DAY]),
+            "available_at": ts([a - DAY]),
+            "risk": [0.5],
+        }
+    )
+    tf = build(tmp_path, CatalogData(events, labels, [cust], [term]))
+    got = {r["event_id"]: r for r in tf.frame.iter_rows(named=True)}
+    assert (got["e1"]["label"], got["e1"]["cust_fg__spend"]) == (0, 222.0)
+    assert (got["e2"]["label"], got["e2"]["cust_fg__spend"]) == (1, 30.0)
+    # every time rule holds (of two rows, any feature ranks the labels perfectly)
+    assert {r.rule for r in tf.audit.rules if not r.passed} == {"no_label_derived_features"}
