@@ -451,6 +451,12 @@ def _materialized_entry(
     return found is not None and metadata_value(found, "ledger_sequence") == sequence
 
 
+def _sequence(m: StageMaterialization) -> int:
+    """The journal entry a stage materialization names (-1: none)."""
+    seq = m.meta.get("ledger_sequence")
+    return seq if isinstance(seq, int) else -1
+
+
 def verify_ledger(
     instance: dg.DagsterInstance, journal: Journal, anchor: tuple[int, str] | None = None
 ) -> IntegrityReport:
@@ -465,6 +471,11 @@ def verify_ledger(
     materializing (a crash between journaling and materializing) it is only a note.
     """
     chain = verify_chain(journal, anchor)
+    mats = stage_materializations(instance)
+    if any(_sequence(m) > chain.head_sequence for m in mats):
+        # A stage journals, then materializes: one of a run still going did both after the
+        # chain was read, so its entry is newer than that read, not deleted. Read it again.
+        chain = verify_chain(journal, anchor)
     problems = list(chain.problems)
     notes: list[str] = []
     stored = {s.sequence: s for s in chain.entries if s.entry is not None}
@@ -495,7 +506,6 @@ def verify_ledger(
                 "sha256",
             )
 
-    mats = stage_materializations(instance)
     claimed: set[int] = set()
     # entries a materialization names, matching or not: one that does not match is reported
     # from the materialization's side, and is not also "unmaterialized"
@@ -552,6 +562,16 @@ def verify_ledger(
         else:
             claimed.add(seq)
 
+    later: set[int] | None = None
+
+    def materialized_since(sequence: int) -> bool:
+        """An entry journaled after the materializations were read, by a run that then
+        materialized it and succeeded: read them again (once) before calling it wiped."""
+        nonlocal later
+        if later is None:
+            later = {_sequence(m) for m in stage_materializations(instance)}
+        return sequence in later
+
     materialized_steps = {
         (stored[q].entry.dagster_run_id, stored[q].entry.stage)  # type: ignore[union-attr]
         for q in claimed
@@ -576,7 +596,9 @@ def verify_ledger(
                 f"entry {e.sequence} ({e.subject}): an earlier try of a step its run "
                 "retried and then materialized"
             )
-        elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
+        elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS and not materialized_since(
+            e.sequence
+        ):
             add(
                 "entry_unmaterialized",
                 source,

@@ -8,6 +8,7 @@ Layout: ``records/<bundle_id>.json`` (created exclusively) and
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 from model_factory.contracts import (
@@ -36,6 +37,9 @@ from model_factory.errors import (
 )
 
 _MAX_RACE_RETRIES = 64
+
+# a publish writes a record or champion change and journals it within this, unless killed
+_PUBLISH_STEP_SECONDS = 0.5
 
 
 def _sequence_of(path: str) -> int | None:
@@ -341,7 +345,21 @@ class FileRegistry:
     def verify(self, anchor: tuple[int, str] | None = None) -> IntegrityReport:
         """The journal's chain, then every file against its entry: an edited, deleted or
         unjournaled record or champion change, or an edited, deleted, reordered or inserted entry,
-        is each a problem naming the file."""
+        is each a problem naming the file.
+
+        A publish writes its file, then journals it: a file found unjournaled may be one in
+        flight while this verify read. The whole check runs again at once, then once more after
+        a moment, and the last verdict stands (a publisher killed between its two steps stays
+        unjournaled: publishing again completes it)."""
+        report = self._verify_once(anchor)
+        for pause in (0.0, _PUBLISH_STEP_SECONDS):
+            if not any(p.kind == "record_unjournaled" for p in report.problems):
+                break
+            time.sleep(pause)
+            report = self._verify_once(anchor)
+        return report
+
+    def _verify_once(self, anchor: tuple[int, str] | None) -> IntegrityReport:
         chain = verify_chain(self.journal, anchor)
         problems = list(chain.problems)
         files = self._registry_files()
