@@ -61,31 +61,24 @@ def assemble_bundle(
     feature_groups: list[FeatureGroupVersion],
     model_ref: ArtifactRef,
     frame_ref: ArtifactRef,
-    report_ref: EvaluationReportRef,
+    report_ref: ArtifactRef,
     receipt: GateReceipt,
     policy_config: DecisionPolicy,
     provenance: Provenance | None = None,
 ) -> ModelBundle:
-    """Everything a registry and a reproducer need, by reference, plus the run's record."""
+    """Everything a registry and a reproducer need, by reference, plus the run's record (as
+    the ledger has it once the bundle is written, but for the bundle's own id, which is a
+    digest over the record too)."""
     record = TrainingRunRecord(
         train_run_id=intake.train_run_id,
-        status="succeeded",
+        status="gate_failed" if receipt.gate_status == "FAIL" else "succeeded",
+        gate_status=receipt.gate_status,
         partition_key=intake.partition_key,
         model_family=intake.config.model_family,
         config_hash=intake.config_hash,
         code_version=intake.code_version,
         input_dataset_manifests=intake.input_dataset_manifests,
-        outputs=[
-            frame_ref,
-            model_ref,
-            ArtifactRef(
-                name="evaluation_report.json",
-                uri=report_ref.uri,
-                sha256=report_ref.digest,
-                size_bytes=0,
-                media_type="application/json",
-            ),
-        ],
+        outputs=[frame_ref, model_ref, report_ref],
         created_at_utc=datetime.now(UTC),
         provenance=provenance,
     )
@@ -99,7 +92,7 @@ def assemble_bundle(
         feature_schema_digest=feature_schema_digest(feature_schema),
         feature_group_versions=feature_groups,
         input_dataset_manifests=intake.input_dataset_manifests,
-        evaluation_report_ref=report_ref,
+        evaluation_report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
         policy_config=policy_config,
         gate_receipt=receipt,
         gate_history=intake.gate_history,

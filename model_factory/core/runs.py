@@ -391,7 +391,7 @@ def stage_bundle(
         feature_groups=record.feature_group_versions,
         model_ref=model_ref,
         frame_ref=record.frame,
-        report_ref=EvaluationReportRef(uri=report_ref.uri, digest=report_ref.sha256),
+        report_ref=report_ref,
         receipt=gate,
         policy_config=report.policy,
         provenance=provenance,

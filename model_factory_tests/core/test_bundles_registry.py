@@ -820,3 +820,15 @@ def test_a_champion_on_another_version_of_a_feature_group_is_not_scored_on_this_
     assert not judged(second).passed and second.gate_receipt.gate_status == "FAIL"
     assert "could not be scored" in judged(second).detail
     assert "terminal_risk: bundle v1, this frame v2" in judged(second).detail
+
+
+def test_the_run_record_a_bundle_embeds_says_what_its_gate_said(passed, failed):
+    """Every bundle's embedded record said 'succeeded' with no gate status, contradicting the
+    ledger for a FAIL bundle (gate_failed / FAIL), and gave the report a size of 0 (found in
+    review)."""
+    for (bundle, _), status in ((passed, "succeeded"), (failed, "gate_failed")):
+        record = bundle.training_run_record
+        assert (record.status, record.gate_status) == (status, bundle.gate_receipt.gate_status)
+        (report,) = [r for r in record.outputs if r.uri == bundle.evaluation_report_ref.uri]
+        assert report.sha256 == bundle.evaluation_report_ref.digest
+        assert report.size_bytes == len(read_bytes(report.uri)) > 0
