@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import warnings
+from collections import Counter
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -503,13 +504,13 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
             click.echo(r.model_dump_json())
         return
     pinned = sum(1 for r in records if r.train_run_id)
+    # attempts without a train run: failed before intake pinned one, or not there yet
+    early = Counter(r.status for r in records if not r.train_run_id)
+    failed, going = early.pop("failed", 0), sum(early.values())
     _say(
         f"Dagster instance: {settings.dagster_home}: {pinned} train run(s)"
-        + (
-            f", {len(records) - pinned} attempt(s) that failed before intake"
-            if pinned < len(records)
-            else ""
-        )
+        + (f", {failed} attempt(s) that failed before intake" if failed else "")
+        + (f", {going} attempt(s) not yet past intake" if going else "")
     )
     if not records and week is None and train_run_id is None:
         from model_factory.core.runs import ledger_journal

@@ -8,7 +8,9 @@ a failed record of its own, without a train run id, so no failure is ever invisi
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +67,31 @@ _RUN_STATUS = {
     dg.DagsterRunStatus.SUSPENDED: "running",
 }
 _ACTIVE = frozenset({"queued", "running"})
+# The CLI runner's process, on the runs it executes in-process: a run whose process is gone
+# (SIGKILL, OOM) stays STARTED in Dagster until the next CLI run on that host fails it.
+PID_TAG = "model_factory/pid"
+HOST_TAG = "model_factory/host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def process_gone(run: dg.DagsterRun) -> str | None:
+    """Why an in-process run of this host cannot be running any more (its process is gone),
+    or None: another host's, not in-process, this process, or alive."""
+    pid, host = run.tags.get(PID_TAG, ""), run.tags.get(HOST_TAG)
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    if _process_alive(int(pid)):
+        return None
+    return f"the process that ran it (pid {pid} on {host}) is gone: killed or crashed before the run ended"
 
 
 @dataclass(frozen=True)
@@ -284,7 +311,10 @@ def _attempt(
     run = record.dagster_run
     status = _RUN_STATUS.get(run.status, "running")
     failed_stage = error = None
-    if status == "failed":
+    gone = process_gone(run) if status == "running" else None
+    if gone is not None:  # read as Dagster will record it once a CLI run on this host fails it
+        status, error = "failed", gone
+    elif status == "failed":
         failed_stage, error = _failure(instance, run.run_id)
     elif status == "canceled":
         error = "the run was canceled"

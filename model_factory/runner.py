@@ -24,7 +24,7 @@ from model_factory.defs.ledger import metadata_value, run_materialization
 from model_factory.defs.pools import release_stranded_steps
 from model_factory.defs.publishing import PUBLISH_JOB, SENSOR_NAME
 from model_factory.errors import ConfigError, ModelFactoryError
-from model_factory.ledger import own_error
+from model_factory.ledger import HOST_TAG, PID_TAG, own_error, process_gone
 
 TRAIN_JOB = "weekly_training"
 BACKTEST_JOB = "backtest"
@@ -32,23 +32,11 @@ BACKTEST_JOB = "backtest"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # Which process runs an in-process run, so a later run can tell one whose process died from one
 # still going (see fail_orphaned_runs).
-PID_TAG = "model_factory/pid"
-HOST_TAG = "model_factory/host"
 _LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def _process_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -64,14 +52,10 @@ def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
         filters=dg.RunsFilter(statuses=_LIVE, tags={HOST_TAG: host})
     ):
         run = record.dagster_run
-        pid = run.tags.get(PID_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+        gone = process_gone(run)
+        if gone is None:
             continue
-        instance.report_run_failed(
-            run,
-            f"the process that ran it (pid {pid} on {host}) is gone: "
-            "killed or crashed before the run ended",
-        )
+        instance.report_run_failed(run, gone)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         orphans.append(run.run_id)
     return orphans

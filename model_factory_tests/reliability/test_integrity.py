@@ -604,3 +604,76 @@ def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, m
     report = ledger_report(home)
     assert report.ok, report.problems
     assert len(reads) == 2
+
+
+def test_a_run_whose_process_is_gone_reads_as_failed_not_running(world, tmp_path):
+    """A SIGKILLed `model-factory run` stays STARTED in Dagster until the next CLI run on its
+    host marks it failed: `ledger` showed it 'running' for good (found in review)."""
+    import os
+    import socket
+
+    from model_factory.ledger import read_ledger
+    from model_factory.runner import HOST_TAG, PID_TAG
+
+    home = world["home"]
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    instance = dg.DagsterInstance.from_config(str(copy))
+    try:
+        run = instance.get_run_by_id(_run_of(home, WEEKS[1]))
+        instance.add_run_tags(run.run_id, {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()})
+        instance.report_dagster_event(
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+            ),
+            run_id=run.run_id,
+        )
+        [record] = read_ledger(instance, week=WEEKS[1])
+        still = instance.get_run_by_id(run.run_id).status
+    finally:
+        instance.dispose()
+    attempt = next(a for a in record.attempts if a.dagster_run_id == run.run_id)
+    assert attempt.status == "failed" and f"pid {gone.pid}" in (attempt.error or "")
+    assert record.status == "succeeded"  # every stage had materialized: no longer "running"
+    assert still == dg.DagsterRunStatus.STARTED  # reading changes nothing in the instance
+    assert os.getpid() != gone.pid
+
+
+def test_the_ledger_summary_counts_attempts_before_intake_by_what_they_are(world, tmp_path):
+    """An attempt not yet past intake was counted as one that 'failed before intake', next to
+    a row saying 'running' (found in review)."""
+    import os
+    import socket
+
+    from model_factory.runner import HOST_TAG, PID_TAG
+
+    home = world["home"]
+    assert ", 1 attempt(s) that failed before intake" in cli(home, "ledger").stderr
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    instance = dg.DagsterInstance.from_config(str(copy))
+    try:
+        [failed] = instance.get_run_records(
+            filters=dg.RunsFilter(tags={"dagster/partition": NO_DATA})
+        )
+        run = failed.dagster_run
+        # as if still running in this very process
+        instance.add_run_tags(
+            run.run_id, {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+        )
+        instance.report_dagster_event(
+            dg.DagsterEvent(
+                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+            ),
+            run_id=run.run_id,
+        )
+    finally:
+        instance.dispose()
+    result = CliRunner().invoke(
+        main, ["ledger"], env={**home.env(), "DAGSTER_HOME": str(copy)}, catch_exceptions=False
+    )
+    assert "failed before intake" not in result.stderr
+    assert ", 1 attempt(s) not yet past intake" in result.stderr
+    assert any(NO_DATA in line and "running" in line for line in result.stdout.splitlines())
