@@ -25,15 +25,23 @@ from model_factory.errors import PolicyViolationError
 _ADDED_LATER = ("criterion_meanings",)
 
 
-def policy_digest(policy: GovernancePolicy) -> str:
-    """sha256 of the canonical policy: pinned in every intake receipt (so in the train run id)
-    and every bundle, so a run can be checked against the exact rules it obeyed."""
+def policy_document(policy: GovernancePolicy) -> bytes:
+    """The policy's canonical JSON, as digested: fields added since the first policies are left
+    out while at their default, so older policies keep their digest. It parses back to the
+    same policy."""
     doc = policy.model_dump(mode="json")
     default = GovernancePolicy().model_dump(mode="json")
     for field in _ADDED_LATER:
         if doc[field] == default[field]:
             del doc[field]
-    return sha256_hex(canonical_json(doc))
+    return canonical_json(doc)
+
+
+def policy_digest(policy: GovernancePolicy) -> str:
+    """sha256 of the canonical policy: pinned in every intake receipt (so in the train run id)
+    and every bundle, so a run can be checked against the exact rules it obeyed (the intake
+    stage keeps the document itself in the store under this digest)."""
+    return sha256_hex(policy_document(policy))
 
 
 def allowed_times(policy: GovernancePolicy, column: str) -> pl.Expr:

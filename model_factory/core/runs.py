@@ -55,7 +55,7 @@ from model_factory.core.frames import (
     frame_from_parquet,
 )
 from model_factory.core.gates import GateEvidence, decide_gate
-from model_factory.core.governance import policy_digest
+from model_factory.core.governance import policy_digest, policy_document
 from model_factory.core.intake import FrameInputs, feature_columns, intake, reload_inputs
 from model_factory.core.journal import Journal
 from model_factory.core.manifests import Catalog
@@ -160,6 +160,14 @@ def stage_intake(
         gate_history,
     )
     crash_point("intake.verified")
+    # the rules themselves, not only their digest: kept under it (store.blob_uri), so whoever
+    # holds a receipt or bundle can read and prove the policy it was pinned under
+    env.store.put_bytes(
+        "governance_policy.json",
+        policy_document(env.policy),
+        media_type="application/json",
+        suffix=".json",
+    )
     ref = env.store.put_document("intake_receipt.json", receipt)
     counts = {
         "manifests": len(receipt.input_dataset_manifests),

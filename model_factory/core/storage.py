@@ -469,6 +469,10 @@ class ArtifactStore:
     def _blob_path(self, digest: str, suffix: str = "") -> str:
         return join(self.location.root, "sha256", digest[:2], digest + suffix)
 
+    def blob_uri(self, digest: str, suffix: str = "") -> str:
+        """Where the blob of this sha256 is (or would be) kept."""
+        return self.location.uri(self._blob_path(digest, suffix))
+
     def put_bytes(
         self, name: str, data: bytes, media_type: str = "application/octet-stream", suffix: str = ""
     ) -> ArtifactRef:

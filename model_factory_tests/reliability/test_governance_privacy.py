@@ -29,6 +29,7 @@ from model_factory.contracts import (
     TrainingConfig,
 )
 from model_factory.core.bundles import load_bundle
+from model_factory.core.canonical import sha256_hex
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.core.frames import build_training_frame
 from model_factory.core.governance import pii_columns, policy_digest
@@ -154,6 +155,27 @@ def test_the_policy_is_pinned_in_the_receipt_and_is_part_of_the_run_identity(hom
     assert strict_run.policy_digest == policy_digest(strict)
     assert again.train_run_id == default_run.train_run_id
     assert strict_run.train_run_id != default_run.train_run_id
+
+
+def test_the_intake_stage_keeps_the_policy_it_pinned_under_its_digest(home, tmp_path):
+    """Only the digest was kept: once the policy file changed, nothing told what the rules of a
+    run had been (found in review). The policy's canonical form is stored by its sha256, which
+    is the receipt's policy_digest, so the digest finds and proves it."""
+    strict = GovernancePolicy(
+        policy_version="2", pii_columns=["card_number", "ssn"], criterion_meanings={}
+    )
+    for policy in (GovernancePolicy(), strict):
+        env = FactoryEnv(
+            Catalog(str(home / "catalog")),
+            ArtifactStore(str(tmp_path / "store")),
+            FileRegistry(str(tmp_path / "registry")),
+            policy,
+        )
+        receipt = stage_intake(env, TrainingConfig(), WEEK).doc
+        kept = env.store.blob_uri(receipt.policy_digest, ".json")
+        data = Path(kept).read_bytes()
+        assert sha256_hex(data) == receipt.policy_digest
+        assert GovernancePolicy.model_validate_json(data) == policy
 
 
 # --------------------------------------------------------------------- PII never in a frame
