@@ -530,6 +530,8 @@ def ledger(ctx, week, train_run_id, as_json) -> None:
     for r in records:
         latest = r.attempts[-1] if r.attempts else None
         error = (r.error or "")[:160]
+        if r.gate_judged_status is not None and r.gate_judged_status != r.gate_status:
+            error = f"gate judged {r.gate_judged_status}, {r.gate_status} by an audited override"
         click.echo(
             f"{r.partition_key:<10}  {r.train_run_id or '-':<24}  {r.status:<11}  "
             f"{len(r.attempts):>5}  {(latest.triggered_by if latest else '-'):<34}  "

@@ -1375,8 +1375,15 @@ class TrainingRunRecord(_Contract):
     outputs: list[ArtifactRef]
     created_at_utc: UtcDatetime | None = None
     provenance: Provenance | None = None
-    error: str | None = None
+    error: str | None = Field(
+        None, description="Why the run failed; for gate_failed, the gate's reasons."
+    )
     gate_status: Literal["PASS", "FAIL"] | None = None
+    gate_judged_status: Literal["PASS", "FAIL"] | None = Field(
+        None,
+        description="The gate's own verdict: differs from gate_status only where an audited "
+        "override forced a FAIL to PASS (the receipt names the approver and reason).",
+    )
     bundle_id: BundleId | None = None
     config: dict[str, Any] | None = Field(
         None, description="The effective TrainingConfig as recorded at intake (or as launched)."

@@ -403,8 +403,11 @@ def _pinned_record(
     meta = first.meta if first else {}
     config = meta.get("config") if intake else None
     bundle = latest.get("model_bundle")
-    gate = bundle or latest.get("gate_receipt")
+    receipt = latest.get("gate_receipt")
+    gate = bundle or receipt
     status, error = _record_status(attempts, bundle)
+    if status == "gate_failed" and error is None and receipt is not None:
+        error = "gate FAIL: " + "; ".join(map(str, receipt.meta.get("reasons") or []))
     partition = first.partition if first else ""
     return TrainingRunRecord(
         train_run_id=trid,
@@ -421,6 +424,7 @@ def _pinned_record(
         else None,
         error=error,
         gate_status=gate.meta.get("gate_status") if gate else None,
+        gate_judged_status=receipt.meta.get("judged_status") if receipt else None,
         bundle_id=bundle.meta.get("bundle_id") if bundle else None,
         config=config,
         attempts=attempts,

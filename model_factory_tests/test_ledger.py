@@ -226,3 +226,41 @@ def test_backtest_automation_requests_a_refresh_only_after_new_materializations(
     after = world["automation_after"]
     assert after.total_requested == 1
     assert after.get_requested_partitions(dg.AssetKey("backtest_summary")) == {None}
+
+
+@pytest.mark.parametrize(
+    ("judged", "final", "status", "says"),
+    [
+        ("FAIL", "FAIL", "gate_failed", "gate FAIL: roc_auc_lower: 0.71 < 0.75"),
+        ("FAIL", "PASS", "succeeded", None),
+        ("PASS", "PASS", "succeeded", None),
+    ],
+)
+def test_a_record_says_why_its_gate_failed_and_whether_it_was_overridden(
+    judged, final, status, says
+):
+    """A gate-failed week had an empty error (the reasons only in the receipt), and an
+    overridden FAIL read as a plain PASS in the ledger and `ledger --json` (found in review)."""
+    from model_factory.ledger import StageMaterialization, _pinned_record
+
+    trid, week = "mfr-" + "1" * 20, TRAINED[0]
+    reasons = ["roc_auc_lower: 0.71 < 0.75"] if judged == "FAIL" else []
+    gate = {"gate_status": final, "judged_status": judged, "reasons": reasons}
+    mats = [
+        StageMaterialization(
+            1, "dataset_manifests", week, "r1", 0.0, {"config_hash": "a" * 64, "code_version": "c"}
+        ),
+        StageMaterialization(2, "gate_receipt", week, "r1", 0.0, gate),
+        StageMaterialization(
+            3,
+            "model_bundle",
+            week,
+            "r1",
+            0.0,
+            {"gate_status": final, "bundle_id": "mfb-" + "2" * 20},
+        ),
+    ]
+    record = _pinned_record(trid, mats, [], {})
+    assert (record.status, record.gate_status, record.gate_judged_status) == (status, final, judged)
+    assert record.error == says
+    validate(json.loads(record.model_dump_json()), "TrainingRunRecord")
