@@ -749,6 +749,12 @@ class SplitLabelMaturity(_Contract):
         description="Events whose every pinned label was observed at or after the cut."
     )
     visible_positives: int
+    events_with_label_before_event: int = Field(
+        0,
+        description="Events whose visible label was observed before the event itself happened: "
+        "no report about that event can be (a recycled or foreign event id, or a label system's "
+        "clock); worth a look when not 0.",
+    )
     expected_visible_share_of_positives: float | None = Field(
         description="Mean over the split's events of F(cut - event_time), F the estimated "
         "reporting-delay distribution: the share of its frauds expected to be known at the cut."

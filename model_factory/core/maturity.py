@@ -81,6 +81,7 @@ def label_maturity(
         .agg(
             events=pl.len(),
             visible=pl.col(LABEL_OBSERVED).is_not_null().sum(),
+            early=(pl.col(LABEL_OBSERVED) < pl.col("event_time")).sum(),
             positives=(pl.col("label") == 1).sum(),
             first=pl.col("event_time").min(),
         )
@@ -91,7 +92,7 @@ def label_maturity(
     sample = frame.select("split", "event_time").gather_every(step)
     splits = {}
     for s in SPLITS:
-        row = counts.get(s, {"events": 0, "visible": 0, "positives": 0})
+        row = counts.get(s, {"events": 0, "visible": 0, "positives": 0, "early": 0})
         part = (
             sample.filter(pl.col("split") == s)
             .select(seconds(pl.lit(cut[s]) - pl.col("event_time")))
@@ -108,6 +109,7 @@ def label_maturity(
             events_excluded_unlabeled=0,
             events_with_label_only_after_cut=only_after_cut.get(s, 0),
             visible_positives=visible_pos,
+            events_with_label_before_event=int(row["early"]),
             expected_visible_share_of_positives=round(share, 6) if share is not None else None,
             expected_positives_not_yet_visible=(
                 round(visible_pos * (1 / share - 1), 3) if share else None

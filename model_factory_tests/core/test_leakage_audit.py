@@ -310,6 +310,43 @@ def test_label_maturity_counts_add_up(tmp_path: Path, data: CatalogData) -> None
         )
 
 
+def test_labels_observed_before_their_event_are_counted(tmp_path: Path, data: CatalogData) -> None:
+    """A label observed before its event happened cannot be a report about that event (a
+    recycled or foreign event id, a label system's clock): it became the label unseen, and the
+    delay estimate read negative delays (found in review). Each split counts them."""
+    honest = build_with(tmp_path / "a", data)
+    assert honest.audit.label_maturity is not None
+    before = {
+        s: v.events_with_label_before_event for s, v in honest.audit.label_maturity.splits.items()
+    }
+    unlabelled = honest.frame.filter(
+        (pl.col("split") == "train") & ~pl.col("event_id").is_in(data.labels["event_id"].implode())
+    ).row(0, named=True)
+    planted = CatalogData(
+        data.events,
+        pl.concat(
+            [
+                data.labels,
+                pl.DataFrame(
+                    {
+                        "event_id": [unlabelled["event_id"]],
+                        "label_family": ["fraud"],
+                        "label_value": [1],
+                        "observed_time": [unlabelled["event_time"] - timedelta(hours=1)],
+                    },
+                    schema=data.labels.schema,
+                ),
+            ]
+        ),
+        data.cust_files,
+        data.term_files,
+    )
+    m = build_with(tmp_path / "b", planted).audit.label_maturity
+    assert m is not None
+    counted = {s: v.events_with_label_before_event for s, v in m.splits.items()}
+    assert counted == {s: n + (s == "train") for s, n in before.items()}
+
+
 @pytest.mark.slow
 def test_blocking_check_stops_the_run_on_a_planted_violation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
