@@ -1508,6 +1508,9 @@ class PublishBundleRequest(_Contract):
     bundle_uri: str
     bundle_id: BundleId
     requested_by: str = "model_factory"
+    dagster_run_id: str | None = Field(
+        None, description="The Dagster run publishing it (None: the command line)."
+    )
 
 
 class RegistryRecord(_Contract):
@@ -1526,6 +1529,9 @@ class RegistryRecord(_Contract):
     published_at_utc: UtcDatetime | None = None
     readiness_ref: ArtifactRef | None = Field(
         None, description="The bundle's PromotionReadiness document (None: published without one)."
+    )
+    dagster_run_id: str | None = Field(
+        None, description="The Dagster run that wrote this record (None: the command line)."
     )
 
 

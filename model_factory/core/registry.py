@@ -136,6 +136,7 @@ class FileRegistry:
             published_by=request.requested_by,
             published_at_utc=datetime.now(UTC),
             readiness_ref=readiness,
+            dagster_run_id=request.dagster_run_id,
         )
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
         status = "published"
@@ -145,10 +146,10 @@ class FileRegistry:
                 return refused("a different bundle is already registered under this id")
             record, status = existing, "already_published"
         # Also on a repeat, so a publisher that died before journaling its record is completed.
-        self._journal_file("registry_record", path)
+        self._journal_file("registry_record", path, request.dagster_run_id)
         crash_point("publish.recorded")
         # Also on a repeat: a publisher that died between the two writes is completed here.
-        changed = self._maybe_promote(record)
+        changed = self._maybe_promote(record, request.dagster_run_id)
         return PublishBundleResponse(
             status=status,
             bundle_id=record.bundle_id,
@@ -218,15 +219,16 @@ class FileRegistry:
     def _champion_path(self, change: ChampionChange) -> str:
         return join(self._champion_dir(change.model_family), f"{change.sequence:08d}.json")
 
-    def _maybe_promote(self, record: RegistryRecord) -> bool:
+    def _maybe_promote(self, record: RegistryRecord, dagster_run_id: str | None = None) -> bool:
         """The newest week's PASS bundle becomes champion; an older week published late does not
-        displace a newer champion. Concurrent promoters race on the sequence number."""
+        displace a newer champion. Concurrent promoters race on the sequence number. Journal
+        entries name ``dagster_run_id``, the run writing them."""
         for _ in range(_MAX_RACE_RETRIES):
             files = self._champion_files(record.model_family)
             changes = [change for _, change in files]
             mine = [c for c in changes if c.bundle_id == record.bundle_id]
             if mine:
-                self._journal_file("champion_change", self._champion_path(mine[0]))
+                self._journal_file("champion_change", self._champion_path(mine[0]), dagster_run_id)
                 return False
             current = changes[-1] if changes else None
             if current is not None and current.partition_key >= record.partition_key:
@@ -252,7 +254,7 @@ class FileRegistry:
             )
             path = self._champion_path(change)
             if write_exclusive(self.location.fs, path, canonical_json(change)):
-                self._journal_file("champion_change", path)
+                self._journal_file("champion_change", path, dagster_run_id)
                 return True
         raise RegistryError(
             "could not record the champion change: too many concurrent writers",
@@ -289,9 +291,10 @@ class FileRegistry:
     def _subject(self, path: str) -> str:
         return path[len(self.location.root.rstrip("/")) + 1 :]
 
-    def _journal_file(self, kind: str, path: str) -> None:
+    def _journal_file(self, kind: str, path: str, dagster_run_id: str | None = None) -> None:
         """Chain a registry file's digest into the journal, once per file (a repeat after a
-        crash between writing the file and its entry adds the missing entry, never a second)."""
+        crash between writing the file and its entry adds the missing entry, never a second),
+        naming the Dagster run writing the entry."""
         data = self.location.fs.cat_file(path)
         self.journal.append(
             kind=kind,
@@ -299,6 +302,7 @@ class FileRegistry:
             uri=self.location.uri(path),
             sha256=sha256_hex(data),
             unique=True,
+            dagster_run_id=dagster_run_id,
         )
 
     def _registry_files(self) -> dict[str, tuple[str, str]]:

@@ -493,11 +493,20 @@ def load_readiness(bundle_uri: str) -> PromotionReadiness | None:
 
 
 def stage_publish(
-    env: FactoryEnv, bundle_uri: str, bundle_id: str, requested_by: str
+    env: FactoryEnv,
+    bundle_uri: str,
+    bundle_id: str,
+    requested_by: str,
+    dagster_run_id: str | None = None,
 ) -> PublishBundleResponse:
     """Publish through the registry (which re-verifies); a refusal comes back in the response."""
     return env.registry.publish(
-        PublishBundleRequest(bundle_uri=bundle_uri, bundle_id=bundle_id, requested_by=requested_by)
+        PublishBundleRequest(
+            bundle_uri=bundle_uri,
+            bundle_id=bundle_id,
+            requested_by=requested_by,
+            dagster_run_id=dagster_run_id,
+        )
     )
 
 

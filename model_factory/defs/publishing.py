@@ -30,6 +30,7 @@ def publish_to_registry(
         config.bundle_uri,
         config.bundle_id,
         provenance(context).triggered_by,
+        context.run_id,
     )
     context.log.info(
         f"{config.bundle_id}: {response.status} {response.record_uri or ''}{response.reason or ''}"

@@ -832,3 +832,29 @@ def test_the_run_record_a_bundle_embeds_says_what_its_gate_said(passed, failed):
         (report,) = [r for r in record.outputs if r.uri == bundle.evaluation_report_ref.uri]
         assert report.sha256 == bundle.evaluation_report_ref.digest
         assert report.size_bytes == len(read_bytes(report.uri)) > 0
+
+
+def test_a_publish_names_the_dagster_run_that_wrote_the_record_and_each_entry(passed, tmp_path):
+    """The record named only who asked (a sensor), and its journal entries no run: after a
+    publish run was killed and another completed it, nothing told which run wrote what (found
+    in review)."""
+    bundle, uri = passed
+    registry = FileRegistry(str(tmp_path / "registry"))
+    first = registry.publish(
+        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id, dagster_run_id="run-1")
+    )
+    for seq in registry.journal.sequences():  # as if run-1 had died before journaling
+        Path(registry.journal.entry_path(seq)).unlink()
+    again = registry.publish(
+        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id, dagster_run_id="run-2")
+    )
+    assert (first.status, again.status) == ("published", "already_published")
+    assert first.record.dagster_run_id == again.record.dagster_run_id == "run-1"
+    entries = registry.journal.entries()
+    assert [(e.kind, e.dagster_run_id) for e in entries] == [
+        ("registry_record", "run-2"),
+        ("champion_change", "run-2"),
+    ]
+    assert registry.verify().ok
+    by_cli = registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
+    assert by_cli.record.dagster_run_id == "run-1"  # the record is the first publisher's

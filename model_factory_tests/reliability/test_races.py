@@ -272,6 +272,14 @@ def test_sensor_ticking_during_a_backfill_publishes_every_pass_bundle_once(backf
     ]
     assert sorted(keys) == sorted(pass_bundles)
     assert all(r.dagster_run.tags.get("dagster/sensor_name") == SENSOR_NAME for r in runs)
+    # each record names the publish run that wrote it
+    wrote = {
+        r.dagster_run.tags["dagster/run_key"]: r.dagster_run.run_id
+        for r in runs
+        if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    }
+    registry = FileRegistry(str(home.registry))
+    assert {b: registry.get(b).dagster_run_id for b in pass_bundles} == wrote
     assert integrity_problems(home) == []
     # The champion history is append-only and ends at the newest week's bundle.
     history = FileRegistry(str(home.registry)).history(FAMILY)
