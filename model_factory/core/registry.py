@@ -139,6 +139,9 @@ class FileRegistry:
             dagster_run_id=request.dagster_run_id,
         )
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
+        # Every entry is read before the record is written: a damaged journal fails the publish
+        # here, naming the entry, not after a record no entry will ever know
+        self.journal.find("registry_record", self._subject(path))
         status = "published"
         if not write_exclusive(fs, path, canonical_json(record)):
             existing = self.get(bundle.bundle_id)

@@ -858,3 +858,23 @@ def test_a_publish_names_the_dagster_run_that_wrote_the_record_and_each_entry(pa
     assert registry.verify().ok
     by_cli = registry.publish(PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id))
     assert by_cli.record.dagster_run_id == "run-1"  # the record is the first publisher's
+
+
+def test_a_corrupt_journal_entry_stops_a_publish_before_it_writes_a_record(passed, tmp_path):
+    """A damaged entry failed every publish only after its record was written, leaving a
+    record no entry knows (found in review). The journal is read first now."""
+    bundle, uri = passed
+    registry = FileRegistry(str(tmp_path / "registry"))
+    request = PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id)
+    assert registry.publish(request).status == "published"
+    record = Path(registry.record_path(bundle.bundle_id))
+    record.unlink()  # as if a new bundle came to be published next
+    shutil.rmtree(tmp_path / "registry" / "champions")
+    damaged = Path(registry.journal.entry_path(registry.journal.sequences()[0]))
+    damaged.write_bytes(damaged.read_bytes()[:40])
+
+    with pytest.raises(ModelFactoryError) as info:
+        FileRegistry(str(tmp_path / "registry")).publish(request)
+
+    assert info.value.source is not None and damaged.name in info.value.source
+    assert not record.exists()
