@@ -103,9 +103,10 @@ def test_clean_catalog_passes_intake_and_the_stage_writes_its_receipt(home):
     # The control for every test below: the same call on untouched input does write.
     result = stage_intake(_env(home), TrainingConfig(), WEEK)
 
-    stored = [p for p in (home / "store").rglob("*") if p.is_file()]
-    assert [str(p) for p in stored] == [result.ref.uri]
-    receipt = IntakeReceipt.model_validate_json(stored[0].read_bytes())
+    stored = sorted(str(p) for p in (home / "store").rglob("*") if p.is_file())
+    policy = _env(home).store.blob_uri(result.doc.policy_digest, ".json")
+    assert stored == sorted([result.ref.uri, policy])  # the receipt and the policy it pinned
+    receipt = IntakeReceipt.model_validate_json(Path(result.ref.uri).read_bytes())
     assert receipt.partition_key == WEEK
     assert len(receipt.input_dataset_manifests) == result.counts["manifests"] > 0
 

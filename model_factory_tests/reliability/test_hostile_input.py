@@ -158,9 +158,13 @@ def repin(
 
 
 def test_clean_catalog_passes_and_writes_only_the_receipt(home):
-    # The control: the same call on the untouched copy does write (and only its receipt).
+    # The control: the same call on the untouched copy does write (only its receipt and the
+    # policy it pinned).
     result = stage_intake(_env(home), TrainingConfig(), WEEK)
-    assert [str(p) for p in (home / "store").rglob("*") if p.is_file()] == [result.ref.uri]
+    policy = _env(home).store.blob_uri(result.doc.policy_digest, ".json")
+    assert sorted(str(p) for p in (home / "store").rglob("*") if p.is_file()) == sorted(
+        [result.ref.uri, policy]
+    )
 
 
 # ------------------------------------------------------------------------- fuzzed manifests
