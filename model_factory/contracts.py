@@ -670,11 +670,14 @@ class TrainingConfig(_Contract):
         names = [g.name for g in groups]
         if len(set(names)) != len(names):
             raise ValueError("feature_group_versions: a group may appear once")
-        # the frame names a group's columns <group>__<column>, and reads the group back from
-        # the name's first "__": a "__" in a group's name would make that ambiguous
-        joined = [n for n in names if "__" in n]
+        # the frame names a group's columns <group>__<column>: a "__" in a group's name, or a
+        # "_" at its end, would let two groups' columns take one name
+        joined = [n for n in names if "__" in n or n.endswith("_")]
         if joined:
-            raise ValueError(f"feature_group_versions: group names may not contain '__': {joined}")
+            raise ValueError(
+                f"feature_group_versions: group names may not contain '__' or end with '_': "
+                f"{joined}"
+            )
         return groups
 
     @model_validator(mode="after")

@@ -225,13 +225,13 @@ def test_a_column_selected_twice_is_refused_naming_the_field(doc, field):
     assert "more than once" in str(info.value)
 
 
-def test_a_feature_group_name_with_a_double_underscore_is_refused():
-    """Its columns are named <group>__<column>, and the audit reads the group back from the
-    first '__': group risk__v2 with column is_fraud passed as risk's v2__is_fraud, past the
-    governance denial of is_fraud; two groups could also name one column twice (found in
-    review)."""
-    doc = {"feature_group_versions": [{"name": "risk__v2", "version": "v1"}]}
+@pytest.mark.parametrize("name", ["risk__v2", "risk_"])
+def test_a_feature_group_name_that_could_take_another_groups_column_names_is_refused(name):
+    """Its columns are named <group>__<column>: group risk__v2's column is_fraud passed the
+    audit as risk's v2__is_fraud, past the governance denial of is_fraud, and groups risk_
+    (column x) and risk (column _x) both named a column risk___x (found in review)."""
+    doc = {"feature_group_versions": [{"name": name, "version": "v1"}]}
     with pytest.raises(ModelFactoryError) as info:
         parse_document(doc, contracts.TrainingConfig, source="config.json")
     assert (info.value.source, info.value.field) == ("config.json", "feature_group_versions")
-    assert "risk__v2" in str(info.value)
+    assert name in str(info.value)

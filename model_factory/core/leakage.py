@@ -269,7 +269,12 @@ def _unlabeled_rule(frame: pl.LazyFrame, rule: str) -> AuditRule:
 
 
 def _source_column(spec: FeatureSpec) -> str:
-    return spec.name.split("__", 1)[1] if spec.source.startswith("feature_group:") else spec.name
+    """The column a feature was read from: ``<group>__<column>`` less its group's prefix (the
+    group named by its source, ``feature_group:<group>/<version>``)."""
+    if not spec.source.startswith("feature_group:"):
+        return spec.name
+    group = spec.source.removeprefix("feature_group:").rsplit("/", 1)[0]
+    return spec.name.removeprefix(f"{group}__")
 
 
 def feature_label_auc(

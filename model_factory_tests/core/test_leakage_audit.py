@@ -285,6 +285,20 @@ def test_the_label_under_missing_label_negative_fails_no_label_derived_features(
     assert audit.feature_label_auc["amount"] < 0.999  # an honest feature is still measured
 
 
+def test_a_group_column_named_as_a_label_is_denied_whatever_the_group_is_called() -> None:
+    """The column was read back from the feature's name at its first '__': group risk_'s
+    is_fraud (risk___is_fraud) read as _is_fraud and passed (found in review)."""
+    from model_factory.contracts import FeatureSpec
+    from model_factory.core.leakage import _source_column
+
+    for group, column in (("risk_", "is_fraud"), ("risk", "_x"), ("risk", "a__b")):
+        spec = FeatureSpec(
+            name=f"{group}__{column}", dtype="Float64", source=f"feature_group:{group}/v1"
+        )
+        assert _source_column(spec) == column
+    assert _source_column(FeatureSpec(name="amount", dtype="Float64", source="event")) == "amount"
+
+
 def test_label_maturity_counts_add_up(tmp_path: Path, data: CatalogData) -> None:
     for missing in ("negative", "exclude"):
         tf = build_with(tmp_path / missing, data, config(missing))
