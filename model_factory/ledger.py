@@ -643,8 +643,12 @@ def verify_ledger(
             )
         # a run still going may store a materialization after this verify read them: only an
         # ended run's event log says for certain that one it made is gone
-        elif record.dagster_run.status in ENDED_WITHOUT_SUCCESS and _materialized_entry(
-            instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence
+        elif (
+            record.dagster_run.status in ENDED_WITHOUT_SUCCESS
+            and _materialized_entry(
+                instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence
+            )
+            and not materialized_since(e.sequence)
         ):
             # a later step failed: the run's own event log still holds what was since wiped
             add(

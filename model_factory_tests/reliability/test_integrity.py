@@ -677,3 +677,34 @@ def test_the_ledger_summary_counts_attempts_before_intake_by_what_they_are(world
     assert "failed before intake" not in result.stderr
     assert ", 1 attempt(s) not yet past intake" in result.stderr
     assert any(NO_DATA in line and "running" in line for line in result.stdout.splitlines())
+
+
+def test_ledger_verify_while_a_run_fails_after_a_stage_is_no_wiped_materialization(
+    world, tmp_path, monkeypatch
+):
+    """A stage materializes after the verify read the materializations, then a later step of
+    its run fails: the run's event log shows the stage, and the entry was called wiped (found
+    in the diff review)."""
+    import model_factory.ledger as ledger_module
+
+    home = world["home"]
+    copy = tmp_path / "dagster"
+    shutil.copytree(home.dagster, copy)
+    instance = dg.DagsterInstance.from_config(str(copy))
+    run = instance.get_run_by_id(_run_of(home, WEEKS[1]))
+    instance.report_run_failed(run, "a later step failed")
+    instance.dispose()
+    last = [e for e in ledger_journal(home).entries() if e.dagster_run_id == run.run_id][-1]
+    original, reads = ledger_module.stage_materializations, []
+
+    def read(instance, *args, **kwargs):
+        reads.append(args)
+        found = original(instance, *args, **kwargs)
+        if len(reads) > 1:
+            return found
+        return [m for m in found if m.meta.get("ledger_sequence") != last.sequence]
+
+    monkeypatch.setattr(ledger_module, "stage_materializations", read)
+    report = ledger_report(home, copy)
+    assert report.ok, report.problems
+    assert len(reads) == 2
