@@ -287,12 +287,22 @@ def feature_label_auc(
     the model trains on, nulls and NaNs ranked lowest (a value present only for frauds is the
     label too). Every training row: under missing_label=negative the events without a visible
     label are the negatives, and "a label exists" is the label; among labelled rows alone such
-    a proxy is constant."""
-    eligible = np.flatnonzero(
-        frame.lazy().select(pl.col("split") == "train").collect().to_series().to_numpy()
+    a proxy is constant.
+
+    The sample is stratified by class: every fraud up to half the sample, the rest genuine (a
+    rank AUC is the same on it), so a few frauds among millions are never all missed."""
+    flags = (
+        frame.lazy().select(train=pl.col("split") == "train", fraud=pl.col("label") == 1).collect()
     )
-    if eligible.size > rows:
-        eligible = np.sort(np.random.default_rng(seed).choice(eligible, rows, replace=False))
+    in_train, fraud = flags["train"].to_numpy(), flags["fraud"].fill_null(False).to_numpy()
+    rng = np.random.default_rng(seed)
+
+    def at_most(indices: np.ndarray, n: int) -> np.ndarray:
+        return indices if indices.size <= n else rng.choice(indices, n, replace=False)
+
+    positives = at_most(np.flatnonzero(in_train & fraud), rows // 2)
+    negatives = at_most(np.flatnonzero(in_train & ~fraud), rows - positives.size)
+    eligible = np.sort(np.concatenate([positives, negatives]))
     if isinstance(frame, pl.DataFrame):
         train = frame.select("label", *features)[eligible]
     else:  # a file scan: filter on the row index, so only the sample is kept in memory

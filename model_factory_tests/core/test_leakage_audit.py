@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -407,3 +408,27 @@ def test_blocking_check_stops_the_run_on_a_planted_violation(
             if e.event_type_value == "ASSET_MATERIALIZATION"
         }
         assert "model" not in materialized
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_label_derived_rule_sees_rare_frauds(seed: int) -> None:
+    """A plain sample of 20,000 of the training rows often held none of a few frauds: every AUC
+    was None and an exact copy of the label passed (found in the diff review). The sample keeps
+    the frauds (a rank AUC is the same over a class-stratified sample)."""
+    from model_factory.core.leakage import feature_label_auc
+
+    rng = np.random.default_rng([seed, 99])  # not the audit's own sampling stream
+    label = np.zeros(200_000, dtype=np.int8)
+    label[rng.choice(label.size, 5, replace=False)] = 1
+    frame = pl.DataFrame(
+        {
+            "split": ["train"] * label.size,
+            "label": label,
+            "copy": label.astype(np.float64),
+            "noise": rng.normal(size=label.size),
+        }
+    )
+    for source in (frame, frame.lazy()):
+        auc = feature_label_auc(source, ["copy", "noise"], seed=seed)
+        assert auc["copy"] == 1.0
+        assert auc["noise"] is not None and 0.0 <= auc["noise"] <= 1.0
