@@ -61,6 +61,21 @@ def _id_kind(dtype: str) -> str:
     return dtype
 
 
+def _keys_join(a: str, b: str) -> bool:
+    """Whether a group's key of type ``a`` joins the events' key of type ``b`` by value: one
+    kind (``_id_kind``), or unsigned integers against strictly wider signed ones (every value
+    fits, and no id can be the other's two's-complement reading)."""
+    if _id_kind(a) == _id_kind(b):
+        return True
+    width = {d: int(m.group(2)) for d in (a, b) if (m := re.fullmatch(r"(u?)int(8|16|32|64)", d))}
+    if len(width) < 2:
+        return False
+    unsigned, signed = (a, b) if a.startswith("u") else (b, a)
+    return (
+        unsigned.startswith("u") and not signed.startswith("u") and width[signed] > width[unsigned]
+    )
+
+
 def is_working_column(name: str, groups: list[str]) -> bool:
     return (
         name in WORKING_COLUMNS
@@ -199,7 +214,8 @@ def check_compatibility(
                 field="event_id",
             )
         family = next((c.dtype for c in e.manifest.columns if c.name == "label_family"), None)
-        if family is not None and _id_kind(family) != "text":
+        # text, or text dictionary-encoded (a pandas category)
+        if family is not None and _id_kind(family.split("values=", 1)[-1].split(",")[0]) != "text":
             raise SchemaMismatchError(
                 f"the label_family column is {family}: a family is a name (text)",
                 source=e.uri,
@@ -257,10 +273,11 @@ def check_compatibility(
         event_dtypes = {c.name: c.dtype for e in inputs.events[:1] for c in e.manifest.columns}
         dtypes = {c.name: c.dtype for c in first.manifest.columns}
         for key in first.manifest.keys:
-            if key in event_dtypes and _id_kind(dtypes[key]) != _id_kind(event_dtypes[key]):
+            if key in event_dtypes and not _keys_join(dtypes[key], event_dtypes[key]):
                 raise SchemaMismatchError(
-                    f"key '{key}' is {dtypes[key]} here but {_id_kind(event_dtypes[key])} in the "
-                    "events: snapshots are joined to events by it",
+                    f"key '{key}' is {dtypes[key]} here but {event_dtypes[key]} "
+                    f"({_id_kind(event_dtypes[key])}) in the events: snapshots are joined to "
+                    "events by it",
                     source=first.uri,
                     field="keys",
                 )

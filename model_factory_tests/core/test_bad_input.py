@@ -649,7 +649,34 @@ def test_a_feature_group_keyed_by_another_kind_than_the_events_column_is_refused
     err = _fails_before_writing(home, SchemaMismatchError)
 
     assert err.source in map(str, manifests) and err.field == "keys"
-    assert f"'terminal_id' is {kind} here but signed integer in the events" in str(err)
+    assert f"'terminal_id' is {kind} here but int64 (signed integer) in the events" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "column", "values"),
+    [
+        # unsigned ids against wider signed ones: every value fits (refused at first; found in
+        # the diff review)
+        ("feature_group/terminal_risk/v1", "terminal_id", lambda c: c.cast(pa.uint32())),
+        # a pandas category: text, dictionary-encoded
+        (
+            "labels/chargebacks/v1",
+            "label_family",
+            lambda c: c.cast(pa.string()).dictionary_encode(),
+        ),
+    ],
+    ids=["uint32-key", "dictionary-family"],
+)
+def test_types_that_join_by_value_are_accepted(home, dataset, column, values):
+    from model_factory.core.frames import build_training_frame
+
+    _rewrite_all(home, dataset, _column_as(column, values))
+    env = _env(home)
+    receipt, inputs = intake(env.catalog, TrainingConfig(), WEEK, env.policy)
+    built = build_training_frame(receipt, inputs, env.policy)
+
+    assert built.audit.passed and built.frame["label"].sum() > 0
+    assert built.frame["terminal_risk__term_tx_count_28d"].null_count() < built.frame.height
 
 
 def test_a_feature_group_key_wider_than_the_events_column_builds_a_frame(home):
