@@ -311,7 +311,7 @@ def _attempt(
     run = record.dagster_run
     status = _RUN_STATUS.get(run.status, "running")
     failed_stage = error = None
-    gone = process_gone(run) if status == "running" else None
+    gone = process_gone(run) if status in _ACTIVE else None
     if gone is not None:  # read as Dagster will record it once a CLI run on this host fails it
         status, error = "failed", gone
     elif status == "failed":

@@ -606,7 +606,8 @@ def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, m
     assert len(reads) == 2
 
 
-def test_a_run_whose_process_is_gone_reads_as_failed_not_running(world, tmp_path):
+@pytest.mark.parametrize("event", ["RUN_START", "RUN_STARTING"])
+def test_a_run_whose_process_is_gone_reads_as_failed_not_running(world, tmp_path, event):
     """A SIGKILLed `model-factory run` stays STARTED in Dagster until the next CLI run on its
     host marks it failed: `ledger` showed it 'running' for good (found in review)."""
     import os
@@ -626,7 +627,7 @@ def test_a_run_whose_process_is_gone_reads_as_failed_not_running(world, tmp_path
         instance.add_run_tags(run.run_id, {PID_TAG: str(gone.pid), HOST_TAG: socket.gethostname()})
         instance.report_dagster_event(
             dg.DagsterEvent(
-                event_type_value=dg.DagsterEventType.RUN_START.value, job_name=run.job_name
+                event_type_value=dg.DagsterEventType[event].value, job_name=run.job_name
             ),
             run_id=run.run_id,
         )
@@ -637,7 +638,8 @@ def test_a_run_whose_process_is_gone_reads_as_failed_not_running(world, tmp_path
     attempt = next(a for a in record.attempts if a.dagster_run_id == run.run_id)
     assert attempt.status == "failed" and f"pid {gone.pid}" in (attempt.error or "")
     assert record.status == "succeeded"  # every stage had materialized: no longer "running"
-    assert still == dg.DagsterRunStatus.STARTED  # reading changes nothing in the instance
+    # reading changes nothing in the instance
+    assert still == dg.DagsterRunStatus[{"RUN_START": "STARTED", "RUN_STARTING": "STARTING"}[event]]
     assert os.getpid() != gone.pid
 
 
