@@ -66,13 +66,16 @@ def assemble_bundle(
     policy_config: DecisionPolicy,
     provenance: Provenance | None = None,
 ) -> ModelBundle:
-    """Everything a registry and a reproducer need, by reference, plus the run's record (as
-    the ledger has it once the bundle is written, but for the bundle's own id, which is a
-    digest over the record too)."""
+    """Everything a registry and a reproducer need, by reference, plus the run's record: its
+    status, gate verdicts and reasons as the ledger gives them once the bundle is written (not
+    the bundle's own id, a digest over the record too, nor the volatile attempts and timings)."""
+    failed = receipt.gate_status == "FAIL"
     record = TrainingRunRecord(
         train_run_id=intake.train_run_id,
-        status="gate_failed" if receipt.gate_status == "FAIL" else "succeeded",
+        status="gate_failed" if failed else "succeeded",
         gate_status=receipt.gate_status,
+        gate_judged_status=receipt.judged_status,
+        error="gate FAIL: " + "; ".join(receipt.reasons) if failed else None,
         partition_key=intake.partition_key,
         model_family=intake.config.model_family,
         config_hash=intake.config_hash,

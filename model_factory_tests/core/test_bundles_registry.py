@@ -827,7 +827,12 @@ def test_the_run_record_a_bundle_embeds_says_what_its_gate_said(passed, failed):
     ledger for a FAIL bundle (gate_failed / FAIL); found in review."""
     for (bundle, _), status in ((passed, "succeeded"), (failed, "gate_failed")):
         record = bundle.training_run_record
-        assert (record.status, record.gate_status) == (status, bundle.gate_receipt.gate_status)
+        receipt = bundle.gate_receipt
+        assert (record.status, record.gate_status) == (status, receipt.gate_status)
+        assert record.gate_judged_status == receipt.judged_status
+        assert record.error == (
+            "gate FAIL: " + "; ".join(receipt.reasons) if status == "gate_failed" else None
+        )
         (report,) = [r for r in record.outputs if r.uri == bundle.evaluation_report_ref.uri]
         assert report.sha256 == bundle.evaluation_report_ref.digest
         assert report.size_bytes == 0  # its bytes' length varies with volatile timings
