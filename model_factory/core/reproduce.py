@@ -55,12 +55,13 @@ def pinned_intake(bundle: ModelBundle) -> IntakeReceipt:
 
 def as_stored_shape(stored: Any, rebuilt: Any) -> Any:
     """The rebuilt document without optional fields the contract gained after the original was
-    written (left at their empty defaults); any other difference still shows."""
+    written (left at their empty defaults: None, [], {} or a count of 0); any other difference
+    still shows."""
     if isinstance(stored, dict) and isinstance(rebuilt, dict):
         return {
             k: as_stored_shape(stored.get(k), v)
             for k, v in rebuilt.items()
-            if k in stored or v not in (None, [], {})
+            if k in stored or not (v in (None, [], {}) or (type(v) is int and v == 0))
         }
     if isinstance(stored, list) and isinstance(rebuilt, list) and len(stored) == len(rebuilt):
         return [as_stored_shape(s, r) for s, r in zip(stored, rebuilt, strict=True)]

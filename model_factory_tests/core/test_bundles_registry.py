@@ -882,3 +882,21 @@ def test_a_corrupt_journal_entry_stops_a_publish_before_it_writes_a_record(passe
 
     assert info.value.source is not None and damaged.name in info.value.source
     assert not record.exists()
+
+
+def test_fields_added_since_at_their_defaults_do_not_make_a_rebuild_different():
+    """A count added to a contract since a bundle was written defaults to 0, and only None,
+    [] and {} were taken for "not there then": every earlier audit rebuilt as DIFFERENT
+    (found in the diff review). A value the old code could not have written still shows."""
+    from model_factory.core.reproduce import as_stored_shape
+
+    stored = {"audit": {"splits": {"train": {"events": 5}}}, "notes": ["a"]}
+    rebuilt = {
+        "audit": {"splits": {"train": {"events": 5, "events_with_label_before_event": 0}}},
+        "notes": ["a"],
+        "gate_judged_status": None,
+        "extra": [],
+    }
+    assert as_stored_shape(stored, rebuilt) == stored
+    rebuilt["audit"]["splits"]["train"]["events_with_label_before_event"] = 2
+    assert as_stored_shape(stored, rebuilt) != stored
