@@ -281,13 +281,14 @@ def check_compatibility(
                     source=first.uri,
                     field="keys",
                 )
-        for c in feature_columns(first):
-            if c.startswith("__"):  # beside the features: __join_at, __tiebreak (frames.py)
+        vf = first.manifest.valid_from_column
+        for c, field in [*((c, c) for c in feature_columns(first)), (vf, "valid_from_column")]:
+            if c and c.startswith("__"):  # beside the group's columns: __join_at, __tiebreak
                 raise SchemaMismatchError(
-                    f"feature column '{c}': names starting with '__' are the frame builder's "
-                    "own columns; rename it",
+                    f"column '{c}': names starting with '__' are the frame builder's own "
+                    "columns; rename it",
                     source=first.uri,
-                    field=c,
+                    field=field,
                 )
         check_no_pii(policy, feature_columns(first), first.uri, "columns")
         for c in feature_columns(first):

@@ -719,6 +719,25 @@ def test_a_feature_group_column_named_as_a_working_column_of_the_builder_is_refu
     assert "frame builder" in str(err)
 
 
+def test_a_valid_from_column_named_as_a_working_column_of_the_builder_is_refused(home):
+    """The join time __join_at is written first: a valid_from column of that name became the
+    tiebreak's available_at, unseen (found in the diff review)."""
+    manifests = _rewrite_all(
+        home,
+        "feature_group/terminal_risk/v1",
+        lambda t: t.rename_columns(
+            ["__join_at" if n == "valid_from" else n for n in t.column_names]
+        ),
+    )
+    for m in manifests:
+        _edit_manifest(m, lambda doc: doc.update(valid_from_column="__join_at"))
+
+    err = _fails_before_writing(home, SchemaMismatchError)
+
+    assert err.source in map(str, manifests) and err.field == "valid_from_column"
+    assert "frame builder" in str(err)
+
+
 def test_a_label_family_column_that_is_not_text_is_refused_naming_it(home):
     manifests = _rewrite_all(
         home,
