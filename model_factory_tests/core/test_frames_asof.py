@@ -1133,6 +1133,18 @@ def test_duplicate_snapshots_keep_latest_valid_from_then_last_written(tmp_path: 
     assert cust.max_available_minus_event_seconds == -3600.0
 
 
+def one_terminal(available_us: int) -> pl.DataFrame:
+    """term_fg with one snapshot of terminal 0: for tests about the other group."""
+    return pl.DataFrame(
+        {
+            "terminal_id": [0],
+            "valid_from": ts([available_us]),
+            "available_at": ts([available_us]),
+            "risk": [0.5],
+        }
+    )
+
+
 def test_nanosecond_availability_rounds_up_to_the_next_microsecond(tmp_path: Path) -> None:
     """Frames hold microseconds; a snapshot file in nanoseconds must not lose the 800 ns by
     which a snapshot came after an event (truncating would join it, and the audit, measuring
@@ -1162,15 +1174,7 @@ def test_nanosecond_availability_rounds_up_to_the_next_microsecond(tmp_path: Pat
         {"customer_id": list(c), "valid_from": available, "available_at": available, "spend": s}
     )
     assert cust.schema["available_at"] == pl.Datetime("ns", "UTC")
-    term = pl.DataFrame(
-        {
-            "terminal_id": [0],
-            "valid_from": ts([a - DAY]),
-            "available_at": ts([a - DAY]),
-            "risk": [0.5],
-        }
-    )
-    tf = build(tmp_path, CatalogData(events, labels, [cust], [term]))
+    tf = build(tmp_path, CatalogData(events, labels, [cust], [one_terminal(a - DAY)]))
     got = dict(zip(tf.frame["event_id"], tf.frame["cust_fg__spend"], strict=True))
     assert got == {"late": 10.0, "exact": 20.0, "before": 30.0}
     # the audit measures the times the join used: customer 3's rounded up to the event's µs
@@ -1217,15 +1221,7 @@ def test_nanosecond_times_order_labels_and_snapshots_within_a_microsecond(tmp_pa
             "n_tx": [0, 0, 0, 0],
         }
     )
-    term = pl.DataFrame(
-        {
-            "terminal_id": [0],
-            "valid_from": ts([a - DAY]),
-            "available_at": ts([a - DAY]),
-            "risk": [0.5],
-        }
-    )
-    tf = build(tmp_path, CatalogData(events, labels, [cust], [term]))
+    tf = build(tmp_path, CatalogData(events, labels, [cust], [one_terminal(a - DAY)]))
     got = {r["event_id"]: r for r in tf.frame.iter_rows(named=True)}
     assert (got["e1"]["label"], got["e1"]["cust_fg__spend"]) == (0, 222.0)
     assert (got["e2"]["label"], got["e2"]["cust_fg__spend"]) == (1, 30.0)

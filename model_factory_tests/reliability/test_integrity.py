@@ -584,13 +584,11 @@ def test_registry_verify_while_a_publish_journals_is_no_unjournaled_record(world
     assert report.head_sequence == tail.sequence
 
 
-def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, monkeypatch):
-    """The other order: the last stage journals and materializes, and its run succeeds, after
-    the verify read the materializations. Its entry is not 'wiped' for that."""
+def _missed_by_the_first_read(monkeypatch, sequence: int) -> list:
+    """The verify's first read of the materializations misses the one naming entry
+    ``sequence``, as if it were stored just after; returns the list of reads."""
     import model_factory.ledger as ledger_module
 
-    home = world["home"]
-    tail = ledger_journal(home).entries()[-1]
     original, reads = ledger_module.stage_materializations, []
 
     def read(instance, *args, **kwargs):
@@ -598,9 +596,17 @@ def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, m
         found = original(instance, *args, **kwargs)
         if len(reads) > 1:
             return found
-        return [m for m in found if m.meta.get("ledger_sequence") != tail.sequence]
+        return [m for m in found if m.meta.get("ledger_sequence") != sequence]
 
     monkeypatch.setattr(ledger_module, "stage_materializations", read)
+    return reads
+
+
+def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, monkeypatch):
+    """The other order: the last stage journals and materializes, and its run succeeds, after
+    the verify read the materializations. Its entry is not 'wiped' for that."""
+    home = world["home"]
+    reads = _missed_by_the_first_read(monkeypatch, ledger_journal(home).entries()[-1].sequence)
     report = ledger_report(home)
     assert report.ok, report.problems
     assert len(reads) == 2
@@ -687,8 +693,6 @@ def test_ledger_verify_while_a_run_fails_after_a_stage_is_no_wiped_materializati
     """A stage materializes after the verify read the materializations, then a later step of
     its run fails: the run's event log shows the stage, and the entry was called wiped (found
     in the diff review)."""
-    import model_factory.ledger as ledger_module
-
     home = world["home"]
     copy = tmp_path / "dagster"
     shutil.copytree(home.dagster, copy)
@@ -697,16 +701,7 @@ def test_ledger_verify_while_a_run_fails_after_a_stage_is_no_wiped_materializati
     instance.report_run_failed(run, "a later step failed")
     instance.dispose()
     last = [e for e in ledger_journal(home).entries() if e.dagster_run_id == run.run_id][-1]
-    original, reads = ledger_module.stage_materializations, []
-
-    def read(instance, *args, **kwargs):
-        reads.append(args)
-        found = original(instance, *args, **kwargs)
-        if len(reads) > 1:
-            return found
-        return [m for m in found if m.meta.get("ledger_sequence") != last.sequence]
-
-    monkeypatch.setattr(ledger_module, "stage_materializations", read)
+    reads = _missed_by_the_first_read(monkeypatch, last.sequence)
     report = ledger_report(home, copy)
     assert report.ok, report.problems
     assert len(reads) == 2
