@@ -600,7 +600,7 @@ def verify_ledger(
 
     def materialized_since(sequence: int) -> bool:
         """An entry journaled after the materializations were read, by a run that then
-        materialized it and succeeded: read them again (once) before calling it wiped."""
+        materialized it and ended: read them again (once) before calling it wiped."""
         nonlocal later
         if later is None:
             later = {_sequence(m) for m in stage_materializations(instance)}
@@ -630,9 +630,15 @@ def verify_ledger(
                 f"entry {e.sequence} ({e.subject}): an earlier try of a step its run "
                 "retried and then materialized"
             )
-        elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS and not materialized_since(
-            e.sequence
-        ):
+        elif (
+            record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+            or record.dagster_run.status in ENDED_WITHOUT_SUCCESS
+        ) and materialized_since(e.sequence):
+            notes.append(
+                f"entry {e.sequence} ({e.subject}): materialized by run {e.dagster_run_id} "
+                "while this verify ran"
+            )
+        elif record.dagster_run.status == dg.DagsterRunStatus.SUCCESS:
             add(
                 "entry_unmaterialized",
                 source,
@@ -643,12 +649,8 @@ def verify_ledger(
             )
         # a run still going may store a materialization after this verify read them: only an
         # ended run's event log says for certain that one it made is gone
-        elif (
-            record.dagster_run.status in ENDED_WITHOUT_SUCCESS
-            and _materialized_entry(
-                instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence
-            )
-            and not materialized_since(e.sequence)
+        elif record.dagster_run.status in ENDED_WITHOUT_SUCCESS and _materialized_entry(
+            instance, e.dagster_run_id, e.stage, e.partition_key, e.sequence
         ):
             # a later step failed: the run's own event log still holds what was since wiped
             add(

@@ -610,6 +610,7 @@ def test_ledger_verify_while_a_run_finishes_is_no_wiped_materialization(world, m
     report = ledger_report(home)
     assert report.ok, report.problems
     assert len(reads) == 2
+    assert any(n.endswith("while this verify ran") for n in report.notes), report.notes
 
 
 @pytest.mark.parametrize("event", ["RUN_START", "RUN_STARTING"])
@@ -705,3 +706,4 @@ def test_ledger_verify_while_a_run_fails_after_a_stage_is_no_wiped_materializati
     report = ledger_report(home, copy)
     assert report.ok, report.problems
     assert len(reads) == 2
+    assert any(n.endswith("while this verify ran") for n in report.notes), report.notes
