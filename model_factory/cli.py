@@ -681,8 +681,10 @@ def registry_list(family, as_json) -> None:
         if as_json:
             click.echo(r.model_dump_json())
         else:
+            forced = f"  FORCED PASS by {r.gate_override.approver}" if r.gate_override else ""
             click.echo(
-                f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  {r.bundle_uri}"
+                f"{r.partition_key}  {r.bundle_id}  {r.train_run_id}  {r.model_family}  "
+                f"{r.bundle_uri}{forced}"
             )
 
 

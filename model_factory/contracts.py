@@ -1536,6 +1536,11 @@ class RegistryRecord(_Contract):
     dagster_run_id: str | None = Field(
         None, description="The Dagster run that wrote this record (None: the command line)."
     )
+    gate_override: GateOverride | None = Field(
+        None,
+        description="The audited override that forced the gate's FAIL to PASS (None: the gate "
+        "passed on its own).",
+    )
 
 
 class PublishBundleResponse(_Contract):

@@ -137,6 +137,11 @@ class FileRegistry:
             published_at_utc=datetime.now(UTC),
             readiness_ref=readiness,
             dagster_run_id=request.dagster_run_id,
+            gate_override=(
+                bundle.gate_receipt.override
+                if bundle.gate_receipt.judged_status == "FAIL"
+                else None
+            ),
         )
         fs, path = self.location.fs, self.record_path(bundle.bundle_id)
         # Every entry is read before the record is written: a damaged journal fails the publish

@@ -14,7 +14,9 @@ from pathlib import Path
 import fsspec
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from model_factory.cli import main
 from model_factory.contracts import (
     EvaluationReport,
     FeatureGroupVersion,
@@ -419,11 +421,24 @@ def test_override_forces_pass_only_with_a_recorded_reason(catalog, tmp_path):
     )
     gates = point_gates(roc_auc_lower=0.9999).model_copy(update={"override": override})
     env = fresh_env(catalog, tmp_path)
-    bundle, _, _ = build(env, TrainingConfig(gates=gates))
+    bundle, uri, _ = build(env, TrainingConfig(gates=gates))
     receipt = bundle.gate_receipt
     assert (receipt.gate_status, receipt.judged_status) == ("PASS", "FAIL")
     assert receipt.override == override
     assert any("FORCED PASS by head of fraud risk" in r for r in receipt.reasons)
+    # the registry's record says so too: it read as a plain PASS (found in review)
+    published = env.registry.publish(
+        PublishBundleRequest(bundle_uri=uri, bundle_id=bundle.bundle_id)
+    )
+    assert published.record.gate_status == "PASS" and published.record.gate_override == override
+    listed = CliRunner().invoke(
+        main,
+        ["registry", "list"],
+        env={"MODEL_FACTORY_HOME": str(tmp_path), "MODEL_FACTORY_REGISTRY": env.registry.url},
+        catch_exceptions=False,
+    )
+    assert f"{bundle.bundle_id}" in listed.stdout
+    assert "FORCED PASS by head of fraud risk" in listed.stdout
     strict = POINT_GATES_POLICY.model_copy(update={"allow_override": False})
     with pytest.raises(PolicyViolationError) as info:
         stage_intake(
