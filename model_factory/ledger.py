@@ -30,6 +30,7 @@ from model_factory.contracts import (
     TrainingConfig,
     TrainingRunRecord,
 )
+from model_factory.core.gates import failure_summary
 from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
@@ -407,7 +408,7 @@ def _pinned_record(
     gate = bundle or receipt
     status, error = _record_status(attempts, bundle)
     if status == "gate_failed" and error is None and receipt is not None:
-        error = "gate FAIL: " + "; ".join(map(str, receipt.meta.get("reasons") or []))
+        error = failure_summary([str(r) for r in receipt.meta.get("reasons") or []])
     partition = first.partition if first else ""
     return TrainingRunRecord(
         train_run_id=trid,

@@ -30,12 +30,13 @@ TRAIN_JOB = "weekly_training"
 BACKTEST_JOB = "backtest"
 # Runs started here print our own progress lines; Dagster's step-by-step log stays in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-# Which process runs an in-process run, so a later run can tell one whose process died from one
-# still going (see fail_orphaned_runs).
+# Runs a CLI run on this host may leave behind when its process dies (see fail_orphaned_runs).
 _LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def _process_tags() -> dict[str, str]:
+    """Which process runs an in-process run, so a later run, and the ledger, can tell one whose
+    process died from one still going (ledger.process_gone)."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 

@@ -29,6 +29,7 @@ from model_factory.contracts import (
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex, short_id
 from model_factory.core.documents import parse_document
 from model_factory.core.frames import frame_from_parquet
+from model_factory.core.gates import failure_summary
 from model_factory.core.intake import pinned_manifest
 from model_factory.core.storage import ArtifactStore, read_bytes, read_json
 from model_factory.core.training import TrainedModel, feature_matrix
@@ -75,7 +76,7 @@ def assemble_bundle(
         status="gate_failed" if failed else "succeeded",
         gate_status=receipt.gate_status,
         gate_judged_status=receipt.judged_status,
-        error="gate FAIL: " + "; ".join(receipt.reasons) if failed else None,
+        error=failure_summary(receipt.reasons) if failed else None,
         partition_key=intake.partition_key,
         model_family=intake.config.model_family,
         config_hash=intake.config_hash,

@@ -188,8 +188,6 @@ def build_report(
     ``entities``: the card/customer of each test row (frame order), for entity precision@k.
     """
     settings = settings or EvaluationSettings()
-    # every matrix below (scores, SHAP, drift) is read in this order, the model's
-    trained.check_inputs(features)
     clock = _Clock()
     parts = {s: frame.filter(pl.col("split") == s) for s in ("train", "val", "test")}
     x = {s: feature_matrix(parts[s], features) for s in ("val", "test")}

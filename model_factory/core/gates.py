@@ -149,6 +149,11 @@ def _judge(
     )
 
 
+def failure_summary(reasons: list[str]) -> str:
+    """A FAIL verdict in one line, as run records give it (the ledger's and a bundle's)."""
+    return "gate FAIL: " + "; ".join(reasons)
+
+
 def _reason(c: GateCriterion) -> str:
     shown = "missing" if c.observed is None else f"{c.observed:.4g}"
     return f"{c.name}: {c.detail} = {shown}, needs {c.comparator} {c.threshold:.4g}"

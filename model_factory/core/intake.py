@@ -61,6 +61,12 @@ def _id_kind(dtype: str) -> str:
     return dtype
 
 
+def _values_type(dtype: str) -> str:
+    """The type of a dictionary-encoded column's values (``dictionary<values=string, ...>``, a
+    pandas category), else the type itself."""
+    return dtype.split("values=", 1)[1].split(",", 1)[0] if "values=" in dtype else dtype
+
+
 def _keys_join(a: str, b: str) -> bool:
     """Whether a group's key of type ``a`` joins the events' key of type ``b`` by value: one
     kind (``_id_kind``), or unsigned integers against strictly wider signed ones (every value
@@ -214,8 +220,7 @@ def check_compatibility(
                 field="event_id",
             )
         family = next((c.dtype for c in e.manifest.columns if c.name == "label_family"), None)
-        # text, or text dictionary-encoded (a pandas category)
-        if family is not None and _id_kind(family.split("values=", 1)[-1].split(",")[0]) != "text":
+        if family is not None and _id_kind(_values_type(family)) != "text":
             raise SchemaMismatchError(
                 f"the label_family column is {family}: a family is a name (text)",
                 source=e.uri,

@@ -281,6 +281,7 @@ def stage_evaluation(
     trained = TrainedModel.from_bytes(
         ArtifactStore.get_bytes(model_ref), receipt.config.hyperparams.nthread, source=model_ref.uri
     )
+    # every matrix of the report (scores, SHAP, drift) is read in the schema's order: the model's
     trained.check_inputs([f.name for f in record.feature_schema], source=model_ref.uri)
     report = evaluate_run(receipt, record, frame, trained, model_ref.sha256, env.policy)
     # The HTML view is a pure function of the report's deterministic content, so referencing it
