@@ -1373,8 +1373,10 @@ class TrainingRunRecord(_Contract):
     train_run_id: TrainRunId | None = Field(
         description="Null only while no attempt has pinned the run (status failed or running)."
     )
-    status: Literal["running", "succeeded", "failed", "gate_failed"] = Field(
-        description="gate_failed: every stage ran and the bundle's gate verdict is FAIL."
+    status: Literal["running", "succeeded", "failed", "gate_failed", "incomplete"] = Field(
+        description="gate_failed: every stage ran and the bundle's gate verdict is FAIL. "
+        "incomplete: every attempt ended without failing, but none ran the later stages (a "
+        "run of some assets only); the error names the stages not run."
     )
     partition_key: str
     model_family: str
@@ -1385,7 +1387,9 @@ class TrainingRunRecord(_Contract):
     created_at_utc: UtcDatetime | None = None
     provenance: Provenance | None = None
     error: str | None = Field(
-        None, description="Why the run failed; for gate_failed, the gate's reasons."
+        None,
+        description="Why the run failed; for gate_failed, the gate's reasons; for incomplete, "
+        "the stages not run.",
     )
     gate_status: Literal["PASS", "FAIL"] | None = None
     gate_judged_status: Literal["PASS", "FAIL"] | None = Field(

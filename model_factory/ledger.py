@@ -373,16 +373,19 @@ def _manifests(intake: StageMaterialization | None) -> list[DatasetManifestRef]:
 
 
 def _record_status(
-    attempts: list[RunAttempt], bundle: StageMaterialization | None
+    attempts: list[RunAttempt], latest: dict[str, StageMaterialization]
 ) -> tuple[str, str | None]:
     if any(a.status in _ACTIVE for a in attempts):
         return "running", None
+    bundle = latest.get("model_bundle")
     if bundle is not None:
         return ("gate_failed" if bundle.meta.get("gate_status") == "FAIL" else "succeeded"), None
     if attempts and attempts[-1].status in ("failed", "canceled"):
         return "failed", attempts[-1].error or "the attempt failed"
-    # Earlier stages succeeded and the later ones have not been run yet.
-    return "running", None
+    # Every attempt ended well, but none ran the later stages (a run of some assets only, as
+    # Materialize on one asset launches): nothing is going, so not "running"
+    missing = [s for s in STAGES if s not in latest]
+    return "incomplete", f"stages not run: {', '.join(missing)}"
 
 
 def _provenance(record: dg.RunRecord | None, attempt: RunAttempt) -> Provenance:
@@ -406,7 +409,7 @@ def _pinned_record(
     bundle = latest.get("model_bundle")
     receipt = latest.get("gate_receipt")
     gate = bundle or receipt
-    status, error = _record_status(attempts, bundle)
+    status, error = _record_status(attempts, latest)
     if status == "gate_failed" and error is None and receipt is not None:
         error = failure_summary([str(r) for r in receipt.meta.get("reasons") or []])
     partition = first.partition if first else ""

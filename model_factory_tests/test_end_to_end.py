@@ -72,6 +72,7 @@ def factory(tmp_path_factory):
             "defs": build_definitions(resource),
             "instance": instance,
             "registry": FileRegistry(str(root / "registry")),
+            "resource": resource,
         }
 
 
@@ -251,13 +252,46 @@ def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(
     assert [e for e in bad.all_events if e.event_type_value == "ASSET_MATERIALIZATION"] == []
 
 
-def test_weekly_schedule_targets_the_week_that_just_closed(factory):
+def _schedule_tick(factory, instance, when: datetime):
+    schedule = factory["defs"].resolve_schedule_def(weekly_training_schedule.name)
     with dg.build_schedule_context(
-        instance=factory["instance"], scheduled_execution_time=datetime(2026, 3, 16, 3, tzinfo=UTC)
+        instance=instance,
+        scheduled_execution_time=when,
+        # as the daemon evaluates it: with the repository's resources and jobs
+        resources={"model_factory": factory["resource"]},
+        repository_def=factory["defs"].get_repository_def(),
     ) as ctx:
-        schedule = factory["defs"].resolve_schedule_def(weekly_training_schedule.name)
-        requests = list(schedule.evaluate_tick(ctx).run_requests)
-    assert [r.partition_key for r in requests] == ["2026-03-09"]
+        return schedule.evaluate_tick(ctx)
+
+
+def test_weekly_schedule_trains_each_closed_week_once_its_inputs_are_complete(factory, tmp_path):
+    """The demo catalog's labels end with the week of 2026-03-09: a tick asks for the closed
+    weeks the catalog covers (keyed by week, so the daemon launches each once) and skips, with
+    intake's own reason, a week whose labels have not landed, instead of a run bound to fail."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as fresh:  # nothing trained yet
+        first = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 3, tzinfo=UTC))
+        assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
+            ("2026-03-02", "2026-03-02"),
+            ("2026-03-09", "2026-03-09"),
+        ]
+        # the week of 2026-03-16 has closed but its labels are not in the catalog: only the
+        # week before is asked for
+        late = _schedule_tick(factory, fresh, datetime(2026, 3, 23, 5, tzinfo=UTC))
+        assert [r.partition_key for r in late.run_requests] == ["2026-03-09"]
+        none = _schedule_tick(factory, fresh, datetime(2026, 3, 30, 3, tzinfo=UTC))
+        assert none.run_requests == []
+        assert "2026-03-16: inputs not complete yet" in none.skip_message
+        assert "labels:" in none.skip_message and "2026-03-23: inputs" in none.skip_message
+        early = _schedule_tick(factory, fresh, datetime(2026, 1, 1, tzinfo=UTC))
+        assert early.run_requests == [] and "no week has closed" in early.skip_message
+
+
+def test_weekly_schedule_skips_weeks_already_trained(factory, first_pass):
+    done = _schedule_tick(factory, factory["instance"], datetime(2026, 3, 9, 3, tzinfo=UTC))
+    assert done.run_requests == []
+    for week in WEEKS:
+        bundle = next(r.bundle_id for r in first_pass if r.week == week)
+        assert f"{week}: trained already ({bundle})" in done.skip_message
 
 
 def test_publish_runs_are_tagged_with_their_bundle(factory, first_pass):

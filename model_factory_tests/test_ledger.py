@@ -164,6 +164,30 @@ def test_a_week_without_data_is_failed_with_the_missing_manifest(world):
     assert record.config_hash is not None  # the config was fine; the data was not there
 
 
+def test_a_run_of_intake_only_is_incomplete_not_running(tmp_path):
+    """Materialize on `dataset_manifests` alone (the launchpad of that one asset) pins a train
+    run and ends: with nothing going, the ledger must not show it running for good."""
+    generate_demo_data(str(tmp_path / "catalog"), DemoDataSpec(customers=300, weeks=8))
+    (tmp_path / "dagster").mkdir()
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(tmp_path / "catalog"), store_url=str(tmp_path / "store")
+        )
+    )
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        result = defs.resolve_job_def("weekly_training").execute_in_process(
+            partition_key=TRAINED[0],
+            instance=instance,
+            asset_selection=[dg.AssetKey("dataset_manifests")],
+        )
+        assert result.success
+        [record] = read_ledger(instance)
+    assert record.train_run_id is not None and record.status == "incomplete"
+    assert record.error == f"stages not run: {', '.join(STAGES[1:])}"
+    assert [a.status for a in record.attempts] == ["succeeded"]
+    validate(record.model_dump(mode="json"), "TrainingRunRecord")
+
+
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
 def test_an_invalid_config_is_refused_before_any_work_naming_the_field(world, name):
     _, field = BAD_CONFIGS[name]

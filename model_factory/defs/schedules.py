@@ -1,8 +1,16 @@
-"""Weekly retraining on the week that just closed."""
+"""Weekly retraining: each week that has closed, once its inputs are complete."""
+
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from model_factory.contracts import TrainingConfig
+from model_factory.core.intake import find_inputs
+from model_factory.core.windows import resolve_windows
 from model_factory.defs.assets import TRAINING_ASSETS
+from model_factory.defs.partitions import WEEKLY_PARTITIONS
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.errors import ModelFactoryError
 
 weekly_training_job = dg.define_asset_job(
     "weekly_training",
@@ -10,10 +18,63 @@ weekly_training_job = dg.define_asset_job(
     description="All six stages of one week's train run.",
 )
 
-# A weekly partition exists once its week has ended, so Monday 03:00 UTC trains the week just closed.
-weekly_training_schedule = dg.build_schedule_from_partitioned_job(
-    weekly_training_job,
-    hour_of_day=3,
-    minute_of_hour=0,
+# The closed weeks a tick looks at: the newest and the one before, so a week whose labels land
+# after the next week has closed is still trained.
+LOOKBACK_WEEKS = 2
+
+
+def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
+    """The week's bundle id when a run has built one (of any config), else None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("model_bundle"), asset_partitions=[week]),
+        limit=1,
+    ).records
+    if not records:
+        return None
+    bundle_id = records[0].asset_materialization.metadata.get("bundle_id")
+    return str(getattr(bundle_id, "value", bundle_id) or "a bundle")
+
+
+def training_requests(
+    instance: dg.DagsterInstance, resource: ModelFactoryResource, now: datetime
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """A run of each of the last closed weeks that has no bundle yet and whose inputs the
+    catalog covers, as intake will check them; otherwise why not, week by week."""
+    weeks = WEEKLY_PARTITIONS.get_partition_keys(current_time=now)[-LOOKBACK_WEEKS:]
+    if not weeks:
+        return dg.SkipReason(f"no week has closed by {now:%Y-%m-%d %H:%M} UTC")
+    # A run launched without config trains the default config (what the launchpad shows)
+    config = TrainingConfig()
+    catalog = resource.factory_env().catalog
+    requests, reasons = [], []
+    for week in weeks:
+        bundle = _trained(instance, week)
+        if bundle is not None:
+            reasons.append(f"{week}: trained already ({bundle})")
+            continue
+        try:
+            find_inputs(catalog, config, resolve_windows(week, config.split_policy))
+        except ModelFactoryError as missing:
+            reasons.append(f"{week}: inputs not complete yet: {missing}")
+            continue
+        # the run key makes the daemon launch a week once, however many ticks ask for it
+        requests.append(dg.RunRequest(partition_key=week, run_key=week))
+    return requests or dg.SkipReason("; ".join(reasons))
+
+
+# Hourly, not once a week: a week's late labels or snapshots often land hours after it closes,
+# and a run launched before them could only fail at intake. Each tick asks for the closed weeks
+# that are ready and untrained; the run key keeps a week to one run.
+@dg.schedule(
+    cron_schedule="0 * * * *",
+    job=weekly_training_job,
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Trains each week once it has closed and its events and labels are in the "
+    "catalog; skips, with the reason, weeks not ready yet or already trained.",
 )
+def weekly_training_schedule(
+    context: dg.ScheduleEvaluationContext, model_factory: ModelFactoryResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    return training_requests(context.instance, model_factory, now)
