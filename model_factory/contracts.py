@@ -884,6 +884,12 @@ class MetricSet(_Contract):
         description="Expected calibration error: sum over bins of rows/n x "
         "|mean score - observed rate|, over the uniform bins of `calibration`; None: no rows."
     )
+    ece_quantile: float | None = Field(
+        None,
+        description="The same over the equal-count bins of `calibration_quantile`. With fraud "
+        "scores crowded near 0, the uniform bins put almost every row in the first, where over- "
+        "and under-prediction cancel out; these bins do not. None: no rows.",
+    )
     at_thresholds: list[ThresholdMetrics]
     calibration: list[CalibrationBin] = Field(description="Reliability curve, uniform score bins.")
     calibration_quantile: list[CalibrationBin] = Field(
@@ -978,7 +984,10 @@ class SliceMetrics(_Contract):
     pr_auc: float | None = None
     pr_auc_ci: ConfidenceInterval | None = None
     brier: float | None = None
-    ece: float | None = None
+    ece: float | None = Field(None, description="Over uniform score bins (MetricSet.ece).")
+    ece_quantile: float | None = Field(
+        None, description="Over equal-count bins (MetricSet.ece_quantile)."
+    )
     review: OperatingMetrics | None = Field(None, description="At the policy's review threshold.")
     decline: OperatingMetrics | None = Field(None, description="At the policy's decline threshold.")
 

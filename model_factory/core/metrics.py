@@ -170,7 +170,7 @@ def metric_set(
         if resamples > 0
         else {}
     )
-    uniform = calibration(y, score, bins)
+    uniform, quantile = calibration(y, score, bins), calibration_quantile(y, score, bins)
     return MetricSet(
         split=split,
         rows=int(y.size),
@@ -186,9 +186,10 @@ def metric_set(
         if y.size
         else None,
         ece=ece(uniform, int(y.size)),
+        ece_quantile=ece(quantile, int(y.size)),
         at_thresholds=at_thresholds(y, score, thresholds),
         calibration=uniform,
-        calibration_quantile=calibration_quantile(y, score, bins),
+        calibration_quantile=quantile,
     )
 
 

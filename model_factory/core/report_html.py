@@ -323,7 +323,7 @@ def calibration_plot(m: MetricSet) -> str:
         )
 
     qx, qy = xy(quantile)
-    p.line(qx, qy, COLORS["test"], f"equal-count bins (ECE {_f(m.ece)})")
+    p.line(qx, qy, COLORS["test"], f"equal-count bins (ECE {_f(m.ece_quantile)})")
     p.points(
         qx,
         qy,
@@ -338,7 +338,7 @@ def calibration_plot(m: MetricSet) -> str:
         ux,
         uy,
         COLORS["val"],
-        "uniform bins",
+        f"uniform bins (ECE {_f(m.ece)})",
         radius=4.5,
         titles=[
             f"{b.rows} rows in [{b.lower:.1f}, {b.upper:.1f}): observed {b.observed_rate:.4g}"
@@ -514,6 +514,7 @@ def headline_table(report: EvaluationReport) -> str:
                 f"{_f(m.pr_auc)} {_ci(m.pr_auc_ci)}",
                 _f(m.brier, 5),
                 _f(m.ece, 5),
+                _f(m.ece_quantile, 5),
                 _f(m.log_loss, 4),
             ]
         )
@@ -526,7 +527,8 @@ def headline_table(report: EvaluationReport) -> str:
             "DeLong",
             "PR-AUC [95% bootstrap]",
             "Brier",
-            "ECE",
+            "ECE uniform bins",
+            "ECE equal-count bins",
             "log loss",
         ],
         rows,
@@ -594,6 +596,7 @@ def slices_table(report: EvaluationReport) -> str:
                 f"{_f(s.pr_auc, 3)} {_ci(s.pr_auc_ci, 3)}",
                 _f(s.brier, 5),
                 _f(s.ece, 5),
+                _f(s.ece_quantile, 5),
                 "–" if review is None else f"{_f(review.precision, 3)} / {_f(review.recall, 3)}",
             ]
         )
@@ -607,7 +610,8 @@ def slices_table(report: EvaluationReport) -> str:
             "ROC-AUC [CI]",
             "PR-AUC [CI]",
             "Brier",
-            "ECE",
+            "ECE uniform",
+            "ECE equal-count",
             "review precision / recall",
         ],
         rows,
@@ -858,7 +862,7 @@ def headline_metrics(report: EvaluationReport) -> dict[str, float]:
     backtest's spread and plots, reading these, must not count it as one."""
     test = report.metrics["test"]
     out: dict[str, float] = {}
-    for metric in ("roc_auc", "pr_auc", "brier", "ece", "log_loss"):
+    for metric in ("roc_auc", "pr_auc", "brier", "ece", "ece_quantile", "log_loss"):
         if getattr(test, metric) is not None:
             out[metric] = getattr(test, metric)
     for metric in ("roc_auc", "pr_auc"):

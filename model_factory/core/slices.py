@@ -13,7 +13,7 @@ import polars as pl
 
 from model_factory.contracts import DecisionPolicy, EvaluationSettings, SliceMetrics, SliceSpec
 from model_factory.core.bootstrap import bootstrap_cis
-from model_factory.core.metrics import calibration, ece, ranking
+from model_factory.core.metrics import calibration, calibration_quantile, ece, ranking
 from model_factory.core.operating_points import operating_metrics
 from model_factory.errors import ConfigError
 
@@ -102,6 +102,7 @@ def segment_metrics(
         pr_auc_ci=cis.get("pr_auc"),
         brier=float(np.mean((score - y) ** 2)),
         ece=ece(calibration(y, score, settings.calibration_bins), rows),
+        ece_quantile=ece(calibration_quantile(y, score, settings.calibration_bins), rows),
         **at,
     )
 

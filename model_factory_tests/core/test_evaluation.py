@@ -24,6 +24,7 @@ from sklearn.metrics import (
 
 from model_factory.core.evaluation import average_precision, metric_set, roc_auc
 from model_factory.core.metrics import curves, ranking
+from model_factory.core.report_html import calibration_plot
 
 THRESHOLDS = [0.1, 0.3, 0.5, 0.7, 0.9]
 # A few values only, so most scores are tied; includes exact calibration bin edges and 0 and 1.
@@ -198,6 +199,27 @@ def test_threshold_f1_and_alert_rate_match_sklearn(data) -> None:
         assert t.alert_rate == pytest.approx(alerts.mean(), abs=1e-12)
 
 
+def test_the_reliability_plot_names_the_ece_of_the_bins_it_draws() -> None:
+    """Fraud scores crowd near 0: on uniform bins every row falls in the first, where over- and
+    under-prediction cancel (ECE ~0.0005 here); the equal-count line must carry its own ECE."""
+    rng = np.random.default_rng(0)
+    score = rng.uniform(0, 0.1, 20_000)
+    y = (rng.random(score.size) < 0.05 + 0.2 * (score - 0.05)).astype(np.int64)  # slope 0.2
+    m = metric_set("test", y, score, THRESHOLDS)
+    assert m.calibration[0].rows == score.size
+    # an independent count: ten equal-count bins of the sorted scores
+    order = np.argsort(score)
+    by_count = sum(
+        part.size / score.size * abs(score[part].mean() - y[part].mean())
+        for part in np.array_split(order, 10)
+    )
+    assert m.ece_quantile == pytest.approx(by_count, rel=1e-9)
+    assert m.ece_quantile > 20 * m.ece
+    svg = calibration_plot(m)
+    assert f"equal-count bins (ECE {m.ece_quantile:.4f})" in svg
+    assert f"uniform bins (ECE {m.ece:.4f})" in svg
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=labelled_scores())
 def test_ece_is_the_row_weighted_gap_of_the_reliability_bins(data) -> None:
@@ -207,6 +229,12 @@ def test_ece_is_the_row_weighted_gap_of_the_reliability_bins(data) -> None:
         b.rows / y.size * abs(b.mean_score - b.observed_rate) for b in m.calibration if b.rows
     )
     assert m.ece == pytest.approx(expected, abs=1e-12)
+    by_count = sum(
+        b.rows / y.size * abs(b.mean_score - b.observed_rate)
+        for b in m.calibration_quantile
+        if b.rows
+    )
+    assert m.ece_quantile == pytest.approx(by_count, abs=1e-12)
     # equal-count bins hold every row once, in score order, tied scores together
     q = m.calibration_quantile
     assert sum(b.rows for b in q) == y.size

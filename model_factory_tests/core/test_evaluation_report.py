@@ -495,7 +495,8 @@ def empty_test_report(frame, trained) -> EvaluationReport:
 def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_report) -> None:
     r = empty_test_report
     t = r.metrics["test"]
-    assert t.rows == 0 and (t.positive_rate, t.brier, t.log_loss, t.ece, t.roc_auc) == (None,) * 5
+    assert t.rows == 0
+    assert (t.positive_rate, t.brier, t.log_loss, t.ece, t.ece_quantile, t.roc_auc) == (None,) * 6
     assert r.drift.current_rows == 0 and r.drift.reference_rows > 0
     assert all(f.psi is None and f.level is None for f in r.drift.features)
     assert all(f.current_null_share is None for f in r.drift.features)
@@ -504,7 +505,8 @@ def test_an_empty_test_split_measures_no_calibration_and_no_drift(empty_test_rep
     assert review is not None and (review.recall, review.f1, review.recall_ci) == (None,) * 3
     # what is not measured is shown as such, never as 0
     head = headline_metrics(r)
-    assert not {"roc_auc", "pr_auc", "brier", "ece", "log_loss", "score_psi"} & head.keys()
+    not_measured = {"roc_auc", "pr_auc", "brier", "ece", "ece_quantile", "log_loss", "score_psi"}
+    assert not not_measured & head.keys()
     page = render_report_html(r).decode()
     assert "plot-drift" not in page  # no bars at 0 for what was not measured
     drift = page[page.index("<h2>Drift") :]

@@ -22,6 +22,7 @@ NUMBERS = (
     "pr_auc",
     "brier",
     "ece",
+    "ece_quantile",
     "roc_auc_ci_lower",
     "roc_auc_ci_upper",
     "pr_auc_ci_lower",
