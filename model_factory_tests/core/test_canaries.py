@@ -86,6 +86,23 @@ def test_shuffled_label_control_scores_chance_and_is_deterministic() -> None:
     )
 
 
+def test_the_controls_interval_is_students_t_and_is_not_shown_as_the_deviations() -> None:
+    """Eight controls estimate their own spread: a 95% interval of their mean takes Student's t
+    with 7 degrees of freedom (2.365), not the normal 1.96, which covers ~90% (found in review).
+    The gate row judges |mean - 0.5|, so the AUC interval goes into its detail, not its ci."""
+    first = shuffled_label_canary(separable_frame(), FEATURES, CanarySettings(rounds=10), 2)
+    assert first is not None and first.controls == 8
+    aucs = np.asarray(first.control_roc_auc)
+    half = 2.3646242510 * aucs.std(ddof=1) / np.sqrt(aucs.size)  # t(0.975, 7)
+    assert first.roc_auc_ci.lower == pytest.approx(aucs.mean() - half, abs=1e-9)
+    assert first.roc_auc_ci.upper == pytest.approx(aucs.mean() + half, abs=1e-9)
+    assert "Student t" in first.roc_auc_ci.method
+    report = SimpleNamespace(metrics={}, leakage_canary=first)
+    [row] = judge_leakage(LeakageGuard(), report).checks  # type: ignore[arg-type]
+    assert row.observed == pytest.approx(abs(first.roc_auc - 0.5)) and row.ci is None
+    assert f"[{first.roc_auc_ci.lower:.4f}, {first.roc_auc_ci.upper:.4f}] 95%" in row.detail
+
+
 def test_control_is_absent_when_disabled_or_a_class_is_missing() -> None:
     frame = separable_frame()
     assert shuffled_label_canary(frame, FEATURES, CanarySettings(enabled=False), 2) is None
