@@ -21,7 +21,13 @@ MAX_DISTINCT = 20
 
 
 def _fmt(v: float) -> str:
-    return f"{v:g}"
+    """A value as a segment's name: whole numbers in full, others in the shortest form that
+    reads back as the same float, so two segments never share a name (``:g`` kept 6 digits:
+    ids 1000001 and 1000002 were both "1e+06")."""
+    v = float(v)
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
 
 
 def band_labels(spec: SliceSpec) -> list[str]:
@@ -39,6 +45,13 @@ def segments(
     spec: SliceSpec, column: pl.Series, source: str = "evaluation.slices"
 ) -> list[tuple[str, np.ndarray]]:
     """(label, row mask) per segment: bands or distinct values, then nulls if there are any."""
+    if not (column.dtype.is_numeric() or column.dtype == pl.Boolean):
+        raise ConfigError(
+            f"slice '{spec.name}': column '{spec.column}' is {column.dtype}: a slice reads a "
+            "numeric or boolean column of the frame (an event feature or a feature group's)",
+            source=source,
+            field=f"slices.{spec.name}.column",
+        )
     values = column.cast(pl.Float64).to_numpy()
     missing = np.isnan(values)
     out: list[tuple[str, np.ndarray]] = []

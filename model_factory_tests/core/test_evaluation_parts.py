@@ -120,6 +120,29 @@ def test_value_segments_and_too_many_values() -> None:
         segments(SliceSpec(name="amt", column="amount"), pl.Series(np.arange(30.0)))
 
 
+def test_segment_names_keep_every_digit_and_text_columns_are_refused_by_name() -> None:
+    """Names were formatted with 6 significant digits: three merchants became one name
+    "merchant_id = 1e+06" with three sets of metrics (found in review)."""
+    ids = pl.Series([1_000_001, 1_000_002, 1_000_003, 1_000_002])
+    got = segments(SliceSpec(name="merchant", column="merchant_id"), ids)
+    assert [label for label, _ in got] == [
+        f"merchant_id = {i}" for i in (1000001, 1000002, 1000003)
+    ]
+    bands = SliceSpec(name="amt", column="amount", edges=[0.1, 200, 1e9])
+    assert [label for label, _ in segments(bands, pl.Series([1.0]))] == [
+        "< 0.1",
+        "[0.1, 200)",
+        "[200, 1000000000)",
+        ">= 1000000000",
+    ]
+    flags = segments(SliceSpec(name="flag", column="f"), pl.Series([True, False, True]))
+    assert [(label, int(m.sum())) for label, m in flags] == [("f = 0", 1), ("f = 1", 2)]
+    # a text column (the frame's split is the only one) crashed with a raw cast error
+    with pytest.raises(ConfigError, match="is String") as refused:
+        segments(SliceSpec(name="by_split", column="split"), pl.Series(["test", "test"]))
+    assert refused.value.field == "slices.by_split.column"
+
+
 def test_slice_spec_validation() -> None:
     with pytest.raises(ValueError, match="increasing"):
         SliceSpec(name="a", column="x", edges=[2, 1])
