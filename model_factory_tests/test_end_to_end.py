@@ -265,15 +265,25 @@ def _schedule_tick(factory, instance, when: datetime):
 
 
 def test_weekly_schedule_trains_each_closed_week_once_its_inputs_are_complete(factory, tmp_path):
-    """The demo catalog's labels end with the week of 2026-03-09: a tick asks for the closed
-    weeks the catalog covers (keyed by week, so the daemon launches each once) and skips, with
-    intake's own reason, a week whose labels have not landed, instead of a run bound to fail."""
+    """The demo catalog's labels end with the week of 2026-03-09: a tick asks for the oldest
+    closed week the catalog covers (keyed by week, so the daemon launches each once), never two
+    weeks at once, and skips, with intake's own reason, a week whose labels have not landed,
+    instead of launching a run bound to fail."""
     with dg.instance_for_test(temp_dir=str(tmp_path)) as fresh:  # nothing trained yet
         first = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 3, tzinfo=UTC))
         assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
-            ("2026-03-02", "2026-03-02"),
-            ("2026-03-09", "2026-03-09"),
+            ("2026-03-02", "2026-03-02")
         ]
+        # while that week's run is going, the next week waits: its intake pins the champion
+        # and the earlier weeks' reports it is judged against
+        job = factory["defs"].resolve_job_def("weekly_training")
+        going = fresh.create_run_for_job(job, tags={"dagster/partition": "2026-03-02"})
+        waiting = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 4, tzinfo=UTC))
+        assert waiting.run_requests == []
+        assert f"2026-03-02: its run {going.run_id} is still going" in waiting.skip_message
+        fresh.report_run_canceled(going)
+        after = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 5, tzinfo=UTC))
+        assert [r.partition_key for r in after.run_requests] == ["2026-03-02"]
         # the week of 2026-03-16 has closed but its labels are not in the catalog: only the
         # week before is asked for
         late = _schedule_tick(factory, fresh, datetime(2026, 3, 23, 5, tzinfo=UTC))

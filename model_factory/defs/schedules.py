@@ -21,6 +21,12 @@ weekly_training_job = dg.define_asset_job(
 # The closed weeks a tick looks at: the newest and the one before, so a week whose labels land
 # after the next week has closed is still trained.
 LOOKBACK_WEEKS = 2
+_GOING = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
@@ -35,43 +41,61 @@ def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
     return str(getattr(bundle_id, "value", bundle_id) or "a bundle")
 
 
+def _going(instance: dg.DagsterInstance, week: str) -> str | None:
+    """The id of a run of the week still queued or going (any job: the schedule's, a backfill's,
+    the CLI's), else None."""
+    runs = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=_GOING, tags={"dagster/partition": week}), limit=1
+    )
+    return runs[0].dagster_run.run_id if runs else None
+
+
 def training_requests(
     instance: dg.DagsterInstance, resource: ModelFactoryResource, now: datetime
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """A run of each of the last closed weeks that has no bundle yet and whose inputs the
-    catalog covers, as intake will check them; otherwise why not, week by week."""
+    """A run of the oldest of the last closed weeks that has no bundle yet and whose inputs the
+    catalog covers, as intake will check them; otherwise why not, week by week.
+
+    One week a tick, and none while a run of an earlier week is going: a week's intake pins the
+    champion and the earlier weeks' reports it is judged against, so two weeks run at once
+    would judge the later without the earlier (see README, "The champion")."""
     weeks = WEEKLY_PARTITIONS.get_partition_keys(current_time=now)[-LOOKBACK_WEEKS:]
     if not weeks:
         return dg.SkipReason(f"no week has closed by {now:%Y-%m-%d %H:%M} UTC")
     # A run launched without config trains the default config (what the launchpad shows)
     config = TrainingConfig()
     catalog = resource.factory_env().catalog
-    requests, reasons = [], []
+    reasons = []
     for week in weeks:
         bundle = _trained(instance, week)
         if bundle is not None:
             reasons.append(f"{week}: trained already ({bundle})")
             continue
+        run_id = _going(instance, week)
+        if run_id is not None:
+            reasons.append(f"{week}: its run {run_id} is still going; later weeks wait for it")
+            break
         try:
             find_inputs(catalog, config, resolve_windows(week, config.split_policy))
         except ModelFactoryError as missing:
             reasons.append(f"{week}: inputs not complete yet: {missing}")
             continue
         # the run key makes the daemon launch a week once, however many ticks ask for it
-        requests.append(dg.RunRequest(partition_key=week, run_key=week))
-    return requests or dg.SkipReason("; ".join(reasons))
+        return [dg.RunRequest(partition_key=week, run_key=week)]
+    return dg.SkipReason("; ".join(reasons))
 
 
 # Hourly, not once a week: a week's late labels or snapshots often land hours after it closes,
-# and a run launched before them could only fail at intake. Each tick asks for the closed weeks
-# that are ready and untrained; the run key keeps a week to one run.
+# and a run launched before them could only fail at intake. Each tick asks for the oldest closed
+# week that is ready and untrained; the run key keeps a week to one run.
 @dg.schedule(
     cron_schedule="0 * * * *",
     job=weekly_training_job,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Trains each week once it has closed and its events and labels are in the "
-    "catalog; skips, with the reason, weeks not ready yet or already trained.",
+    description="Trains each week, in order, once it has closed and its events and labels are "
+    "in the catalog; skips, with the reason, weeks not ready yet, already trained, or waiting "
+    "for an earlier week's run.",
 )
 def weekly_training_schedule(
     context: dg.ScheduleEvaluationContext, model_factory: ModelFactoryResource
