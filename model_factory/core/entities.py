@@ -11,7 +11,7 @@ import polars as pl
 from model_factory.contracts import GovernancePolicy, IntakeReceipt
 from model_factory.core.governance import check_no_pii
 from model_factory.core.intake import reload_inputs
-from model_factory.core.manifests import file_uris, verify_manifest_files
+from model_factory.core.manifests import file_uris, scan_files, verify_manifest_files
 from model_factory.errors import SchemaMismatchError
 
 FIELD = "evaluation.entity_column"
@@ -41,7 +41,7 @@ def entities_of(
     if not uris:
         return pl.Series("entity", [None] * len(event_ids))
     found = (
-        pl.scan_parquet(uris)
+        scan_files(uris)
         .select("event_id", pl.col(column).alias("entity"))
         .join(ids.lazy(), on="event_id", how="semi")
         .unique("event_id", keep="first", maintain_order=True)

@@ -67,7 +67,7 @@ from model_factory.core.leakage import (
     avail_column,
     group_join_stats,
 )
-from model_factory.core.manifests import CatalogEntry, file_uris
+from model_factory.core.manifests import CatalogEntry, file_uris, scan_files
 from model_factory.core.maturity import label_maturity
 from model_factory.core.windows import data_span
 from model_factory.errors import SchemaMismatchError
@@ -117,7 +117,7 @@ class TrainingFrame:
 
 def _scan(entries: list[CatalogEntry]) -> pl.LazyFrame:
     uris = [u for e in entries for u in file_uris(e.manifest, e.uri)]
-    return pl.scan_parquet(uris)
+    return scan_files(uris)
 
 
 def _split_windows(windows: LeakagePolicy) -> list[tuple[str, TimeWindow]]:
@@ -1090,7 +1090,7 @@ def write_training_frame(
             for writer in evidence:
                 writer.close()
         plan.plans.clear()  # the snapshots have served
-        frame = pl.concat([pl.scan_parquet(path), pl.scan_parquet(evidence_path)], how="horizontal")
+        frame = pl.concat([scan_files([path]), scan_files([evidence_path])], how="horizontal")
         # batch by batch: the two files are read side by side, so no filter can be pushed
         # into one of them, and the in-memory engine would load every column a rule reads
         with pl.Config(engine_affinity="streaming"):

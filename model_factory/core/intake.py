@@ -33,6 +33,7 @@ from model_factory.core.manifests import (
     file_uris,
     manifest_digest,
     read_manifest,
+    scan_files,
     verify_manifest_files,
 )
 from model_factory.core.windows import data_span, resolve_windows
@@ -321,7 +322,7 @@ def check_label_values(entries: list[CatalogEntry], label_family: str) -> None:
     """The family's labels are 0 (genuine) or 1 (fraud) and never null: every family trains a
     binary classifier, so any other value is bad data, refused before it can become a label."""
     for e in entries:
-        frame = pl.scan_parquet(file_uris(e.manifest, e.uri))
+        frame = scan_files(file_uris(e.manifest, e.uri))
         if "label_family" in e.manifest.column_names():
             frame = frame.filter(pl.col("label_family") == label_family)
         found = frame.select(pl.col("label_value").unique().sort(nulls_last=True)).collect()
@@ -341,7 +342,7 @@ def check_event_ids(entries: list[CatalogEntry]) -> None:
     evaluation, or give two events one label, and a null id could never take a label."""
     ids = []
     for e in entries:
-        column = pl.scan_parquet(file_uris(e.manifest, e.uri)).select("event_id").collect()
+        column = scan_files(file_uris(e.manifest, e.uri)).select("event_id").collect()
         found = column.select(
             nulls=pl.col("event_id").null_count(), unique=pl.col("event_id").n_unique()
         ).row(0, named=True)

@@ -155,12 +155,19 @@ def _columns(schema: pa.Schema) -> list[ColumnSpec]:
     return [ColumnSpec(name=f.name, dtype=str(f.type)) for f in schema]
 
 
+def scan_files(uris: Sequence[str]) -> pl.LazyFrame:
+    """The listed files and nothing else. Polars reads ``*``, ``?`` and ``[...]`` in a path as a
+    pattern: a file literally named ``part-*.parquet`` would also pull in every sibling, and
+    whatever a symlink among them points to, none of it pinned, digested or location-checked."""
+    return pl.scan_parquet(list(uris), glob=False)
+
+
 def _time_range(uris: Sequence[str], column: str) -> tuple[datetime | None, datetime | None]:
     """Min and max of the time column; a null time belongs to no window and is refused."""
 
     def scan(files: list[str]) -> pl.DataFrame:
         return (
-            pl.scan_parquet(files)
+            scan_files(files)
             .select(
                 pl.col(column).min().alias("lo"),
                 pl.col(column).max().alias("hi"),

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from model_factory.contracts import GovernancePolicy, TrainingConfig
 from model_factory.core.canonical import sha256_hex
+from model_factory.core.frames import build_training_frame
 from model_factory.core.intake import intake
 from model_factory.core.manifests import Catalog, create_manifest
 from model_factory.core.registry import FileRegistry
@@ -727,6 +728,29 @@ def test_a_symlink_pointing_outside_the_catalog_is_refused(home):
 
     assert (err.source, err.field) == (str(_manifest(home, LABELS)), "files[0].path")
     assert str(outside) in str(err)
+
+
+def test_a_glob_character_in_a_path_reads_that_file_and_no_other(home):
+    """Polars took '*' in a listed path as a pattern: a file literally named 'part-*.parquet'
+    passed the location and digest checks, then its sibling (here a symlink to rows outside
+    every root) was read into the frame too, unpinned (found in review)."""
+    listed = _data(home, EVENTS).with_name("part-*.parquet")
+    _data(home, EVENTS).rename(listed)
+    _point_at(home, EVENTS, f"{WINDOW}/part-*.parquet")
+    stranger = home / "elsewhere" / "part-0.parquet"
+    stranger.parent.mkdir()
+    rows = pl.read_parquet(listed, glob=False)
+    rows.with_columns(
+        pl.concat_str(pl.lit("OUTSIDE-"), "event_id").alias("event_id")
+    ).write_parquet(stranger)
+    listed.with_name("part-x.parquet").symlink_to(stranger)
+    policy = GovernancePolicy()
+
+    receipt, inputs = intake(_env(home, policy).catalog, TrainingConfig(), WEEK, policy)
+    frame = build_training_frame(receipt, inputs, policy).frame
+
+    assert frame.height > 0
+    assert not frame["event_id"].str.starts_with("OUTSIDE-").any()
 
 
 def test_a_symlinked_folder_pointing_outside_the_catalog_is_refused(home):
