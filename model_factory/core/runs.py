@@ -188,8 +188,9 @@ def frame_file(
 
 
 def _same_policy(env: FactoryEnv, receipt: IntakeReceipt, source: str) -> None:
-    """The frame is read under the policy the intake pinned (it is in the train run id): under
-    another one a column it denies could reach the frame of a run recorded as obeying it."""
+    """Every stage that reads the policy runs under the one the intake pinned (it is in the train
+    run id): under another, a column it denies could reach the frame of a run recorded as
+    obeying it, or the gate could judge by other floors and overrides than the bundle names."""
     current = policy_digest(env.policy)
     if receipt.policy_digest is not None and receipt.policy_digest != current:
         raise PolicyViolationError(
@@ -275,6 +276,7 @@ def stage_evaluation(
 ) -> StageResult:
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
+    _same_policy(env, receipt, intake_ref.uri)
     record = load_document(frame_ref, TrainingFrameRecord)
     _same_run(receipt, record)
     frame = load_frame(record)
@@ -337,6 +339,7 @@ def stage_gate(
     """Judge the candidate: its report, its test scores, the champion on the same rows."""
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
+    _same_policy(env, receipt, intake_ref.uri)
     record = load_document(frame_ref, TrainingFrameRecord)
     report = load_document(report_ref, EvaluationReport)
     _same_run(receipt, record, report)
@@ -389,6 +392,7 @@ def stage_bundle(
     (result, bundle, created)."""
     started = time.perf_counter()
     receipt = load_document(intake_ref, IntakeReceipt)
+    _same_policy(env, receipt, intake_ref.uri)
     record = load_document(frame_ref, TrainingFrameRecord)
     gate = load_document(gate_ref, GateReceipt)
     report = load_document(report_ref, EvaluationReport)

@@ -37,7 +37,15 @@ from model_factory.core.intake import intake
 from model_factory.core.manifests import Catalog, create_manifest
 from model_factory.core.registry import FileRegistry
 from model_factory.core.reproduce import reproduce_bundle
-from model_factory.core.runs import FactoryEnv, stage_frame, stage_intake
+from model_factory.core.runs import (
+    FactoryEnv,
+    stage_bundle,
+    stage_evaluation,
+    stage_frame,
+    stage_gate,
+    stage_intake,
+    stage_model,
+)
 from model_factory.core.settings import Settings, load_policy
 from model_factory.core.storage import ArtifactStore
 from model_factory.definitions import build_definitions
@@ -277,6 +285,31 @@ def test_the_frame_builder_refuses_a_pii_column_whatever_the_receipt_says(home):
     assert info.value.field == "event_features" and "is_night" in str(info.value)
     assert info.value.source == receipt.train_run_id
     assert list((home / "store").rglob("*.parquet")) == []
+
+
+def test_every_stage_that_reads_the_policy_refuses_another_than_the_pinned_one(home):
+    """Only the frame stage checked: a policy swapped after it (no overrides, higher floors)
+    was not the one the gate judged by, and the bundle named the pinned policy's digest over
+    a verdict reached under the other (found in review)."""
+    env = _env(home)
+    run = stage_intake(env, TrainingConfig(), WEEK)
+    frame = stage_frame(env, run.ref)
+    model = stage_model(env, run.ref, frame.ref)
+    report = stage_evaluation(env, run.ref, frame.ref, model.ref)
+    gate = stage_gate(env, run.ref, frame.ref, model.ref, report.ref)
+    other = _env(home, GovernancePolicy(allow_override=False))
+    stages = {
+        "evaluation": lambda: stage_evaluation(other, run.ref, frame.ref, model.ref),
+        "gate": lambda: stage_gate(other, run.ref, frame.ref, model.ref, report.ref),
+        "bundle": lambda: stage_bundle(
+            other, run.ref, frame.ref, model.ref, report.ref, gate.ref, write=False
+        ),
+    }
+    for name, stage in stages.items():
+        with pytest.raises(PolicyViolationError) as info:
+            stage()
+        assert (info.value.field, info.value.source) == ("policy_digest", run.ref.uri), name
+    assert not list((home / "store").rglob("bundle*.json"))
 
 
 def test_no_snapshot_from_outside_the_allowed_data_window_is_joined(home):
