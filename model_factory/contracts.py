@@ -1701,6 +1701,13 @@ class GovernancePolicy(_Contract):
         "mandatory_criteria, else only its name is checked.",
     )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
+    min_confidence_level: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1,
+        description="The lowest gates.confidence_level a config may set: a narrower interval "
+        "raises every CI lower bound the gate judges, which relaxes their floors.",
+    )
     allowed_triggerers: list[str] | None = Field(
         None,
         description="fnmatch patterns of who may trigger training, e.g. 'schedule:*'; null = anyone.",

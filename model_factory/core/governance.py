@@ -22,7 +22,7 @@ from model_factory.errors import PolicyViolationError
 # Fields added to the policy after bundles were pinned to its digest: left out of the digest
 # while they hold their default, so a policy that does not use one keeps the digest it had (and
 # its bundles still reproduce). The default is what those bundles were judged under.
-_ADDED_LATER = ("criterion_meanings",)
+_ADDED_LATER = ("criterion_meanings", "min_confidence_level")
 
 
 def policy_document(policy: GovernancePolicy) -> bytes:
@@ -143,6 +143,14 @@ def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: 
                 source=source,
                 field=f"gates.criteria[{i}].threshold",
             )
+    if settings.confidence_level < policy.min_confidence_level:
+        raise PolicyViolationError(
+            f"gates.confidence_level {settings.confidence_level:g} is below the policy's "
+            f"{policy.min_confidence_level:g}: a narrower interval raises every lower bound the "
+            "gate judges",
+            source=source,
+            field="gates.confidence_level",
+        )
     if settings.override is not None and not policy.allow_override:
         raise PolicyViolationError(
             "the policy does not allow gate overrides", source=source, field="gates.override"

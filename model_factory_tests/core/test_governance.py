@@ -123,6 +123,21 @@ def test_a_criterion_keeps_the_metric_and_kind_its_name_has_under_the_policy(nam
     check_gate_policy(gates, GovernancePolicy(criterion_meanings={name: meaning}), None)
 
 
+def test_a_narrower_confidence_level_is_refused_below_the_policys():
+    """At 0.51 a CI lower bound sits near the point value: a config kept every floor and still
+    passed a week that failed at 0.95 (found in review)."""
+    narrow = GateSettings(confidence_level=0.51)
+    with pytest.raises(PolicyViolationError) as info:
+        check_gate_policy(narrow, GovernancePolicy(), "policy.yaml")
+    assert (info.value.source, info.value.field) == ("policy.yaml", "gates.confidence_level")
+    check_gate_policy(GateSettings(confidence_level=0.99), GovernancePolicy(), None)
+    check_gate_policy(narrow, GovernancePolicy(min_confidence_level=0.5001), None)
+    # left at its default, the field keeps the digests of the policies written before it
+    assert policy_digest(GovernancePolicy(min_confidence_level=0.95)) == policy_digest(
+        GovernancePolicy()
+    )
+
+
 def test_a_policy_names_its_own_criteria_meanings_and_keeps_the_defaults(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(
@@ -173,7 +188,8 @@ def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlie
     )
     for policy in (GovernancePolicy(), GovernancePolicy(pii_columns=["secret"])):
         earlier = policy.model_dump(mode="json")
-        del earlier["criterion_meanings"]  # the document before the field existed
+        del earlier["criterion_meanings"]  # the document before the fields existed
+        del earlier["min_confidence_level"]
         assert policy_digest(policy) == sha256_hex(canonical_json(earlier))
         explicit = policy.model_copy(update={"criterion_meanings": _default_meanings()})
         assert policy_digest(explicit) == policy_digest(policy)
