@@ -11,6 +11,7 @@ of every content digest, so rebuilding the same train run yields the same ids (A
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -295,11 +296,31 @@ def _default_criteria() -> list[GateCriterionSpec]:
     ]
 
 
+def visible_text(text: str) -> str:
+    """``text`` as a reader sees it: NFKC-normalised, without format or control characters
+    (zero-width spaces and the like) and without surrounding whitespace."""
+    normal = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in normal if unicodedata.category(c) not in ("Cf", "Cc")).strip()
+
+
 class GateOverride(_Contract):
     """A forced PASS: only with a named reason and approver, recorded in the receipt and ledger."""
 
     reason: str = Field(min_length=10, description="Why the gate verdict is overridden.")
     approver: str = Field(min_length=1, description="Who approved the override.")
+
+    @field_validator("reason", "approver")
+    @classmethod
+    def _readable(cls, value: str, info: Any) -> str:
+        # counted as a reader sees them: ten spaces were a reason, a zero-width space an approver
+        shown = visible_text(value)
+        least = 10 if info.field_name == "reason" else 1
+        if len(shown) < least or not any(c.isalnum() for c in shown):
+            raise ValueError(
+                f"{info.field_name}: needs at least {least} visible character(s), letters or "
+                "digits among them"
+            )
+        return shown
 
 
 class LeakageGuard(_Contract):
@@ -1701,6 +1722,11 @@ class GovernancePolicy(_Contract):
         "mandatory_criteria, else only its name is checked.",
     )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
+    override_approvers: list[str] | None = Field(
+        None,
+        description="fnmatch patterns of who may approve a gate override, e.g. 'risk-*'; null = "
+        "anyone (an override is still recorded with its approver).",
+    )
     min_confidence_level: float = Field(
         0.95,
         gt=0.5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from fnmatch import fnmatch
+from fnmatch import fnmatch, fnmatchcase
 
 import polars as pl
 
@@ -22,7 +22,7 @@ from model_factory.errors import PolicyViolationError
 # Fields added to the policy after bundles were pinned to its digest: left out of the digest
 # while they hold their default, so a policy that does not use one keeps the digest it had (and
 # its bundles still reproduce). The default is what those bundles were judged under.
-_ADDED_LATER = ("criterion_meanings", "min_confidence_level")
+_ADDED_LATER = ("criterion_meanings", "min_confidence_level", "override_approvers")
 
 
 def policy_document(policy: GovernancePolicy) -> bytes:
@@ -154,4 +154,16 @@ def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: 
     if settings.override is not None and not policy.allow_override:
         raise PolicyViolationError(
             "the policy does not allow gate overrides", source=source, field="gates.override"
+        )
+    approvers = policy.override_approvers
+    if (
+        settings.override is not None
+        and approvers is not None
+        and not any(fnmatchcase(settings.override.approver, p) for p in approvers)
+    ):
+        raise PolicyViolationError(
+            f"'{settings.override.approver}' may not approve a gate override under the policy "
+            f"(approvers: {approvers})",
+            source=source,
+            field="gates.override.approver",
         )

@@ -6,6 +6,7 @@ import pytest
 
 from model_factory.contracts import (
     GateCriterionSpec,
+    GateOverride,
     GateSettings,
     GovernancePolicy,
     TrainingConfig,
@@ -138,6 +139,35 @@ def test_a_narrower_confidence_level_is_refused_below_the_policys():
     )
 
 
+@pytest.mark.parametrize(
+    ("reason", "approver"),
+    [(" " * 10, "alice"), ("a" * 9 + "\u200b", "alice"), ("risk accepted for Q2", "\u200b")],
+)
+def test_an_override_needs_a_visible_reason_and_approver(reason, approver):
+    """Ten spaces passed as a reason and a zero-width space as an approver: the receipt and
+    registry then read 'FORCED PASS by :' (found in review)."""
+    with pytest.raises(ValueError, match="visible"):
+        GateOverride(reason=reason, approver=approver)
+    shown = GateOverride(reason="  risk accepted\u200b for Q2 ", approver=" alice\u200b")
+    assert (shown.reason, shown.approver) == ("risk accepted for Q2", "alice")
+
+
+def test_only_the_policys_approvers_may_override():
+    override = GateOverride(reason="risk accepted for Q2", approver="mallory")
+    gates = GateSettings(override=override)
+    policy = GovernancePolicy(override_approvers=["risk-*", "alice"])
+    with pytest.raises(PolicyViolationError) as info:
+        check_gate_policy(gates, policy, "policy.yaml")
+    assert info.value.field == "gates.override.approver" and "mallory" in str(info.value)
+    check_gate_policy(
+        GateSettings(override=override.model_copy(update={"approver": "risk-bob"})), policy, None
+    )
+    check_gate_policy(gates, GovernancePolicy(), None)  # no list: anyone, recorded by name
+    assert policy_digest(GovernancePolicy(override_approvers=None)) == policy_digest(
+        GovernancePolicy()
+    )
+
+
 def test_a_policy_names_its_own_criteria_meanings_and_keeps_the_defaults(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(
@@ -190,6 +220,7 @@ def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlie
         earlier = policy.model_dump(mode="json")
         del earlier["criterion_meanings"]  # the document before the fields existed
         del earlier["min_confidence_level"]
+        del earlier["override_approvers"]
         assert policy_digest(policy) == sha256_hex(canonical_json(earlier))
         explicit = policy.model_copy(update={"criterion_meanings": _default_meanings()})
         assert policy_digest(explicit) == policy_digest(policy)
