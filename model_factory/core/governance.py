@@ -14,6 +14,7 @@ from model_factory.contracts import (
     GovernancePolicy,
     LeakagePolicy,
     TimeWindow,
+    visible_text,
 )
 from model_factory.core.canonical import canonical_json, sha256_hex
 from model_factory.core.windows import data_span
@@ -81,10 +82,17 @@ def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: 
 
 
 def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
-    """Column names the policy calls PII (by exact name or by pattern)."""
-    named = {c.lower() for c in policy.pii_columns}
+    """Column names the policy calls PII (by exact name or by pattern), each read both as
+    written and as a reader sees it (NFKC: fullwidth letters, no-break and zero-width spaces,
+    surrounding blanks), so ``ｐｈｏｎｅ`` or ``phone\u200b`` is ``phone``."""
+    named = {visible_text(c).casefold() for c in policy.pii_columns}
     patterns = [re.compile(p) for p in policy.pii_patterns]
-    return [c for c in columns if c.lower() in named or any(p.search(c) for p in patterns)]
+
+    def pii(column: str) -> bool:
+        forms = {column, visible_text(column)}
+        return any(f.casefold() in named or any(p.search(f) for p in patterns) for f in forms)
+
+    return [c for c in columns if pii(c)]
 
 
 def check_no_pii(

@@ -19,8 +19,9 @@ from model_factory.core.governance import (
     pii_columns,
     policy_digest,
 )
+from model_factory.core.intake import _check_feature
 from model_factory.core.settings import Settings, load_policy
-from model_factory.errors import ConfigError, PolicyViolationError
+from model_factory.errors import ConfigError, PolicyViolationError, SchemaMismatchError
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,27 @@ from model_factory.errors import ConfigError, PolicyViolationError
 )
 def test_pii_columns_are_found_by_name_or_pattern(column):
     assert pii_columns(GovernancePolicy(), [column, "amount"]) == [column]
+
+
+@pytest.mark.parametrize(
+    "column", ["ｐｈｏｎｅ", "phone\u200b", "ip_address ", " EMAIL", "card\u00adnumber"]
+)
+def test_pii_is_found_under_the_name_a_reader_sees(column):
+    """Only lowercased before: a fullwidth, zero-width-spaced, soft-hyphenated or blank-padded
+    PII name passed the policy (found in review)."""
+    assert pii_columns(GovernancePolicy(), [column]) == [column]
+
+
+@pytest.mark.parametrize(
+    "column",
+    ["\u0440hone", "full\u00a0name", "ＡＢ", "amount ", "ph\u03bfne"],  # Cyrillic р, Greek ο
+)
+def test_a_feature_name_that_reads_as_another_is_refused(column):
+    with pytest.raises(SchemaMismatchError) as info:
+        _check_feature(column, column, "double", "events.json", "event_features")
+    assert (info.value.source, info.value.field) == ("events.json", "event_features")
+    for fine in ("amount", "montant_é", "金額", "mean_7d"):
+        _check_feature(fine, fine, "double", "events.json", "event_features")
 
 
 @pytest.mark.parametrize(
