@@ -1320,7 +1320,8 @@ class OperationalLimits(_Contract):
     within_review_capacity: bool = Field(description="The candidate alone, at full traffic.")
     max_traffic_share_within_capacity: float = Field(
         description="Largest share s in [0, 1] with s x candidate + (1 - s) x champion alerts "
-        "within the capacity on every test day."
+        "within the capacity on every test day where the candidate raises the alert volume (a day "
+        "both models are over capacity but the candidate alerts less does not hold it back)."
     )
     latency_budget_p50_us: float
     latency_within_budget: bool | None = Field(

@@ -113,6 +113,12 @@ def decision_policy(
             f"decline rule {_name(settings.decline)} not attainable on val: "
             "nothing is declined automatically"
         )
+    if review is None and decline is not None:
+        notes.append(
+            f"decline threshold {decline:.6g} dropped: nothing is reviewed, and a row is declined "
+            "only if it would be reviewed"
+        )
+        decline = None
     if review is not None and decline is not None and decline < review:
         notes.append(
             f"decline threshold {decline:.6g} was below the review threshold "

@@ -215,7 +215,8 @@ def _outcomes(
         )
         for i, name in enumerate(names)
     ]
-    per_day = values(cand.sum(axis=0) / d, champ.sum(axis=0) / d, sums.sum(axis=0) / d)
+    # no test day: no mean per day (0/0 wrote NaN into the document)
+    per_day = values(cand.sum(axis=0) / d, champ.sum(axis=0) / d, sums.sum(axis=0) / d) if d else []
     return OutcomeDeltas(
         amount_column=amount_column if has_amount else None, days=days, per_day=per_day
     )
@@ -290,8 +291,8 @@ def _share(value: float | None) -> str:
     return "n/a (neither model flags any)" if value is None else f"{value:.3f}"
 
 
-def _outcome(outcomes: OutcomeDeltas, metric: str) -> OutcomeValue:
-    return next(o for o in outcomes.per_day if o.metric == metric)
+def _outcome(outcomes: OutcomeDeltas, metric: str) -> OutcomeValue | None:
+    return next((o for o in outcomes.per_day if o.metric == metric), None)
 
 
 def recommend(
@@ -331,13 +332,18 @@ def recommend(
         )
     if decisions is not None and outcomes is not None:
         overlap = decisions.alert_overlap
-        if overlap is not None and overlap < settings.shadow_below_alert_overlap:
+        if overlap is None:
+            # nothing about the decisions was tried: no evidence for any traffic
+            shadow.append("no alerts to compare: neither model flags a test row for review")
+        elif overlap < settings.shadow_below_alert_overlap:
             shadow.append(
                 f"decisions differ a lot: alert overlap {overlap:.3f} < "
                 f"{settings.shadow_below_alert_overlap}"
             )
         caught = _outcome(outcomes, "frauds_caught")
-        if caught.delta_ci is not None and caught.delta_ci.upper < 0:
+        if caught is None:
+            shadow.append("no test day: no outcomes to compare")
+        elif caught.delta_ci is not None and caught.delta_ci.upper < 0:
             shadow.append(
                 f"catches fewer frauds: {caught.delta:+.2f}/day, CI upper "
                 f"{caught.delta_ci.upper:+.2f} < 0"
@@ -346,6 +352,7 @@ def recommend(
         return ReadinessRecommendation(stage="shadow", traffic_share=0.0, reasons=shadow)
     assert decisions is not None and outcomes is not None  # no champion is a shadow reason
     caught, false = _outcome(outcomes, "frauds_caught"), _outcome(outcomes, "false_alerts")
+    assert caught is not None and false is not None  # no test day is a shadow reason
     overlap = decisions.alert_overlap
     ramp_blockers = []
     if overlap is not None and overlap < settings.ramp_min_alert_overlap:

@@ -77,6 +77,24 @@ def test_operating_metrics_without_positives_leave_recall_and_f1_unmeasured() ->
     assert m.precision_ci is not None and m.alert_rate_ci is not None
 
 
+def test_nothing_is_declined_when_nothing_is_reviewed() -> None:
+    """The review rule unattainable on validation, the decline rule attainable: rows were
+    declined while the notes said nothing is reviewed (found in review)."""
+    rng = np.random.default_rng(0)
+    y = (rng.random(5000) < 0.05).astype(np.int64)
+    score = np.clip(0.4 * y + rng.random(5000) * 0.7, 0, 1)
+    score[np.flatnonzero(y == 0)[0]] = 1.0  # a genuine row on top: no threshold is 99.9% fraud
+    settings = EvaluationSettings(
+        review=ThresholdRule(basis="precision", target=0.999),
+        decline=ThresholdRule(basis="precision", target=0.6),
+    )
+    assert threshold_for(settings.decline, y, score) is not None
+    got = decision_policy(settings, y, score)
+    assert got.review_threshold is None and got.decline_threshold is None
+    assert any("nothing is reviewed" in n for n in got.notes)
+    assert any("decline threshold" in n and "dropped" in n for n in got.notes)
+
+
 def test_a_segment_without_positives_reports_no_recall_at_the_policy() -> None:
     rng = np.random.default_rng(0)
     seg = np.repeat([0.0, 1.0], 200)

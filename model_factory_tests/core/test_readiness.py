@@ -131,6 +131,27 @@ def synthetic(seed: int = 0, rows: int = 7000, champion: bool = True, **kw) -> R
 # ------------------------------------------------------------------------------- pure computation
 
 
+def test_no_alerts_on_either_side_is_no_evidence_for_any_traffic():
+    """Neither policy reviews anything (its rule was not attainable on validation): the
+    decisions were never tried, and readiness said 'ramp' (found in review)."""
+    nothing = policy(None, None)
+    doc = compute_readiness(
+        synthetic(candidate_policy=nothing, champion_policy=nothing), ReadinessSettings()
+    )
+    assert doc.decisions.alert_overlap is None
+    assert doc.recommendation.stage == "shadow"
+    assert any("neither model flags" in r for r in doc.recommendation.reasons)
+
+
+def test_no_test_rows_write_no_mean_per_day_and_no_nan():
+    empty = synthetic(rows=0)
+    doc = compute_readiness(empty, ReadinessSettings())
+    assert doc.outcomes is not None and doc.outcomes.per_day == [] and doc.outcomes.days == []
+    assert doc.recommendation.stage == "shadow"
+    text = doc.model_dump_json()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the document"))
+
+
 def test_decision_counts_tie_out_with_operating_metrics_of_each_model():
     inputs = synthetic()
     doc = compute_readiness(inputs, ReadinessSettings(bootstrap_resamples=200))
