@@ -36,12 +36,13 @@ from model_factory.defs.ledger import (
     materialize_result,
     provenance,
     run_intake_ref,
+    unverified_trigger,
     upstream_ref,
 )
 from model_factory.defs.partitions import WEEKLY_PARTITIONS
 from model_factory.defs.pools import TRAINING_POOL
 from model_factory.defs.resources import ModelFactoryResource
-from model_factory.errors import ModelFactoryError
+from model_factory.errors import ModelFactoryError, PolicyViolationError
 
 GROUP = "training"
 LEAKAGE_CHECK = "leakage_audit_clean"
@@ -125,8 +126,14 @@ def dataset_manifests(
 ) -> dg.MaterializeResult:
     """Intake: resolve the week's windows, find and verify every manifest, pin the train run."""
     cfg = to_contract(config)
+    env = model_factory.factory_env()
+    if env.policy.allowed_triggerers is not None:
+        # the policy names who may train: a trigger the run's tags claim must be the instance's
+        doubt = unverified_trigger(context.instance, context.run)
+        if doubt is not None:
+            raise PolicyViolationError(doubt, source=env.policy_source, field="allowed_triggerers")
     result = stage_intake(
-        model_factory.factory_env(),
+        env,
         cfg,
         context.partition_key,
         provenance(context),

@@ -42,6 +42,41 @@ def triggered_by(tags: dict[str, str]) -> str:
     return tags.get("model_factory/triggered_by", "ui")
 
 
+def _tick(instance: dg.DagsterInstance, tick_id: str | None):
+    if not tick_id or not tick_id.isdigit():
+        return None
+    try:
+        return instance.schedule_storage.get_tick(int(tick_id))  # type: ignore[union-attr]
+    except Exception:  # no such tick (the storage raises its own not-found errors)
+        return None
+
+
+def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
+    """Why the instance's own records do not confirm who the run's tags say started it, or None.
+
+    Whoever launches a run in Dagster OSS may set its tags, so a ``dagster/schedule_name`` tag
+    alone does not make a run the schedule's. The daemon tags a schedule's or sensor's run with
+    the tick that launched it, and that tick, in the instance's schedule storage, names the
+    schedule or sensor and the run (a sensor reserves its run ids before it launches them; a
+    schedule's tick still going has not written them yet). A backfill's run names a backfill
+    the instance holds. Other claims (a user, the CLI, the UI) have nothing to check against."""
+    tags = dict(run.tags)
+    claim = triggered_by(tags)
+    kind, _, name = claim.partition(":")
+    if kind in ("schedule", "sensor"):
+        tick = _tick(instance, tags.get("dagster/tick"))
+        launched = tick is not None and (
+            run.run_id
+            in (*(tick.tick_data.run_ids or []), *(tick.tick_data.reserved_run_ids or []))
+            or (kind == "schedule" and tick.status.value == "STARTED")
+        )
+        if tick is None or tick.instigator_name != name or not launched:
+            return f"the run's tags say {claim}, but no tick of {kind} '{name}' launched it"
+    if kind == "backfill" and instance.get_backfill(name) is None:
+        return f"the run's tags say {claim}, but the instance holds no backfill '{name}'"
+    return None
+
+
 def provenance(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Provenance:
     tags = {k: str(v) for k, v in context.run.tags.items()}
     return Provenance(triggered_by=triggered_by(tags), dagster_run_id=context.run.run_id, tags=tags)

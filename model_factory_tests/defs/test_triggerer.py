@@ -1,0 +1,107 @@
+"""A policy's allowed_triggerers against run tags anyone may set: the trigger a run claims must be
+one the Dagster instance's own records confirm (found in the governance review: a
+`dagster/schedule_name` tag added in the launchpad passed `schedule:*`)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickData, TickStatus
+
+from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
+from model_factory.definitions import build_definitions
+from model_factory.defs.resources import ModelFactoryResource
+from model_factory.ledger import read_ledger
+
+WEEK = "2026-02-23"
+SCHEDULE = "weekly_training_schedule"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("triggerer")
+    generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=300, weeks=8))
+    policy = root / "policy.json"
+    policy.write_text(json.dumps({"allowed_triggerers": ["schedule:*", "backfill:*"]}))
+    defs = build_definitions(
+        ModelFactoryResource(
+            catalog_url=str(root / "catalog"),
+            store_url=str(root / "store"),
+            policy_path=str(policy),
+        )
+    )
+    (root / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        yield {"defs": defs, "instance": instance, "policy": str(policy)}
+
+
+def _tick(instance: dg.DagsterInstance, name: str, status: TickStatus) -> int:
+    data = TickData(
+        instigator_origin_id="origin",
+        instigator_name=name,
+        instigator_type=InstigatorType.SCHEDULE,
+        status=status,
+        timestamp=time.time(),
+        run_ids=[],
+        selector_id="selector",
+    )
+    return instance.create_tick(data).tick_id
+
+
+def _intake(world, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
+    return (
+        world["defs"]
+        .resolve_job_def("weekly_training")
+        .execute_in_process(
+            partition_key=WEEK,
+            instance=world["instance"],
+            asset_selection=[dg.AssetKey("dataset_manifests")],
+            tags=tags,
+            raise_on_error=False,
+        )
+    )
+
+
+def _refusal(result: dg.ExecuteInProcessResult) -> str:
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    messages = []
+    while error is not None:  # Dagster wraps the user error; ours is the cause
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def test_a_schedule_tag_alone_does_not_make_a_run_the_schedules(world):
+    refused = _intake(world, {"dagster/schedule_name": SCHEDULE})
+    assert not refused.success
+    message = _refusal(refused)
+    assert "PolicyViolationError" in message and "field 'allowed_triggerers'" in message
+    assert f"no tick of schedule '{SCHEDULE}' launched it" in message
+    assert world["policy"] in message
+    [record] = [
+        r for r in read_ledger(world["instance"]) if r.attempts[0].dagster_run_id == refused.run_id
+    ]
+    assert record.status == "failed" and "allowed_triggerers" in record.error
+
+
+def test_a_run_of_a_tick_of_that_schedule_is_the_schedules(world):
+    going = _tick(world["instance"], SCHEDULE, TickStatus.STARTED)
+    ran = _intake(world, {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(going)})
+    assert ran.success
+    # a tick of another schedule, or a finished tick that did not launch this run, is not
+    other = _tick(world["instance"], "some_other_schedule", TickStatus.STARTED)
+    done = _tick(world["instance"], SCHEDULE, TickStatus.SUCCESS)
+    for tick in (other, done, 10**9):
+        result = _intake(world, {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(tick)})
+        assert not result.success and "no tick of schedule" in _refusal(result), tick
+
+
+def test_a_backfill_tag_must_name_a_backfill_of_the_instance(world):
+    result = _intake(world, {"dagster/backfill": "madeup"})
+    assert not result.success
+    assert "the instance holds no backfill 'madeup'" in _refusal(result)
