@@ -1723,6 +1723,12 @@ class GovernancePolicy(_Contract):
         "mandatory_criteria, else only its name is checked.",
     )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
+    model_families: list[str] | None = Field(
+        None,
+        description="fnmatch patterns of the model families a config may train; null = any. A "
+        "new family has no champion and no history, so criteria against them do not apply: "
+        "naming the families keeps a config from dodging them under a new name.",
+    )
     override_approvers: list[str] | None = Field(
         None,
         description="fnmatch patterns of who may approve a gate override, e.g. 'risk-*'; null = "

@@ -23,7 +23,12 @@ from model_factory.errors import PolicyViolationError
 # Fields added to the policy after bundles were pinned to its digest: left out of the digest
 # while they hold their default, so a policy that does not use one keeps the digest it had (and
 # its bundles still reproduce). The default is what those bundles were judged under.
-_ADDED_LATER = ("criterion_meanings", "min_confidence_level", "override_approvers")
+_ADDED_LATER = (
+    "criterion_meanings",
+    "min_confidence_level",
+    "override_approvers",
+    "model_families",
+)
 
 
 def policy_document(policy: GovernancePolicy) -> bytes:
@@ -113,6 +118,17 @@ def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | N
             f"'{triggered_by}' may not trigger training (allowed: {policy.allowed_triggerers})",
             source=source,
             field="allowed_triggerers",
+        )
+
+
+def check_model_family(policy: GovernancePolicy, family: str, source: str | None) -> None:
+    families = policy.model_families
+    if families is not None and not any(fnmatchcase(family, p) for p in families):
+        raise PolicyViolationError(
+            f"model family '{family}' is not one the policy lets configs train ({families}): a "
+            "new family is judged against no champion and no history",
+            source=source,
+            field="model_family",
         )
 
 

@@ -23,6 +23,7 @@ from model_factory.contracts import (
 from model_factory.core.governance import (
     check_data_window,
     check_gate_policy,
+    check_model_family,
     check_no_pii,
     check_triggerer,
     policy_digest,
@@ -451,6 +452,7 @@ def intake(
     (with the champion and the earlier weeks its gate will compare with)."""
     windows = resolve_windows(partition_key, config.split_policy)
     check_gate_policy(config.gates, policy, source=policy_source)
+    check_model_family(policy, config.model_family, source=policy_source)
     check_data_window(policy, windows, source=policy_source)
     if provenance is not None:
         check_triggerer(policy, provenance.triggered_by, source=policy_source)

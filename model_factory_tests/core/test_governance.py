@@ -15,6 +15,7 @@ from model_factory.contracts import (
 from model_factory.core.canonical import canonical_json, sha256_hex
 from model_factory.core.governance import (
     check_gate_policy,
+    check_model_family,
     check_triggerer,
     pii_columns,
     policy_digest,
@@ -174,6 +175,18 @@ def test_an_override_needs_a_visible_reason_and_approver(reason, approver):
     assert (shown.reason, shown.approver) == ("risk accepted for Q2", "alice")
 
 
+def test_only_the_policys_model_families_may_be_trained():
+    """A new family has no champion: a weaker model passed a mandatory non-inferiority
+    criterion as 'first model' by renaming its family (found in review)."""
+    policy = GovernancePolicy(model_families=["fraud_xgb"])
+    with pytest.raises(PolicyViolationError) as info:
+        check_model_family(policy, "fraud_xgb_b", "policy.yaml")
+    assert (info.value.source, info.value.field) == ("policy.yaml", "model_family")
+    check_model_family(policy, "fraud_xgb", None)
+    check_model_family(GovernancePolicy(), "anything", None)  # no list: any family
+    assert policy_digest(GovernancePolicy(model_families=None)) == policy_digest(GovernancePolicy())
+
+
 def test_only_the_policys_approvers_may_override():
     override = GateOverride(reason="risk accepted for Q2", approver="mallory")
     gates = GateSettings(override=override)
@@ -243,6 +256,7 @@ def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlie
         del earlier["criterion_meanings"]  # the document before the fields existed
         del earlier["min_confidence_level"]
         del earlier["override_approvers"]
+        del earlier["model_families"]
         assert policy_digest(policy) == sha256_hex(canonical_json(earlier))
         explicit = policy.model_copy(update={"criterion_meanings": _default_meanings()})
         assert policy_digest(explicit) == policy_digest(policy)

@@ -312,6 +312,15 @@ def test_every_stage_that_reads_the_policy_refuses_another_than_the_pinned_one(h
     assert not list((home / "store").rglob("bundle*.json"))
 
 
+def test_intake_refuses_a_family_the_policy_does_not_name(home):
+    policy = GovernancePolicy(model_families=["fraud_xgb"])
+    config = TrainingConfig(model_family="fraud_xgb_b")
+    with pytest.raises(PolicyViolationError) as info:
+        stage_intake(_env(home, policy, "policy.yaml"), config, WEEK)
+    assert (info.value.source, info.value.field) == ("policy.yaml", "model_family")
+    assert _nothing_written(home)
+
+
 def test_no_snapshot_from_outside_the_allowed_data_window_is_joined(home):
     """Intake checks the windows events and labels are read in; snapshots reach back before
     them (card_status has no TTL: to its first one). The policy's window binds them too."""
