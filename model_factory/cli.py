@@ -349,13 +349,18 @@ def _instance(settings: Settings):
 def _check_before_running(config: TrainingConfig, config_path: str | None, settings) -> None:
     """What would fail every week's intake, refused before any run starts: a config the
     governance policy forbids, and a dataset it names that the catalog does not have."""
-    from model_factory.core.governance import check_gate_policy, check_model_family
+    from model_factory.core.governance import (
+        check_gate_policy,
+        check_leakage_checks,
+        check_model_family,
+    )
 
     source = config_path or "the default TrainingConfig"
     policy_source = settings.policy_path or "built-in default policy"
     try:
         check_gate_policy(config.gates, settings.policy(), source=source)
         check_model_family(settings.policy(), config.model_family, source=source)
+        check_leakage_checks(config, settings.policy(), source=source)
     except PolicyViolationError as exc:
         raise PolicyViolationError(
             f"{exc.detail} (policy: {policy_source})", source=source, field=exc.field

@@ -1723,6 +1723,18 @@ class GovernancePolicy(_Contract):
         "mandatory_criteria, else only its name is checked.",
     )
     allow_override: bool = Field(True, description="Whether an audited gate override is allowed.")
+    leakage_limits: LeakageGuard = Field(
+        default_factory=LeakageGuard,
+        description="The loosest suspected-leakage checks a config may set: a ceiling for each "
+        "metric named here, at most this one, and the canary's tolerances at most these. An "
+        "override cannot lift a suspected_leakage verdict, so without limits a config could "
+        "drop the checks instead.",
+    )
+    require_shuffled_label_canary: bool = Field(
+        True,
+        description="Whether a config must keep the shuffled-label canary "
+        "(evaluation.shuffled_label_canary.enabled).",
+    )
     model_families: list[str] | None = Field(
         None,
         description="fnmatch patterns of the model families a config may train; null = any. A "

@@ -9,11 +9,13 @@ from fnmatch import fnmatch, fnmatchcase
 import polars as pl
 
 from model_factory.contracts import (
+    LOWER_IS_BETTER,
     GateCriterionSpec,
     GateSettings,
     GovernancePolicy,
     LeakagePolicy,
     TimeWindow,
+    TrainingConfig,
     visible_text,
 )
 from model_factory.core.canonical import canonical_json, sha256_hex
@@ -28,6 +30,8 @@ _ADDED_LATER = (
     "min_confidence_level",
     "override_approvers",
     "model_families",
+    "leakage_limits",
+    "require_shuffled_label_canary",
 )
 
 
@@ -118,6 +122,38 @@ def check_triggerer(policy: GovernancePolicy, triggered_by: str, source: str | N
             f"'{triggered_by}' may not trigger training (allowed: {policy.allowed_triggerers})",
             source=source,
             field="allowed_triggerers",
+        )
+
+
+def check_leakage_checks(
+    config: TrainingConfig, policy: GovernancePolicy, source: str | None
+) -> None:
+    """A config keeps the suspected-leakage checks the policy asks for: ceilings no looser,
+    canary tolerances no wider, and the canary itself when the policy requires it."""
+    limits, guard = policy.leakage_limits, config.gates.leakage
+    for metric, limit in sorted(limits.ceilings.items()):
+        ceiling = guard.ceilings.get(metric)
+        lower = metric in LOWER_IS_BETTER  # "too good" is too low for an error
+        if ceiling is None or (ceiling < limit if lower else ceiling > limit):
+            raise PolicyViolationError(
+                f"the {metric} leakage ceiling is {ceiling}: the policy allows at most {limit:g}"
+                + (" (at least, for an error metric)" if lower else ""),
+                source=source,
+                field=f"gates.leakage.ceilings.{metric}",
+            )
+    for name in ("canary_max_deviation", "canary_max_z"):
+        if getattr(guard, name) > getattr(limits, name):
+            raise PolicyViolationError(
+                f"{name} {getattr(guard, name):g} is wider than the policy's "
+                f"{getattr(limits, name):g}",
+                source=source,
+                field=f"gates.leakage.{name}",
+            )
+    if policy.require_shuffled_label_canary and not config.evaluation.shuffled_label_canary.enabled:
+        raise PolicyViolationError(
+            "the policy requires the shuffled-label canary",
+            source=source,
+            field="evaluation.shuffled_label_canary.enabled",
         )
 
 

@@ -23,6 +23,7 @@ from model_factory.contracts import (
 from model_factory.core.governance import (
     check_data_window,
     check_gate_policy,
+    check_leakage_checks,
     check_model_family,
     check_no_pii,
     check_triggerer,
@@ -453,6 +454,7 @@ def intake(
     windows = resolve_windows(partition_key, config.split_policy)
     check_gate_policy(config.gates, policy, source=policy_source)
     check_model_family(policy, config.model_family, source=policy_source)
+    check_leakage_checks(config, policy, source=policy_source)
     check_data_window(policy, windows, source=policy_source)
     if provenance is not None:
         check_triggerer(policy, provenance.triggered_by, source=policy_source)

@@ -15,6 +15,7 @@ from model_factory.contracts import (
 from model_factory.core.canonical import canonical_json, sha256_hex
 from model_factory.core.governance import (
     check_gate_policy,
+    check_leakage_checks,
     check_model_family,
     check_triggerer,
     pii_columns,
@@ -175,6 +176,45 @@ def test_an_override_needs_a_visible_reason_and_approver(reason, approver):
     assert (shown.reason, shown.approver) == ("risk accepted for Q2", "alice")
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"gates": {"leakage": {"ceilings": {"pr_auc": 0.95}}}}, "gates.leakage.ceilings.roc_auc"),
+        (
+            {"gates": {"leakage": {"ceilings": {"roc_auc": 0.999, "pr_auc": 0.95}}}},
+            "gates.leakage.ceilings.roc_auc",
+        ),
+        (
+            {"gates": {"leakage": {"canary_max_deviation": 0.3}}},
+            "gates.leakage.canary_max_deviation",
+        ),
+        ({"gates": {"leakage": {"canary_max_z": 10}}}, "gates.leakage.canary_max_z"),
+        (
+            {"evaluation": {"shuffled_label_canary": {"enabled": False}}},
+            "evaluation.shuffled_label_canary.enabled",
+        ),
+    ],
+)
+def test_a_config_keeps_the_leakage_checks_the_policy_asks_for(change, field):
+    """No override lifts a suspected_leakage verdict, but a config could drop the ceilings or the
+    canary that reach it (noted in an earlier session, tried in review)."""
+    config = TrainingConfig.model_validate(change)
+    with pytest.raises(PolicyViolationError) as info:
+        check_leakage_checks(config, GovernancePolicy(), "policy.yaml")
+    assert (info.value.source, info.value.field) == ("policy.yaml", field)
+    loose = GovernancePolicy(
+        leakage_limits={"ceilings": {}, "canary_max_deviation": 0.5, "canary_max_z": 20},
+        require_shuffled_label_canary=False,
+    )
+    check_leakage_checks(config, loose, None)
+    check_leakage_checks(TrainingConfig(), GovernancePolicy(), None)
+    stricter = TrainingConfig.model_validate(
+        {"gates": {"leakage": {"ceilings": {"roc_auc": 0.98, "pr_auc": 0.9}}}}
+    )
+    check_leakage_checks(stricter, GovernancePolicy(), None)
+    assert policy_digest(loose) != policy_digest(GovernancePolicy())
+
+
 def test_only_the_policys_model_families_may_be_trained():
     """A new family has no champion: a weaker model passed a mandatory non-inferiority
     criterion as 'first model' by renaming its family (found in review)."""
@@ -257,6 +297,8 @@ def test_a_policy_that_leaves_criterion_meanings_at_the_default_keeps_its_earlie
         del earlier["min_confidence_level"]
         del earlier["override_approvers"]
         del earlier["model_families"]
+        del earlier["leakage_limits"]
+        del earlier["require_shuffled_label_canary"]
         assert policy_digest(policy) == sha256_hex(canonical_json(earlier))
         explicit = policy.model_copy(update={"criterion_meanings": _default_meanings()})
         assert policy_digest(explicit) == policy_digest(policy)

@@ -73,6 +73,8 @@ CHEAP = TrainingConfig(
         shuffled_label_canary=CanarySettings(enabled=False),
     ),
 )
+# ... under a policy that lets a config do without the canary (the default policy requires it)
+CHEAP_POLICY = POINT_GATES_POLICY.model_copy(update={"require_shuffled_label_canary": False})
 # The real-model tests share one module fixture: keep them on one xdist worker.
 ON_THE_DEMO_WEEKS = pytest.mark.xdist_group("readiness_weeks")
 RULE = ThresholdRule(basis="alert_rate", target=0.01)
@@ -477,7 +479,7 @@ def weeks(tmp_path_factory):
     """Three consecutive weeks, each published (when PASS) before the next trains, and one FAIL."""
     root = tmp_path_factory.mktemp("readiness")
     generate_demo_data(str(root / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10))
-    env = fresh_env(root / "catalog", root)
+    env = fresh_env(root / "catalog", root, CHEAP_POLICY)
     out = []
     for week in WEEKS:
         bundle, uri, _ = build(env, CHEAP, week)
@@ -668,7 +670,7 @@ def test_dagster_shows_readiness_on_the_later_weeks_bundle(tmp_path):
         str(tmp_path / "catalog"), DemoDataSpec(customers=600, terminals=1200, weeks=10)
     )
     policy = tmp_path / "policy.json"  # the policy under which point_gates' names may be points
-    policy.write_text(POINT_GATES_POLICY.model_dump_json())
+    policy.write_text(CHEAP_POLICY.model_dump_json())
     resource = ModelFactoryResource(
         catalog_url=str(tmp_path / "catalog"),
         store_url=str(tmp_path / "store"),
