@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,10 +13,34 @@ from model_factory.contracts import VOLATILE_FIELDS
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: the one byte form every digest is taken over."""
+    """Sorted keys, no whitespace, UTF-8: the one byte form every digest is taken over.
+
+    NaN and infinities are refused, naming where they are: JSON has no such numbers (Python
+    would write ``NaN``, which strict parsers reject), and a document is meant to be read by
+    other programs than this one."""
     if isinstance(obj, BaseModel):
         obj = obj.model_dump(mode="json")
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as error:
+        raise ValueError(f"{error}: at {_non_finite(obj)}") from None
+    return text.encode()
+
+
+def _non_finite(obj: Any, path: str = "$") -> str | None:
+    """The JSON path of the first NaN or infinity in ``obj``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for key, value in items:
+        found = _non_finite(value, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found:
+            return found
+    return None
 
 
 def sha256_hex(data: bytes) -> str:

@@ -427,6 +427,15 @@ def test_manifest_digest_is_sha256_of_the_canonical_json(tmp_path):
     assert manifest_digest(m) == hashlib.sha256(canonical).hexdigest()
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_canonical_json_refuses_numbers_json_has_not_naming_where(bad):
+    """Python wrote NaN, which strict JSON parsers reject (a readiness document held it; found
+    in review): every stored document and digest goes through canonical_json."""
+    with pytest.raises(ValueError, match=r"at \$\.per_day\[1\]\.delta"):
+        canonical_json({"per_day": [{"delta": 1.0}, {"delta": bad}]})
+    assert canonical_json({"a": [1.5, {"b": None}]}) == b'{"a":[1.5,{"b":null}]}'
+
+
 def test_manifest_digest_is_stable_across_rebuilds_and_round_trips(tmp_path):
     first = _events_manifest(tmp_path, 0)
     again = create_manifest(
