@@ -28,6 +28,7 @@ from model_factory.definitions import build_definitions
 from model_factory.defs.assets import TRAINING_ASSETS
 from model_factory.defs.publishing import SENSOR_NAME, SETTLE_SECONDS, publish_requests
 from model_factory.defs.resources import ModelFactoryResource
+from model_factory.defs.schedules import SCHEDULE_NAME as SCHEDULE
 from model_factory.defs.schedules import weekly_training_schedule
 from model_factory.runner import run_week, run_weeks, tick_publish_sensor
 
@@ -274,13 +275,14 @@ def test_weekly_schedule_trains_each_closed_week_once_its_inputs_are_complete(fa
         assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
             ("2026-03-02", "2026-03-02")
         ]
-        # while that week's run is going, the next week waits: its intake pins the champion
+        # while a run of that week or an earlier one is going (here a backfill's of a week
+        # before the two it looks at), no week is asked for: a week's intake pins the champion
         # and the earlier weeks' reports it is judged against
         job = factory["defs"].resolve_job_def("weekly_training")
-        going = fresh.create_run_for_job(job, tags={"dagster/partition": "2026-03-02"})
+        going = fresh.create_run_for_job(job, tags={"dagster/partition": "2026-02-23"})
         waiting = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 4, tzinfo=UTC))
         assert waiting.run_requests == []
-        assert f"2026-03-02: its run {going.run_id} is still going" in waiting.skip_message
+        assert f"waits for the run {going.run_id} of 2026-02-23" in waiting.skip_message
         fresh.report_run_canceled(going)
         after = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 5, tzinfo=UTC))
         assert [r.partition_key for r in after.run_requests] == ["2026-03-02"]
@@ -294,6 +296,21 @@ def test_weekly_schedule_trains_each_closed_week_once_its_inputs_are_complete(fa
         assert "labels:" in none.skip_message and "2026-03-23: inputs" in none.skip_message
         early = _schedule_tick(factory, fresh, datetime(2026, 1, 1, tzinfo=UTC))
         assert early.run_requests == [] and "no week has closed" in early.skip_message
+        # the schedule's own run of the week ended without a bundle (failed, cancelled): it is
+        # not launched again every hour (Dagster keys a schedule's run keys by tick)
+        tags = {"dagster/partition": "2026-03-02", "dagster/schedule_name": SCHEDULE}
+        launched = fresh.create_run_for_job(job, tags=tags)
+        fresh.report_run_canceled(launched)
+        once = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 6, tzinfo=UTC))
+        assert [r.partition_key for r in once.run_requests] == ["2026-03-09"]
+        fresh.report_run_canceled(
+            fresh.create_run_for_job(job, tags={**tags, "dagster/partition": "2026-03-09"})
+        )
+        neither = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 7, tzinfo=UTC))
+        assert neither.run_requests == []
+        assert f"2026-03-02: this schedule's run {launched.run_id} ended CANCELED" in (
+            neither.skip_message
+        )
 
 
 def test_weekly_schedule_skips_weeks_already_trained(factory, first_pass):

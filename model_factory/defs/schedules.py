@@ -21,11 +21,13 @@ weekly_training_job = dg.define_asset_job(
 # The closed weeks a tick looks at: the newest and the one before, so a week whose labels land
 # after the next week has closed is still trained.
 LOOKBACK_WEEKS = 2
+SCHEDULE_NAME = "weekly_training_schedule"
 _GOING = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
 
 
@@ -41,24 +43,39 @@ def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
     return str(getattr(bundle_id, "value", bundle_id) or "a bundle")
 
 
-def _going(instance: dg.DagsterInstance, week: str) -> str | None:
-    """The id of a run of the week still queued or going (any job: the schedule's, a backfill's,
-    the CLI's), else None."""
-    runs = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=_GOING, tags={"dagster/partition": week}), limit=1
+def _going(instance: dg.DagsterInstance, week: str) -> tuple[str, str] | None:
+    """(week, run id) of a run of this week or an earlier one still queued or going (any job:
+    the schedule's, a backfill's, the CLI's), else None."""
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_GOING)):
+        partition = record.dagster_run.tags.get("dagster/partition")
+        if partition is not None and partition <= week:  # ISO dates sort as they read
+            return partition, record.dagster_run.run_id
+    return None
+
+
+def _launched(instance: dg.DagsterInstance, week: str) -> dg.DagsterRun | None:
+    """The run this schedule launched for the week, whatever became of it, else None."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            tags={"dagster/partition": week, "dagster/schedule_name": SCHEDULE_NAME}
+        ),
+        limit=1,
     )
-    return runs[0].dagster_run.run_id if runs else None
+    return records[0].dagster_run if records else None
 
 
 def training_requests(
     instance: dg.DagsterInstance, resource: ModelFactoryResource, now: datetime
 ) -> list[dg.RunRequest] | dg.SkipReason:
-    """A run of the oldest of the last closed weeks that has no bundle yet and whose inputs the
-    catalog covers, as intake will check them; otherwise why not, week by week.
+    """A run of the oldest of the last closed weeks that has no bundle yet, that this schedule
+    has not launched before, and whose inputs the catalog covers, as intake will check them;
+    otherwise why not, week by week.
 
-    One week a tick, and none while a run of an earlier week is going: a week's intake pins the
-    champion and the earlier weeks' reports it is judged against, so two weeks run at once
-    would judge the later without the earlier (see README, "The champion")."""
+    One week a tick, and none while a run of that week or an earlier one is going: a week's
+    intake pins the champion and the earlier weeks' reports it is judged against, so two weeks
+    run at once would judge the later without the earlier (see README, "The champion"). A week
+    is launched once: Dagster keys a schedule's runs by tick, so a run key alone would let
+    every hourly tick launch again a week whose run failed."""
     weeks = WEEKLY_PARTITIONS.get_partition_keys(current_time=now)[-LOOKBACK_WEEKS:]
     if not weeks:
         return dg.SkipReason(f"no week has closed by {now:%Y-%m-%d %H:%M} UTC")
@@ -71,24 +88,31 @@ def training_requests(
         if bundle is not None:
             reasons.append(f"{week}: trained already ({bundle})")
             continue
-        run_id = _going(instance, week)
-        if run_id is not None:
-            reasons.append(f"{week}: its run {run_id} is still going; later weeks wait for it")
+        going = _going(instance, week)
+        if going is not None:
+            reasons.append(f"{week}: waits for the run {going[1]} of {going[0]}, still going")
             break
+        earlier = _launched(instance, week)
+        if earlier is not None:
+            reasons.append(
+                f"{week}: this schedule's run {earlier.run_id} ended {earlier.status.value} "
+                "without a bundle; it launches a week once: re-run the week by hand"
+            )
+            continue
         try:
             find_inputs(catalog, config, resolve_windows(week, config.split_policy))
         except ModelFactoryError as missing:
             reasons.append(f"{week}: inputs not complete yet: {missing}")
             continue
-        # the run key makes the daemon launch a week once, however many ticks ask for it
         return [dg.RunRequest(partition_key=week, run_key=week)]
     return dg.SkipReason("; ".join(reasons))
 
 
 # Hourly, not once a week: a week's late labels or snapshots often land hours after it closes,
 # and a run launched before them could only fail at intake. Each tick asks for the oldest closed
-# week that is ready and untrained; the run key keeps a week to one run.
+# week that is ready, untrained and not launched before.
 @dg.schedule(
+    name=SCHEDULE_NAME,
     cron_schedule="0 * * * *",
     job=weekly_training_job,
     execution_timezone="UTC",
