@@ -51,6 +51,11 @@ def _tick(instance: dg.DagsterInstance, tick_id: str | None):
         return None
 
 
+# A schedule's tick still going has not yet written the ids of the runs it launched; one older
+# than this was left STARTED by a daemon that died, and confirms nothing.
+_TICK_GOING_SECONDS = 3600.0
+
+
 def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why the instance's own records do not confirm who the run's tags say started it, or None.
 
@@ -58,17 +63,27 @@ def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str 
     alone does not make a run the schedule's. The daemon tags a schedule's or sensor's run with
     the tick that launched it, and that tick, in the instance's schedule storage, names the
     schedule or sensor and the run (a sensor reserves its run ids before it launches them; a
-    schedule's tick still going has not written them yet). A backfill's run names a backfill
-    the instance holds. Other claims (a user, the CLI, the UI) have nothing to check against."""
-    tags = dict(run.tags)
+    schedule's tick still going has not written them yet). A re-execution or retry copies its
+    first run's tags: that first run is the one checked. A backfill's run names a backfill the
+    instance holds. Other claims (a user, the CLI, the UI) have nothing to check against."""
+    first = instance.get_run_by_id(run.root_run_id) if run.root_run_id else run
+    if first is None:
+        return f"the run re-executes {run.root_run_id}, which the instance no longer holds"
+    tags = dict(first.tags)
     claim = triggered_by(tags)
     kind, _, name = claim.partition(":")
     if kind in ("schedule", "sensor"):
         tick = _tick(instance, tags.get("dagster/tick"))
+        record = instance.get_run_record_by_id(first.run_id)
+        created = record.create_timestamp.timestamp() if record else 0.0
         launched = tick is not None and (
-            run.run_id
+            first.run_id
             in (*(tick.tick_data.run_ids or []), *(tick.tick_data.reserved_run_ids or []))
-            or (kind == "schedule" and tick.status.value == "STARTED")
+            or (
+                kind == "schedule"
+                and tick.status.value == "STARTED"
+                and 0 <= created - tick.timestamp < _TICK_GOING_SECONDS
+            )
         )
         if tick is None or tick.instigator_name != name or not launched:
             return f"the run's tags say {claim}, but no tick of {kind} '{name}' launched it"

@@ -14,6 +14,7 @@ from dagster._core.scheduler.instigation import TickData, TickStatus
 
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.definitions import build_definitions
+from model_factory.defs.ledger import unverified_trigger
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.ledger import read_ledger
 
@@ -39,14 +40,20 @@ def world(tmp_path_factory):
         yield {"defs": defs, "instance": instance, "policy": str(policy)}
 
 
-def _tick(instance: dg.DagsterInstance, name: str, status: TickStatus) -> int:
+def _tick(
+    instance: dg.DagsterInstance,
+    name: str,
+    status: TickStatus,
+    run_ids: list[str] | None = None,
+    age: float = 0.0,
+) -> int:
     data = TickData(
         instigator_origin_id="origin",
         instigator_name=name,
         instigator_type=InstigatorType.SCHEDULE,
         status=status,
-        timestamp=time.time(),
-        run_ids=[],
+        timestamp=time.time() - age,
+        run_ids=run_ids or [],
         selector_id="selector",
     )
     return instance.create_tick(data).tick_id
@@ -105,3 +112,34 @@ def test_a_backfill_tag_must_name_a_backfill_of_the_instance(world):
     result = _intake(world, {"dagster/backfill": "madeup"})
     assert not result.success
     assert "the instance holds no backfill 'madeup'" in _refusal(result)
+
+
+def test_a_re_execution_of_a_schedules_run_is_the_schedules(world):
+    """A retry or a re-execution copies its first run's tags, but its own id is in no tick:
+    the first run is the one checked (found by the diff review: they were refused)."""
+    instance = world["instance"]
+    job = world["defs"].resolve_job_def("weekly_training")
+    first = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE})
+    tick = _tick(instance, SCHEDULE, TickStatus.SUCCESS, run_ids=[first.run_id])
+    tags = {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(tick)}
+    instance.add_run_tags(first.run_id, tags)
+    first = instance.get_run_by_id(first.run_id)
+    assert unverified_trigger(instance, first) is None
+    again = instance.create_run_for_job(
+        job, tags=tags, root_run_id=first.run_id, parent_run_id=first.run_id
+    )
+    assert unverified_trigger(instance, again) is None
+    # the same tags on a run that re-executes nothing, or re-executes a run of no tick
+    copied = instance.create_run_for_job(job, tags=tags)
+    assert "no tick of schedule" in unverified_trigger(instance, copied)
+    other = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE})
+    forged = instance.create_run_for_job(
+        job, tags=tags, root_run_id=other.run_id, parent_run_id=other.run_id
+    )
+    assert "no tick of schedule" in unverified_trigger(instance, forged)
+
+
+def test_a_tick_left_started_by_a_dead_daemon_confirms_nothing(world):
+    stale = _tick(world["instance"], SCHEDULE, TickStatus.STARTED, age=2 * 3600)
+    result = _intake(world, {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(stale)})
+    assert not result.success and "no tick of schedule" in _refusal(result)
