@@ -312,7 +312,8 @@ class GateOverride(_Contract):
     @field_validator("reason", "approver")
     @classmethod
     def _readable(cls, value: str, info: Any) -> str:
-        # counted as a reader sees them: ten spaces were a reason, a zero-width space an approver
+        # counted as a reader sees them: ten spaces were a reason, a zero-width space an approver.
+        # Kept as written: the text is part of the config and so of its hash
         shown = visible_text(value)
         least = 10 if info.field_name == "reason" else 1
         if len(shown) < least or not any(c.isalnum() for c in shown):
@@ -320,7 +321,7 @@ class GateOverride(_Contract):
                 f"{info.field_name}: needs at least {least} visible character(s), letters or "
                 "digits among them"
             )
-        return shown
+        return value
 
 
 class LeakageGuard(_Contract):

@@ -90,15 +90,26 @@ def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: 
             )
 
 
+# Cyrillic and Greek letters drawn like Latin ones: a name spelt with them reads as the Latin one
+_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕһԁԛԝАВЕКМНОРСТХІЈЅοαρνικχυτΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijshdqwABEKMHOPCTXIJSoapvikxutABEZHIKMNOPTYX",
+)
+
+
 def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
-    """Column names the policy calls PII (by exact name or by pattern), each read both as
-    written and as a reader sees it (NFKC: fullwidth letters, no-break and zero-width spaces,
-    surrounding blanks), so ``ｐｈｏｎｅ`` or ``phone\u200b`` is ``phone``."""
+    """Column names the policy calls PII (by exact name or by pattern), each read as written,
+    as a reader sees it (NFKC: fullwidth letters, no-break and zero-width spaces, surrounding
+    blanks) and with Cyrillic or Greek look-alike letters read as the Latin ones, so
+    ``ｐｈｏｎｅ``, ``phone\u200b`` and ``рhone`` (a Cyrillic р) are all ``phone``."""
     named = {visible_text(c).casefold() for c in policy.pii_columns}
     patterns = [re.compile(p) for p in policy.pii_patterns]
 
     def pii(column: str) -> bool:
-        forms = {column, visible_text(column)}
+        shown = visible_text(column)
+        latin = shown.translate(_LOOKALIKES)
+        # and with blanks, dashes and dots between words read as the names' underscores
+        forms = {column, shown, latin, re.sub(r"[\s.\-]+", "_", latin)}
         return any(f.casefold() in named or any(p.search(f) for p in patterns) for f in forms)
 
     return [c for c in columns if pii(c)]

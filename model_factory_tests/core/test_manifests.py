@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from model_factory.contracts import DatasetManifest, TimeWindow
-from model_factory.core.canonical import canonical_json
+from model_factory.core.canonical import canonical_json, content_digest
 from model_factory.core.manifests import (
     Catalog,
     create_manifest,
@@ -434,6 +434,13 @@ def test_canonical_json_refuses_numbers_json_has_not_naming_where(bad):
     with pytest.raises(ValueError, match=r"at \$\.per_day\[1\]\.delta"):
         canonical_json({"per_day": [{"delta": 1.0}, {"delta": bad}]})
     assert canonical_json({"a": [1.5, {"b": None}]}) == b'{"a":[1.5,{"b":null}]}'
+    # a document stored before the refusal still has a digest (verification reads it back)
+    assert (
+        content_digest({"per_day": [{"delta": bad}]})
+        == hashlib.sha256(
+            json.dumps({"per_day": [{"delta": bad}]}, separators=(",", ":")).encode()
+        ).hexdigest()
+    )
 
 
 def test_manifest_digest_is_stable_across_rebuilds_and_round_trips(tmp_path):
