@@ -7,6 +7,7 @@ inputs through it, so what a stage used is exactly what the ledger says.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 
 import dagster as dg
@@ -56,6 +57,20 @@ def _tick(instance: dg.DagsterInstance, tick_id: str | None):
 _TICK_GOING_SECONDS = 3600.0
 
 
+_TRIGGER_TAGS = (
+    "dagster/backfill",
+    "dagster/schedule_name",
+    "dagster/sensor_name",
+    "dagster/tick",
+    "dagster/user",
+    "model_factory/triggered_by",
+)
+
+
+def _trigger_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: tags[k] for k in _TRIGGER_TAGS if k in tags}
+
+
 def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str | None:
     """Why the instance's own records do not confirm who the run's tags say started it, or None.
 
@@ -64,11 +79,29 @@ def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str 
     the tick that launched it, and that tick, in the instance's schedule storage, names the
     schedule or sensor and the run (a sensor reserves its run ids before it launches them; a
     schedule's tick still going has not written them yet). A re-execution or retry copies its
-    first run's tags: that first run is the one checked. A backfill's run names a backfill the
-    instance holds. Other claims (a user, the CLI, the UI) have nothing to check against."""
+    first run's tags: that first run is the one checked, and it must be the same work (job,
+    week, config and trigger), since whoever launches a run may also name its root run. A
+    backfill's run names a backfill the instance holds. Other claims (a user, the CLI, the UI)
+    have nothing to check against."""
     first = instance.get_run_by_id(run.root_run_id) if run.root_run_id else run
     if first is None:
         return f"the run re-executes {run.root_run_id}, which the instance no longer holds"
+    if first is not run:
+        differs = [
+            what
+            for what, mine, theirs in (
+                ("job", run.job_name, first.job_name),
+                ("week", run.tags.get("dagster/partition"), first.tags.get("dagster/partition")),
+                ("config", run.run_config, first.run_config),
+                ("trigger", _trigger_tags(run.tags), _trigger_tags(first.tags)),
+            )
+            if mine != theirs
+        ]
+        if differs:
+            return (
+                f"the run names {first.run_id} as the run it re-executes, but its "
+                f"{', '.join(differs)} differ from that run's"
+            )
     tags = dict(first.tags)
     claim = triggered_by(tags)
     kind, _, name = claim.partition(":")

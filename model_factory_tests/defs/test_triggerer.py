@@ -116,27 +116,36 @@ def test_a_backfill_tag_must_name_a_backfill_of_the_instance(world):
 
 def test_a_re_execution_of_a_schedules_run_is_the_schedules(world):
     """A retry or a re-execution copies its first run's tags, but its own id is in no tick:
-    the first run is the one checked (found by the diff review: they were refused)."""
+    the first run is the one checked (found by the diff review: they were refused). Whoever
+    launches a run may name its root run (GraphQL executionMetadata.rootRunId), so the root
+    counts only for the same job, week, config and trigger (found by the second review)."""
     instance = world["instance"]
     job = world["defs"].resolve_job_def("weekly_training")
-    first = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE})
+    week = {"dagster/partition": WEEK}
+    first = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE, **week})
     tick = _tick(instance, SCHEDULE, TickStatus.SUCCESS, run_ids=[first.run_id])
-    tags = {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(tick)}
+    tags = {"dagster/schedule_name": SCHEDULE, "dagster/tick": str(tick), **week}
     instance.add_run_tags(first.run_id, tags)
     first = instance.get_run_by_id(first.run_id)
     assert unverified_trigger(instance, first) is None
-    again = instance.create_run_for_job(
-        job, tags=tags, root_run_id=first.run_id, parent_run_id=first.run_id
-    )
-    assert unverified_trigger(instance, again) is None
-    # the same tags on a run that re-executes nothing, or re-executes a run of no tick
+
+    def rerun(**changes):
+        kwargs = {"tags": tags, "root_run_id": first.run_id, "parent_run_id": first.run_id}
+        return instance.create_run_for_job(job, **(kwargs | changes))
+
+    assert unverified_trigger(instance, rerun()) is None
+    # the same tags on a run that re-executes nothing
     copied = instance.create_run_for_job(job, tags=tags)
     assert "no tick of schedule" in unverified_trigger(instance, copied)
-    other = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE})
-    forged = instance.create_run_for_job(
-        job, tags=tags, root_run_id=other.run_id, parent_run_id=other.run_id
-    )
-    assert "no tick of schedule" in unverified_trigger(instance, forged)
+    # a genuine schedule run named as the root of other work
+    other_week = rerun(tags={**tags, "dagster/partition": "2026-03-02"})
+    assert "its week differ" in unverified_trigger(instance, other_week)
+    other_config = rerun(run_config={"ops": {"dataset_manifests": {"config": {"notes": "x"}}}})
+    assert "its config differ" in unverified_trigger(instance, other_config)
+    # a root that no tick launched
+    plain = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE, **week})
+    forged = rerun(root_run_id=plain.run_id, parent_run_id=plain.run_id)
+    assert "trigger" in unverified_trigger(instance, forged)
 
 
 def test_a_tick_left_started_by_a_dead_daemon_confirms_nothing(world):
