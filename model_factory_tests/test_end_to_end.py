@@ -275,14 +275,26 @@ def test_weekly_schedule_trains_each_closed_week_once_its_inputs_are_complete(fa
         assert [(r.partition_key, r.run_key) for r in first.run_requests] == [
             ("2026-03-02", "2026-03-02")
         ]
-        # while a run of that week or an earlier one is going (here a backfill's of a week
-        # before the two it looks at), no week is asked for: a week's intake pins the champion
-        # and the earlier weeks' reports it is judged against
+        # while a training run of that week is going (the CLI's, a backfill's), no week is
+        # asked for: a week's intake pins the champion and earlier reports it is judged against
         job = factory["defs"].resolve_job_def("weekly_training")
-        going = fresh.create_run_for_job(job, tags={"dagster/partition": "2026-02-23"})
+        going = fresh.create_run_for_job(job, tags={"dagster/partition": "2026-03-02"})
+        # a run of another job, or one left going for a week before those it looks at (a
+        # `dagster dev` that died mid-run), holds nothing
+        fresh.add_run(
+            dg.DagsterRun(
+                job_name="other_team_daily_etl",
+                run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                status=dg.DagsterRunStatus.STARTED,
+                tags={"dagster/partition": "2025-06-30"},
+            )
+        )
+        fresh.create_run_for_job(job, tags={"dagster/partition": "2026-02-23"})
         waiting = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 4, tzinfo=UTC))
         assert waiting.run_requests == []
-        assert f"waits for the run {going.run_id} of 2026-02-23" in waiting.skip_message
+        assert f"2026-03-02: waits for the run {going.run_id} of 2026-03-02" in (
+            waiting.skip_message
+        )
         fresh.report_run_canceled(going)
         after = _schedule_tick(factory, fresh, datetime(2026, 3, 16, 5, tzinfo=UTC))
         assert [r.partition_key for r in after.run_requests] == ["2026-03-02"]

@@ -90,10 +90,11 @@ def check_data_window(policy: GovernancePolicy, windows: LeakagePolicy, source: 
             )
 
 
-# Cyrillic and Greek letters drawn like Latin ones: a name spelt with them reads as the Latin one
+# Letters of other scripts drawn like Latin ones (Cyrillic, Greek, Armenian, small capitals): a
+# name spelt with them reads as the Latin one
 _LOOKALIKES = str.maketrans(
-    "аеорсухіјѕһԁԛԝАВЕКМНОРСТХІЈЅοαρνικχυτΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
-    "aeopcyxijshdqwABEKMHOPCTXIJSoapvikxutABEZHIKMNOPTYX",
+    "аеорсухіјѕһԁԛԝӏАВЕКМНОРСТХІЈЅοαρνικχυτΑΒΕΖΗΙΚΜΝΟΡΤΥΧօսհոᴏᴄᴇᴍᴘᴛᴜ",
+    "aeopcyxijshdqwlABEKMHOPCTXIJSoapvikxutABEZHIKMNOPTYXounhocemptu",
 )
 
 
@@ -108,8 +109,9 @@ def pii_columns(policy: GovernancePolicy, columns: Iterable[str]) -> list[str]:
     def pii(column: str) -> bool:
         shown = visible_text(column)
         latin = shown.translate(_LOOKALIKES)
-        # and with blanks, dashes and dots between words read as the names' underscores
-        forms = {column, shown, latin, re.sub(r"[\s.\-]+", "_", latin)}
+        # and with whatever separates words (blanks, any dash, dots, slashes, repeated
+        # underscores) read as the names' one underscore
+        forms = {column, shown, latin, re.sub(r"[\W_]+", "_", latin)}
         return any(f.casefold() in named or any(p.search(f) for p in patterns) for f in forms)
 
     return [c for c in columns if pii(c)]

@@ -43,13 +43,21 @@ def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
     return str(getattr(bundle_id, "value", bundle_id) or "a bundle")
 
 
-def _going(instance: dg.DagsterInstance, week: str) -> tuple[str, str] | None:
-    """(week, run id) of a run of this week or an earlier one still queued or going (any job:
-    the schedule's, a backfill's, the CLI's), else None."""
+# The jobs whose runs train weeks: this one (the schedule's, the CLI's) and the one Dagster runs
+# asset backfills and Materialize clicks under
+_TRAINING_JOBS = ("weekly_training", "__ASSET_JOB")
+
+
+def _going(instance: dg.DagsterInstance, since: str, week: str) -> tuple[str, str] | None:
+    """(week, run id) of a training run of a week in [since, week] still queued or going (the
+    schedule's, a backfill's, the CLI's), else None. Runs of other jobs, and of weeks before
+    ``since``, do not hold the schedule: a run left STARTED by a `dagster dev` that died would
+    otherwise stop all training until someone terminated it."""
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_GOING)):
-        partition = record.dagster_run.tags.get("dagster/partition")
-        if partition is not None and partition <= week:  # ISO dates sort as they read
-            return partition, record.dagster_run.run_id
+        run = record.dagster_run
+        partition = run.tags.get("dagster/partition")
+        if run.job_name in _TRAINING_JOBS and partition and since <= partition <= week:
+            return partition, run.run_id
     return None
 
 
@@ -71,7 +79,8 @@ def training_requests(
     has not launched before, and whose inputs the catalog covers, as intake will check them;
     otherwise why not, week by week.
 
-    One week a tick, and none while a run of that week or an earlier one is going: a week's
+    One week a tick, and none while a training run of that week or an earlier one of the
+    lookback is going: a week's
     intake pins the champion and the earlier weeks' reports it is judged against, so two weeks
     run at once would judge the later without the earlier (see README, "The champion"). A week
     is launched once: Dagster keys a schedule's runs by tick, so a run key alone would let
@@ -88,7 +97,7 @@ def training_requests(
         if bundle is not None:
             reasons.append(f"{week}: trained already ({bundle})")
             continue
-        going = _going(instance, week)
+        going = _going(instance, weeks[0], week)
         if going is not None:
             reasons.append(f"{week}: waits for the run {going[1]} of {going[0]}, still going")
             break

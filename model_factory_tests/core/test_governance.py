@@ -45,6 +45,13 @@ def test_pii_columns_are_found_by_name_or_pattern(column):
         "ph\u03bfne",  # a Greek ο
         "full\u00a0name",  # a no-break space
         "full-name",
+        "full\u2010name",  # a Unicode hyphen
+        "full\u2212name",  # a minus sign
+        "ip\u00b7address",
+        "ip/address",
+        "card__number",
+        "emai\u04cf",  # a Cyrillic palochka for the l
+        "\u1d18hone",  # a small capital P
     ],
 )
 def test_pii_is_found_under_the_name_a_reader_sees(column):
