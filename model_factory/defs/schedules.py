@@ -80,11 +80,10 @@ def training_requests(
     otherwise why not, week by week.
 
     One week a tick, and none while a training run of that week or an earlier one of the
-    lookback is going: a week's
-    intake pins the champion and the earlier weeks' reports it is judged against, so two weeks
-    run at once would judge the later without the earlier (see README, "The champion"). A week
-    is launched once: Dagster keys a schedule's runs by tick, so a run key alone would let
-    every hourly tick launch again a week whose run failed."""
+    lookback is going: a week's intake pins the champion and the earlier weeks' reports it is
+    judged against, so two weeks run at once would judge the later without the earlier (see
+    README, "The champion"). A week is launched once: Dagster keys a schedule's runs by tick,
+    so a run key alone would let every hourly tick launch again a week whose run failed."""
     weeks = WEEKLY_PARTITIONS.get_partition_keys(current_time=now)[-LOOKBACK_WEEKS:]
     if not weeks:
         return dg.SkipReason(f"no week has closed by {now:%Y-%m-%d %H:%M} UTC")
