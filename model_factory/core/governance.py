@@ -148,9 +148,10 @@ def check_leakage_checks(
         ceiling = guard.ceilings.get(metric)
         lower = metric in LOWER_IS_BETTER  # "too good" is too low for an error
         if ceiling is None or (ceiling < limit if lower else ceiling > limit):
+            bound = "at least" if lower else "at most"
             raise PolicyViolationError(
-                f"the {metric} leakage ceiling is {ceiling}: the policy allows at most {limit:g}"
-                + (" (at least, for an error metric)" if lower else ""),
+                f"the {metric} leakage ceiling is {ceiling}: the policy wants one, {bound} "
+                f"{limit:g}",
                 source=source,
                 field=f"gates.leakage.ceilings.{metric}",
             )
