@@ -1736,6 +1736,13 @@ class GovernancePolicy(_Contract):
         description="Whether a config must keep the shuffled-label canary "
         "(evaluation.shuffled_label_canary.enabled).",
     )
+    vetted_features: list[str] | None = Field(
+        None,
+        description="fnmatch patterns of the features a frame may hold, by their frame names "
+        "(an event feature by its column, a group's as '<group>__<column>'); null = any. The "
+        "audit checks times, not what a value means: a column computed from what happened "
+        "after the event passes it, so a policy can admit only features someone has vetted.",
+    )
     model_families: list[str] | None = Field(
         None,
         description="fnmatch patterns of the model families a config may train; null = any. A "

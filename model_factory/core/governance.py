@@ -32,6 +32,7 @@ _ADDED_LATER = (
     "model_families",
     "leakage_limits",
     "require_shuffled_label_canary",
+    "vetted_features",
 )
 
 
@@ -168,6 +169,22 @@ def check_leakage_checks(
             "the policy requires the shuffled-label canary",
             source=source,
             field="evaluation.shuffled_label_canary.enabled",
+        )
+
+
+def check_vetted_features(
+    policy: GovernancePolicy, features: list[str], source: str | None
+) -> None:
+    """Every feature of the frame matches one of the policy's vetted patterns (when it has any)."""
+    vetted = policy.vetted_features
+    if vetted is None:
+        return
+    unvetted = [f for f in features if not any(fnmatchcase(f, p) for p in vetted)]
+    if unvetted:
+        raise PolicyViolationError(
+            f"features {unvetted} are not among the policy's vetted features {vetted}",
+            source=source,
+            field="vetted_features",
         )
 
 

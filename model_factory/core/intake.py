@@ -26,6 +26,7 @@ from model_factory.core.governance import (
     check_model_family,
     check_no_pii,
     check_triggerer,
+    check_vetted_features,
     policy_digest,
 )
 from model_factory.core.identity import code_version, config_hash, train_run_id
@@ -442,6 +443,15 @@ def intake(
         check_triggerer(policy, provenance.triggered_by, source=policy_source)
     inputs = find_inputs(catalog, config, windows)
     check_compatibility(config, inputs, policy)
+    features = [
+        *config.event_features,
+        *(
+            f"{g}__{c}"
+            for g, entries in inputs.feature_groups.items()
+            for c in feature_columns(entries[0])
+        ),
+    ]
+    check_vetted_features(policy, features, source=policy_source)
     check_not_empty(inputs.events, windows)
     # Where the files are is checked before any of them is opened.
     check_locations(catalog, inputs, policy)

@@ -312,6 +312,26 @@ def test_every_stage_that_reads_the_policy_refuses_another_than_the_pinned_one(h
     assert not list((home / "store").rglob("bundle*.json"))
 
 
+def test_intake_admits_only_the_policys_vetted_features(home):
+    """The audit checks times, not what a value means: a hindsight column stamped as known at
+    the payment passed it and the gate (second leakage review). A policy can name the features
+    someone has vetted; any other is refused before anything is read."""
+    config = TrainingConfig()
+    receipt, inputs = intake(Catalog(str(home / "catalog")), config, WEEK, GovernancePolicy())
+    names = [
+        f.name for f in build_training_frame(receipt, inputs, GovernancePolicy()).feature_schema
+    ]
+    some = [n for n in names if "__" in n][:2]
+    vetted = GovernancePolicy(vetted_features=[*config.event_features, *some])
+    with pytest.raises(PolicyViolationError) as info:
+        stage_intake(_env(home, vetted, "policy.yaml"), config, WEEK)
+    assert (info.value.source, info.value.field) == ("policy.yaml", "vetted_features")
+    refused = set(names) - set(config.event_features) - set(some)
+    assert refused and all(n in str(info.value) for n in refused)
+    assert _nothing_written(home)
+    stage_intake(_env(home, GovernancePolicy(vetted_features=names)), config, WEEK)
+
+
 def test_intake_refuses_a_family_the_policy_does_not_name(home):
     policy = GovernancePolicy(model_families=["fraud_xgb"])
     config = TrainingConfig(model_family="fraud_xgb_b")
