@@ -26,6 +26,18 @@ TRAINABLE_WEEKS = ("2026-02-23", "2026-03-02", "2026-03-09")
 WEEK_WITHOUT_DATA = "2026-03-16"
 SERVER_GROUP = "dagster_server"
 
+
+def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The first failed step's error and its causes, outermost first: Dagster wraps the error a
+    stage raised, so ours is a cause."""
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return messages
+
+
 _BACKFILL_STATUS = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename ... on PartitionBackfill { id status numPartitions } ... on PythonError { message } } }"""
 _FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}

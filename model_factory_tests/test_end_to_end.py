@@ -31,6 +31,7 @@ from model_factory.defs.resources import ModelFactoryResource
 from model_factory.defs.schedules import SCHEDULE_NAME as SCHEDULE
 from model_factory.defs.schedules import weekly_training_schedule
 from model_factory.runner import run_week, run_weeks, tick_publish_sensor
+from model_factory_tests.conftest import step_failure_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("end_to_end")]
 
@@ -243,11 +244,7 @@ def test_tampered_data_file_fails_the_frame_and_writes_nothing_downstream(
         asset_selection=[dg.AssetKey(k) for k in ("training_frame", "model")],
     )
     assert not bad.success
-    failure = next(e for e in bad.all_events if e.is_step_failure)
-    error, messages = failure.step_failure_data.error, []
-    while error is not None:  # Dagster wraps the user error; ours is the cause
-        messages.append(error.message)
-        error = error.cause
+    messages = step_failure_messages(bad)
     assert any("DigestMismatchError" in m and "sha256" in m and "files[" in m for m in messages)
     assert not (tmp_path / "store" / "bundles").exists()
     assert [e for e in bad.all_events if e.event_type_value == "ASSET_MATERIALIZATION"] == []

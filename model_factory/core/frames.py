@@ -59,7 +59,7 @@ from model_factory.contracts import (
     TrainingConfig,
 )
 from model_factory.core.governance import allowed_times, check_no_pii
-from model_factory.core.intake import ID_COLUMNS, FrameInputs, feature_columns
+from model_factory.core.intake import ID_COLUMNS, FrameInputs, feature_columns, group_feature
 from model_factory.core.leakage import (
     LABEL_OBSERVED,
     GroupJoin,
@@ -764,7 +764,7 @@ def _attach(
     matched_avail, used = plan.resolve()
     # events with no snapshot, or only one past the TTL, get nulls
     gathered = plan.source.gather(used)
-    gathered = gathered.rename({f: f"{prefix}__{f}" for f in features})
+    gathered = gathered.rename({f: group_feature(prefix, f) for f in features})
     evidence = _timestamps(avail_column(prefix), matched_avail, plan.match >= 0)
     return frame.hstack([*gathered.get_columns(), evidence])
 
@@ -799,7 +799,7 @@ def asof_join_group(
     available_at - event_time in seconds over joined rows); ``frame`` sorted by event_time."""
     joined = join_group(frame, snapshots, keys, features, prefix, ttl)
     stats = group_join_stats(
-        joined, GroupJoin(prefix, "", keys, ttl, [f"{prefix}__{f}" for f in features])
+        joined, GroupJoin(prefix, "", keys, ttl, [group_feature(prefix, f) for f in features])
     )
     return joined.drop(avail_column(prefix)), {
         "joined_rows": stats.joined_rows,
@@ -988,7 +988,7 @@ def _plan_frame(
         entry = inputs.feature_groups[sel.name][0]
         features = feature_columns(entry)
         plans.append((sel.name, _Matching(future, kept), features))
-        columns = [f"{sel.name}__{f}" for f in features]
+        columns = [group_feature(sel.name, f) for f in features]
         groups.append(
             GroupJoin(sel.name, sel.version, entry.manifest.keys, ttls[sel.name], columns)
         )

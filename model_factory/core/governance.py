@@ -172,14 +172,17 @@ def check_leakage_checks(
         )
 
 
+def _named(value: str, patterns: list[str] | None) -> bool:
+    """``value`` matches one of the policy's fnmatch patterns (case-sensitive); no list: any."""
+    return patterns is None or any(fnmatchcase(value, p) for p in patterns)
+
+
 def check_vetted_features(
     policy: GovernancePolicy, features: list[str], source: str | None
 ) -> None:
     """Every feature of the frame matches one of the policy's vetted patterns (when it has any)."""
     vetted = policy.vetted_features
-    if vetted is None:
-        return
-    unvetted = [f for f in features if not any(fnmatchcase(f, p) for p in vetted)]
+    unvetted = [f for f in features if not _named(f, vetted)]
     if unvetted:
         raise PolicyViolationError(
             f"features {unvetted} are not among the policy's vetted features {vetted}",
@@ -190,7 +193,7 @@ def check_vetted_features(
 
 def check_model_family(policy: GovernancePolicy, family: str, source: str | None) -> None:
     families = policy.model_families
-    if families is not None and not any(fnmatchcase(family, p) for p in families):
+    if not _named(family, families):
         raise PolicyViolationError(
             f"model family '{family}' is not one the policy lets configs train ({families}): a "
             "new family is judged against no champion and no history",
@@ -247,11 +250,7 @@ def check_gate_policy(settings: GateSettings, policy: GovernancePolicy, source: 
             "the policy does not allow gate overrides", source=source, field="gates.override"
         )
     approvers = policy.override_approvers
-    if (
-        settings.override is not None
-        and approvers is not None
-        and not any(fnmatchcase(settings.override.approver, p) for p in approvers)
-    ):
+    if settings.override is not None and not _named(settings.override.approver, approvers):
         raise PolicyViolationError(
             f"'{settings.override.approver}' may not approve a gate override under the policy "
             f"(approvers: {approvers})",

@@ -302,7 +302,7 @@ def check_compatibility(
                 )
         check_no_pii(policy, feature_columns(first), first.uri, "columns")
         for c in feature_columns(first):
-            _check_feature(c, f"{name}__{c}", dtypes[c], first.uri, c)
+            _check_feature(c, group_feature(name, c), dtypes[c], first.uri, c)
 
 
 def _check_feature(column: str, feature: str, dtype: str, source: str, field: str) -> None:
@@ -416,6 +416,11 @@ def check_locations(catalog: Catalog, inputs: FrameInputs, policy: GovernancePol
         check_manifest_location(catalog, e.manifest, e.uri, policy)
 
 
+def group_feature(group: str, column: str) -> str:
+    """A feature group column's name in the frame (and to the model)."""
+    return f"{group}__{column}"
+
+
 def feature_columns(entry: CatalogEntry) -> list[str]:
     m = entry.manifest
     skip = {*m.keys, m.time_column, m.valid_from_column, *RESERVED_FEATURE_COLUMNS}
@@ -446,7 +451,7 @@ def intake(
     features = [
         *config.event_features,
         *(
-            f"{g}__{c}"
+            group_feature(g, c)
             for g, entries in inputs.feature_groups.items()
             for c in feature_columns(entries[0])
         ),

@@ -30,17 +30,22 @@ from model_factory.errors import MissingInputError
 CODE_VERSION = code_version()
 
 
-def triggered_by(tags: dict[str, str]) -> str:
+# Dagster's run tags that name who started a run, in the order they are believed
+_CLAIMS = (
+    ("dagster/backfill", "backfill"),
+    ("dagster/schedule_name", "schedule"),
+    ("dagster/sensor_name", "sensor"),
+    ("dagster/user", "user"),
+)
+OWN_TRIGGER_TAG = "model_factory/triggered_by"  # what the CLI runs say of themselves
+
+
+def triggered_by(tags: Mapping[str, str]) -> str:
     """Who started the run, from Dagster's run tags."""
-    if "dagster/backfill" in tags:
-        return f"backfill:{tags['dagster/backfill']}"
-    if "dagster/schedule_name" in tags:
-        return f"schedule:{tags['dagster/schedule_name']}"
-    if "dagster/sensor_name" in tags:
-        return f"sensor:{tags['dagster/sensor_name']}"
-    if "dagster/user" in tags:
-        return f"user:{tags['dagster/user']}"
-    return tags.get("model_factory/triggered_by", "ui")
+    for tag, kind in _CLAIMS:
+        if tag in tags:
+            return f"{kind}:{tags[tag]}"
+    return tags.get(OWN_TRIGGER_TAG, "ui")
 
 
 def _tick(instance: dg.DagsterInstance, tick_id: str | None):
@@ -57,14 +62,8 @@ def _tick(instance: dg.DagsterInstance, tick_id: str | None):
 _TICK_GOING_SECONDS = 3600.0
 
 
-_TRIGGER_TAGS = (
-    "dagster/backfill",
-    "dagster/schedule_name",
-    "dagster/sensor_name",
-    "dagster/tick",
-    "dagster/user",
-    "model_factory/triggered_by",
-)
+# ... and the tick that launched a schedule's or sensor's run
+_TRIGGER_TAGS = (*(tag for tag, _ in _CLAIMS), "dagster/tick", OWN_TRIGGER_TAG)
 
 
 def _trigger_tags(tags: Mapping[str, str]) -> dict[str, str]:

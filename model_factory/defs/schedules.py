@@ -8,6 +8,7 @@ from model_factory.contracts import TrainingConfig
 from model_factory.core.intake import find_inputs
 from model_factory.core.windows import resolve_windows
 from model_factory.defs.assets import TRAINING_ASSETS
+from model_factory.defs.ledger import metadata_value
 from model_factory.defs.partitions import WEEKLY_PARTITIONS
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.errors import ModelFactoryError
@@ -39,8 +40,7 @@ def _trained(instance: dg.DagsterInstance, week: str) -> str | None:
     ).records
     if not records:
         return None
-    bundle_id = records[0].asset_materialization.metadata.get("bundle_id")
-    return str(getattr(bundle_id, "value", bundle_id) or "a bundle")
+    return str(metadata_value(records[0].asset_materialization.metadata, "bundle_id") or "a bundle")
 
 
 # The jobs whose runs train weeks: this one (the schedule's, the CLI's) and the one Dagster runs

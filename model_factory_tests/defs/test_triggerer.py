@@ -17,6 +17,7 @@ from model_factory.definitions import build_definitions
 from model_factory.defs.ledger import unverified_trigger
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.ledger import read_ledger
+from model_factory_tests.conftest import step_failure_messages
 
 WEEK = "2026-02-23"
 SCHEDULE = "weekly_training_schedule"
@@ -74,13 +75,7 @@ def _intake(world, tags: dict[str, str]) -> dg.ExecuteInProcessResult:
 
 
 def _refusal(result: dg.ExecuteInProcessResult) -> str:
-    [failure] = [e for e in result.all_events if e.is_step_failure]
-    error = failure.step_failure_data.error
-    messages = []
-    while error is not None:  # Dagster wraps the user error; ours is the cause
-        messages.append(error.message)
-        error = error.cause
-    return "\n".join(messages)
+    return "\n".join(step_failure_messages(result))
 
 
 def test_a_schedule_tag_alone_does_not_make_a_run_the_schedules(world):
