@@ -348,12 +348,15 @@ def _instance(settings: Settings):
 
 def _check_before_running(config: TrainingConfig, config_path: str | None, settings) -> None:
     """What would fail every week's intake, refused before any run starts: a config the
-    governance policy forbids, and a dataset it names that the catalog does not have."""
+    governance policy forbids, a dataset it names that the catalog does not have, and a
+    feature the policy has not vetted."""
     from model_factory.core.governance import (
         check_gate_policy,
         check_leakage_checks,
         check_model_family,
+        check_vetted_features,
     )
+    from model_factory.core.intake import feature_columns, group_feature
 
     source = config_path or "the default TrainingConfig"
     policy_source = settings.policy_path or "built-in default policy"
@@ -382,6 +385,22 @@ def _check_before_running(config: TrainingConfig, config_path: str | None, setti
                 source=source,
                 field=field,
             )
+    # The features every week's frame would have: a group's columns are the same in all its
+    # manifests (intake refuses a version whose schema changes), so its first one tells them.
+    features = [
+        *config.event_features,
+        *(
+            group_feature(sel.name, c)
+            for sel in config.feature_group_versions
+            for c in feature_columns(catalog.entries("feature_group", sel.name, sel.version)[0])
+        ),
+    ]
+    try:
+        check_vetted_features(settings.policy(), features, source=policy_source)
+    except PolicyViolationError as exc:
+        raise PolicyViolationError(
+            f"{exc.detail} (config: {source})", source=policy_source, field=exc.field
+        ) from None
 
 
 def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:

@@ -513,6 +513,37 @@ def test_run_refuses_a_config_every_week_would_fail_before_running_any(
     assert not (home / "dagster").exists()  # nothing ran
 
 
+def test_run_refuses_an_unvetted_feature_before_running_any(home, small_catalog, monkeypatch):
+    """A policy's vetted_features are checked against every feature the config's frames would
+    have (event columns and each group's columns, as the catalog's manifests name them)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    policy = home / "policy.json"
+    policy.write_text(
+        json.dumps(
+            {"vetted_features": ["amount", "is_*", "customer_spending__*", "card_status__*"]}
+        )
+    )
+    monkeypatch.setenv("MODEL_FACTORY_POLICY", str(policy))
+
+    result = _invoke("run", "--from", "2026-02-23", "--to", "2026-03-02")
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        f"error [policy_violation]: file {policy}, field 'vetted_features'"
+    )
+    # the terminal group's columns are named, the vetted ones are not
+    assert "terminal_risk__" in result.stderr
+    assert "customer_spending__" not in result.stderr.split("are not among")[0]
+    assert len(result.stderr.splitlines()) == 1
+    assert not (home / "dagster").exists()  # nothing ran
+
+    # vetted: the check lets the run start (a week without data, so it fails at once in intake)
+    policy.write_text(json.dumps({"vetted_features": ["amount", "is_*", "*__*"]}))
+    result = _invoke("run", "--from", "2026-06-01", "--to", "2026-06-01", "--json")
+    assert result.exit_code == 1, result.output
+    assert "MissingInputError" in json.loads(result.stdout)["error"]
+
+
 @pytest.mark.slow
 def test_a_launchpad_config_error_is_reported_as_ours_not_as_its_cause(tmp_path):
     """The ConfigError (file and field) is what a failed run and the ledger show, not the
