@@ -7,6 +7,7 @@ inputs through it, so what a stage used is exactly what the ledger says.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -60,6 +61,8 @@ def _tick(instance: dg.DagsterInstance, tick_id: str | None):
 # A schedule's tick still going has not yet written the ids of the runs it launched; one older
 # than this was left STARTED by a daemon that died, and confirms nothing.
 _TICK_GOING_SECONDS = 3600.0
+# How long after its creation a run claiming a backfill waits for the backfill's record.
+_BACKFILL_RECORD_SECONDS = 300.0
 
 
 # ... and the tick that launched a schedule's or sensor's run
@@ -119,9 +122,22 @@ def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str 
         )
         if tick is None or tick.instigator_name != name or not launched:
             return f"the run's tags say {claim}, but no tick of {kind} '{name}' launched it"
-    if kind == "backfill" and instance.get_backfill(name) is None:
+    if kind == "backfill" and not _backfill_recorded(instance, first, name):
         return f"the run's tags say {claim}, but the instance holds no backfill '{name}'"
     return None
+
+
+def _backfill_recorded(instance: dg.DagsterInstance, run: dg.DagsterRun, backfill_id: str) -> bool:
+    """Whether the instance holds the backfill, waiting for it while the run is young: `dagster
+    job backfill` (the CLI) records its backfill only after it has submitted every run, so the
+    first of them may get here before the record does."""
+    record = instance.get_run_record_by_id(run.run_id)
+    created = record.create_timestamp.timestamp() if record else 0.0
+    while instance.get_backfill(backfill_id) is None:
+        if time.time() - created >= _BACKFILL_RECORD_SECONDS:
+            return False
+        time.sleep(1.0)
+    return True
 
 
 def provenance(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Provenance:

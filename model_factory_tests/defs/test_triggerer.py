@@ -5,15 +5,18 @@ one the Dagster instance's own records confirm (found in the governance review: 
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import dagster as dg
 import pytest
 from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.scheduler.instigation import TickData, TickStatus
 
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.definitions import build_definitions
+from model_factory.defs import ledger
 from model_factory.defs.ledger import unverified_trigger
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.ledger import read_ledger
@@ -103,10 +106,40 @@ def test_a_run_of_a_tick_of_that_schedule_is_the_schedules(world):
         assert not result.success and "no tick of schedule" in _refusal(result), tick
 
 
-def test_a_backfill_tag_must_name_a_backfill_of_the_instance(world):
+def test_a_backfill_tag_must_name_a_backfill_of_the_instance(world, monkeypatch):
+    monkeypatch.setattr(ledger, "_BACKFILL_RECORD_SECONDS", 2.0)
+    started = time.monotonic()
     result = _intake(world, {"dagster/backfill": "madeup"})
     assert not result.success
     assert "the instance holds no backfill 'madeup'" in _refusal(result)
+    assert time.monotonic() - started >= 2.0  # it waited for the record first
+
+
+def test_a_backfill_recorded_after_its_first_run_started_confirms_it(world, monkeypatch):
+    """`dagster job backfill` submits its runs, then records the backfill: a run that reaches
+    intake first waits for the record instead of being refused."""
+    monkeypatch.setattr(ledger, "_BACKFILL_RECORD_SECONDS", 60.0)
+    instance = world["instance"]
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="late0001",
+        asset_graph=world["defs"].resolve_asset_graph(),
+        partition_names=[WEEK],
+        asset_selection=[dg.AssetKey("dataset_manifests")],
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    recorder = threading.Timer(1.5, instance.add_backfill, args=(backfill,))
+    recorder.start()
+    try:
+        result = _intake(world, {"dagster/backfill": "late0001"})
+    finally:
+        recorder.join()
+    assert result.success, _refusal(result)
 
 
 def test_a_re_execution_of_a_schedules_run_is_the_schedules(world):
