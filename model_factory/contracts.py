@@ -10,7 +10,9 @@ of every content digest, so rebuilding the same train run yields the same ids (A
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -30,6 +32,7 @@ CONTRACTS_VERSION = "v0"
 # Seeds go to NumPy (non-negative) and to XGBoost (a signed 64-bit long), some plus a small
 # offset per control model: a bound well inside both, refused at the config, not mid-run.
 MAX_SEED = 2**62
+_FLOAT32_SMALLEST_NORMAL = 2.0**-126
 
 # Keys dropped (at any depth) before a document is digested: they record when and by whom,
 # not what, so two builds of the same inputs must not differ by them.
@@ -221,7 +224,10 @@ class XGBoostParams(_Contract):
     learning_rate: float = Field(0.1, gt=0, le=1, description="Shrinkage per boosting round (eta).")
     num_boost_round: int = Field(300, ge=1, le=5000, description="Maximum boosting rounds.")
     early_stopping_rounds: int = Field(
-        30, ge=1, description="Stop when validation PR-AUC has not improved for this many rounds."
+        30,
+        ge=1,
+        description="Stop when the validation 'aucpr' (XGBoost's interpolated PR-AUC) has not "
+        "improved for this many rounds.",
     )
     min_child_weight: float = Field(1.0, ge=0, description="Minimum hessian sum in a leaf.")
     subsample: float = Field(0.8, gt=0, le=1, description="Row subsample ratio per tree.")
@@ -229,9 +235,32 @@ class XGBoostParams(_Contract):
     reg_lambda: float = Field(1.0, ge=0, description="L2 regularisation on leaf weights.")
     max_bin: int = Field(256, ge=2, le=4096, description="Histogram bins per feature (hist).")
     seed: int = Field(
-        42, ge=0, le=MAX_SEED, description="Random seed: fixed so a rebuild gives the same bytes."
+        42,
+        ge=0,
+        le=MAX_SEED,
+        description="Random seed: fixed so a rebuild gives the same bytes. XGBoost uses its low "
+        "32 bits: seeds that differ by a multiple of 2**32 give the same model.",
     )
     nthread: int = Field(2, ge=1, le=64, description="Threads; fixed for reproducibility.")
+
+    @field_validator(
+        "learning_rate", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda"
+    )
+    @classmethod
+    def _a_float32(cls, value: float) -> float:
+        # XGBoost parses its parameters as 32-bit floats: infinity (YAML's .inf) gives a
+        # constant model, and a value that overflows or underflows a normal float32 is refused
+        # mid-run, after the frame has been built
+        try:
+            single = struct.unpack("f", struct.pack("f", value))[0]
+        except OverflowError:
+            single = math.inf
+        if not math.isfinite(single) or (value != 0 and abs(value) < _FLOAT32_SMALLEST_NORMAL):
+            raise ValueError(
+                f"{value!r} is not one XGBoost takes: 0, or a 32-bit float from 1.2e-38 to "
+                "3.4e38 in size"
+            )
+        return value
 
 
 GateMetric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "positives"]
@@ -448,7 +477,10 @@ class CanarySettings(_Contract):
     enabled: bool = Field(True, description="Train the controls (false: the gate skips the check).")
     controls: int = Field(8, ge=2, le=64, description="Controls, each on its own label shuffle.")
     train_rows: int = Field(
-        20_000, ge=100, description="Training rows sampled (seeded) for each control."
+        20_000,
+        ge=100,
+        description="Training rows sampled (seeded) for each control; more (up to the train "
+        "split) when so few would hold fewer than 30 positives on average.",
     )
     rounds: int = Field(10, ge=1, le=500, description="Boosting rounds of each control.")
     max_depth: int = Field(3, ge=1, le=16, description="Tree depth of each control.")
@@ -1141,7 +1173,8 @@ class ShuffledLabelCanary(_Contract):
 
     roc_auc: float | None = Field(description="Mean test ROC-AUC of the controls; chance is 0.5.")
     roc_auc_ci: ConfidenceInterval | None = Field(
-        None, description="Normal interval of that mean over the controls (their spread)."
+        None,
+        description="Student t interval of that mean over the controls (their spread).",
     )
     control_roc_auc: list[float] = Field(description="Each control's test ROC-AUC.")
     spread_standard_error: float = Field(
@@ -1149,7 +1182,9 @@ class ShuffledLabelCanary(_Contract):
     )
     controls: int
     train_rows: int = Field(description="Training rows of each control.")
-    train_positives: int = Field(description="Positive (shuffled) labels of the first control.")
+    train_positives: int = Field(
+        description="Positive (shuffled) labels of the control that had fewest."
+    )
     test_rows: int
     test_positives: int
     null_standard_error: float = Field(

@@ -15,6 +15,8 @@ overridden (an override accepts a weaker model, not a model whose evidence is vo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import xgboost as xgb
@@ -35,6 +37,8 @@ from model_factory.core.training import feature_matrix
 
 SUSPECTED_LEAKAGE = "suspected_leakage"
 CONTROL_LEVEL = 0.95
+# Positives a control's training sample is drawn to hold (on average), whatever train_rows says.
+CONTROL_POSITIVES = 30
 
 
 def shuffled_label_canary(
@@ -51,13 +55,17 @@ def shuffled_label_canary(
         return None
     x_train = feature_matrix(train, features)
     x_test = xgb.DMatrix(feature_matrix(test, features), feature_names=features, nthread=nthread)
-    rows = min(settings.train_rows, train.height)
-    aucs, first_positives = [], 0
+    # A control with next to no positives predicts a constant, whose ROC-AUC is 0.5 whatever the
+    # frame holds: it would pass without testing anything. The sample grows (up to the whole
+    # train split) until it holds about CONTROL_POSITIVES of them.
+    wanted = math.ceil(CONTROL_POSITIVES * train.height / int(y_train.sum()))
+    rows = min(max(settings.train_rows, wanted), train.height)
+    aucs, fewest_positives = [], rows
     for k in range(settings.controls):
         rng = np.random.default_rng([settings.seed % (1 << 63), k])  # numpy takes no negatives
         pick = np.sort(rng.choice(train.height, rows, replace=False))
         shuffled = rng.permutation(y_train)[pick]
-        first_positives = first_positives or int(shuffled.sum())
+        fewest_positives = min(fewest_positives, int(shuffled.sum()))
         params = {
             "objective": "binary:logistic",
             "tree_method": "hist",
@@ -96,7 +104,7 @@ def shuffled_label_canary(
         spread_standard_error=spread,
         controls=len(aucs),
         train_rows=rows,
-        train_positives=first_positives,
+        train_positives=fewest_positives,
         test_rows=test.height,
         test_positives=positives,
         null_standard_error=null_auc_standard_error(positives, test.height),

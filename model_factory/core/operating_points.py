@@ -17,7 +17,7 @@ from model_factory.contracts import (
 from model_factory.core.bootstrap import rate_intervals
 
 # A threshold picked on fewer validation alerts than this is flagged in the policy's notes.
-FEW_ALERTS = 10
+FEW_ALERTS = 30
 
 
 def _descending_runs(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -138,6 +138,7 @@ def train_xgboost(
         label=val["label"].to_numpy(),
         feature_names=features,
         ref=dtrain,
+        max_bin=params.max_bin,  # XGBoost refuses a reference built with other bins
         nthread=params.nthread,
     )
     booster = xgb.train(

@@ -3,6 +3,7 @@ and the trap shown on demo data: a join on ``valid_from`` is caught, the real fr
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from model_factory.contracts import (
 )
 from model_factory.core import frames
 from model_factory.core.canaries import (
+    CONTROL_POSITIVES,
     SUSPECTED_LEAKAGE,
     judge_leakage,
     shuffled_label_canary,
@@ -101,6 +103,29 @@ def test_the_controls_interval_is_students_t_and_is_not_shown_as_the_deviations(
     [row] = judge_leakage(LeakageGuard(), report).checks  # type: ignore[arg-type]
     assert row.observed == pytest.approx(abs(first.roc_auc - 0.5)) and row.ci is None
     assert f"[{first.roc_auc_ci.lower:.4f}, {first.roc_auc_ci.upper:.4f}] 95%" in row.detail
+
+
+def test_a_control_sample_too_small_to_hold_frauds_is_grown_until_it_does() -> None:
+    """100 rows at 2% fraud hold ~2 positives: such a control predicts a constant, whose ROC-AUC
+    is 0.5 whatever the frame holds, and would pass without testing anything (found in
+    review). The sample grows to hold ~CONTROL_POSITIVES; the fewest any control had is kept."""
+    frame = separable_frame()
+    train = frame.filter(pl.col("split") == "train")
+    canary = shuffled_label_canary(frame, FEATURES, CanarySettings(train_rows=100), 2)
+    assert canary is not None
+    assert canary.train_rows == math.ceil(
+        CONTROL_POSITIVES * train.height / int(train["label"].sum())
+    )
+    assert CONTROL_POSITIVES / 2 <= canary.train_positives <= CONTROL_POSITIVES
+    assert len(set(canary.control_roc_auc)) > 1  # not eight constant models at exactly 0.5
+    # never beyond the train split, however rare its frauds (here three; the test's unchanged)
+    label = frame["label"].to_numpy().copy()
+    in_train = np.flatnonzero((frame["split"] == "train").to_numpy() & (label == 1))
+    label[in_train[3:]] = 0
+    rare = frame.with_columns(pl.Series("label", label))
+    grown = shuffled_label_canary(rare, FEATURES, CanarySettings(train_rows=100), 2)
+    assert grown is not None and grown.train_rows == train.height
+    assert grown.train_positives == 3
 
 
 def test_control_is_absent_when_disabled_or_a_class_is_missing() -> None:

@@ -100,3 +100,31 @@ def test_scoring_refuses_inputs_in_another_order_than_the_model_was_trained_on()
             trained.score(test.with_columns(split_day=pl.lit(1.0)), wrong, source="frame.parquet")
         assert info.value.source == "frame.parquet" and info.value.field == "feature_names"
         assert str(FEATURES) in str(info.value)
+
+
+@pytest.mark.parametrize("max_bin", [16, 1024])
+def test_a_max_bin_other_than_xgboosts_default_trains_with_those_bins(max_bin):
+    """The validation matrix is binned like the training one (XGBoost refused a mismatch)."""
+    import json
+
+    frame = separable_frame(4_000)
+    model = train_xgboost(frame, FEATURES, XGBoostParams(max_bin=max_bin, num_boost_round=20))
+    config = json.loads(model.booster.save_config())
+    assert int(config["learner"]["gradient_booster"]["tree_train_param"]["max_bin"]) == max_bin
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("reg_lambda", float("inf")),  # YAML's .inf: a constant model
+        ("min_child_weight", 1e39),  # beyond float32: XGBoost refuses it mid-run
+        ("learning_rate", 1e-40),  # below float32's smallest normal: refused mid-run
+        ("subsample", 1e-300),
+    ],
+)
+def test_a_hyperparameter_xgboost_cannot_parse_is_refused_at_the_config(field, value):
+    with pytest.raises(ValidationError) as refused:
+        TrainingConfig.model_validate({"hyperparams": {field: value}})
+    assert refused.value.errors()[0]["loc"] == ("hyperparams", field)
+    # the smallest and largest float32 values XGBoost takes are taken
+    XGBoostParams(learning_rate=1.2e-38, reg_lambda=3.0e38, min_child_weight=0.0)
