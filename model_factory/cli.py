@@ -424,7 +424,12 @@ def _run(weeks: list[str], config_path: str | None, as_json: bool) -> list:
         _say(f"Dagster instance: {settings.dagster_home}")
         started = time.perf_counter()
         results = run_weeks(
-            instance, defs(), weeks, FileRegistry(settings.registry_url), run_config, progress=_say
+            instance,
+            defs(),
+            weeks,
+            FileRegistry(settings.registry_url, settings.store_url),
+            run_config,
+            progress=_say,
         )
         _say(f"{len(weeks)} week(s) in {time.perf_counter() - started:.0f}s")
     if as_json:
@@ -691,7 +696,8 @@ def registry() -> None:
 def _registry():
     from model_factory.core.registry import FileRegistry
 
-    return FileRegistry(Settings.from_env().registry_url)
+    settings = Settings.from_env()
+    return FileRegistry(settings.registry_url, settings.store_url)
 
 
 @registry.command("list")
@@ -788,16 +794,31 @@ def registry_publish(bundle, requested_by) -> None:
 
 
 def _bundle_uri(bundle: str) -> str:
-    """A bundle id (looked up in the registry, then the store) or a URI."""
-    if not bundle.startswith("mfb-"):
-        return bundle
-    from model_factory.core.bundles import find_bundle
-    from model_factory.errors import RegistryError
+    """A bundle id (looked up in the registry, then the store) or a URI (made absolute: a
+    published relative path would resolve elsewhere from another working directory).
 
+    The bundle an id leads to must still be that bundle: the id a registry record names, with
+    the content it recorded (an edited bundle is re-digested to a new id of its own)."""
+    from model_factory.core.bundles import find_bundle, load_bundle, stored_bundle_digest
+    from model_factory.core.storage import absolute_uri
+    from model_factory.errors import DigestMismatchError, RegistryError
+
+    if not bundle.startswith("mfb-"):
+        return absolute_uri(bundle)
     try:
-        return _registry().get(bundle).bundle_uri
+        record = _registry().get(bundle)
     except RegistryError:
         return find_bundle(Settings.from_env().store_url, bundle)
+    found = load_bundle(record.bundle_uri).bundle_id
+    if found != bundle or stored_bundle_digest(record.bundle_uri) != record.bundle_sha256:
+        raise DigestMismatchError(
+            f"the registry's record of {bundle} points at a bundle that is now "
+            f"{found if found != bundle else 'other content under the same id'}: it was "
+            "changed after it was published",
+            source=record.bundle_uri,
+            field="bundle_id" if found != bundle else "bundle_sha256",
+        )
+    return record.bundle_uri
 
 
 @main.group()
@@ -818,7 +839,9 @@ def bundle_verify(bundle_ref, as_json, inputs) -> None:
     """Recompute every digest a bundle pins and report each artifact's status."""
     from model_factory.core.bundles import verification
 
-    result = verification(_bundle_uri(bundle_ref), inputs=inputs)
+    result = verification(
+        _bundle_uri(bundle_ref), inputs=inputs, store_url=Settings.from_env().store_url
+    )
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:

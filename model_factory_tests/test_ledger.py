@@ -288,3 +288,55 @@ def test_a_record_says_why_its_gate_failed_and_whether_it_was_overridden(
     assert (record.status, record.gate_status, record.gate_judged_status) == (status, final, judged)
     assert record.error == says
     validate(json.loads(record.model_dump_json()), "TrainingRunRecord")
+
+
+def test_the_registry_publishes_only_bundles_its_store_journaled(world, tmp_path):
+    """A bundle id is a digest of the bundle's own content, so a bundle edited and re-digested
+    (a FAIL receipt made to say PASS) verifies against itself; found in review, it was
+    published. Given the store, the registry takes only that store's bundle of its train run,
+    and only with the bytes the run ledger journaled."""
+    from model_factory.contracts import PublishBundleRequest
+    from model_factory.core.bundles import bundle_id_of
+
+    store = tmp_path / "store"
+    shutil.copytree(world["root"] / "store", store)
+    [original] = sorted(store.glob("bundles/*/bundle.json"))[:1]
+    registry = FileRegistry(str(tmp_path / "registry"), str(store))
+
+    def publish(path: Path) -> tuple[str, str | None]:
+        bundle_id = json.loads(path.read_text())["bundle_id"]
+        response = registry.publish(
+            PublishBundleRequest(bundle_uri=str(path), bundle_id=bundle_id, requested_by="test")
+        )
+        return response.status, response.reason
+
+    # forged: the receipt says PASS, the id is recomputed, so the bundle is self-consistent
+    raw = json.loads(original.read_text())
+    receipt = raw["gate_receipt"]
+    receipt["gate_status"] = receipt["judged_status"] = "PASS"
+    receipt["reasons"] = []
+    for criterion in receipt["criteria"]:
+        criterion["passed"] = True
+    raw["bundle_id"] = bundle_id_of(raw)
+    outside = tmp_path / "elsewhere" / "bundle.json"
+    outside.parent.mkdir()
+    outside.write_text(json.dumps(raw))
+    status, reason = publish(outside)
+    assert status == "refused" and "only bundles the factory built there" in reason
+    genuine = original.read_bytes()
+    original.write_text(json.dumps(raw))  # the same forgery in the store's own place
+    status, reason = publish(original)
+    assert status == "refused" and "are not those its run journaled" in reason
+    # a bundle no run journaled (its ledger entries gone) is refused too
+    original.write_bytes(genuine)
+    shutil.rmtree(store / "ledger")
+    status, reason = publish(original)
+    assert status == "refused" and "no entry for" in reason
+    assert not list((tmp_path / "registry").glob("records/*.json"))  # nothing was recorded
+    # the genuine bundle with its ledger: judged on its gate alone
+    shutil.copytree(world["root"] / "store" / "ledger", store / "ledger")
+    status, reason = publish(original)
+    if json.loads(genuine)["gate_receipt"]["gate_status"] == "PASS":
+        assert (status, reason) == ("published", None)
+    else:
+        assert status == "refused" and "only PASS bundles may be published" in reason

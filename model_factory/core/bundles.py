@@ -31,7 +31,16 @@ from model_factory.core.documents import parse_document
 from model_factory.core.frames import frame_from_parquet
 from model_factory.core.gates import failure_summary
 from model_factory.core.intake import pinned_manifest
-from model_factory.core.storage import ArtifactStore, read_bytes, read_json
+from model_factory.core.journal import ledger_journal
+from model_factory.core.storage import (
+    ArtifactStore,
+    absolute_uri,
+    file_sha256,
+    join,
+    open_uri,
+    read_bytes,
+    read_json,
+)
 from model_factory.core.training import TrainedModel, feature_matrix
 from model_factory.errors import DigestMismatchError, ModelFactoryError, first_line
 
@@ -145,6 +154,47 @@ def find_bundle(store_url: str, bundle_id: str) -> str:
     )
 
 
+def in_store(store_url: str, uri: str, bundle: ModelBundle) -> bool:
+    """Whether ``uri`` is the bundle's own place in the store: ``bundles/<train run>/``."""
+    own = join(store_url, "bundles", bundle.train_run_id, "bundle.json")
+    return absolute_uri(uri) == absolute_uri(own)
+
+
+def journaled_digest(store_url: str, bundle: ModelBundle) -> tuple[int, str] | None:
+    """The sequence and bytes' sha256 of the store's run-ledger entry for the bundle, if any."""
+    entry = ledger_journal(store_url).find("ledger_stage", f"{bundle.train_run_id}/model_bundle")
+    return None if entry is None else (entry.sequence, entry.sha256)
+
+
+def not_journaled(store_url: str, uri: str, bundle: ModelBundle) -> str | None:
+    """Why the bundle at ``uri`` is not its train run's bundle in the store with the bytes the
+    store's run ledger journaled, or None. The bundle id is a digest of the bundle's own
+    content, so an edited and re-digested bundle is self-consistent: the ledger is what holds."""
+    if not in_store(store_url, uri, bundle):
+        return (
+            f"the bundle at {uri} is not its train run's bundle in the store {store_url}: only "
+            "bundles the factory built there are published"
+        )
+    journaled = journaled_digest(store_url, bundle)
+    if journaled is None:
+        return (
+            f"the store's run ledger has no entry for {bundle.train_run_id}/model_bundle: no "
+            "run journaled it"
+        )
+    stored = _stored_sha256(uri)
+    if stored != journaled[1]:
+        return (
+            f"the bundle's bytes (sha256 {stored}) are not those its run journaled (ledger "
+            f"entry {journaled[0]}: {journaled[1]}): it was changed after it was written"
+        )
+    return None
+
+
+def _stored_sha256(uri: str) -> str:
+    fs, path = open_uri(uri)
+    return file_sha256(fs, path)[0]
+
+
 def load_bundle(uri: str) -> ModelBundle:
     return parse_document(read_json(uri), ModelBundle, source=uri)
 
@@ -187,15 +237,29 @@ def _input_check(ref) -> ArtifactCheck:
     return _check(name, ref.digest, found)
 
 
-def verification(uri: str, inputs: bool = False) -> BundleVerification:
+def verification(
+    uri: str, inputs: bool = False, store_url: str | None = None
+) -> BundleVerification:
     """Recompute every digest the bundle pins and report each one's status; with ``inputs``,
-    also its input manifests and their data files (all the data is read)."""
+    also its input manifests and their data files (all the data is read). A bundle in its place
+    in ``store_url`` is also checked against the bytes the store's run ledger journaled for it:
+    an edit re-digested to a new bundle id is consistent with itself."""
     raw = read_json(uri)
     bundle = parse_document(raw, ModelBundle, source=uri)
     # Digests are taken over the JSON as stored, never as re-dumped by today's contracts: a
     # document written before an optional field was added must still verify.
     checks = [
         _check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
+    ]
+    if store_url is not None and in_store(store_url, uri, bundle):
+        journaled = journaled_digest(store_url, bundle)
+        subject = f"{bundle.train_run_id}/model_bundle"
+        checks.append(
+            ArtifactCheck(name="ledger_journal", expected=subject, actual=None, status="missing")
+            if journaled is None
+            else _check("ledger_journal", journaled[1], _stored_sha256(uri))
+        )
+    checks += [
         _check(
             "feature_schema_digest",
             bundle.feature_schema_digest,

@@ -239,3 +239,8 @@ def verify_chain(journal: Journal, anchor: tuple[int, str] | None = None) -> Cha
                 "sequence",
             )
     return check
+
+
+def ledger_journal(store_url: str) -> Journal:
+    """The run ledger's hash chain, beside the documents it points at: ``<store>/ledger/``."""
+    return Journal(join(store_url, "ledger"))

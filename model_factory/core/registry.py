@@ -22,7 +22,13 @@ from model_factory.contracts import (
     PublishBundleResponse,
     RegistryRecord,
 )
-from model_factory.core.bundles import model_ref, smoke_test, stored_bundle_digest, verify_bundle
+from model_factory.core.bundles import (
+    model_ref,
+    not_journaled,
+    smoke_test,
+    stored_bundle_digest,
+    verify_bundle,
+)
 from model_factory.core.canonical import canonical_json, content_digest, sha256_hex
 from model_factory.core.documents import parse_document
 from model_factory.core.faults import crash_point
@@ -81,9 +87,18 @@ def readiness_ref(bundle_uri: str, bundle_id: str, model_sha256: str) -> Artifac
 
 
 class FileRegistry:
-    def __init__(self, url: str):
+    """The model registry: one record per published bundle, and each family's champion history.
+
+    Given the store the factory builds in (``store_url``, as every run and command sets it), it
+    publishes only that store's bundles whose bytes are those the run ledger journaled: a bundle
+    is a digest of its own content, so one edited and re-digested (a FAIL receipt made to say
+    PASS) is otherwise self-consistent.
+    """
+
+    def __init__(self, url: str, store_url: str | None = None):
         self.location = Location(url)
         self.url = url
+        self.store_url = store_url
         # Every record and champion change is also an entry of this hash chain (`verify`).
         self.journal = Journal(self.location.uri(join(self.location.root, "journal")))
 
@@ -113,6 +128,10 @@ class FileRegistry:
             return refused(
                 f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, not {request.bundle_id}"
             )
+        if self.store_url is not None:
+            problem = not_journaled(self.store_url, request.bundle_uri, bundle)
+            if problem is not None:
+                return refused(problem)
         if bundle.gate_receipt.gate_status != "PASS":
             return refused(
                 "only PASS bundles may be published; this one's gate says FAIL: "

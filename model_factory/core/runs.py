@@ -57,7 +57,7 @@ from model_factory.core.frames import (
 from model_factory.core.gates import GateEvidence, decide_gate
 from model_factory.core.governance import policy_digest, policy_document
 from model_factory.core.intake import FrameInputs, feature_columns, intake, reload_inputs
-from model_factory.core.journal import Journal
+from model_factory.core.journal import ledger_journal
 from model_factory.core.manifests import Catalog
 from model_factory.core.readiness import (
     LATENCY_KEY,
@@ -69,7 +69,7 @@ from model_factory.core.readiness import (
 from model_factory.core.registry import FileRegistry
 from model_factory.core.report_html import render_readiness_html, render_report_html
 from model_factory.core.settings import DEFAULT_STREAM_ABOVE_BYTES, Settings
-from model_factory.core.storage import ArtifactStore, file_sha256, join, open_uri, read_json
+from model_factory.core.storage import ArtifactStore, file_sha256, open_uri, read_json
 from model_factory.core.training import TrainedModel, train_xgboost
 from model_factory.errors import (
     LeakageError,
@@ -98,7 +98,7 @@ class FactoryEnv:
         return cls(
             Catalog(settings.catalog_url),
             ArtifactStore(settings.store_url),
-            FileRegistry(settings.registry_url),
+            FileRegistry(settings.registry_url, settings.store_url),
             settings.policy(),
             settings.policy_path or "built-in default policy",
             settings.frame_mode,
@@ -311,6 +311,12 @@ def _champion_scores(
         return None, None
     try:
         bundle = verify_bundle(champion.bundle_uri)
+        # the bundle there must still be the champion intake pinned: an edited one verifies
+        # against itself under a new id
+        if bundle.bundle_id != champion.bundle_id:
+            return None, f"{champion.bundle_uri} now holds {bundle.bundle_id}, not the champion"
+        if model_ref(bundle).sha256 != champion.model_sha256:
+            return None, f"{champion.bundle_uri} now names another model than the champion's"
         fits = check_serving_schema(
             bundle, record.feature_schema, record.feature_group_versions, "this frame"
         )
@@ -513,11 +519,6 @@ def stage_publish(
             dagster_run_id=dagster_run_id,
         )
     )
-
-
-def ledger_journal(store_url: str) -> Journal:
-    """The run ledger's hash chain, beside the documents it points at: ``<store>/ledger/``."""
-    return Journal(join(store_url, "ledger"))
 
 
 def journal_stage(

@@ -90,6 +90,15 @@ class Location:
         return fs.unstrip_protocol(path)
 
 
+def absolute_uri(uri: str) -> str:
+    """One spelling per location, as the stores write theirs: an absolute local path (relative
+    paths, ``file://`` and ``..`` resolved), or the full URI of a remote object."""
+    location = Location(uri)
+    if isinstance(location.fs, LocalFileSystem):
+        return os.path.normpath(location.root)
+    return location.uri(location.root)
+
+
 def open_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return url_to_fs(uri)
 

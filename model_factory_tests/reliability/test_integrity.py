@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 import jsonschema
+import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
@@ -707,3 +708,87 @@ def test_ledger_verify_while_a_run_fails_after_a_stage_is_no_wiped_materializati
     assert report.ok, report.problems
     assert len(reads) == 2
     assert any(n.endswith("while this verify ran") for n in report.notes), report.notes
+
+
+# ------------------------------------------------------------ a bundle edited and re-digested
+
+
+def _redigested(path: Path, **receipt_changes) -> str:
+    """Edit the bundle at ``path`` as a forger would: change its receipt, recompute its id (so
+    it verifies against itself). Returns the new id."""
+    from model_factory.core.bundles import bundle_id_of
+
+    doc = json.loads(path.read_bytes())
+    doc["gate_receipt"].update(receipt_changes)
+    doc["bundle_id"] = bundle_id_of(doc)
+    path.write_bytes(canonical_json(doc))
+    return doc["bundle_id"]
+
+
+def test_bundle_verify_catches_an_edit_the_bundle_digest_was_recomputed_for(world):
+    """Found in review: `bundle verify ID` followed the registry record to an edited bundle and
+    said VALID under the edit's own id, and a path verified against itself alone."""
+    home = world["home"]
+    published = world["weeks"][0]
+    path = home.store / "bundles" / published["train_run_id"] / "bundle.json"
+    assert cli(home, "bundle", "verify", published["bundle_id"]).exit_code == 0
+    with restored(home.store):
+        forged = _redigested(path, reasons=["edited"])
+        by_id = CliRunner().invoke(
+            main, ["bundle", "verify", published["bundle_id"]], env=home.env()
+        )
+        assert by_id.exit_code == 2
+        assert f"file {path}, field 'bundle_id'" in by_id.stderr
+        assert f"now {forged}" in by_id.stderr
+        by_path = cli(home, "bundle", "verify", str(path))
+        assert by_path.exit_code == 1
+        assert "mismatch  ledger_journal" in by_path.stdout
+        assert f"{forged}: INVALID" in by_path.stdout
+    ok = cli(home, "bundle", "verify", str(path))
+    assert ok.exit_code == 0 and "ok        ledger_journal" in ok.stdout
+
+
+def test_a_champion_edited_in_its_place_is_not_scored_as_the_champion(world):
+    """A week pinned as its champion the first week's bundle; a bundle now there under another
+    id (an edit re-digested) is not that champion's evidence, though it verifies."""
+    from model_factory.contracts import ChampionRef, TrainingFrameRecord
+    from model_factory.core.bundles import load_bundle, model_ref
+    from model_factory.core.runs import _champion_scores, load_document, load_frame
+
+    home = world["home"]
+    first_uri = str(home.store / "bundles" / world["weeks"][0]["train_run_id"] / "bundle.json")
+    first = load_bundle(first_uri)
+    champion = ChampionRef(
+        bundle_id=first.bundle_id,
+        bundle_uri=first_uri,
+        partition_key=first.partition_key,
+        model_sha256=model_ref(first).sha256,
+    )
+    # the second week's frame record, as its run journaled it
+    frame = stage_entry(home, world["weeks"][1]["week"], "training_frame").document
+    record = load_document(frame, TrainingFrameRecord)
+    test = load_frame(record).filter(pl.col("split") == "test")
+    scores, problem = _champion_scores(champion, test, record)
+    assert scores is not None and problem is None
+    with restored(home.store):
+        forged = _redigested(Path(champion.bundle_uri), reasons=["edited"])
+        scores, problem = _champion_scores(champion, test, record)
+    assert scores is None and f"now holds {forged}, not the champion" in problem
+
+
+def test_a_bundle_published_by_a_relative_path_is_recorded_by_its_absolute_one(
+    world, tmp_path, monkeypatch
+):
+    """Found in review: the record kept the relative path, which later resolved elsewhere."""
+    home = world["home"]
+    first = world["weeks"][0]
+    with restored(home.registry):
+        shutil.rmtree(home.registry)
+        monkeypatch.chdir(home.store)
+        relative = f"bundles/{first['train_run_id']}/bundle.json"
+        published = cli(home, "registry", "publish", relative)
+        assert published.exit_code == 0, published.output
+        monkeypatch.chdir(tmp_path)
+        record = registry(home).get(first["bundle_id"])
+        assert record.bundle_uri == str(home.store / relative)
+        assert cli(home, "bundle", "verify", first["bundle_id"]).exit_code == 0
