@@ -272,7 +272,9 @@ def _warn_if_intake_would_refuse(target: Catalog, m, uri: str) -> None:
     except ModelFactoryError as exc:
         _say(
             f"warning: intake will refuse this manifest until its files are under the catalog "
-            f"or a data_roots folder of the policy ({exc.detail})"
+            f"or a data_roots folder of the policy ({exc.detail}). The manifest names the files "
+            f"where they are now: add that folder to the policy's data_roots, or remove {uri}, "
+            "move the files and create it again"
         )
 
 
@@ -360,10 +362,11 @@ def _check_before_running(config: TrainingConfig, config_path: str | None, setti
 
     source = config_path or "the default TrainingConfig"
     policy_source = settings.policy_path or "built-in default policy"
+    policy = settings.policy()  # a policy file's own errors name that file, not the config
     try:
-        check_gate_policy(config.gates, settings.policy(), source=source)
-        check_model_family(settings.policy(), config.model_family, source=source)
-        check_leakage_checks(config, settings.policy(), source=source)
+        check_gate_policy(config.gates, policy, source=source)
+        check_model_family(policy, config.model_family, source=source)
+        check_leakage_checks(config, policy, source=source)
     except PolicyViolationError as exc:
         raise PolicyViolationError(
             f"{exc.detail} (policy: {policy_source})", source=source, field=exc.field
@@ -396,7 +399,7 @@ def _check_before_running(config: TrainingConfig, config_path: str | None, setti
         ),
     ]
     try:
-        check_vetted_features(settings.policy(), features, source=policy_source)
+        check_vetted_features(policy, features, source=policy_source)
     except PolicyViolationError as exc:
         raise PolicyViolationError(
             f"{exc.detail} (config: {source})", source=policy_source, field=exc.field

@@ -28,8 +28,9 @@ from model_factory.ledger import HOST_TAG, PID_TAG, own_error, process_gone
 
 TRAIN_JOB = "weekly_training"
 BACKTEST_JOB = "backtest"
-# Runs started here print our own progress lines; Dagster's step-by-step log stays in the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Runs started here print our own progress lines, and a failed week its error in one line;
+# Dagster's step-by-step log (a failed step's stack trace is logged at ERROR) stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 # Runs a CLI run on this host may leave behind when its process dies (see fail_orphaned_runs).
 _LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 

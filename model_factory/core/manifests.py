@@ -484,7 +484,9 @@ class Catalog:
                 )
         if not write_exclusive(fs, path, data) and fs.cat_file(path) != data:
             raise ImmutabilityError(
-                "a different manifest for this window already exists",
+                "a different manifest for this window already exists: a dataset version is "
+                "immutable once train runs may pin it, so give the changed data a new --version "
+                "(or, if no run has used this one, remove the file and create it again)",
                 source=self.location.uri(path),
                 field="time_window",
             )

@@ -189,5 +189,6 @@ def load_policy(path: str | None) -> GovernancePolicy:
         try:
             raw = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise PolicyViolationError(f"not valid YAML ({exc})", source=path) from exc
+            detail = " ".join(str(exc).split())  # one line: the CLI prints one per error
+            raise PolicyViolationError(f"not valid YAML ({detail})", source=path) from exc
     return parse_document(raw, GovernancePolicy, source=path, error=PolicyViolationError)

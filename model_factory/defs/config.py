@@ -80,17 +80,30 @@ def _optional_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
 def _field_kwargs(info) -> dict[str, Any]:
-    """Keep a contract field's default, description and constraints."""
-    kwargs: dict[str, Any] = {"description": info.description}
+    """Keep a contract field's default and description; its bounds go into the description.
+
+    Not into the Config itself: pydantic would enforce them when Dagster builds the Config, so a
+    value out of range failed the step with pydantic's raw ValidationError, before to_contract
+    could name the field as a ConfigError (the launchpad's schema has no bounds to show anyway).
+    """
+    bounds = [
+        f"{sign} {getattr(meta, attr)}"
+        for meta in info.metadata
+        for attr, sign in _BOUNDS.items()
+        if getattr(meta, attr, None) is not None
+    ]
+    description = info.description or ""
+    if bounds:
+        description = f"{description} ({', '.join(bounds)})".strip()
+    kwargs: dict[str, Any] = {"description": description or None}
     if info.default_factory is not None:
         kwargs["default_factory"] = info.default_factory
     elif not info.is_required():
         kwargs["default"] = info.default
-    for meta in info.metadata:
-        for attr in ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern"):
-            if getattr(meta, attr, None) is not None:
-                kwargs[attr] = getattr(meta, attr)
     return kwargs
 
 
@@ -105,8 +118,8 @@ TrainingConfig.__module__ = __name__
 def to_contract(config: dg.Config) -> TrainingConfigContract:
     """The launchpad config as the contract (the one whose canonical hash is the config_hash).
 
-    Per-field bounds are enforced when Dagster builds the Config (the step fails before its body
-    runs); the contract's cross-field rules are checked here, before any input is read.
+    Every rule of the contract (bounds, patterns, cross-field rules) is checked here, before any
+    input is read, and a break is a ConfigError naming the field.
     """
     try:
         # List defaults are plain dicts (see above); the contract validates them, so pydantic's
