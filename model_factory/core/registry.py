@@ -345,6 +345,44 @@ class FileRegistry:
                     out[self._subject(path)] = (kind, path)
         return out
 
+    def _bundles_behind_records(self, files: dict[str, tuple[str, str]]) -> list[IntegrityProblem]:
+        """Each record's bundle is still where it says, with the content it recorded: a record
+        whose bundle was deleted or changed would still be pinned as a champion by intake."""
+        problems = []
+        for kind, path in sorted(files.values()):
+            if kind != "registry_record":
+                continue
+            try:
+                record = parse_document(
+                    self.location.fs.cat_file(path), RegistryRecord, source=self.location.uri(path)
+                )
+            except (ModelFactoryError, OSError):
+                continue  # an unreadable record is reported against its journal entry
+            try:
+                digest = stored_bundle_digest(record.bundle_uri)
+            except ModelFactoryError:
+                problems.append(
+                    IntegrityProblem(
+                        kind="document_missing",
+                        source=record.bundle_uri,
+                        field="bundle_uri",
+                        detail=f"the bundle the record {self.location.uri(path)} publishes is "
+                        "gone or unreadable",
+                    )
+                )
+                continue
+            if digest != record.bundle_sha256:
+                problems.append(
+                    IntegrityProblem(
+                        kind="document_edited",
+                        source=record.bundle_uri,
+                        field="bundle_sha256",
+                        detail=f"the bundle's content digest is {digest}; the record "
+                        f"{self.location.uri(path)} published {record.bundle_sha256}",
+                    )
+                )
+        return problems
+
     def _history_gaps(
         self, files: dict[str, tuple[str, str]], already_reported: set[str]
     ) -> list[IntegrityProblem]:
@@ -451,6 +489,7 @@ class FileRegistry:
                     )
                 )
         problems += self._history_gaps(files, already_reported=gone)
+        problems += self._bundles_behind_records(files)
         kinds = [kind for kind, _ in files.values()]
         return IntegrityReport(
             target="registry",

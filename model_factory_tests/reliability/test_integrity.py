@@ -792,3 +792,23 @@ def test_a_bundle_published_by_a_relative_path_is_recorded_by_its_absolute_one(
         record = registry(home).get(first["bundle_id"])
         assert record.bundle_uri == str(home.store / relative)
         assert cli(home, "bundle", "verify", first["bundle_id"]).exit_code == 0
+
+
+def test_registry_verify_checks_the_bundle_behind_each_record(world):
+    """Found in review: with a published bundle deleted and another edited, registry verify said
+    OK, and the next intake would have pinned that champion."""
+    home = world["home"]
+    first, second = (
+        home.store / "bundles" / w["train_run_id"] / "bundle.json" for w in world["weeks"]
+    )
+    assert registry(home).verify().ok
+    with restored(home.store):
+        first.unlink()
+        _redigested(second, reasons=["edited"])
+        report = registry(home).verify()
+    assert not report.ok
+    assert {(p.kind, p.source, p.field) for p in report.problems} == {
+        ("document_missing", str(first), "bundle_uri"),
+        ("document_edited", str(second), "bundle_sha256"),
+    }
+    assert registry(home).verify().ok
