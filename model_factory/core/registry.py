@@ -502,6 +502,31 @@ class FileRegistry:
                 "champion_changes": kinds.count("champion_change"),
             },
             problems=problems,
+            notes=self._unpromoted(),
             ok=not problems,
             verified_at_utc=datetime.now(UTC),
         )
+
+    def _unpromoted(self) -> list[str]:
+        """Records newer than their family's champion that no champion change promotes: their
+        publish stopped between the record and the change (intake already takes such a record
+        as the champion, as the completed publish will make it)."""
+        try:
+            records = self.records()
+            notes = []
+            for family in sorted({r.model_family for r in records}):
+                history = self.history(family)
+                promoted = {c.bundle_id for c in history}
+                live = history[-1].partition_key if history else ""
+                notes += [
+                    f"{r.bundle_id} (week {r.partition_key}) is newer than the {family} "
+                    f"champion's week ({live or 'none'}) but no champion change promotes it: its "
+                    "publish did not finish; publishing it again completes it"
+                    for r in records
+                    if r.model_family == family
+                    and r.partition_key > live
+                    and r.bundle_id not in promoted
+                ]
+            return notes
+        except ModelFactoryError:  # an unreadable file: reported as a problem above
+            return []

@@ -812,3 +812,35 @@ def test_registry_verify_checks_the_bundle_behind_each_record(world):
         ("document_edited", str(second), "bundle_sha256"),
     }
     assert registry(home).verify().ok
+
+
+def test_registry_verify_notes_a_record_its_publish_did_not_promote(world, tmp_path, monkeypatch):
+    """A publish that stopped between its record and its champion change (review): the record
+    is newer than the champion, and only a note says so until publishing again completes it."""
+    home = world["home"]
+    fresh = FileRegistry(str(tmp_path / "registry"), str(home.store))
+
+    def publish(week: dict) -> str:
+        uri = str(home.store / "bundles" / week["train_run_id"] / "bundle.json")
+        request = PublishBundleRequest(
+            bundle_uri=uri, bundle_id=week["bundle_id"], requested_by="t"
+        )
+        return fresh.publish(request).status
+
+    first, second = world["weeks"]
+    assert publish(first) == "published"
+
+    def stopped(*args, **kwargs):
+        raise RuntimeError("killed between the record and the champion change")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FileRegistry, "_maybe_promote", stopped)
+        with pytest.raises(RuntimeError):
+            publish(second)
+    report = fresh.verify()
+    assert report.ok  # a note, not a problem: intake already takes it as the champion
+    [note] = report.notes
+    assert second["bundle_id"] in note and "publishing it again completes it" in note
+    assert publish(second) == "already_published"
+    assert fresh.verify().notes == []
+    assert [c.bundle_id for c in fresh.history(FAMILY)] == [first["bundle_id"], second["bundle_id"]]
