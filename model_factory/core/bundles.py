@@ -145,12 +145,21 @@ def find_bundle(store_url: str, bundle_id: str) -> str:
     """The URI of a bundle in the store by its id (published or not)."""
     store = ArtifactStore(store_url)
     fs, root = store.location.fs, store.location.root
+    unreadable = []
     for path in sorted(fs.glob(root.rstrip("/") + "/bundles/*/bundle.json")):
         uri = store.location.uri(path)
-        if load_bundle(uri).bundle_id == bundle_id:
+        try:
+            found = load_bundle(uri).bundle_id
+        except ModelFactoryError:  # another bundle's damage must not hide this one
+            unreadable.append(uri)
+            continue
+        if found == bundle_id:
             return uri
     raise ModelFactoryError(
-        "no bundle with this id in the store", source=store_url, field="bundle_id"
+        f"no bundle with id {bundle_id} in the store"
+        + (f" (unreadable, so not searched: {', '.join(unreadable)})" if unreadable else ""),
+        source=store_url,
+        field="bundle_id",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
@@ -33,8 +34,11 @@ def code_version() -> str:
     root = Path(__file__).resolve().parent.parent
     # The demo simulator produces inputs, not runs: editing it must not rename train runs.
     core = [p for p in (root / "core").glob("*.py") if p.name not in NOT_RUN_CODE]
-    files = sorted([root / "contracts.py", *core])
-    runtime = "".join(f"{name}=={version(name)}\n" for name in RUNTIME).encode()
+    # errors.py words the messages a gate receipt quotes (a champion that could not be scored)
+    files = sorted([root / "contracts.py", root / "errors.py", *core])
+    # and the Python release: its float formatting and hashing reach the documents too
+    python = f"python=={sys.version_info.major}.{sys.version_info.minor}\n"
+    runtime = (python + "".join(f"{name}=={version(name)}\n" for name in RUNTIME)).encode()
     digest = sha256_hex(b"".join(p.name.encode() + b"\0" + p.read_bytes() for p in files) + runtime)
     return f"{__version__}+{digest[:12]}"
 

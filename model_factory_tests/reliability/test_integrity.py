@@ -844,3 +844,22 @@ def test_registry_verify_notes_a_record_its_publish_did_not_promote(world, tmp_p
     assert publish(second) == "already_published"
     assert fresh.verify().notes == []
     assert [c.bundle_id for c in fresh.history(FAMILY)] == [first["bundle_id"], second["bundle_id"]]
+
+
+def test_a_damaged_bundle_does_not_hide_another_found_by_id(world):
+    """Found in review: the lookup by id parsed every bundle and stopped at the first bad one."""
+    from model_factory.core.bundles import find_bundle
+    from model_factory.errors import ModelFactoryError
+
+    home = world["home"]
+    # the damaged one is the one the lookup reads first
+    (damaged, damaged_id), (other, other_id) = sorted(
+        (home.store / "bundles" / w["train_run_id"] / "bundle.json", w["bundle_id"])
+        for w in world["weeks"]
+    )
+    with restored(home.store):
+        damaged.write_text("{not json")
+        assert find_bundle(str(home.store), other_id) == str(other)
+        with pytest.raises(ModelFactoryError) as missing:
+            find_bundle(str(home.store), damaged_id)
+        assert f"unreadable, so not searched: {damaged}" in str(missing.value)
