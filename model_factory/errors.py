@@ -89,3 +89,9 @@ class RegistryError(ModelFactoryError):
     """The registry refused a bundle (FAIL verdict, tampered content, unknown bundle)."""
 
     code = "registry_refused"
+
+
+class StorageError(ModelFactoryError):
+    """A file could not be written (a full disk, no permission): nothing is left under its name."""
+
+    code = "storage_failed"

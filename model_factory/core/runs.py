@@ -76,6 +76,7 @@ from model_factory.errors import (
     MissingInputError,
     ModelFactoryError,
     PolicyViolationError,
+    StorageError,
 )
 
 D = TypeVar("D", bound=BaseModel)
@@ -208,7 +209,13 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
     inputs = reload_inputs(receipt)  # every pinned file verified again
     parquet = {"media_type": "application/vnd.apache.parquet", "suffix": ".parquet"}
     with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
-        written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
+        try:
+            written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
+        except OSError as exc:  # the frame is written in the temporary folder first
+            raise StorageError(
+                f"the frame could not be written there: {exc.strerror or exc}",
+                source=f"{tmp}/frame.parquet",
+            ) from exc
         frame_ref = env.store.put_file("training_frame.parquet", written.path, **parquet)
     schema, audit = written.feature_schema, written.audit
     rows, positives = written.rows, written.positives

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -39,6 +39,7 @@ from model_factory.errors import (
     ImmutabilityError,
     MissingInputError,
     ModelFactoryError,
+    StorageError,
 )
 
 _CHUNK = 8 << 20
@@ -287,10 +288,29 @@ def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
             os.link(tmp, path)
         except FileExistsError:
             return False
+        _fsync_folder(parent)  # the new name itself survives a power loss
         return True
+    except OSError as exc:
+        _writing_failed(exc, path, tmp)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _writing_failed(exc: OSError, path: str, tmp: str) -> NoReturn:
+    """A failure to write ``path`` (a full disk, no permission) as an error naming it; one
+    about another file (the source a copy reads) goes on as it was."""
+    if exc.filename not in (None, path, tmp):
+        raise exc
+    raise StorageError(f"could not be written: {exc.strerror or exc}", source=path) from exc
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def replace_from_file(fs: fsspec.AbstractFileSystem, path: str, local_path: str) -> None:
@@ -312,6 +332,9 @@ def replace_from_file(fs: fsspec.AbstractFileSystem, path: str, local_path: str)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(parent)
+    except OSError as exc:
+        _writing_failed(exc, path, tmp)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -68,6 +68,7 @@ from model_factory.errors import (
     MissingInputError,
     ModelFactoryError,
     PolicyViolationError,
+    StorageError,
 )
 
 WEEK1, WEEK2 = "2026-02-23", "2026-03-02"
@@ -675,6 +676,26 @@ def test_put_document_describes_the_blob_it_keeps(tmp_path):
     second = store.put_document("rec.json", again)
     assert second.uri == first.uri
     assert second.size_bytes == first.size_bytes == Path(second.uri).stat().st_size
+
+
+def test_a_full_disk_is_an_error_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """Found in review: a full disk was a bare OSError naming no file."""
+    import errno
+
+    from model_factory.core import storage
+
+    store = ArtifactStore(str(tmp_path / "store"))
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    with pytest.raises(StorageError) as info:
+        store.put_bytes("blob", b"frame bytes" * 100)
+    assert "No space left on device" in str(info.value)
+    written = Path(info.value.source)
+    assert written.parent.parent == tmp_path / "store" / "sha256"  # the blob it was for
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []  # no temporary
 
 
 def test_a_corrupt_blob_under_a_content_address_is_refused_not_pinned_again(tmp_path):
