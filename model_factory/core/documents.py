@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from typing import Any, TypeVar
@@ -19,11 +20,31 @@ _NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])?"
 _FIELD_FIRST = re.compile(rf"^Value error, ({_NAME}(?:\.{_NAME})*): (.+)$", re.S)
 
 
+def _misspelt(errors: list[Any]) -> tuple[Any, str] | None:
+    """An unknown key beside a required one it nearly spells (``time_colum`` for
+    ``time_column``): the typo, and the name meant. Pydantic reports the missing field first,
+    which names a field the file does not hold and hides the key it does."""
+    missing = [tuple(e["loc"]) for e in errors if e["type"] == "missing"]
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if err["type"] != "extra_forbidden" or not loc or not isinstance(loc[-1], str):
+            continue
+        siblings = [m[-1] for m in missing if m[:-1] == loc[:-1] and isinstance(m[-1], str)]
+        close = difflib.get_close_matches(loc[-1], siblings, n=1)
+        if close:
+            return err, close[0]
+    return None
+
+
 def first_error(exc: ValidationError) -> tuple[str, str]:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    typo = _misspelt(errors)
+    err = typo[0] if typo else errors[0]
     field = ""
     for part in err.get("loc", ()):
         field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
+    if typo:
+        return field, f"not a field of this document: did you mean '{typo[1]}'?"
     msg = err.get("msg", "invalid")
     named = _FIELD_FIRST.match(msg)
     if named:

@@ -712,3 +712,24 @@ def test_catalog_entries_ignore_leftover_hidden_temp_files(tmp_path):
 
     assert [e.uri for e in entries] == [entry.uri]
     assert catalog.write(_events_manifest(tmp_path, 0)).digest == entry.digest
+
+
+def test_a_misspelt_required_key_is_named_with_the_key_it_nearly_spells(tmp_path):
+    """Found in review: `time_colum` was reported as "field 'time_column': Field required", a
+    field the file does not hold, and the key it does hold was never shown."""
+    raw = json.loads(_events_manifest(tmp_path, 0).model_dump_json())
+    raw["time_colum"] = raw.pop("time_column")
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(raw))
+
+    with pytest.raises(ManifestError) as info:
+        read_manifest(str(path))
+
+    assert info.value.field == "time_colum"
+    assert "did you mean 'time_column'?" in str(info.value)
+    # a key far from every missing one is still the missing field, as pydantic says
+    raw["nothing_like_it"] = raw.pop("time_colum")
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ManifestError) as info:
+        read_manifest(str(path))
+    assert info.value.field == "time_column" and "Field required" in str(info.value)
