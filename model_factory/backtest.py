@@ -52,13 +52,23 @@ def metric_spread(weeks: list[BacktestWeek], metric: str) -> MetricSpread:
     )
 
 
-def summarize(weeks: list[BacktestWeek], created_at: datetime | None = None) -> BacktestSummary:
+def summarize(
+    weeks: list[BacktestWeek],
+    created_at: datetime | None = None,
+    *,
+    model_family: str | None = None,
+    config_hash: str | None = None,
+    other_reports: int = 0,
+) -> BacktestSummary:
     ordered = sorted(weeks, key=lambda w: w.partition_key)
     return BacktestSummary(
         weeks=ordered,
         spread=[metric_spread(ordered, m) for m in METRICS],
         pass_weeks=sum(w.gate_status == "PASS" for w in ordered),
         fail_weeks=sum(w.gate_status == "FAIL" for w in ordered),
+        model_family=model_family,
+        config_hash=config_hash,
+        other_reports=other_reports,
         created_at_utc=created_at,
     )
 

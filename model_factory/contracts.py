@@ -1523,6 +1523,13 @@ class BacktestSummary(_Contract):
     spread: list[MetricSpread]
     pass_weeks: int = Field(ge=0)
     fail_weeks: int = Field(ge=0)
+    model_family: str | None = Field(
+        None, description="The family of the line compared: the one reporting the most weeks."
+    )
+    config_hash: str | None = Field(None, description="The config of that line.")
+    other_reports: int = Field(
+        0, ge=0, description="Reports of other families or configs, left out of the line."
+    )
     created_at_utc: UtcDatetime | None = None
 
 

@@ -1,6 +1,7 @@
 """The unpartitioned `backtest_summary`: every trained week side by side, refreshed after new weeks."""
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -48,17 +49,42 @@ def _value(meta: dict, key: str, cast=float):
     return None if value is None else cast(value)
 
 
+@dataclass(frozen=True)
+class BacktestLine:
+    """The runs a backtest compares: one model family under one config, week after week."""
+
+    weeks: list[BacktestWeek]
+    model_family: str | None = None
+    config_hash: str | None = None
+    other_reports: int = 0  # reports of other families or configs, left out
+
+
 def backtest_weeks(instance: dg.DagsterInstance) -> list[BacktestWeek]:
-    """One row per evaluated week: its latest report, and the verdict and bundle of that run."""
-    latest: dict[tuple[str, str], StageMaterialization] = {}
+    return backtest_line(instance).weeks
+
+
+def backtest_line(instance: dg.DagsterInstance) -> BacktestLine:
+    """One row per evaluated week of one line: its latest report, and the verdict and bundle of
+    that run. The line is the (model family, config) that reports the most weeks (of equals,
+    the one reported last): an experiment on a week, or another family trained on the same
+    instance, would otherwise replace that week's row and move the spread."""
     by_run: dict[tuple[str, str, str], StageMaterialization] = {}
-    for m in stage_materializations(instance, stages=SOURCES):  # storage-id order: last wins
-        latest[(m.stage, m.partition)] = m
+    reports: list[StageMaterialization] = []
+    for m in stage_materializations(instance, stages=SOURCES):  # storage-id order
         by_run[(m.stage, m.partition, str(m.meta.get("train_run_id")))] = m
+        if m.stage == "evaluation_report":
+            reports.append(m)
+    lines: dict[tuple[str | None, str | None], dict[str, StageMaterialization]] = {}
+    last: dict[tuple[str | None, str | None], int] = {}
+    for order, m in enumerate(reports):
+        key = _key(m)
+        lines.setdefault(key, {})[m.partition] = m  # last wins
+        last[key] = order
+    if not lines:
+        return BacktestLine(weeks=[])
+    line = max(lines, key=lambda k: (len(lines[k]), last[k]))
     weeks = []
-    for (stage, week), report in sorted(latest.items()):
-        if stage != "evaluation_report":
-            continue
+    for week, report in sorted(lines[line].items()):
         trid = report.meta.get("train_run_id")
         rows = _value(report.meta, "test_rows", int)
         positives = _value(report.meta, "test_positives", int)
@@ -80,7 +106,17 @@ def backtest_weeks(instance: dg.DagsterInstance) -> list[BacktestWeek]:
                 bundle_id=bundle.meta.get("bundle_id") if bundle else None,
             )
         )
-    return weeks
+    family, config = line
+    return BacktestLine(
+        weeks=weeks,
+        model_family=None if family is None else str(family),
+        config_hash=None if config is None else str(config),
+        other_reports=len(reports) - sum(1 for m in reports if _key(m) == line),
+    )
+
+
+def _key(m: StageMaterialization) -> tuple[str | None, str | None]:
+    return (m.meta.get("model_family"), m.meta.get("config_hash"))
 
 
 @dg.asset(
@@ -94,7 +130,14 @@ def backtest_summary(
     context: dg.AssetExecutionContext, model_factory: ModelFactoryResource
 ) -> dg.MaterializeResult:
     """Walk-forward backtest: every week's test metrics and gate verdict, their spread, a plot."""
-    summary = summarize(backtest_weeks(context.instance), created_at=datetime.now(UTC))
+    line = backtest_line(context.instance)
+    summary = summarize(
+        line.weeks,
+        created_at=datetime.now(UTC),
+        model_family=line.model_family,
+        config_hash=line.config_hash,
+        other_reports=line.other_reports,
+    )
     store = model_factory.factory_env().store
     ref = store.put_document("backtest_summary.json", summary)
     svg = plot_svg(summary)
@@ -118,6 +161,9 @@ def backtest_summary(
             "trained_weeks": len(summary.weeks),
             "pass_weeks": summary.pass_weeks,
             "fail_weeks": summary.fail_weeks,
+            "model_family": summary.model_family or "",
+            "config_hash": summary.config_hash or "",
+            "other_reports": summary.other_reports,
             "first_week": summary.weeks[0].partition_key if summary.weeks else "",
             "last_week": summary.weeks[-1].partition_key if summary.weeks else "",
             **numbers,

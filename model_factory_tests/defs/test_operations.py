@@ -533,3 +533,40 @@ def test_the_backtest_reads_a_one_class_week_of_an_older_ledger_as_unmeasured(tm
         weeks = {w.partition_key: w for w in backtest_weeks(instance)}
     assert (weeks["2026-03-02"].roc_auc, weeks["2026-03-02"].pr_auc) == (0.91, 0.3)
     assert (weeks["2026-03-09"].roc_auc, weeks["2026-03-09"].pr_auc) == (None, None)
+
+
+def test_the_backtest_compares_one_family_under_one_config_week_after_week(tmp_path):
+    """Found in review: one run of another family (or an experiment with another config) on a
+    week replaced that week's row and moved the spread. The line reporting the most weeks is
+    the one summarized; the others are counted, not mixed in."""
+    from model_factory.defs.backtest import backtest_line
+
+    def report(week: str, family: str, config: str, roc: float) -> None:
+        _report_materialized(
+            instance,
+            week,
+            f"/r/{family}-{config}-{week}.json",
+            model_family=family,
+            config_hash=config,
+            roc_auc=roc,
+            test_rows=900,
+            test_positives=30,
+        )
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for week, roc in (("2026-03-02", 0.90), ("2026-03-09", 0.91), ("2026-03-16", 0.92)):
+            report(week, "fraud_xgb", "c" * 64, roc)
+        report("2026-03-09", "byod_xgb", "d" * 64, 0.70)  # later, another family
+        report("2026-03-16", "fraud_xgb", "e" * 64, 0.60)  # later, an experiment's config
+        line = backtest_line(instance)
+        # one week of the main line again, later: its newest report of that line counts
+        report("2026-03-02", "fraud_xgb", "c" * 64, 0.95)
+        again = backtest_line(instance)
+    assert [(w.partition_key, w.roc_auc) for w in line.weeks] == [
+        ("2026-03-02", 0.90),
+        ("2026-03-09", 0.91),
+        ("2026-03-16", 0.92),
+    ]
+    assert (line.model_family, line.config_hash, line.other_reports) == ("fraud_xgb", "c" * 64, 2)
+    assert [w.roc_auc for w in again.weeks] == [0.95, 0.91, 0.92]
