@@ -786,9 +786,15 @@ def registry_publish(bundle, requested_by) -> None:
     from model_factory.core.bundles import load_bundle
 
     uri = _bundle_uri(bundle)
+    found = load_bundle(uri)
+    sequence, entry_sha256 = _ledger_pin(found) or (None, None)
     response = _registry().publish(
         PublishBundleRequest(
-            bundle_uri=uri, bundle_id=load_bundle(uri).bundle_id, requested_by=requested_by
+            bundle_uri=uri,
+            bundle_id=found.bundle_id,
+            requested_by=requested_by,
+            ledger_sequence=sequence,
+            ledger_entry_sha256=entry_sha256,
         )
     )
     click.echo(response.model_dump_json(indent=2))
@@ -796,12 +802,24 @@ def registry_publish(bundle, requested_by) -> None:
         sys.exit(1)
 
 
-def _bundle_uri(bundle: str) -> str:
+def _ledger_pin(bundle) -> tuple[int, str] | None:
+    """The bundle's run-ledger entry as the Dagster instance recorded it (outside the store),
+    if the configured instance exists and has one; otherwise the store's ledger is searched."""
+    settings = Settings.from_env()
+    if not (settings.dagster_home / "dagster.yaml").exists():
+        return None
+    from model_factory.defs.ledger import bundle_ledger_pin
+
+    return bundle_ledger_pin(_instance(settings), bundle.partition_key, bundle.train_run_id)
+
+
+def _bundle_uri(bundle: str, check_record: bool = True) -> str:
     """A bundle id (looked up in the registry, then the store) or a URI (made absolute: a
     published relative path would resolve elsewhere from another working directory).
 
     The bundle an id leads to must still be that bundle: the id a registry record names, with
-    the content it recorded (an edited bundle is re-digested to a new id of its own)."""
+    the content it recorded (an edited bundle is re-digested to a new id of its own). Not with
+    ``check_record`` False: `bundle reproduce` reports such an edit as DIFFERENT itself."""
     from model_factory.core.bundles import find_bundle, load_bundle, stored_bundle_digest
     from model_factory.core.storage import absolute_uri
     from model_factory.errors import DigestMismatchError, RegistryError
@@ -812,6 +830,8 @@ def _bundle_uri(bundle: str) -> str:
         record = _registry().get(bundle)
     except RegistryError:
         return find_bundle(Settings.from_env().store_url, bundle)
+    if not check_record:
+        return record.bundle_uri
     found = load_bundle(record.bundle_uri).bundle_id
     if found != bundle or stored_bundle_digest(record.bundle_uri) != record.bundle_sha256:
         raise DigestMismatchError(
@@ -840,10 +860,14 @@ def bundle() -> None:
 )
 def bundle_verify(bundle_ref, as_json, inputs) -> None:
     """Recompute every digest a bundle pins and report each artifact's status."""
-    from model_factory.core.bundles import verification
+    from model_factory.core.bundles import load_bundle, verification
 
+    uri = _bundle_uri(bundle_ref)
     result = verification(
-        _bundle_uri(bundle_ref), inputs=inputs, store_url=Settings.from_env().store_url
+        uri,
+        inputs=inputs,
+        store_url=Settings.from_env().store_url,
+        pin=_ledger_pin(load_bundle(uri)),
     )
     if as_json:
         click.echo(result.model_dump_json(indent=2))
@@ -867,7 +891,7 @@ def bundle_reproduce(bundle_ref, as_json) -> None:
     from model_factory.core.runs import FactoryEnv
 
     settings = Settings.from_env()
-    uri = _bundle_uri(bundle_ref)
+    uri = _bundle_uri(bundle_ref, check_record=False)
     report = reproduce_bundle(uri, FactoryEnv.from_settings(settings))
     _record_reproduction(settings, report, uri)
     if as_json:

@@ -1592,6 +1592,16 @@ class PublishBundleRequest(_Contract):
     dagster_run_id: str | None = Field(
         None, description="The Dagster run publishing it (None: the command line)."
     )
+    ledger_sequence: int | None = Field(
+        None,
+        ge=1,
+        description="The run-ledger entry of the bundle, as the Dagster instance recorded it in "
+        "the bundle's materialization (outside the store): publishing checks the store's entry "
+        "is that one.",
+    )
+    ledger_entry_sha256: Sha256 | None = Field(
+        None, description="sha256 of that entry's bytes, as the Dagster instance recorded it."
+    )
 
 
 class RegistryRecord(_Contract):

@@ -31,7 +31,7 @@ from model_factory.core.documents import parse_document
 from model_factory.core.frames import frame_from_parquet
 from model_factory.core.gates import failure_summary
 from model_factory.core.intake import pinned_manifest
-from model_factory.core.journal import ledger_journal
+from model_factory.core.journal import entry_digest, ledger_journal
 from model_factory.core.storage import (
     ArtifactStore,
     absolute_uri,
@@ -169,13 +169,49 @@ def in_store(store_url: str, uri: str, bundle: ModelBundle) -> bool:
     return absolute_uri(uri) == absolute_uri(own)
 
 
-def journaled_digest(store_url: str, bundle: ModelBundle) -> tuple[int, str] | None:
-    """The sequence and bytes' sha256 of the store's run-ledger entry for the bundle, if any."""
-    entry = ledger_journal(store_url).find("ledger_stage", f"{bundle.train_run_id}/model_bundle")
-    return None if entry is None else (entry.sequence, entry.sha256)
+# (sequence, sha256 of the entry's bytes) of a ledger entry, as the Dagster instance recorded it
+# in the bundle's materialization (`ledger_sequence`, `ledger_entry_sha256`): outside the store.
+EntryPin = tuple[int, str]
 
 
-def not_journaled(store_url: str, uri: str, bundle: ModelBundle) -> str | None:
+def journaled_digest(
+    store_url: str, bundle: ModelBundle, pin: EntryPin | None = None
+) -> tuple[int, str | None, str]:
+    """(sequence, sha256 of the bundle's bytes the run journaled, or None, why not) of the
+    store's run-ledger entry for the bundle.
+
+    With ``pin``, the entry is read at its sequence and must be the one the Dagster instance
+    recorded: the ledger is files in the store, and whoever can edit a bundle there can edit
+    its entry's sha256 too. Without, the ledger is searched (its first entry for the run)."""
+    subject = f"{bundle.train_run_id}/model_bundle"
+    journal = ledger_journal(store_url)
+    if pin is None:
+        entry = journal.find("ledger_stage", subject)
+        if entry is None:
+            return (
+                0,
+                None,
+                f"the store's run ledger has no entry for {subject}: no run journaled it",
+            )
+        return entry.sequence, entry.sha256, ""
+    sequence, entry_sha256 = pin
+    try:
+        entry = journal.read(sequence)
+    except ModelFactoryError as exc:
+        return sequence, None, f"the run ledger's entry {sequence} is unreadable: {exc}"
+    if entry_digest(entry) != entry_sha256 or entry.subject != subject:
+        return (
+            sequence,
+            None,
+            f"the run ledger's entry {sequence} is not the one the Dagster instance recorded "
+            f"for {subject} (sha256 {entry_sha256}): it was edited",
+        )
+    return sequence, entry.sha256, ""
+
+
+def not_journaled(
+    store_url: str, uri: str, bundle: ModelBundle, pin: EntryPin | None = None
+) -> str | None:
     """Why the bundle at ``uri`` is not its train run's bundle in the store with the bytes the
     store's run ledger journaled, or None. The bundle id is a digest of the bundle's own
     content, so an edited and re-digested bundle is self-consistent: the ledger is what holds."""
@@ -184,17 +220,14 @@ def not_journaled(store_url: str, uri: str, bundle: ModelBundle) -> str | None:
             f"the bundle at {uri} is not its train run's bundle in the store {store_url}: only "
             "bundles the factory built there are published"
         )
-    journaled = journaled_digest(store_url, bundle)
+    sequence, journaled, why = journaled_digest(store_url, bundle, pin)
     if journaled is None:
-        return (
-            f"the store's run ledger has no entry for {bundle.train_run_id}/model_bundle: no "
-            "run journaled it"
-        )
+        return why
     stored = _stored_sha256(uri)
-    if stored != journaled[1]:
+    if stored != journaled:
         return (
             f"the bundle's bytes (sha256 {stored}) are not those its run journaled (ledger "
-            f"entry {journaled[0]}: {journaled[1]}): it was changed after it was written"
+            f"entry {sequence}: {journaled}): it was changed after it was written"
         )
     return None
 
@@ -247,12 +280,14 @@ def _input_check(ref) -> ArtifactCheck:
 
 
 def verification(
-    uri: str, inputs: bool = False, store_url: str | None = None
+    uri: str, inputs: bool = False, store_url: str | None = None, pin: EntryPin | None = None
 ) -> BundleVerification:
     """Recompute every digest the bundle pins and report each one's status; with ``inputs``,
-    also its input manifests and their data files (all the data is read). A bundle in its place
-    in ``store_url`` is also checked against the bytes the store's run ledger journaled for it:
-    an edit re-digested to a new bundle id is consistent with itself."""
+    also its input manifests and their data files (all the data is read). With ``store_url``,
+    the bundle (in the store or a copy anywhere) is also checked against the bytes the store's
+    run ledger journaled for its train run (``ledger_journal``; the entry the Dagster instance
+    recorded, with ``pin``): an edit re-digested to a new bundle id is consistent with itself,
+    and only the ledger tells it. No entry is ``missing``: nothing vouches for the bundle."""
     raw = read_json(uri)
     bundle = parse_document(raw, ModelBundle, source=uri)
     # Digests are taken over the JSON as stored, never as re-dumped by today's contracts: a
@@ -260,13 +295,12 @@ def verification(
     checks = [
         _check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
     ]
-    if store_url is not None and in_store(store_url, uri, bundle):
-        journaled = journaled_digest(store_url, bundle)
-        subject = f"{bundle.train_run_id}/model_bundle"
+    if store_url is not None:
+        _, journaled, why = journaled_digest(store_url, bundle, pin)
         checks.append(
-            ArtifactCheck(name="ledger_journal", expected=subject, actual=None, status="missing")
+            ArtifactCheck(name="ledger_journal", expected=why, actual=None, status="missing")
             if journaled is None
-            else _check("ledger_journal", journaled[1], _stored_sha256(uri))
+            else _check("ledger_journal", journaled, _stored_sha256(uri))
         )
     checks += [
         _check(

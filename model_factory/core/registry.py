@@ -129,7 +129,12 @@ class FileRegistry:
                 f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, not {request.bundle_id}"
             )
         if self.store_url is not None:
-            problem = not_journaled(self.store_url, request.bundle_uri, bundle)
+            pin = (
+                (request.ledger_sequence, request.ledger_entry_sha256)
+                if request.ledger_sequence is not None and request.ledger_entry_sha256
+                else None
+            )
+            problem = not_journaled(self.store_url, request.bundle_uri, bundle, pin)
             if problem is not None:
                 return refused(problem)
         if bundle.gate_receipt.gate_status != "PASS":

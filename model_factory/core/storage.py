@@ -11,6 +11,7 @@ operator opts in to one writer at a time (``MODEL_FACTORY_OTHER_FS_WRITES``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -274,11 +275,11 @@ def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
     """Exclusive create on a local disk: ``fill`` writes the bytes under a temporary name, they
     are fsynced, then linked to ``path`` (atomic, and fails if another writer won the race)."""
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    if os.path.exists(path):
-        return False
     tmp = _temporary_name(parent, path)
     try:
+        os.makedirs(parent, exist_ok=True)
+        if os.path.exists(path):
+            return False
         with open(tmp, "wb") as f:
             fill(f)
             f.flush()
@@ -300,17 +301,26 @@ def _create_local(path: str, fill: Callable[[BinaryIO], object]) -> bool:
 def _writing_failed(exc: OSError, path: str, tmp: str) -> NoReturn:
     """A failure to write ``path`` (a full disk, no permission) as an error naming it; one
     about another file (the source a copy reads) goes on as it was."""
-    if exc.filename not in (None, path, tmp):
+    name = None if exc.filename is None else str(exc.filename)
+    # a folder on the way to path (makedirs) is ours too
+    ours = name is None or name in (path, tmp) or path.startswith(name.rstrip("/") + "/")
+    if not ours:
         raise exc
     raise StorageError(f"could not be written: {exc.strerror or exc}", source=path) from exc
 
 
 def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+    """Make a new name in ``folder`` durable, where the filesystem can: some network and FUSE
+    filesystems cannot fsync a folder (EINVAL), and the file is complete and named already."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
 
 
 def replace_from_file(fs: fsspec.AbstractFileSystem, path: str, local_path: str) -> None:

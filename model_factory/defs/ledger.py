@@ -263,6 +263,28 @@ def _latest(context: dg.AssetExecutionContext, asset: str, limit: int) -> list[d
 ENDED_WITHOUT_SUCCESS = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
+def bundle_ledger_pin(
+    instance: dg.DagsterInstance, partition_key: str, train_run_id: str
+) -> tuple[int, str] | None:
+    """The run-ledger entry (sequence, sha256 of its bytes) the instance recorded for the train
+    run's bundle, from its newest ``model_bundle`` materialization of the week; None if none
+    names one. The instance is outside the store: its record is what the store's entry is
+    checked against."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("model_bundle"), asset_partitions=[partition_key]
+        ),
+        limit=1000,
+    ).records
+    for rec in records:
+        meta = rec.asset_materialization.metadata if rec.asset_materialization else {}
+        sequence = metadata_value(meta, "ledger_sequence")
+        digest = metadata_value(meta, "ledger_entry_sha256")
+        if metadata_value(meta, "train_run_id") == train_run_id and sequence and digest:
+            return int(sequence), str(digest)
+    return None
+
+
 def metadata_value(metadata: dict, key: str):
     """A metadata entry's plain value (Dagster wraps some in MetadataValue), or None."""
     v = metadata.get(key)

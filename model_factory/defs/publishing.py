@@ -18,6 +18,12 @@ class PublishConfig(dg.Config):
     bundle_uri: str = Field(description="URI of the bundle.json to publish.")
     bundle_id: str = Field(description="Expected bundle id (the registry re-derives it).")
     partition_key: str = Field(description="Week the bundle was trained for.")
+    ledger_sequence: int | None = Field(
+        None, description="The bundle's run-ledger entry, as its materialization recorded it."
+    )
+    ledger_entry_sha256: str | None = Field(
+        None, description="sha256 of that entry, as its materialization recorded it."
+    )
 
 
 @dg.op
@@ -31,6 +37,9 @@ def publish_to_registry(
         config.bundle_id,
         provenance(context).triggered_by,
         context.run_id,
+        (config.ledger_sequence, config.ledger_entry_sha256)
+        if config.ledger_sequence is not None and config.ledger_entry_sha256
+        else None,
     )
     context.log.info(
         f"{config.bundle_id}: {response.status} {response.record_uri or ''}{response.reason or ''}"
@@ -141,6 +150,13 @@ def publish_requests(
                                     "bundle_uri": value["output_uri"],
                                     "bundle_id": value["bundle_id"],
                                     "partition_key": rec.asset_materialization.partition,
+                                    # the ledger entry the run recorded, so the registry checks
+                                    # the store's entry against Dagster's, not only itself
+                                    **{
+                                        k: value[k]
+                                        for k in ("ledger_sequence", "ledger_entry_sha256")
+                                        if value.get(k) is not None
+                                    },
                                 }
                             }
                         }

@@ -3,6 +3,7 @@
 import io
 import json
 import multiprocessing
+import os
 import shutil
 import threading
 import uuid
@@ -696,6 +697,26 @@ def test_a_full_disk_is_an_error_naming_the_file_and_leaves_nothing(tmp_path, mo
     written = Path(info.value.source)
     assert written.parent.parent == tmp_path / "store" / "sha256"  # the blob it was for
     assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []  # no temporary
+
+
+def test_a_filesystem_that_cannot_fsync_a_folder_still_takes_writes(tmp_path, monkeypatch):
+    """Some network and FUSE filesystems answer EINVAL to a folder's fsync (diff review): the
+    file is complete and named by then, so the write stands."""
+    import errno
+    import stat
+
+    from model_factory.core import storage
+
+    real = storage.os.fsync
+
+    def no_folders(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(storage.os, "fsync", no_folders)
+    ref = ArtifactStore(str(tmp_path / "store")).put_bytes("blob", b"frame bytes" * 100)
+    assert Path(ref.uri).read_bytes() == b"frame bytes" * 100
 
 
 def test_a_corrupt_blob_under_a_content_address_is_refused_not_pinned_again(tmp_path):

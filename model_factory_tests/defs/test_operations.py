@@ -570,3 +570,35 @@ def test_the_backtest_compares_one_family_under_one_config_week_after_week(tmp_p
     ]
     assert (line.model_family, line.config_hash, line.other_reports) == ("fraud_xgb", "c" * 64, 2)
     assert [w.roc_auc for w in again.weeks] == [0.95, 0.91, 0.92]
+
+
+def test_a_publish_request_carries_the_ledger_entry_the_bundle_run_recorded(tmp_path):
+    """The registry checks the store's ledger entry against the one Dagster recorded (outside
+    the store): the sensor passes it from the bundle's materialization."""
+    from model_factory.defs.publishing import publish_requests
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        for bundle_id, pinned in (("mfb-" + "3" * 20, True), ("mfb-" + "4" * 20, False)):
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    "model_bundle",
+                    partition="2026-03-02",
+                    metadata={
+                        "gate_status": "PASS",
+                        "bundle_id": bundle_id,
+                        "train_run_id": "mfr-" + "1" * 20,
+                        "output_uri": f"/store/bundles/{bundle_id}/bundle.json",
+                        # a materialization from before the ledger names no entry
+                        **(
+                            {"ledger_sequence": 7, "ledger_entry_sha256": "a" * 64}
+                            if pinned
+                            else {}
+                        ),
+                    },
+                )
+            )
+        requests, _ = publish_requests(instance, None, settle_seconds=0)
+    configs = [r.run_config["ops"]["publish_to_registry"]["config"] for r in requests]
+    assert (configs[0]["ledger_sequence"], configs[0]["ledger_entry_sha256"]) == (7, "a" * 64)
+    assert "ledger_sequence" not in configs[1]

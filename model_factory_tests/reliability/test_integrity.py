@@ -863,3 +863,64 @@ def test_a_damaged_bundle_does_not_hide_another_found_by_id(world):
         with pytest.raises(ModelFactoryError) as missing:
             find_bundle(str(home.store), damaged_id)
         assert f"unreadable, so not searched: {damaged}" in str(missing.value)
+
+
+def test_a_bundle_and_its_ledger_entry_edited_together_are_caught_by_dagsters_record(world):
+    """Found in the diff review: the store's ledger entry is a file too; rewriting its sha256
+    to the edited bundle's let the edit be published. The Dagster instance (outside the store)
+    recorded which entry the run wrote and that entry's digest: publish and verify check it."""
+    from model_factory.core.readiness import READINESS_NAME
+    from model_factory.core.storage import file_sha256, open_uri
+
+    home = world["home"]
+    week = world["weeks"][0]
+    path = home.store / "bundles" / week["train_run_id"] / "bundle.json"
+    entry = stage_entry(home, week["week"], "model_bundle")
+    with restored(home.store, home.registry):
+        forged = _redigested(path, reasons=["edited"])
+        # the readiness document names the old id; a forger removes it (a bundle may have none)
+        (path.parent / READINESS_NAME).unlink()
+        fs, local = open_uri(str(path))
+        edit_json(
+            entry_file(ledger_journal(home), entry.sequence), sha256=file_sha256(fs, local)[0]
+        )
+        published = CliRunner().invoke(main, ["registry", "publish", str(path)], env=home.env())
+        assert published.exit_code == 1, published.output
+        assert f"entry {entry.sequence} is not the one the Dagster instance recorded" in (
+            published.output
+        )
+        assert not (home.registry / "records" / f"{forged}.json").exists()
+        verified = cli(home, "bundle", "verify", str(path))
+        assert verified.exit_code == 1 and "missing   ledger_journal" in verified.stdout
+
+
+def test_a_forged_copy_outside_the_store_is_checked_against_its_runs_ledger_entry(world, tmp_path):
+    home = world["home"]
+    week = world["weeks"][0]
+    copy = tmp_path / "bundle.json"
+    shutil.copyfile(home.store / "bundles" / week["train_run_id"] / "bundle.json", copy)
+    genuine = cli(home, "bundle", "verify", str(copy))
+    assert genuine.exit_code == 0 and "ok        ledger_journal" in genuine.stdout
+    forged = _redigested(copy, reasons=["edited"])
+    verified = cli(home, "bundle", "verify", str(copy))
+    assert verified.exit_code == 1
+    assert "mismatch  ledger_journal" in verified.stdout
+    assert f"{forged}: INVALID" in verified.stdout
+
+
+def test_reproduce_by_id_reports_an_edit_that_kept_the_id_as_different(world):
+    """`bundle reproduce ID` reports the edit itself (bundle_content DIFFERENT), instead of
+    stopping at the registry record's check as `bundle verify ID` does."""
+    home = world["home"]
+    week = world["weeks"][0]
+    path = home.store / "bundles" / week["train_run_id"] / "bundle.json"
+    with restored(home.store, home.dagster):
+        edit_json(path, model_family="edited")  # the id kept: the content no longer gives it
+        result = CliRunner().invoke(
+            main, ["bundle", "reproduce", week["bundle_id"], "--json"], env=home.env()
+        )
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "DIFFERENT"
+    [content] = [c for c in report["comparisons"] if c["name"] == "bundle_content"]
+    assert content["status"] != "ok"
