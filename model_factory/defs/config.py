@@ -80,7 +80,15 @@ def _optional_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BOUNDS = {
+    "ge": ">=",
+    "gt": ">",
+    "le": "<=",
+    "lt": "<",
+    "min_length": "length >=",
+    "max_length": "length <=",
+    "pattern": "matching",
+}
 
 
 def _field_kwargs(info) -> dict[str, Any]:

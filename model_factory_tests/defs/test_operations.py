@@ -72,6 +72,11 @@ def test_launchpad_refuses_out_of_range_values_naming_the_field(values, field):
     section, name = field.split(".")
     described = TrainingConfig.model_fields[section].annotation.model_fields[name].description
     assert ">" in described or "<" in described  # "(>= 1, <= 366)"
+    family = TrainingConfig.model_fields["model_family"].description
+    assert "matching ^[a-z][a-z0-9_]*$" in family  # a pattern is said too
+    with pytest.raises(ConfigError) as refused:
+        to_contract(TrainingConfig(model_family="Not A Family"))
+    assert refused.value.field == "model_family"
 
 
 def test_launchpad_refuses_cross_field_rules_as_a_config_error():
