@@ -363,27 +363,21 @@ class FileRegistry:
                 )
             except (ModelFactoryError, OSError):
                 continue  # an unreadable record is reported against its journal entry
+            record_uri = self.location.uri(path)
             try:
                 digest = stored_bundle_digest(record.bundle_uri)
             except ModelFactoryError:
-                problems.append(
-                    IntegrityProblem(
-                        kind="document_missing",
-                        source=record.bundle_uri,
-                        field="bundle_uri",
-                        detail=f"the bundle the record {self.location.uri(path)} publishes is "
-                        "gone or unreadable",
-                    )
-                )
-                continue
+                digest = None
             if digest != record.bundle_sha256:
                 problems.append(
                     IntegrityProblem(
-                        kind="document_edited",
+                        kind="document_missing" if digest is None else "document_edited",
                         source=record.bundle_uri,
-                        field="bundle_sha256",
-                        detail=f"the bundle's content digest is {digest}; the record "
-                        f"{self.location.uri(path)} published {record.bundle_sha256}",
+                        field="bundle_uri" if digest is None else "bundle_sha256",
+                        detail=f"the bundle the record {record_uri} publishes is gone or unreadable"
+                        if digest is None
+                        else f"the bundle's content digest is {digest}; the record {record_uri} "
+                        f"published {record.bundle_sha256}",
                     )
                 )
         return problems
