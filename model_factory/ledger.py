@@ -36,6 +36,7 @@ from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
 from model_factory.defs.ledger import (
     ENDED_WITHOUT_SUCCESS,
+    STAGES,
     lineage_materialization,
     metadata_value,
     run_materialization,
@@ -43,14 +44,6 @@ from model_factory.defs.ledger import (
 )
 from model_factory.errors import ModelFactoryError
 
-STAGES = (
-    "dataset_manifests",
-    "training_frame",
-    "model",
-    "evaluation_report",
-    "gate_receipt",
-    "model_bundle",
-)
 INTAKE = STAGES[0]
 TRAIN_JOB = "weekly_training"
 _PAGE = 500

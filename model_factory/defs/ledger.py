@@ -186,21 +186,48 @@ def materialize_result(
 # How many of a week's latest materializations of one asset are searched for the train run's
 # own: other configs' runs of the same week are few (a run is minutes, the week has one slot).
 _SEARCHED = 100
+# The weekly stages, each reading the one before it.
+STAGES = (
+    "dataset_manifests",
+    "training_frame",
+    "model",
+    "evaluation_report",
+    "gate_receipt",
+    "model_bundle",
+)
 
 
 def run_intake_ref(context: dg.AssetExecutionContext) -> ArtifactRef:
     """The intake this run works on: the one it pinned itself, or the one of the run it
-    re-executes (a retry from failure), else the week's latest (a run of later stages only).
+    re-executes (a retry from failure), else, for a run of later stages only, the intake of
+    the train run whose output this stage reads (its upstream stage's, as this run made it or
+    the week's latest).
 
-    Not simply the week's latest: another run of the same week with another config may have
-    pinned its own intake since this run started, and this run would go on as that train run.
+    Not simply the week's latest intake: another run of the same week with another config may
+    have pinned its own intake since (and been cancelled, or failed, or stopped at intake), and
+    this run would go on as that train run, whose upstream outputs do not exist.
     """
     pinned = lineage_materialization(
         context.instance, context.run, "dataset_manifests", context.partition_key
     )
     if pinned is None:
-        pinned = _latest(context, "dataset_manifests", 1)[0]
+        pinned = _intake_of_upstream(context)
     return ref_from_metadata(pinned, "dataset_manifests")
+
+
+def _intake_of_upstream(context: dg.AssetExecutionContext) -> dict:
+    stage = context.asset_key.to_user_string()
+    upstream = STAGES[STAGES.index(stage) - 1] if stage in STAGES[1:] else None
+    if upstream is not None:
+        found = (
+            lineage_materialization(context.instance, context.run, upstream, context.partition_key)
+            or _latest(context, upstream, 1)[0]
+        )
+        train_run = metadata_value(found, "train_run_id")
+        for metadata in _latest(context, "dataset_manifests", _SEARCHED):
+            if metadata_value(metadata, "train_run_id") == train_run:
+                return metadata
+    return _latest(context, "dataset_manifests", 1)[0]
 
 
 def run_materialization(
@@ -237,8 +264,9 @@ def upstream_ref(context: dg.AssetExecutionContext, asset: str, train_run_id: st
             return ref_from_metadata(metadata, asset)
     raise MissingInputError(
         f"'{asset}' of week {context.partition_key} was last materialized for train run "
-        f"{metadata_value(found[0], 'train_run_id')}, not this run's {train_run_id} (another "
-        "config ran this week meanwhile): materialize the week's stages again",
+        f"{metadata_value(found[0], 'train_run_id')}, never for this run's {train_run_id} (its "
+        "own run stopped before it, or another run of this week came since): materialize the "
+        "week's stages from dataset_manifests again",
         field=asset,
     )
 

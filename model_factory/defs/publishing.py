@@ -68,6 +68,8 @@ def publish_bundle_job():
 
 
 STORAGE_ID_TAG = "model_factory/bundle_storage_id"  # the materialization a publish run is for
+PRIORITY_TAG = "dagster/priority"  # the run queue launches higher first (default 0)
+PUBLISH_PRIORITY = "1"
 
 
 def _run_key(instance: dg.DagsterInstance, bundle_id: str, storage_id: int) -> str:
@@ -162,6 +164,11 @@ def publish_requests(
                         }
                     },
                     tags={
+                        # ahead of queued training runs: a backfill queues every week's run up
+                        # front, and a publish behind them all would wait until the last week
+                        # had started (found in the operations review), so later weeks would
+                        # pin an older champion than the one that just passed
+                        PRIORITY_TAG: PUBLISH_PRIORITY,
                         "model_factory/bundle_id": value["bundle_id"],
                         "model_factory/train_run_id": value["train_run_id"],
                         STORAGE_ID_TAG: str(rec.storage_id),

@@ -604,6 +604,8 @@ def test_a_publish_request_carries_the_ledger_entry_the_bundle_run_recorded(tmp_
                 )
             )
         requests, _ = publish_requests(instance, None, settle_seconds=0)
+    # queued ahead of a backfill's training runs (operations review)
+    assert {r.tags["dagster/priority"] for r in requests} == {"1"}
     configs = [r.run_config["ops"]["publish_to_registry"]["config"] for r in requests]
     assert (configs[0]["ledger_sequence"], configs[0]["ledger_entry_sha256"]) == (7, "a" * 64)
     assert "ledger_sequence" not in configs[1]
