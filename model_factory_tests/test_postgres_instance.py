@@ -85,7 +85,7 @@ def test_every_template_version_is_known_and_an_old_unedited_copy_is_brought_up_
     settings.ensure_dagster_home({})
     assert target.read_bytes() == (ROOT / "dagster.yaml").read_bytes()
     config, _ = dagster_instance_config(str(settings.dagster_home))
-    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 300
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] == 60
 
     edited = old + b"\n# my own note\n"
     target.write_bytes(edited)

@@ -31,6 +31,8 @@ TEMPLATE_VERSIONS = {
     "13b661ad8462644448886df19d7a0700cb92fd4a9c07ca45b404c3fa673e8925": "sqlite",  # e8ca5f4
     "cb2b8b3d09f5413ca3ab43e2b072b7d13a98e44256b40e318c780d9ede23a925": "postgres",  # 56513be
     "252b8b217acf54a88b84b6d27218c9faa8c4eb8dd242e72f67bf30f8c939bdaf": "postgres",  # 1e7b836
+    "97d4e8f2ca5af42e6f45c02edeaeb698a5601f16724cbdd79ae52a66ee60d67f": "sqlite",  # slots freed after 60 s
+    "a235eef979487928a691e83321d4dfb5a164273a918620085268b2a606340a1f": "postgres",  # slots freed after 60 s
 }
 # What dagster.postgres.yaml reads from the environment when the instance loads.
 POSTGRES_ENV = (

@@ -85,6 +85,11 @@ def unverified_trigger(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str 
     week, config and trigger), since whoever launches a run may also name its root run. A
     backfill's run names a backfill the instance holds. Other claims (a user, the CLI, the UI)
     have nothing to check against."""
+    if run.root_run_id and not _trigger_tags(run.tags):
+        # A re-execution that claims no trigger was launched by whoever re-executed it (Dagster
+        # drops a finished backfill's tags from its runs' re-executions): a run of the UI, whose
+        # claim the policy's list judges like any other, with nothing to confirm.
+        return None
     first = instance.get_run_by_id(run.root_run_id) if run.root_run_id else run
     if first is None:
         return f"the run re-executes {run.root_run_id}, which the instance no longer holds"

@@ -17,7 +17,7 @@ from dagster._core.scheduler.instigation import TickData, TickStatus
 from model_factory.core.demo_data import DemoDataSpec, generate_demo_data
 from model_factory.definitions import build_definitions
 from model_factory.defs import ledger
-from model_factory.defs.ledger import unverified_trigger
+from model_factory.defs.ledger import triggered_by, unverified_trigger
 from model_factory.defs.resources import ModelFactoryResource
 from model_factory.ledger import read_ledger
 from model_factory_tests.conftest import step_failure_messages
@@ -174,6 +174,23 @@ def test_a_re_execution_of_a_schedules_run_is_the_schedules(world):
     plain = instance.create_run_for_job(job, tags={"dagster/schedule_name": SCHEDULE, **week})
     forged = rerun(root_run_id=plain.run_id, parent_run_id=plain.run_id)
     assert "trigger" in unverified_trigger(instance, forged)
+
+
+def test_a_re_execution_that_claims_no_trigger_is_judged_as_the_ui_run_it_is(world):
+    """Dagster drops a finished backfill's tags from a re-execution of its run: the re-run
+    claims nothing, so it is the UI's run, judged by the policy's list as one (the operations
+    review: it was refused because its trigger differed from its first run's)."""
+    instance = world["instance"]
+    job = world["defs"].resolve_job_def("weekly_training")
+    week = {"dagster/partition": WEEK}
+    first = instance.create_run_for_job(job, tags={"dagster/backfill": "done0001", **week})
+    rerun = instance.create_run_for_job(
+        job, tags=week, root_run_id=first.run_id, parent_run_id=first.run_id
+    )
+    assert unverified_trigger(instance, rerun) is None
+    assert triggered_by(rerun.tags) == "ui"  # and the world's policy lets no "ui" run train
+    result = _intake(world, {})
+    assert not result.success and "'ui' may not trigger training" in _refusal(result)
 
 
 def test_a_tick_left_started_by_a_dead_daemon_confirms_nothing(world):
