@@ -48,4 +48,24 @@ def training_pool_watch(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     if released:
         context.log.warning(f"released a stranded step in {released} pool(s)")
         return dg.SkipReason(f"handed a free slot to a stranded step in {released} pool(s)")
-    return dg.SkipReason("no step waits for a free slot")
+    return dg.SkipReason(pools_waiting(context.instance) or "no step waits for a free slot")
+
+
+def pools_waiting(instance: dg.DagsterInstance, pools: tuple[str, ...] = POOLS) -> str:
+    """Which steps wait for which pool and who holds its slots ('' if none waits): a step
+    waiting behind a slot a dead run still holds reads as such (Dagster frees it later)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return ""
+    said = []
+    for pool in pools:
+        info = storage.get_concurrency_info(pool)
+        waiting = [
+            f"{p.run_id[:8]} {p.step_key}" for p in info.pending_steps if not p.assigned_timestamp
+        ]
+        if waiting:
+            held = [f"{c.run_id[:8]} {c.step_key}" for c in info.claimed_slots] or ["nobody"]
+            said.append(
+                f"{pool}: {', '.join(waiting)} waiting; its slot(s) held by {', '.join(held)}"
+            )
+    return "; ".join(said)

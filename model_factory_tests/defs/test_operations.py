@@ -506,8 +506,11 @@ def test_the_pool_watch_sensor_releases_a_stranded_step_of_a_daemon_run(tmp_path
         assert storage.claim_concurrency_slot("training", "run-a", "model").is_claimed
         # the slot held, a waiting step is not stranded: the sensor leaves it queued
         storage.add_pending_step("training", "run-b", "model", should_assign=False)
-        sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        held = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
         assert not storage.check_concurrency_claim("training", "run-b", "model").is_assigned
+        # and says so, naming the waiting step and the run that holds the slot (it said "no
+        # step waits" while a step waited behind a dead run's slot: operations review)
+        assert held.skip_message == "training: run-b model waiting; its slot(s) held by run-a model"
 
 
 def test_the_backtest_reads_a_one_class_week_of_an_older_ledger_as_unmeasured(tmp_path):
