@@ -269,11 +269,19 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str
         dg.DagsterEventType.STEP_FAILURE,
         dg.DagsterEventType.ASSET_CHECK_EVALUATION,
         dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.ENGINE_EVENT,
     }
-    run_failure = None
+    run_failure = died = None
     for rec in instance.get_records_for_run(run_id, of_type=types).records:
         event = rec.event_log_entry.dagster_event
         if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
+            # how the run's process ended, when something outside it failed the run (a SIGKILL
+            # of a daemon-launched run: its RUN_FAILURE says only "from outside")
+            message = event.message or ""
+            if _DIED.search(message):
+                died = message.strip()
             continue
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             return event.step_key, _message(event.step_failure_data.error)
@@ -285,8 +293,14 @@ def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str
                 return name, f"blocking check {evaluation.check_name} failed: {detail}"
         if event.event_type == dg.DagsterEventType.RUN_FAILURE:
             data = event.event_specific_data
-            run_failure = _message(getattr(data, "error", None)) or event.message
+            own = _message(getattr(data, "error", None))
+            run_failure = own or event.message
+            if own is None and died is not None:  # failed from outside: say how it died
+                run_failure = f"{run_failure} ({died})"
     return None, run_failure
+
+
+_DIED = re.compile(r"signal|unexpectedly|killed", re.IGNORECASE)
 
 
 def _attempt(

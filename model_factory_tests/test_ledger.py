@@ -340,3 +340,26 @@ def test_the_registry_publishes_only_bundles_its_store_journaled(world, tmp_path
         assert (status, reason) == ("published", None)
     else:
         assert status == "refused" and "only PASS bundles may be published" in reason
+
+
+def test_a_run_failed_from_outside_says_how_its_process_died(tmp_path):
+    """A daemon-launched run SIGKILLed mid-fit is failed by Dagster "from outside the execution
+    context"; how its process ended is in an engine event, which the ledger now quotes
+    (operations review); not the "exited" event every run's process ends with."""
+    from model_factory.ledger import _failure
+
+    job = build_definitions().resolve_job_def("weekly_training")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        killed = instance.create_run_for_job(job, tags={"dagster/partition": TRAINED[0]})
+        instance.report_engine_event("Process for run exited (pid: 12)", killed)
+        instance.report_engine_event(
+            f"GRPC server: Subprocess for {killed.run_id} terminated unexpectedly with exit "
+            "code -9",
+            killed,
+        )
+        instance.report_run_failed(killed, "This run has been marked as failed from outside.")
+        _, error = _failure(instance, killed.run_id)
+        assert error == (
+            "This run has been marked as failed from outside. (GRPC server: Subprocess for "
+            f"{killed.run_id} terminated unexpectedly with exit code -9)"
+        )
