@@ -27,6 +27,7 @@ from model_factory.errors import (
     MissingInputError,
     ModelFactoryError,
     PolicyViolationError,
+    first_line,
 )
 
 CONTRACTS_FILE = Path("contracts") / "mf_public_contracts_v0.schema.json"
@@ -804,13 +805,26 @@ def registry_publish(bundle, requested_by) -> None:
 
 def _ledger_pin(bundle) -> tuple[int, str] | None:
     """The bundle's run-ledger entry as the Dagster instance recorded it (outside the store),
-    if the configured instance exists and has one; otherwise the store's ledger is searched."""
+    if the configured instance exists and has one; otherwise the store's ledger is searched.
+
+    The instance is only read: opened as it is, never set up or upgraded, and one that cannot
+    be opened (a PostgreSQL server away) is said and passed over."""
     settings = Settings.from_env()
     if not (settings.dagster_home / "dagster.yaml").exists():
         return None
+    import dagster as dg
+
     from model_factory.defs.ledger import bundle_ledger_pin
 
-    return bundle_ledger_pin(_instance(settings), bundle.partition_key, bundle.train_run_id)
+    try:
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            return bundle_ledger_pin(instance, bundle.partition_key, bundle.train_run_id)
+    except Exception as exc:  # any storage's own errors: the check falls back to the store's
+        _say(
+            f"warning: the Dagster instance at {settings.dagster_home} could not be read "
+            f"({first_line(exc)}): the store's ledger is searched instead"
+        )
+        return None
 
 
 def _bundle_uri(bundle: str, check_record: bool = True) -> str:

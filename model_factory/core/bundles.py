@@ -163,6 +163,14 @@ def find_bundle(store_url: str, bundle_id: str) -> str:
     )
 
 
+def built_in(store_url: str, bundle: ModelBundle) -> bool:
+    """Whether the bundle was built in this store (its model is there), wherever the bundle
+    file itself now is: another store's run ledger says nothing of it, even for the same train
+    run (another home that trained the same week journaled its own bundle's bytes)."""
+    store = absolute_uri(store_url).rstrip("/") + "/"
+    return absolute_uri(model_ref(bundle).uri).startswith(store)
+
+
 def in_store(store_url: str, uri: str, bundle: ModelBundle) -> bool:
     """Whether ``uri`` is the bundle's own place in the store: ``bundles/<train run>/``."""
     own = join(store_url, "bundles", bundle.train_run_id, "bundle.json")
@@ -283,11 +291,12 @@ def verification(
     uri: str, inputs: bool = False, store_url: str | None = None, pin: EntryPin | None = None
 ) -> BundleVerification:
     """Recompute every digest the bundle pins and report each one's status; with ``inputs``,
-    also its input manifests and their data files (all the data is read). With ``store_url``,
-    the bundle (in the store or a copy anywhere) is also checked against the bytes the store's
-    run ledger journaled for its train run (``ledger_journal``; the entry the Dagster instance
-    recorded, with ``pin``): an edit re-digested to a new bundle id is consistent with itself,
-    and only the ledger tells it. No entry is ``missing``: nothing vouches for the bundle."""
+    also its input manifests and their data files (all the data is read). A bundle built in
+    ``store_url`` (in the store or a copy anywhere) is also checked against the bytes the
+    store's run ledger journaled for its train run (``ledger_journal``; the entry the Dagster
+    instance recorded, with ``pin``): an edit re-digested to a new bundle id is consistent with
+    itself, and only the ledger tells it. No entry is ``missing``: nothing vouches for it. A
+    bundle of another store is checked against itself only."""
     raw = read_json(uri)
     bundle = parse_document(raw, ModelBundle, source=uri)
     # Digests are taken over the JSON as stored, never as re-dumped by today's contracts: a
@@ -295,7 +304,7 @@ def verification(
     checks = [
         _check("bundle_id", bundle.bundle_id, bundle_id_of(raw)),
     ]
-    if store_url is not None:
+    if store_url is not None and built_in(store_url, bundle):
         _, journaled, why = journaled_digest(store_url, bundle, pin)
         checks.append(
             ArtifactCheck(name="ledger_journal", expected=why, actual=None, status="missing")

@@ -924,3 +924,43 @@ def test_reproduce_by_id_reports_an_edit_that_kept_the_id_as_different(world):
     assert report["verdict"] == "DIFFERENT"
     [content] = [c for c in report["comparisons"] if c["name"] == "bundle_content"]
     assert content["status"] != "ok"
+
+
+def test_bundle_verify_of_another_stores_bundle_checks_it_against_itself_only(
+    world, reliability_catalog, tmp_path
+):
+    """Found in review: a genuine bundle verified in another home (same train run, its own
+    ledger) read as tampered, and with no store at all as INVALID."""
+    week = world["weeks"][0]
+    bundle = world["home"].store / "bundles" / week["train_run_id"] / "bundle.json"
+    elsewhere = Home(tmp_path / "elsewhere", reliability_catalog)
+    result = CliRunner().invoke(main, ["bundle", "verify", str(bundle)], env=elsewhere.env())
+    assert result.exit_code == 0, result.output
+    assert "ledger_journal" not in result.stdout and f"{week['bundle_id']}: VALID" in result.stdout
+
+
+def test_bundle_verify_reads_the_instance_as_it_is_and_goes_on_without_it(world, tmp_path):
+    """Found in review: looking the ledger entry up set the instance up (MODEL_FACTORY_INSTANCE
+    =postgres without its server settings failed verify); now it is only read, and one that
+    cannot be read is said and passed over (the store's ledger is searched)."""
+    home = world["home"]
+    week = world["weeks"][0]
+    bundle = home.store / "bundles" / week["train_run_id"] / "bundle.json"
+    as_postgres = CliRunner().invoke(
+        main, ["bundle", "verify", str(bundle)], env=home.env(MODEL_FACTORY_INSTANCE="postgres")
+    )
+    assert as_postgres.exit_code == 0, as_postgres.output
+    assert "ok        ledger_journal" in as_postgres.stdout
+    unreachable = tmp_path / "dagster"
+    unreachable.mkdir()
+    (unreachable / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: postgresql://nobody@127.0.0.1:1/none\n"
+    )
+    before = (unreachable / "dagster.yaml").read_bytes()
+    result = CliRunner().invoke(
+        main, ["bundle", "verify", str(bundle)], env=home.env(DAGSTER_HOME=str(unreachable))
+    )
+    assert result.exit_code == 0, result.output
+    assert f"the Dagster instance at {unreachable} could not be read" in result.stderr
+    assert "ok        ledger_journal" in result.stdout  # found by searching the store's ledger
+    assert (unreachable / "dagster.yaml").read_bytes() == before  # left as it was
