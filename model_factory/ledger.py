@@ -33,7 +33,7 @@ from model_factory.contracts import (
 from model_factory.core.gates import failure_summary
 from model_factory.core.identity import config_hash
 from model_factory.core.journal import Journal, verify_chain
-from model_factory.core.storage import ArtifactStore, file_sha256, open_uri
+from model_factory.core.storage import ArtifactStore, file_sha256, open_uri, require_bucket
 from model_factory.defs.ledger import (
     ENDED_WITHOUT_SUCCESS,
     STAGES,
@@ -515,6 +515,7 @@ def verify_ledger(
     the stage materialized (since wiped); when its run failed or never finished before
     materializing (a crash between journaling and materializing) it is only a note.
     """
+    require_bucket(journal.url)
     chain = verify_chain(journal, anchor)
     mats = stage_materializations(instance)
     if any(_sequence(m) > chain.head_sequence for m in mats):

@@ -400,3 +400,21 @@ def test_a_week_runs_end_to_end_on_s3(s3, tmp_path):
     assert not [k for k in stored if ".tmp-" in k or k.endswith(".partial")]
     # Nothing went to the local defaults: only the Dagster instance lives under the home folder.
     assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["dagster"]
+
+
+def test_verify_of_a_bucket_that_does_not_exist_is_an_error_naming_it(s3, tmp_path):
+    """Found in review: a mistyped bucket read as a healthy, empty registry (and ledger)."""
+    import dagster as dg
+
+    from model_factory.core.journal import Journal
+    from model_factory.errors import StorageError
+    from model_factory.ledger import verify_ledger
+
+    missing = f"mf-missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StorageError) as info:
+        FileRegistry(f"s3://{missing}/registry").verify()
+    assert info.value.source == f"s3://{missing}/registry" and missing in str(info.value)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance, pytest.raises(StorageError):
+        verify_ledger(instance, Journal(f"s3://{missing}/store/ledger"))
+    # an existing bucket with nothing in it yet is an empty registry, as before
+    assert FileRegistry(f"s3://{new_bucket()}/registry").verify().ok

@@ -34,7 +34,7 @@ from model_factory.core.documents import parse_document
 from model_factory.core.faults import crash_point
 from model_factory.core.journal import Journal, verify_chain
 from model_factory.core.readiness import READINESS_NAME, readiness_uri_for
-from model_factory.core.storage import Location, join, read_bytes, write_exclusive
+from model_factory.core.storage import Location, join, read_bytes, require_bucket, write_exclusive
 from model_factory.errors import (
     DigestMismatchError,
     MissingInputError,
@@ -419,6 +419,7 @@ class FileRegistry:
         flight while this verify read. The whole check runs again at once, then once more after
         a moment, and the last verdict stands (a publisher killed between its two steps stays
         unjournaled: publishing again completes it)."""
+        require_bucket(self.url)
         report = self._verify_once(anchor)
         for pause in (0.0, _PUBLISH_STEP_SECONDS):
             if not any(p.kind == "record_unjournaled" for p in report.problems):

@@ -77,6 +77,7 @@ from model_factory.errors import (
     ModelFactoryError,
     PolicyViolationError,
     StorageError,
+    first_line,
 )
 
 D = TypeVar("D", bound=BaseModel)
@@ -211,9 +212,13 @@ def stage_frame(env: FactoryEnv, intake_ref: ArtifactRef) -> StageResult:
     with tempfile.TemporaryDirectory(prefix="mf-frame-") as tmp:
         try:
             written = frame_file(env, receipt, inputs, f"{tmp}/frame.parquet")
-        except OSError as exc:  # the frame is written in the temporary folder first
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            # the frame is written in the temporary folder ($TMPDIR) first; Polars' parquet
+            # writer reports a full disk as a ComputeError naming the OS error, nothing else
+            if not isinstance(exc, OSError) and "os error" not in str(exc).lower():
+                raise
             raise StorageError(
-                f"the frame could not be written there: {exc.strerror or exc}",
+                f"the frame could not be written there: {first_line(exc)}",
                 source=f"{tmp}/frame.parquet",
             ) from exc
         frame_ref = env.store.put_file("training_frame.parquet", written.path, **parquet)

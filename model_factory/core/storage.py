@@ -92,6 +92,19 @@ class Location:
         return fs.unstrip_protocol(path)
 
 
+def require_bucket(url: str) -> None:
+    """An ``s3://`` location's bucket exists: a mistyped or deleted bucket lists as empty, and a
+    verify of it would read as a healthy registry or ledger with nothing in it."""
+    scheme, path = fsspec.core.split_protocol(url)
+    if scheme not in _S3_PROTOCOLS:
+        return
+    bucket = path.split("/", 1)[0]
+    if not url_to_fs(url)[0].exists(bucket):
+        raise StorageError(
+            f"the bucket '{bucket}' does not exist (mistyped, or deleted?)", source=url
+        )
+
+
 def absolute_uri(uri: str) -> str:
     """One spelling per location, as the stores write theirs: an absolute local path (relative
     paths, ``file://`` and ``..`` resolved), or the full URI of a remote object."""

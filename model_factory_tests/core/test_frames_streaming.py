@@ -204,3 +204,42 @@ def test_the_dagster_resource_keeps_the_frame_mode_from_the_environment(monkeypa
     assert ModelFactoryResource(frame_mode="memory").factory_env().frame_mode == "memory"
     with pytest.raises(ConfigError, match="frame_mode"):
         ModelFactoryResource(frame_mode="fast").factory_env()
+
+
+def test_a_full_disk_while_the_frame_is_written_is_a_storage_error_naming_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Polars' parquet writer reports a full $TMPDIR as a ComputeError naming the OS error (the
+    streaming review found it escaping unwrapped in memory mode); another ComputeError is not
+    a storage problem and goes on as it is."""
+    from model_factory.core import runs
+    from model_factory.errors import StorageError
+
+    generate_demo_data(str(tmp_path / "catalog"), DemoDataSpec(customers=300, weeks=8))
+    env = FactoryEnv(
+        Catalog(str(tmp_path / "catalog")),
+        ArtifactStore(str(tmp_path / "store")),
+        FileRegistry(str(tmp_path / "registry")),
+        GovernancePolicy(),
+    )
+    intake = stage_intake(env, TrainingConfig(), "2026-02-23")
+    store_before = sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file())
+
+    def full(*args, **kwargs):
+        raise pl.exceptions.ComputeError(
+            "parquet: File out of specification: underlying IO error: No space left on device "
+            "(os error 28)"
+        )
+
+    monkeypatch.setattr(runs, "frame_file", full)
+    with pytest.raises(StorageError) as info:
+        stage_frame(env, intake.ref)
+    assert info.value.source.endswith("/frame.parquet") and "os error 28" in str(info.value)
+    assert sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file()) == store_before
+
+    def other(*args, **kwargs):
+        raise pl.exceptions.ComputeError("a bug of our own")
+
+    monkeypatch.setattr(runs, "frame_file", other)
+    with pytest.raises(pl.exceptions.ComputeError):
+        stage_frame(env, intake.ref)
