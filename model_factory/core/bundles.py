@@ -182,6 +182,11 @@ def in_store(store_url: str, uri: str, bundle: ModelBundle) -> bool:
 EntryPin = tuple[int, str]
 
 
+def entry_pin(sequence: int | None, entry_sha256: str | None) -> EntryPin | None:
+    """The pin from its two recorded fields, when both were recorded."""
+    return (sequence, entry_sha256) if sequence is not None and entry_sha256 else None
+
+
 def journaled_digest(
     store_url: str, bundle: ModelBundle, pin: EntryPin | None = None
 ) -> tuple[int, str | None, str]:
@@ -306,11 +311,9 @@ def verification(
     ]
     if store_url is not None and built_in(store_url, bundle):
         _, journaled, why = journaled_digest(store_url, bundle, pin)
-        checks.append(
-            ArtifactCheck(name="ledger_journal", expected=why, actual=None, status="missing")
-            if journaled is None
-            else _check("ledger_journal", journaled, _stored_sha256(uri))
-        )
+        # no entry: "missing", with the reason where the digest would be
+        expected, actual = (journaled, _stored_sha256(uri)) if journaled else (why, None)
+        checks.append(_check("ledger_journal", expected, actual))
     checks += [
         _check(
             "feature_schema_digest",

@@ -23,6 +23,7 @@ from model_factory.contracts import (
     RegistryRecord,
 )
 from model_factory.core.bundles import (
+    entry_pin,
     model_ref,
     not_journaled,
     smoke_test,
@@ -129,11 +130,7 @@ class FileRegistry:
                 f"the bundle at {request.bundle_uri} is {bundle.bundle_id}, not {request.bundle_id}"
             )
         if self.store_url is not None:
-            pin = (
-                (request.ledger_sequence, request.ledger_entry_sha256)
-                if request.ledger_sequence is not None and request.ledger_entry_sha256
-                else None
-            )
+            pin = entry_pin(request.ledger_sequence, request.ledger_entry_sha256)
             problem = not_journaled(self.store_url, request.bundle_uri, bundle, pin)
             if problem is not None:
                 return refused(problem)

@@ -521,19 +521,19 @@ def stage_publish(
     bundle_id: str,
     requested_by: str,
     dagster_run_id: str | None = None,
-    ledger_pin: tuple[int, str] | None = None,
+    ledger_sequence: int | None = None,
+    ledger_entry_sha256: str | None = None,
 ) -> PublishBundleResponse:
     """Publish through the registry (which re-verifies); a refusal comes back in the response.
-    ``ledger_pin``: the bundle's run-ledger entry as the Dagster instance recorded it."""
-    sequence, entry_sha256 = ledger_pin or (None, None)
+    ``ledger_*``: the bundle's run-ledger entry as the Dagster instance recorded it."""
     return env.registry.publish(
         PublishBundleRequest(
             bundle_uri=bundle_uri,
             bundle_id=bundle_id,
             requested_by=requested_by,
             dagster_run_id=dagster_run_id,
-            ledger_sequence=sequence,
-            ledger_entry_sha256=entry_sha256,
+            ledger_sequence=ledger_sequence,
+            ledger_entry_sha256=ledger_entry_sha256,
         )
     )
 

@@ -37,9 +37,8 @@ def publish_to_registry(
         config.bundle_id,
         provenance(context).triggered_by,
         context.run_id,
-        (config.ledger_sequence, config.ledger_entry_sha256)
-        if config.ledger_sequence is not None and config.ledger_entry_sha256
-        else None,
+        config.ledger_sequence,
+        config.ledger_entry_sha256,
     )
     context.log.info(
         f"{config.bundle_id}: {response.status} {response.record_uri or ''}{response.reason or ''}"
