@@ -69,11 +69,11 @@ from model_factory.core.leakage import (
 )
 from model_factory.core.manifests import CatalogEntry, file_uris, scan_files
 from model_factory.core.maturity import label_maturity
+from model_factory.core.splits import SPLITS, by_split
 from model_factory.core.windows import data_span
 from model_factory.errors import SchemaMismatchError
 
 TS = pl.Datetime("us", "UTC")
-SPLITS = ("train", "val", "test")
 JOIN_AT = "__join_at"  # the snapshot time the as-of join matches on: available_at
 ROW = "__row"  # an event's row before the missing-label rule
 OBSERVED_EXACT = "__observed_exact"  # a label's observed_time as written (finer than frames')
@@ -868,10 +868,10 @@ class _FramePlan:
 
 def split_counts(frame: pl.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
     """Rows and positives per split of a frame (or of its narrow rows)."""
-    by_split = frame.group_by("split").agg(rows=pl.len(), positives=pl.col("label").sum())
+    figures = by_split(frame, [pl.len().alias("rows"), pl.col("label").sum().alias("positives")])
     return (
-        {r["split"]: int(r["rows"]) for r in by_split.iter_rows(named=True)},
-        {r["split"]: int(r["positives"]) for r in by_split.iter_rows(named=True)},
+        {s: int(r["rows"]) for s, r in figures.items()},
+        {s: int(r["positives"]) for s, r in figures.items()},
     )
 
 
@@ -895,7 +895,7 @@ def _labelled(
     del latest
     maturity = label_maturity(frame, windows, late)
     frame = _apply_missing_label(frame, windows.missing_label)
-    after = dict(frame.group_by("split").len().iter_rows())
+    after = {s: r["len"] for s, r in by_split(frame, [pl.len()]).items()}
     excluded = {s: m.events - after.get(s, 0) for s, m in maturity.splits.items()}
     maturity = maturity.model_copy(
         update={

@@ -26,9 +26,9 @@ from model_factory.contracts import (
     LeakagePolicy,
 )
 from model_factory.core.governance import pii_columns
+from model_factory.core.splits import SPLITS, by_split
 from model_factory.core.windows import label_cut
 
-SPLITS = ("train", "val", "test")
 LABEL_OBSERVED = "__label_observed"
 # Columns that carry the answer: a feature with one of these names is label-derived.
 LABEL_NAMES = frozenset(
@@ -135,24 +135,17 @@ def group_join_stats(frame: pl.DataFrame, g: GroupJoin) -> GroupSplitAudit:
 
 
 def _feature_groups(
-    frame: pl.LazyFrame, groups: list[GroupJoin]
+    frame: pl.DataFrame | pl.LazyFrame, groups: list[GroupJoin]
 ) -> tuple[list[FeatureGroupAudit], dict[str, int]]:
     if not groups:
         return [], {}
     # one pass per split; the whole frame's figures are their sums and maxima
     columns = [e for g in groups for e in _group_columns(g)]
     aggs = [e for g in groups for e in _group_aggs(g)]
-    per_split = {
-        r["split"]: r
-        for r in frame.select("split", *columns)
-        .group_by("split")
-        .agg(aggs)
-        .collect()
-        .iter_rows(named=True)
-    }
+    per_split = by_split(frame, aggs, columns)
     audits, stale_values = [], {}
     for g in groups:
-        for split, extra in _stale_values(frame, g).items():  # values read past the TTL
+        for split, extra in _stale_values(frame.lazy(), g).items():  # values read past the TTL
             row = per_split[split]
             row[f"{g.name}|stale_values"] = extra["n"]
             ages = [a for a in (row[f"{g.name}|age"], extra["age"]) if a is not None]
@@ -344,7 +337,7 @@ def audit_frame(
     ``frame`` may be lazy (a scan of a frame written in streaming mode): each rule reads only
     the columns it needs."""
     original, frame = frame, frame.lazy()
-    group_audits, stale_values = _feature_groups(frame, groups)
+    group_audits, stale_values = _feature_groups(original, groups)
     rules = [_window_rule(windows), _inside_rule(frame, windows)]
     for g in group_audits:
         ahead = g.max_available_minus_event_seconds

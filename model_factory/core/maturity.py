@@ -17,9 +17,9 @@ import polars as pl
 
 from model_factory.contracts import LabelMaturity, LeakagePolicy, SplitLabelMaturity
 from model_factory.core.leakage import LABEL_OBSERVED
+from model_factory.core.splits import SPLITS, by_split
 from model_factory.core.windows import label_cut
 
-SPLITS = ("train", "val", "test")
 METHOD = (
     "product-limit estimator for right-truncated delays (reverse-time hazard) over the "
     "visible positive labels of the frame: delay = observed_time - event_time, truncation "
@@ -75,18 +75,16 @@ def label_maturity(
         )
     )
     d, f = delay_distribution(positives["delay"].to_numpy(), positives["truncation"].to_numpy())
-    counts = {
-        r["split"]: r
-        for r in frame.group_by("split")
-        .agg(
-            events=pl.len(),
-            visible=pl.col(LABEL_OBSERVED).is_not_null().sum(),
-            early=(pl.col(LABEL_OBSERVED) < pl.col("event_time")).sum(),
-            positives=(pl.col("label") == 1).sum(),
-            first=pl.col("event_time").min(),
-        )
-        .iter_rows(named=True)
-    }
+    counts = by_split(
+        frame,
+        [
+            pl.len().alias("events"),
+            pl.col(LABEL_OBSERVED).is_not_null().sum().alias("visible"),
+            (pl.col(LABEL_OBSERVED) < pl.col("event_time")).sum().alias("early"),
+            (pl.col("label") == 1).sum().alias("positives"),
+            pl.col("event_time").min().alias("first"),
+        ],
+    )
     # every k-th event of a split (the mean of a smooth function of its time) suffices
     step = max(1, frame.height // SHARE_SAMPLE_ROWS)
     sample = frame.select("split", "event_time").gather_every(step)
