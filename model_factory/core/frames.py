@@ -446,15 +446,15 @@ class _EntityIndex:
         size = min(_WALK_CHUNK, frame.height)
         seen, fits = np.empty((size, width), np.int64), np.empty((size, width), bool)
         words, at = np.empty((size, width // 8), np.uint8), np.empty(size, np.int64)
-        entity, outside = np.empty(size, np.int64), np.empty(size, bool)
+        entity = np.empty(size, np.int64)
         for start in range(0, frame.height, size):
             t = ev_t[start : start + size]
             n = t.size
             k = entity[:n]
             np.subtract(ev_k[start : start + n], self.first, out=k, casting="unsafe")
-            # keys no snapshot has read the last row, where no time is <= any event's
-            np.logical_or(k < 0, k >= none, out=outside[:n])
-            k[outside[:n]] = none
+            # keys no snapshot has read the last row, where no time is <= any event's: those
+            # below the first are negative here, so as unsigned numbers they are above it too
+            np.minimum(k.view(np.uint64), none, out=k.view(np.uint64))
             np.take(self.times, k, axis=0, out=seen[:n], mode="clip")
             np.less_equal(seen[:n], t[:, None], out=fits[:n])
             np.bitwise_count(fits[:n].view(np.uint64), out=words[:n])  # True: 1 bit per byte
@@ -698,6 +698,10 @@ def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[
         else snapshots.with_columns(pl.col("available_at").alias(JOIN_AT))
     )
     del snapshots  # the feature columns go once they are in the source
+    # the features first, then only the columns the match reads: a column computed on the whole
+    # snapshot frame would first align (copy) every feature column's chunks
+    source = _FeatureSource.of(right, features)
+    right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
     exact = [c for c in (JOIN_AT, TIEBREAK) if c in right.columns]
     if any(_finer_than_us(right.schema[c]) for c in exact):
         # Rows of one (key, microsecond) are ordered by their exact times, then written order:
@@ -714,8 +718,6 @@ def _prepare_snapshots(snapshots: pl.DataFrame, keys: list[str], features: list[
         _known_from(JOIN_AT, right.schema[JOIN_AT]),
         _known_from("available_at", right.schema["available_at"]),
     )
-    source = _FeatureSource.of(right, features)
-    right = right.select(*keys, JOIN_AT, "available_at", *({TIEBREAK} & set(right.columns)))
     index = _EntityIndex.of(right, keys[0]) if len(keys) == 1 else None
     return _Prepared(source, right, index)
 
