@@ -426,9 +426,12 @@ class _EntityIndex:
         order = _snapshot_order(right, snap_k, snap_t)
         slot = np.arange(order.size) - np.repeat(np.cumsum(counts) - counts, counts)
         entity = snap_k[order]
-        times = np.full((span + 1, width), np.iinfo(np.int64).max, dtype=np.int64)
+        # on small pages, like the frame's largest arrays (see _unhuge_empty)
+        times = _unhuge_empty((span + 1, width), np.int64)
+        times.fill(np.iinfo(np.int64).max)
         times[entity, slot] = snap_t[order]
-        rows = np.full((span + 1, width + 1), -1, np.int32 if right.height < 2**31 else np.int64)
+        rows = _unhuge_empty((span + 1, width + 1), np.int32 if right.height < 2**31 else np.int64)
+        rows.fill(-1)
         rows[entity, slot + 1] = order
         return cls(first, width, times, rows.ravel())
 
@@ -888,11 +891,14 @@ def _labelled(
     # each visible label is put at its event's row (numbered by ROW in the label join): no
     # second join of all the events
     rows = latest[ROW].to_numpy()
+    # the label as the frame keeps it (intake allowed only 0 and 1): an int64 column of every
+    # event would be allocated only to be cast
+    label, observed = latest["label"].cast(pl.Int8), latest["observed_time"]
     frame = events.with_columns(
-        pl.repeat(None, events.height, dtype=latest.schema[c], eager=True)
-        .scatter(rows, latest[c])
+        pl.repeat(None, events.height, dtype=values.dtype, eager=True)
+        .scatter(rows, values)
         .alias(name)
-        for c, name in (("label", "label"), ("observed_time", LABEL_OBSERVED))
+        for values, name in ((label, "label"), (observed, LABEL_OBSERVED))
     )
     del latest
     maturity = label_maturity(frame, windows, late)
