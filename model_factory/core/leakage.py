@@ -284,18 +284,19 @@ def feature_label_auc(
 
     The sample is stratified by class: every fraud up to half the sample, the rest genuine (a
     rank AUC is the same on it), so a few frauds among millions are never all missed."""
-    flags = (
-        frame.lazy().select(train=pl.col("split") == "train", fraud=pl.col("label") == 1).collect()
-    )
-    in_train, fraud = flags["train"].to_numpy(), flags["fraud"].fill_null(False).to_numpy()
+    # the training rows of each class, found by Polars: as NumPy arrays of every row, the flags
+    # and their row numbers would be fresh (huge) pages, the costliest memory on some machines
+    in_train, fraud = pl.col("split") == "train", (pl.col("label") == 1).fill_null(False)
+    flags = frame.lazy().select(fraud=in_train & fraud, genuine=in_train & ~fraud).collect()
     rng = np.random.default_rng(seed)
 
-    def at_most(indices: np.ndarray, n: int) -> np.ndarray:
+    def at_most(flag: str, n: int) -> np.ndarray:
+        indices = flags[flag].arg_true().to_numpy()
         return indices if indices.size <= n else rng.choice(indices, n, replace=False)
 
-    positives = at_most(np.flatnonzero(in_train & fraud), rows // 2)
-    negatives = at_most(np.flatnonzero(in_train & ~fraud), rows - positives.size)
-    eligible = np.sort(np.concatenate([positives, negatives]))
+    positives = at_most("fraud", rows // 2)
+    negatives = at_most("genuine", rows - positives.size)
+    eligible = np.sort(np.concatenate([positives, negatives])).astype(np.int64)
     if isinstance(frame, pl.DataFrame):
         train = frame.select("label", *features)[eligible]
     else:  # a file scan: filter on the row index, so only the sample is kept in memory

@@ -35,6 +35,7 @@ from model_factory.core.frames import (
     _by_join_match,
     _composite_match,
     _FeatureSource,
+    _snapshot_order,
     _walk_match,
     asof_join_group,
     build_training_frame,
@@ -390,6 +391,37 @@ def test_composite_and_by_join_paths_pick_the_same_snapshot(case: dict) -> None:
         walked = _walk_match(case["events"], snaps, "k")
         if walked is not None:  # None only for no rows, or keys too sparse for its index
             assert walked.tolist() == expected
+
+
+@pytest.mark.parametrize("span", [1, 2, 65_536, 65_537, 2**20, 2**40])
+def test_snapshots_in_time_order_are_ordered_by_a_stable_sort_on_the_key(span: int) -> None:
+    """The walk's table is filled in (key, written) order; for snapshots written in time order
+    that order comes from a radix sort of the key, 16 bits a pass: keys of one, two and three
+    passes give what a stable comparison sort gives."""
+    rng = np.random.default_rng(span % 1000)
+    keys = rng.integers(0, span, 50_000)
+    keys[:2] = [0, span - 1]
+    times = np.sort(T0 + rng.integers(0, 1_000, keys.size) * US)
+    right = pl.DataFrame({JOIN_AT: ts(times)})
+    order = _snapshot_order(right, keys, times, span)
+    assert order.tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+def test_entity_walk_over_more_than_65536_entities_matches_the_by_join() -> None:
+    """More entities than one 16-bit pass of the key sort covers (so two passes), snapshots in
+    time order: the walk picks what Polars' by-join picks."""
+    rng = np.random.default_rng(8)
+    k = np.repeat(np.arange(70_000), 2)
+    at = T0 + rng.integers(0, 40, k.size) * HOUR
+    snaps = pl.DataFrame({"k": k, JOIN_AT: ts(at)}).sort(JOIN_AT)
+    ev_k = rng.integers(0, 70_001, 20_000)
+    events = pl.DataFrame(
+        {"k": ev_k, "event_time": ts(T0 + rng.integers(-2, 42, ev_k.size) * HOUR)}
+    ).sort("event_time")
+    walked = _walk_match(events, snaps, "k")
+    assert walked is not None
+    assert walked.tolist() == _by_join_match(events, snaps, ["k"]).tolist()
+    assert {int(m) for m in walked} > {-1}
 
 
 @pytest.mark.parametrize("in_time_order", [True, False])
