@@ -389,8 +389,13 @@ def _snapshot_order(
     enough (and cheaper than sorting on four columns): NumPy's radix sort, 16 bits of the key
     a pass, least significant first (about 3x less CPU than a comparison sort here)."""
     tiebreak = _tiebreak(right)
-    dt = np.diff(snap_t)
-    in_time_order = bool(np.all((dt > 0) | ((dt == 0) & (np.diff(tiebreak) >= 0))))
+    # neighbours compared, not subtracted: a null tiebreak is the lowest int64, and the lowest
+    # minus a time wraps round to a large positive difference
+    later, earlier = snap_t[1:], snap_t[:-1]
+    ties = later == earlier
+    in_time_order = bool(np.all(later >= earlier)) and bool(
+        np.all(tiebreak[1:][ties] >= tiebreak[:-1][ties])
+    )
     if not in_time_order:
         columns = {"k": snap_k, "t": snap_t, "b": tiebreak}
         order = pl.DataFrame(columns).select(pl.arg_sort_by(list(columns), maintain_order=True))
@@ -464,7 +469,11 @@ class _EntityIndex:
             t = ev_t[start : start + size]
             n = t.size
             k = entity[:n]
-            np.subtract(ev_k[start : start + n], self.first, out=k, casting="unsafe")
+            # widened before the subtraction: the events may key by a narrower integer than
+            # the snapshots the table was built from, and a subtraction in their own type wraps
+            # round (an unsigned key 1 - 3 was 254, another entity's row)
+            np.copyto(k, ev_k[start : start + n], casting="unsafe")
+            np.subtract(k, self.first, out=k)
             # keys no snapshot has read the last row, where no time is <= any event's: those
             # below the first are negative here, so as unsigned numbers they are above it too
             np.minimum(k.view(np.uint64), none, out=k.view(np.uint64))

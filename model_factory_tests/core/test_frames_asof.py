@@ -393,6 +393,60 @@ def test_composite_and_by_join_paths_pick_the_same_snapshot(case: dict) -> None:
             assert walked.tolist() == expected
 
 
+@pytest.mark.parametrize(
+    ("event_key", "snapshot_key", "snapshot_keys"),
+    [
+        # an event key minus the first snapshot key, in the events' narrower type, wrapped round
+        # to another entity's row: key 1 - 3 read key 257's snapshot
+        (pl.UInt8, pl.UInt16, range(3, 301)),
+        # the first snapshot key does not fit the events' type at all
+        (pl.Int16, pl.Int64, range(40_000, 40_300)),
+        (pl.Int8, pl.Int32, range(-300, 0)),
+    ],
+)
+def test_event_keys_of_a_narrower_type_than_the_snapshots_match_only_their_own_entity(
+    event_key: pl.DataType, snapshot_key: pl.DataType, snapshot_keys: range
+) -> None:
+    """Intake lets the events and a group key by integers of one kind at any width; the walk's
+    table is built from the snapshots before the events are read, so an event's key must be
+    widened before it is compared with the table's first key."""
+    keys = list(snapshot_keys)
+    snaps = pl.DataFrame(
+        {
+            "k": pl.Series(keys, dtype=snapshot_key),
+            "available_at": ts([T0] * len(keys)),
+            "f": [float(k) for k in keys],
+        }
+    )
+    low, high = {pl.UInt8: (0, 255), pl.Int8: (-128, 127)}.get(event_key, (-300, 300))
+    event_keys = sorted({low, high, 0, 1, 2, *(k for k in keys if low <= k <= high)})
+    events = pl.DataFrame(
+        {
+            "k": pl.Series(event_keys, dtype=event_key),
+            "event_time": ts([T0 + HOUR] * len(event_keys)),
+        }
+    )
+    joined, _ = asof_join_group(events, snaps, ["k"], ["f"], "g", None)
+    by_key = dict(zip(keys, [float(k) for k in keys], strict=True))
+    assert joined["g__f"].to_list() == [by_key.get(k) for k in event_keys]
+
+
+def test_a_null_valid_from_after_a_set_one_on_the_same_instant_ranks_lowest_on_every_path() -> None:
+    """Two snapshots of one key at one available_at, the first with a valid_from, the second
+    without (null ranks lowest): the first is read. The walk's test of written order subtracted
+    neighbouring tiebreaks, and the null's lowest value minus a time wrapped round to a large
+    positive number, so the walk took the rows as ordered and read the second."""
+    valid_from = pl.Series(TIEBREAK, [T0 - 24 * HOUR, None], dtype=pl.Int64).cast(
+        pl.Datetime("us", "UTC")
+    )
+    snaps = pl.DataFrame({"k": [7, 7], JOIN_AT: ts([T0, T0])}).with_columns(valid_from)
+    events = pl.DataFrame({"k": [7], "event_time": ts([T0 + HOUR])})
+    expected = _by_join_match(events, snaps, ["k"]).tolist()
+    assert expected == [0]
+    assert _composite_match(events, snaps, "k").tolist() == expected
+    assert _walk_match(events, snaps, "k").tolist() == expected
+
+
 @pytest.mark.parametrize("span", [1, 2, 65_536, 65_537, 2**20, 2**40])
 def test_snapshots_in_time_order_are_ordered_by_a_stable_sort_on_the_key(span: int) -> None:
     """The walk's table is filled in (key, written) order; for snapshots written in time order
