@@ -739,6 +739,19 @@ def table(n: int, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _versions() -> str:
+    """The releases a run measured (the checksum depends on Polars' too)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("polars", "pyarrow", "numpy", "pandas", "duckdb", "xgboost"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} -")
+    return ", ".join(found)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, action="append", help="events (repeatable)")
@@ -759,6 +772,7 @@ def main() -> None:
             _WINDOWS = windows_from_json(args.windows)
         child(args.child, Path(args.data), Path(args.keep) if args.keep else None)
         return
+    print(f"versions: {_versions()}", flush=True)
     for n in args.events or [1_000_000]:
         folder = Path(args.workdir) / f"n{n}"
         started = time.perf_counter()
@@ -774,9 +788,13 @@ def main() -> None:
         kept = {m: folder / f"_kept_{m}.parquet" for m in KEPT if "feast_offline_store" in methods}
         # rounds: each method once per round, so that a drift of this machine's speed over the
         # minutes of a run (it moves by a third between hours here) hits every method alike
+        # minutes of a run (it moves by a third between hours here) hits every method alike; the
+        # order turns by one method each round, as a process can pay for the memory the process
+        # before it freed
         runs: dict[str, list[dict]] = {m: [] for m in methods}
-        for _ in range(args.repeat):
-            for method in methods:
+        for i in range(args.repeat):
+            turn = i % len(methods)
+            for method in methods[turn:] + methods[:turn]:
                 runs[method].append(measure(method, folder, args.timeout, kept.get(method)))
         for method in methods:
             # the median run (seconds and its peak memory): runs vary by +-15% here, and the
@@ -784,6 +802,10 @@ def main() -> None:
             ok = sorted((r for r in runs[method] if "seconds" in r), key=lambda r: r["seconds"])
             median = ok[(len(ok) - 1) // 2] if ok else runs[method][-1]
             median["all_seconds"] = [round(r["seconds"], 2) for r in ok]
+            median["seconds_by_round"] = [
+                round(r.get("seconds", float("nan")), 2) for r in runs[method]
+            ]
+            median["max_peak_rss_bytes"] = max((r["peak_rss_bytes"] for r in ok), default=None)
             median["round_ratios"] = round_ratios(runs[method], runs.get("factory", []))
             print(f"  {method}: {json.dumps(median)}", flush=True)
             results.append(median)
