@@ -9,6 +9,8 @@ sorted otherwise, a test's, a file scan) is grouped as before; the figures are t
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import polars as pl
 
 SPLITS = ("train", "val", "test")
@@ -20,11 +22,8 @@ def split_runs(frame: pl.DataFrame) -> dict[str | None, tuple[int, int]] | None:
     if runs.height != runs.get_column("value").n_unique():
         return None
     lengths = runs.get_column("len").to_list()
-    offsets = [sum(lengths[:i]) for i in range(len(lengths))]
-    return {
-        value: (offset, length)
-        for value, offset, length in zip(runs.get_column("value"), offsets, lengths, strict=True)
-    }
+    offsets = list(accumulate(lengths, initial=0))[:-1]
+    return dict(zip(runs.get_column("value"), zip(offsets, lengths, strict=True), strict=True))
 
 
 def by_split(
@@ -36,14 +35,10 @@ def by_split(
     maxima over named columns aggregate fastest within a group-by, the fallback)."""
     columns = columns or []
     if isinstance(frame, pl.DataFrame) and (runs := split_runs(frame)) is not None:
-        queries = [
-            frame.lazy().slice(offset, length).select(*columns).select(*aggs)
-            if columns
-            else frame.lazy().slice(offset, length).select(*aggs)
+        results = pl.collect_all(
+            frame.lazy().slice(offset, length).with_columns(*columns).select(*aggs)
             for offset, length in runs.values()
-        ]
-        results = pl.collect_all(queries)
+        )
         return {s: r.row(0, named=True) for s, r in zip(runs, results, strict=True)}
-    grouped = frame.lazy().select("split", *columns) if columns else frame.lazy()
-    rows = grouped.group_by("split").agg(*aggs).collect()
+    rows = frame.lazy().with_columns(*columns).group_by("split").agg(*aggs).collect()
     return {r.pop("split"): r for r in rows.iter_rows(named=True)}
